@@ -1,0 +1,176 @@
+"""Input validation shared by every public entry point.
+
+Each check raises an error that says what is wrong *and* what to do about it.
+"""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+
+import numpy as np
+
+__all__ = [
+    "DataWarning",
+    "check_data",
+    "check_n_components",
+    "check_sample_weight",
+    "warn_constant_columns",
+]
+
+
+class DataWarning(UserWarning):
+    """The data are usable but something about them deserves attention."""
+
+
+def _describe_nonfinite(X):
+    bad = ~np.isfinite(X)
+    rows = np.flatnonzero(bad.any(axis=1))
+    cols = np.flatnonzero(bad.any(axis=0))
+    kind = "NaN" if np.isnan(X).any() else "infinite values"
+    shown = ", ".join(str(r) for r in rows[:5]) + (", ..." if rows.size > 5 else "")
+    return (
+        f"Input X contains {kind} in {rows.size} row(s) (first: {shown}) and column(s) "
+        f"{cols.tolist()}. Drop or impute those rows first (for example "
+        "`X = X[np.isfinite(X).all(axis=1)]`, or `df.dropna()` for a DataFrame)."
+    )
+
+
+def check_data(X, *, min_samples=1, name="X", dtype=(np.float64, np.float32)):
+    """Turn array-like input into a finite 2-D float array, or explain why not.
+
+    This does not set ``n_features_in_``; estimators use scikit-learn's
+    ``validate_data`` for that and call :func:`check_finite_numeric` first.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features) or (n_samples,)
+        A 1-D input is read as one feature.
+    min_samples : int, default=1
+    name : str
+        The argument's name, used in messages.
+
+    Returns
+    -------
+    ndarray of shape (n_samples, n_features)
+    """
+    X = check_finite_numeric(X, name=name)
+    if X.ndim == 1:
+        X = X[:, None]
+    if X.ndim != 2:
+        raise ValueError(
+            f"{name} must be 2-D with shape (n_samples, n_features), got {X.ndim} dimensions "
+            f"with shape {X.shape}."
+        )
+    n_samples, n_features = X.shape
+    if n_features == 0:
+        raise ValueError(f"{name} has 0 features; pass at least one column.")
+    if n_samples < min_samples:
+        raise ValueError(
+            f"{name} has {n_samples} sample(s) but at least {min_samples} are needed."
+        )
+    if X.dtype not in dtype:
+        X = X.astype(np.float64)
+    return X
+
+
+def check_finite_numeric(X, name="X"):
+    """Reject strings, objects, complex numbers, NaN and inf with an actionable message."""
+    if hasattr(X, "dtypes") and hasattr(X, "columns"):  # a DataFrame: name the bad columns
+        from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+        non_numeric = [
+            str(col)
+            for col, dt in zip(X.columns, X.dtypes, strict=True)
+            if not (is_numeric_dtype(dt) or is_bool_dtype(dt))
+        ]
+        if non_numeric:
+            raise ValueError(
+                f"{name} has non-numeric column(s) {non_numeric}. Select the numeric columns "
+                "(e.g. `df.select_dtypes('number')`) or encode them as numbers first."
+            )
+    try:
+        arr = np.asarray(X)
+    except Exception as exc:  # ragged lists and the like
+        raise ValueError(
+            f"{name} could not be read as a numeric array ({exc}). Pass a 2-D array of numbers."
+        ) from exc
+    if arr.dtype.kind in "OUSV" or arr.dtype.kind == "c":
+        try:
+            if arr.dtype.kind == "c":
+                raise TypeError("complex")
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(
+                f"{name} must contain only real numbers, but it holds values of type "
+                f"{arr.dtype} that cannot be converted (for example strings). Convert or drop "
+                "the non-numeric columns first."
+            ) from exc
+    if arr.dtype.kind == "b" or arr.dtype.kind in "iu":
+        arr = arr.astype(np.float64)
+    if arr.size == 0:
+        raise ValueError(
+            f"{name} is empty (shape {arr.shape}); pass at least one sample with at least one "
+            "feature."
+        )
+    if not np.all(np.isfinite(arr)):
+        arr2 = arr if arr.ndim == 2 else arr.reshape(len(arr), -1)
+        raise ValueError(_describe_nonfinite(arr2))
+    return arr
+
+
+def check_n_components(n_components, n_samples, *, name="n_components"):
+    """An integer number of components with ``1 <= n_components <= n_samples``."""
+    if isinstance(n_components, bool) or not isinstance(n_components, numbers.Integral):
+        raise ValueError(f"{name} must be a positive integer, got {n_components!r}.")
+    if n_components < 1:
+        raise ValueError(f"{name} must be >= 1, got {n_components}.")
+    if n_samples < n_components:
+        raise ValueError(
+            f"Expected n_samples >= {name}, but got {name}={n_components} and "
+            f"n_samples={n_samples}. Fit fewer components or pass more data."
+        )
+    return int(n_components)
+
+
+def check_sample_weight(sample_weight, n_samples, dtype=np.float64):
+    """Non-negative finite weights, not all zero; ``None`` means all ones."""
+    if sample_weight is None:
+        return np.ones(n_samples, dtype=dtype)
+    if isinstance(sample_weight, numbers.Number):
+        w = np.full(n_samples, float(sample_weight), dtype=dtype)
+    else:
+        w = check_finite_numeric(sample_weight, name="sample_weight").astype(dtype, copy=False)
+        if w.ndim != 1 or w.shape[0] != n_samples:
+            raise ValueError(
+                f"sample_weight must be 1-D with one weight per sample ({n_samples},), got "
+                f"shape {w.shape}."
+            )
+    if np.any(w < 0):
+        raise ValueError(
+            f"sample_weight has {int(np.sum(w < 0))} negative value(s); weights must be >= 0."
+        )
+    if not np.any(w > 0):
+        raise ValueError(
+            "sample_weight is zero for every sample, so there is nothing to fit; give at least "
+            "one sample a positive weight."
+        )
+    return w
+
+
+def warn_constant_columns(X, feature_names=None, stacklevel=3):
+    """Warn about columns with zero variance: the fit stays usable but regularized."""
+    if X.shape[0] < 2:
+        return np.zeros(X.shape[1], dtype=bool)
+    constant = np.all(X == X[:1], axis=0)
+    if constant.any():
+        idx = np.flatnonzero(constant)
+        names = [str(feature_names[i]) for i in idx] if feature_names is not None else idx.tolist()
+        warnings.warn(
+            f"Column(s) {names} of X are constant: their variance is zero, so the covariances "
+            "are held positive only by regularization (reg_covar or the prior) and the "
+            "likelihood is dominated by it. Drop constant columns before fitting.",
+            DataWarning,
+            stacklevel=stacklevel,
+        )
+    return constant

@@ -1,0 +1,266 @@
+"""Conjugate priors shared by the EM engine (MAP) and the Bayesian model.
+
+The prior is a small, explicit value: :class:`GaussianMixturePrior` stores the
+user's choices (``None`` meaning "data-based default"), and :meth:`resolve`
+turns it into concrete arrays for one data set, one number of components and
+one covariance structure. The EM engine and the PyMC model both read the
+resolved values, so the MAP estimate and the posterior answer the same model.
+
+Model (``d`` features, ``K`` components)::
+
+    weights            ~ Dirichlet(alpha * ones(K))
+    full:      Sigma_k ~ InvWishart(nu, Lambda)            mu_k | Sigma_k ~ N(m0, Sigma_k / kappa)
+    tied:      Sigma   ~ InvWishart(nu, Lambda)            mu_k | Sigma   ~ N(m0, Sigma / kappa)
+    diag:    s2_{k,j}  ~ InvGamma(nu / 2, lambda_j / 2)    mu_kj | s2_kj  ~ N(m0_j, s2_kj / kappa)
+    spherical:  s2_k   ~ InvGamma(nu / 2, lambda / 2)      mu_k | s2_k    ~ N(m0, s2_k I / kappa)
+
+Defaults follow mclust's ``priorControl`` (Fraley & Raftery 2007, "Bayesian
+regularization for normal mixture estimation and model-based clustering"):
+``kappa = 0.01``, ``m0`` = data mean, ``nu = d + 2``,
+``Lambda`` = sample covariance / ``K ** (2 / d)`` (its diagonal for "diag", the
+mean of its diagonal for "spherical"), and ``alpha = 1`` (a flat Dirichlet, so
+the weights are not shrunk, as in mclust).
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.special import gammaln, multigammaln
+
+__all__ = ["GaussianMixturePrior", "ResolvedPrior", "COVARIANCE_TYPES"]
+
+COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+
+
+def _check_covariance_type(covariance_type):
+    if covariance_type not in COVARIANCE_TYPES:
+        raise ValueError(
+            f"covariance_type must be one of {COVARIANCE_TYPES}, got {covariance_type!r}."
+        )
+
+
+@dataclass(frozen=True)
+class GaussianMixturePrior:
+    """Conjugate prior for a Gaussian mixture (Dirichlet x Normal-inverse-Wishart).
+
+    Every field left at ``None`` takes its data-based default when the prior is
+    resolved against a data set (see :meth:`resolve`).
+
+    Parameters
+    ----------
+    weight_concentration : float, default=1.0
+        Symmetric Dirichlet concentration ``alpha`` on the mixing weights. The
+        EM engine needs ``alpha >= 1`` for the MAP weights to exist; ``1`` is
+        flat.
+    mean_precision : float, default=0.01
+        Shrinkage ``kappa``: the prior on a component mean has the component's
+        covariance divided by ``kappa``, i.e. it is worth ``kappa`` observations.
+    mean_prior : array-like of shape (n_features,), default=None
+        Prior location ``m0`` of the component means. ``None``: the data mean.
+    degrees_of_freedom : float, default=None
+        ``nu`` of the inverse-Wishart (and twice the shape of the inverse-gamma
+        used by "diag" and "spherical"). ``None``: ``n_features + 2``. Must be
+        larger than ``n_features - 1``.
+    covariance_prior : float, array-like of shape (n_features,) or (n_features, n_features), default=None
+        Scale ``Lambda`` of the inverse-Wishart. A scalar means ``scalar * I``,
+        a vector a diagonal matrix. ``None``: the sample covariance divided by
+        ``n_components ** (2 / n_features)``.
+
+    Examples
+    --------
+    >>> from bayes_gmm import GaussianMixturePrior
+    >>> GaussianMixturePrior()
+    GaussianMixturePrior(weight_concentration=1.0, mean_precision=0.01, mean_prior=None, degrees_of_freedom=None, covariance_prior=None)
+    """
+
+    weight_concentration: float = 1.0
+    mean_precision: float = 0.01
+    mean_prior: object = None
+    degrees_of_freedom: float | None = None
+    covariance_prior: object = None
+
+    def __post_init__(self):
+        for name in ("weight_concentration", "mean_precision"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Real) or not np.isfinite(value) or value <= 0:
+                raise ValueError(f"{name} must be a positive finite number, got {value!r}.")
+        dof = self.degrees_of_freedom
+        if dof is not None and (not isinstance(dof, numbers.Real) or not np.isfinite(dof)):
+            raise ValueError(f"degrees_of_freedom must be a finite number or None, got {dof!r}.")
+
+    def to_dict(self):
+        """Plain-Python representation (lists instead of arrays), for saving."""
+
+        def plain(value):
+            if value is None or isinstance(value, numbers.Real):
+                return None if value is None else float(value)
+            return np.asarray(value, dtype=float).tolist()
+
+        return {
+            "weight_concentration": float(self.weight_concentration),
+            "mean_precision": float(self.mean_precision),
+            "mean_prior": plain(self.mean_prior),
+            "degrees_of_freedom": plain(self.degrees_of_freedom),
+            "covariance_prior": plain(self.covariance_prior),
+        }
+
+    @classmethod
+    def from_dict(cls, data):
+        """Inverse of :meth:`to_dict`."""
+        return cls(**data)
+
+    def resolve(self, X, n_components, covariance_type="full", sample_weight=None):
+        """Concrete hyperparameters for data ``X`` and ``n_components`` components.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+            Validated, finite data.
+        n_components : int
+        covariance_type : {"full", "tied", "diag", "spherical"}
+        sample_weight : ndarray of shape (n_samples,), default=None
+
+        Returns
+        -------
+        ResolvedPrior
+        """
+        _check_covariance_type(covariance_type)
+        X = np.asarray(X, dtype=float)
+        n_samples, n_features = X.shape
+        w = np.ones(n_samples) if sample_weight is None else np.asarray(sample_weight, float)
+        w_sum = w.sum()
+        data_mean = w @ X / w_sum
+
+        if self.mean_prior is None:
+            mean = data_mean
+        else:
+            mean = np.asarray(self.mean_prior, dtype=float).reshape(-1)
+            if mean.shape != (n_features,):
+                raise ValueError(
+                    f"mean_prior must have shape ({n_features},) to match the data, "
+                    f"got {mean.shape}."
+                )
+
+        nu = float(n_features + 2) if self.degrees_of_freedom is None else float(
+            self.degrees_of_freedom
+        )
+        if nu <= n_features - 1:
+            raise ValueError(
+                f"degrees_of_freedom must be larger than n_features - 1 = {n_features - 1}, "
+                f"got {nu}."
+            )
+
+        if self.covariance_prior is None:
+            centered = X - data_mean
+            # The unbiased weighted covariance, as mclust's var(); a floor keeps a
+            # constant column from giving a singular prior scale.
+            denom = max(w_sum - 1.0, 1.0) if sample_weight is None else w_sum
+            cov = (centered * w[:, None]).T @ centered / denom
+            floor = 1e-6 * max(float(np.mean(np.diag(cov))), 1.0)
+            cov = cov + np.eye(n_features) * np.where(np.diag(cov) <= 0, floor, 0.0)
+            scale = cov / n_components ** (2.0 / n_features)
+        else:
+            scale = np.asarray(self.covariance_prior, dtype=float)
+            if scale.ndim == 0:
+                scale = float(scale) * np.eye(n_features)
+            elif scale.shape == (n_features,):
+                scale = np.diag(scale)
+            if scale.shape != (n_features, n_features):
+                raise ValueError(
+                    "covariance_prior must be a scalar, a vector of length n_features or an "
+                    f"(n_features, n_features) matrix, got shape {scale.shape}."
+                )
+            if not np.allclose(scale, scale.T) or np.any(np.linalg.eigvalsh(scale) <= 0):
+                raise ValueError("covariance_prior must be symmetric positive definite.")
+
+        if covariance_type == "diag":
+            scale = np.diag(scale).copy()
+        elif covariance_type == "spherical":
+            scale = np.asarray(np.mean(np.diag(scale)))
+
+        return ResolvedPrior(
+            covariance_type=covariance_type,
+            n_components=int(n_components),
+            n_features=int(n_features),
+            weight_concentration=float(self.weight_concentration),
+            mean_precision=float(self.mean_precision),
+            mean=mean,
+            degrees_of_freedom=nu,
+            scale=np.asarray(scale, dtype=float),
+        )
+
+
+@dataclass(frozen=True)
+class ResolvedPrior:
+    """Hyperparameters of :class:`GaussianMixturePrior` for one data set.
+
+    ``scale`` has shape (d, d) for "full" and "tied", (d,) for "diag" and ()
+    for "spherical".
+    """
+
+    covariance_type: str
+    n_components: int
+    n_features: int
+    weight_concentration: float
+    mean_precision: float
+    mean: np.ndarray = field(repr=False)
+    degrees_of_freedom: float = 0.0
+    scale: np.ndarray = field(default=None, repr=False)
+
+    def log_density(self, weights, means, covariances):
+        """Log prior density of mixture parameters (normalized).
+
+        Parameters
+        ----------
+        weights : ndarray of shape (K,)
+        means : ndarray of shape (K, d)
+        covariances : ndarray
+            (K, d, d) full, (d, d) tied, (K, d) diag, (K,) spherical.
+
+        Returns
+        -------
+        float
+        """
+        K, d = self.n_components, self.n_features
+        alpha, kappa, nu = self.weight_concentration, self.mean_precision, self.degrees_of_freedom
+        log_p = gammaln(K * alpha) - K * gammaln(alpha)
+        if alpha != 1.0:
+            log_p += (alpha - 1.0) * np.sum(np.log(weights))
+        diff = means - self.mean
+        ctype = self.covariance_type
+        if ctype in ("full", "tied"):
+            covs = covariances if ctype == "full" else covariances[None]
+            chol = np.linalg.cholesky(covs)
+            log_det = 2.0 * np.sum(np.log(np.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
+            _, log_det_scale = np.linalg.slogdet(self.scale)
+            inv = np.linalg.inv(covs)
+            log_iw = (
+                0.5 * nu * log_det_scale
+                - 0.5 * nu * d * np.log(2.0)
+                - multigammaln(0.5 * nu, d)
+                - 0.5 * (nu + d + 1.0) * log_det
+                - 0.5 * np.einsum("ij,kji->k", self.scale, inv)
+            )
+            maha = np.einsum("ki,kij,kj->k", diff, inv if ctype == "full" else inv[[0] * K], diff)
+            log_det_means = log_det if ctype == "full" else np.repeat(log_det, K)
+            log_norm = -0.5 * (d * np.log(2 * np.pi) - d * np.log(kappa) + log_det_means)
+            log_norm = log_norm - 0.5 * kappa * maha
+            log_p += np.sum(log_iw) + np.sum(log_norm)
+        else:
+            var = covariances if ctype == "diag" else np.repeat(covariances[:, None], d, axis=1)
+            lam = self.scale if ctype == "diag" else np.full(d, float(self.scale))
+            if ctype == "diag":
+                a, b = 0.5 * nu, 0.5 * lam
+                log_ig = a * np.log(b) - gammaln(a) - (a + 1.0) * np.log(var) - b / var
+                log_p += np.sum(log_ig)
+            else:
+                a, b = 0.5 * nu, 0.5 * float(self.scale)
+                s2 = covariances
+                log_p += np.sum(a * np.log(b) - gammaln(a) - (a + 1.0) * np.log(s2) - b / s2)
+            log_p += np.sum(
+                -0.5 * (np.log(2 * np.pi) - np.log(kappa) + np.log(var)) - 0.5 * kappa * diff**2 / var
+            )
+        return float(log_p)
