@@ -1,0 +1,672 @@
+"""The ``bayes-gmm`` command line.
+
+Subcommands
+-----------
+``bayes-gmm demo``
+    Old Faithful end to end: the selection grid, the chosen model's posterior by NUTS,
+    the diagnostics verdict, and a results folder with tables and figures.
+``bayes-gmm fit DATA.csv``
+    The same on your data.
+``bayes-gmm select DATA.csv``
+    Only the EM selection grid (fast); writes the table and its figure with ``--out``.
+
+Exit status: 0 on success, 1 for bad input data or a failed run (one line on stderr says
+what is wrong and what to do), 2 for bad command-line usage, 130 when interrupted.
+
+Results are written into a hidden temporary folder next to the target and renamed into
+place at the end, so a failed or interrupted run never leaves a half-written folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from pathlib import Path
+
+__all__ = ["build_parser", "main", "parse_covariance", "parse_k", "read_data"]
+
+PROG = "bayes-gmm"
+_COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+# mclust's names for the same structures, so R users can type what they know.
+_MCLUST_NAMES = {"vvv": "full", "eee": "tied", "vvi": "diag", "vii": "spherical"}
+
+
+class CLIError(Exception):
+    """An error with a message meant for the user; the CLI prints it on one line."""
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def parse_k(text):
+    """Parse ``--k``: ``"3"``, ``"1:9"`` (inclusive) or ``"2,3,5"``; returns a sorted list."""
+    text = str(text).strip()
+    try:
+        if ":" in text:
+            lo, hi = (int(part) for part in text.split(":"))
+            values = list(range(lo, hi + 1))
+        else:
+            values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid K {text!r}: use a number (3), an inclusive range (1:9) or a list (2,3,5)"
+        ) from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"invalid K {text!r}: the range is empty")
+    if min(values) < 1:
+        raise argparse.ArgumentTypeError(f"invalid K {text!r}: K must be at least 1")
+    return sorted(set(values))
+
+
+def parse_covariance(text):
+    """Parse ``--covariance``: a comma-separated list of structures (or ``all``)."""
+    names = [part.strip().lower() for part in str(text).split(",") if part.strip()]
+    if names == ["all"]:
+        return _COVARIANCE_TYPES
+    out = []
+    for name in names:
+        name = _MCLUST_NAMES.get(name, name)
+        if name not in _COVARIANCE_TYPES:
+            raise argparse.ArgumentTypeError(
+                f"invalid covariance structure {name!r}: choose from "
+                f"{', '.join(_COVARIANCE_TYPES)} (or mclust's VVV, EEE, VVI, VII), "
+                "comma-separated"
+            )
+        if name not in out:
+            out.append(name)
+    if not out:
+        raise argparse.ArgumentTypeError("no covariance structure given")
+    return tuple(out)
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _columns(text):
+    cols = [c.strip() for c in str(text).split(",") if c.strip()]
+    if not cols:
+        raise argparse.ArgumentTypeError("--columns needs at least one column name")
+    return cols
+
+
+def build_parser():
+    """The argument parser (exposed for the docs and for tests)."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=(
+            "Gaussian mixtures with honest uncertainty: choose K and the covariance structure "
+            "by BIC over an EM grid, then sample the chosen model's posterior with NUTS."
+        ),
+        epilog="Run 'bayes-gmm demo' to see the whole pipeline on the Old Faithful data.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="{demo,fit,select}")
+    sub.required = True
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--quiet", "-q", action="store_true", help="no progress messages or progress bars"
+    )
+    common.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    common.add_argument(
+        "--out", type=Path, default=None, help="results folder (written atomically)"
+    )
+    common.add_argument(
+        "--overwrite", action="store_true", help="replace the results folder if it exists"
+    )
+
+    grid = argparse.ArgumentParser(add_help=False)
+    grid.add_argument(
+        "--k",
+        type=parse_k,
+        default=list(range(1, 10)),
+        metavar="K",
+        help="numbers of components to try: 3, 1:9 (default) or 2,3,5",
+    )
+    grid.add_argument(
+        "--covariance",
+        type=parse_covariance,
+        default=_COVARIANCE_TYPES,
+        metavar="TYPES",
+        help="covariance structures to try, comma-separated: full,tied,diag,spherical "
+        "(default: all four)",
+    )
+    grid.add_argument(
+        "--criterion",
+        choices=("bic", "aic", "icl"),
+        default="bic",
+        help="criterion that picks the model (default: bic; lower is better)",
+    )
+    grid.add_argument(
+        "--prior",
+        choices=("default", "none"),
+        default="none",
+        help="EM grid by maximum likelihood ('none', default, as mclust) or MAP under the "
+        "package's default conjugate prior ('default')",
+    )
+
+    data = argparse.ArgumentParser(add_help=False)
+    data.add_argument("data", type=Path, metavar="DATA.csv", help="a CSV file with a header row")
+    data.add_argument(
+        "--columns",
+        type=_columns,
+        default=None,
+        metavar="A,B",
+        help="comma-separated columns to use (default: all)",
+    )
+    data.add_argument(
+        "--dropna", action="store_true", help="drop rows with missing values instead of failing"
+    )
+
+    sampler = argparse.ArgumentParser(add_help=False)
+    sampler.add_argument(
+        "--draws", type=_positive_int, default=1000, help="draws per chain (default: 1000)"
+    )
+    sampler.add_argument(
+        "--tune", type=_positive_int, default=1000, help="tuning steps per chain (default: 1000)"
+    )
+    sampler.add_argument(
+        "--chains", type=_positive_int, default=4, help="number of chains (default: 4)"
+    )
+
+    p_demo = sub.add_parser(
+        "demo",
+        parents=[common, sampler],
+        help="the whole pipeline on Old Faithful (no arguments needed)",
+        description="Old Faithful: selection grid, the chosen model's posterior by NUTS, "
+        "diagnostics verdict, and a results folder (default: bayes_gmm_demo) with figures.",
+    )
+    p_demo.set_defaults(func=_run_demo)
+
+    p_fit = sub.add_parser(
+        "fit",
+        parents=[data, grid, sampler, common],
+        help="selection grid + posterior of the chosen model on a CSV file",
+        description="Choose K and the covariance structure by the EM grid, sample the chosen "
+        "model's posterior with NUTS, and write the posterior, tables and figures into --out "
+        "(default: <DATA>_bayes_gmm next to the data file).",
+    )
+    p_fit.set_defaults(func=_run_fit)
+
+    p_select = sub.add_parser(
+        "select",
+        parents=[data, grid, common],
+        help="only the EM selection grid (fast)",
+        description="Fit the EM grid over K and covariance structures and print the ranking. "
+        "With --out, also write selection.csv and selection.png.",
+    )
+    p_select.set_defaults(func=_run_select)
+    return parser
+
+
+def _version():
+    from bayes_gmm import __version__
+
+    return __version__
+
+
+# --------------------------------------------------------------------------- data
+
+
+def read_data(path, columns=None, dropna=False):
+    """Read a CSV file into a numeric DataFrame, or raise :class:`CLIError` saying why not.
+
+    Parameters
+    ----------
+    path : path-like
+    columns : list of str, optional
+        Columns to keep, in this order. Default: all.
+    dropna : bool, default=False
+        Drop rows with missing values (otherwise they are an error).
+
+    Returns
+    -------
+    DataFrame of shape (n_rows, n_columns), float
+    """
+    import pandas as pd
+
+    path = Path(path)
+    if not path.exists():
+        raise CLIError(f"data file '{path}' not found; check the path")
+    if path.is_dir():
+        raise CLIError(f"'{path}' is a folder, not a CSV file")
+    try:
+        frame = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise CLIError(f"'{path}' is empty; expected a CSV file with a header row") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CLIError(f"could not read '{path}' as CSV ({first})") from None
+    if frame.shape[1] == 0 or frame.shape[0] == 0:
+        raise CLIError(f"'{path}' has no data rows; expected a header row and numbers below it")
+
+    if columns is not None:
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            raise CLIError(
+                f"column(s) {', '.join(missing)} not in '{path}'; available: "
+                f"{', '.join(map(str, frame.columns))}"
+            )
+        frame = frame[columns]
+
+    non_numeric = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+    if non_numeric:
+        col = non_numeric[0]
+        bad = pd.to_numeric(frame[col], errors="coerce").isna() & frame[col].notna()
+        example = ""
+        if bad.any():
+            row = int(bad.to_numpy().nonzero()[0][0])
+            example = f" (e.g. {frame[col].iloc[row]!r} in data row {row + 1})"
+        numeric = [str(c) for c in frame.columns if c not in non_numeric]
+        hint = (
+            f"choose numeric columns with --columns {','.join(numeric)}"
+            if numeric
+            else "convert them to numbers"
+        )
+        raise CLIError(
+            f"column(s) {', '.join(map(str, non_numeric))} of '{path}' are not numeric"
+            f"{example}; {hint}"
+        )
+
+    isna = frame.isna()
+    if isna.to_numpy().any():
+        rows = isna.any(axis=1)
+        cols = [str(c) for c in frame.columns[isna.any(axis=0)]]
+        if not dropna:
+            raise CLIError(
+                f"{int(rows.sum())} of {len(frame)} rows of '{path}' have missing values "
+                f"(in column(s) {', '.join(cols)}); rerun with --dropna to drop those rows, "
+                "or fill them in"
+            )
+        frame = frame.loc[~rows]
+        if frame.empty:
+            raise CLIError(f"every row of '{path}' has a missing value; nothing left to fit")
+    values = frame.to_numpy(dtype=float)
+    import numpy as np
+
+    if not np.isfinite(values).all():
+        cols = [str(c) for c in frame.columns[~np.isfinite(values).all(axis=0)]]
+        raise CLIError(
+            f"column(s) {', '.join(cols)} of '{path}' contain infinite values; remove them"
+        )
+    return frame.astype(float).reset_index(drop=True)
+
+
+def _check_rows_for_k(frame, ks, source):
+    n = len(frame)
+    k_max = max(ks)
+    # A component needs more than one point to have a spread; fewer rows than K + 1
+    # leaves at least one component with a single point or none.
+    if n < 2:
+        raise CLIError(f"{source} has {n} row(s), too few to fit a mixture; use more data")
+    if n < k_max + 1:
+        raise CLIError(
+            f"{source} has {n} rows, too few for K up to {k_max} (need at least {k_max + 1}); "
+            f"pass --k 1:{n - 1} or use more data"
+        )
+
+
+# --------------------------------------------------------------------------- output
+
+
+@contextmanager
+def results_folder(target, overwrite=False):
+    """Yield a temporary folder next to ``target``; rename it to ``target`` on success.
+
+    On any error (or Ctrl-C) the temporary folder is removed and ``target`` is left as it
+    was, so no half-written results folder is ever visible at ``target``.
+    """
+    target = Path(target)
+    if target.exists() and not overwrite:
+        raise CLIError(
+            f"output folder '{target}' already exists; pass --overwrite to replace it or "
+            "--out to choose another"
+        )
+    if target.exists() and not target.is_dir():
+        raise CLIError(f"output path '{target}' exists and is not a folder; choose another --out")
+    parent = target.resolve().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=parent))
+    except OSError as exc:
+        raise CLIError(f"cannot create the output folder next to '{target}': {exc}") from None
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if target.exists():
+        old = parent / f".{target.name}.old-{os.getpid()}"
+        target.rename(old)
+    tmp.rename(target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+class _Reporter:
+    """Progress on stderr (silenced by --quiet); results on stdout."""
+
+    def __init__(self, quiet, stdout=None, stderr=None):
+        self.quiet = quiet
+        self.out = stdout if stdout is not None else sys.stdout
+        self.err = stderr if stderr is not None else sys.stderr
+        self._t0 = time.perf_counter()
+
+    def progress(self, message):
+        if not self.quiet:
+            elapsed = time.perf_counter() - self._t0
+            print(f"[{elapsed:6.1f}s] {message}", file=self.err, flush=True)
+
+    def result(self, text=""):
+        print(text, file=self.out, flush=True)
+
+
+# --------------------------------------------------------------------------- pipeline
+
+
+def _prior(name):
+    if name == "none":
+        return None
+    from bayes_gmm.priors import GaussianMixturePrior
+
+    return GaussianMixturePrior()
+
+
+def _run_grid(X, args, rep):
+    from bayes_gmm import select_model
+
+    n_cells = len(args.k) * len(args.covariance)
+    rep.progress(
+        f"selection grid: K in {_k_text(args.k)} x {', '.join(args.covariance)} "
+        f"({n_cells} EM fits, criterion {args.criterion.upper()})"
+    )
+    selection = select_model(
+        X,
+        n_components=args.k,
+        covariance_types=args.covariance,
+        criterion=args.criterion,
+        prior=_prior(args.prior),
+        random_state=args.seed,
+        verbose=not rep.quiet,
+    )
+    cov, k = _best(selection)
+    rep.progress(f"grid done: best {cov} with K = {k}")
+    return selection
+
+
+def _best(selection):
+    best = selection.best_params
+    if isinstance(best, dict):
+        return best["covariance_type"], int(best["n_components"])
+    return best[0], int(best[1])
+
+
+def _k_text(ks):
+    if len(ks) > 2 and ks == list(range(ks[0], ks[-1] + 1)):
+        return f"{ks[0]}..{ks[-1]}"
+    return ",".join(map(str, ks))
+
+
+def _print_selection(selection, criterion, rep):
+    import pandas as pd
+
+    ranking = selection.ranking
+    with pd.option_context("display.width", 120, "display.max_columns", 20):
+        rep.result(f"Model selection ({criterion.upper()}, lower is better), best rows:")
+        rep.result(ranking.head(5).to_string())
+    cov, k = _best(selection)
+    rep.result(f"\nChosen model: covariance_type={cov!r}, n_components={k}")
+
+
+def _save_selection_outputs(selection, criterion, folder):
+    import matplotlib.pyplot as plt
+
+    from bayes_gmm import plots
+
+    selection.table.to_csv(folder / "selection.csv", index=False)
+    ax = plots.plot_selection(selection, criterion=criterion)
+    ax.figure.savefig(folder / "selection.png", dpi=120, bbox_inches="tight")
+    plt.close(ax.figure)
+
+
+def _fit_posterior(X, selection, args, rep):
+    from bayes_gmm import BayesianGaussianMixture
+
+    cov, k = _best(selection)
+    rep.progress(
+        f"posterior: NUTS, {args.chains} chains x ({args.tune} tune + {args.draws} draws) "
+        f"for {cov}, K = {k} (first run compiles the model: about a minute)"
+    )
+    model = BayesianGaussianMixture(
+        n_components=k,
+        covariance_type=cov,
+        draws=args.draws,
+        tune=args.tune,
+        chains=args.chains,
+        random_state=args.seed,
+        progressbar=not rep.quiet,
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(X)
+    for w in caught:
+        # Diagnostics warnings are part of the verdict; show them once, briefly.
+        if not rep.quiet:
+            rep.progress(f"warning: {str(w.message).splitlines()[0]}")
+    rep.progress("sampling done")
+    return model
+
+
+def _write_posterior_outputs(model, frame, folder, rep):
+    import matplotlib.pyplot as plt
+
+    from bayes_gmm import plots
+
+    X = frame.to_numpy()
+    model.save(folder / "posterior.zarr")
+    summary = model.summary()
+    summary.to_csv(folder / "summary.csv")
+    membership_table(model, frame).to_csv(folder / "membership.csv", index=False)
+    diag = model.diagnostics()
+    (folder / "diagnostics.txt").write_text(_diagnostics_text(diag) + "\n")
+
+    figures = {}
+    if X.shape[1] == 1:
+        figures["density.png"] = lambda: plots.plot_density(model, X)
+    else:
+        figures["clusters.png"] = lambda: plots.plot_clusters(model, frame)
+    figures["uncertainty.png"] = lambda: plots.plot_uncertainty(model, frame)
+    figures["trace.png"] = lambda: plots.plot_trace_dist(model)
+    figures["rank.png"] = lambda: plots.plot_rank(model)
+    figures["forest.png"] = lambda: plots.plot_forest(model)
+    for name, draw in figures.items():
+        rep.progress(f"figure {name}")
+        result = draw()
+        fig = result.figure if hasattr(result, "figure") else result
+        fig.savefig(folder / name, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+    return summary, diag
+
+
+def membership_table(model, frame, prob=0.9):
+    """Per row: the data, the most likely component, its posterior mean probability and interval.
+
+    Parameters
+    ----------
+    model : fitted BayesianGaussianMixture
+    frame : DataFrame of shape (n_rows, n_features)
+    prob : float, default=0.9
+        Mass of the credible interval.
+
+    Returns
+    -------
+    DataFrame with the data columns and ``component``, ``probability``, ``lower``, ``upper``.
+    """
+    import numpy as np
+
+    X = frame.to_numpy()
+    mem = model.membership(X, prob=prob)
+    mean, lower, upper = _membership_arrays(mem)
+    best = np.argmax(mean, axis=1)
+    rows = np.arange(len(best))
+    out = frame.copy()
+    out["component"] = best
+    out["probability"] = mean[rows, best]
+    out[f"lower_{round(prob * 100)}"] = lower[rows, best]
+    out[f"upper_{round(prob * 100)}"] = upper[rows, best]
+    return out
+
+
+def _membership_arrays(mem):
+    """(mean, lower, upper) arrays of shape (n, K) from whatever membership() returns."""
+    import numpy as np
+
+    if isinstance(mem, dict):
+        return (np.asarray(mem[k]) for k in ("mean", "lower", "upper"))
+    if hasattr(mem, "data_vars"):  # an xarray Dataset
+        return (np.asarray(mem[k]) for k in ("mean", "lower", "upper"))
+    return (np.asarray(a) for a in mem)
+
+
+def _diagnostics_text(diag):
+    if hasattr(diag, "to_text"):
+        return diag.to_text()
+    return str(diag)
+
+
+def _verdict(diag):
+    for name in ("verdict", "ok"):
+        if isinstance(diag, dict) and name in diag:
+            return diag[name]
+        if hasattr(diag, name):
+            return getattr(diag, name)
+    return None
+
+
+def _pipeline(frame, args, rep, source):
+    """Grid -> posterior -> outputs; shared by ``fit`` and ``demo``."""
+    import pandas as pd
+
+    X = frame.to_numpy()
+    selection = _run_grid(X, args, rep)
+    _print_selection(selection, args.criterion, rep)
+    with results_folder(args.out, overwrite=args.overwrite) as folder:
+        _save_selection_outputs(selection, args.criterion, folder)
+        model = _fit_posterior(frame, selection, args, rep)
+        rep.progress(f"writing results into {args.out}")
+        summary, diag = _write_posterior_outputs(model, frame, folder, rep)
+    with pd.option_context("display.width", 120, "display.max_columns", 20):
+        rep.result("\nPosterior summary:")
+        rep.result(summary.to_string())
+    rep.result("\nDiagnostics:")
+    rep.result(_diagnostics_text(diag))
+    rep.result(f"\nResults written to {args.out}/")
+    return 0
+
+
+def _run_select(args, rep):
+    frame = read_data(args.data, args.columns, args.dropna)
+    _check_rows_for_k(frame, args.k, f"'{args.data}'")
+    if args.out is not None and args.out.exists() and not args.overwrite:
+        # Fail before the grid runs, not after.
+        raise CLIError(
+            f"output folder '{args.out}' already exists; pass --overwrite to replace it or "
+            "--out to choose another"
+        )
+    selection = _run_grid(frame.to_numpy(), args, rep)
+    _print_selection(selection, args.criterion, rep)
+    if args.out is not None:
+        with results_folder(args.out, overwrite=args.overwrite) as folder:
+            _save_selection_outputs(selection, args.criterion, folder)
+        rep.result(f"\nResults written to {args.out}/")
+    return 0
+
+
+def _default_out(args, stem):
+    if args.out is None:
+        args.out = Path(stem)
+    if args.out.exists() and not args.overwrite:
+        raise CLIError(
+            f"output folder '{args.out}' already exists; pass --overwrite to replace it or "
+            "--out to choose another"
+        )
+
+
+def _run_fit(args, rep):
+    frame = read_data(args.data, args.columns, args.dropna)
+    _check_rows_for_k(frame, args.k, f"'{args.data}'")
+    _default_out(args, args.data.with_name(f"{args.data.stem}_bayes_gmm"))
+    return _pipeline(frame, args, rep, f"'{args.data}'")
+
+
+def _run_demo(args, rep):
+    from bayes_gmm.datasets import load_faithful
+
+    args.k = list(range(1, 10))
+    args.covariance = _COVARIANCE_TYPES
+    args.criterion = "bic"
+    args.prior = "none"
+    _default_out(args, "bayes_gmm_demo")
+    frame = load_faithful()
+    rep.progress("Old Faithful: 272 eruptions x (eruptions [min], waiting [min])")
+    return _pipeline(frame, args, rep, "Old Faithful")
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def main(argv=None, *, stdout=None, stderr=None):
+    """Run the command line; returns the exit status.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Arguments without the program name; default ``sys.argv[1:]``.
+    stdout, stderr : file-like, optional
+        Where results and progress/errors go (default: the process's streams).
+
+    Returns
+    -------
+    int
+        0 on success, 1 for bad data or a failed run, 2 for bad usage, 130 if interrupted.
+    """
+    err = stderr if stderr is not None else sys.stderr
+    parser = build_parser()
+    try:
+        with redirect_stdout(stdout or sys.stdout), redirect_stderr(err):
+            args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help/--version (0) or usage errors (2)
+        return int(exc.code or 0)
+    rep = _Reporter(args.quiet, stdout=stdout, stderr=stderr)
+    # Figures are only saved: a command-line run must not need a display.
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    try:
+        return args.func(args, rep)
+    except CLIError as exc:
+        print(f"{PROG}: error: {exc}", file=err)
+        return 1
+    except ValueError as exc:
+        # Validation errors from the library are written for users: show the first line.
+        print(f"{PROG}: error: {str(exc).strip().splitlines()[0]}", file=err)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; no results folder was written", file=err)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

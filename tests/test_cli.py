@@ -1,0 +1,251 @@
+"""The bayes-gmm command line: input handling, exit codes, atomic results folders.
+
+Most tests call ``main(argv)`` in-process (fast); one runs the installed console script.
+"""
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bayes_gmm import cli
+from bayes_gmm.datasets import load_faithful
+
+
+def run(argv):
+    out, err = io.StringIO(), io.StringIO()
+    code = cli.main([str(a) for a in argv], stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def one_line_error(err):
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("bayes-gmm: error: ")
+    return lines[0]
+
+
+@pytest.fixture
+def csv(tmp_path):
+    def write(text, name="data.csv"):
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+
+    return write
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("3", [3]), ("1:4", [1, 2, 3, 4]), ("5,2,3,2", [2, 3, 5]), (" 2 : 3 ", [2, 3])],
+)
+def test_parse_k(text, expected):
+    assert cli.parse_k(text) == expected
+
+
+@pytest.mark.parametrize("text", ["a", "0", "3:1", "1:x", "", "0:3"])
+def test_parse_k_rejects(text):
+    with pytest.raises(Exception, match="invalid K"):
+        cli.parse_k(text)
+
+
+def test_parse_covariance_accepts_mclust_names():
+    assert cli.parse_covariance("full,EEE,vii") == ("full", "tied", "spherical")
+    assert cli.parse_covariance("all") == ("full", "tied", "diag", "spherical")
+    with pytest.raises(Exception, match="invalid covariance structure 'banana'"):
+        cli.parse_covariance("full,banana")
+
+
+def test_usage_errors_exit_2():
+    code, _, err = run(["select", "x.csv", "--k", "zero"])
+    assert code == 2 and "invalid K" in err
+    code, _, err = run(["fit", "x.csv", "--draws", "0"])
+    assert code == 2 and "positive integer" in err
+    code, _, err = run([])
+    assert code == 2 and "required" in err
+
+
+def test_help_and_version_exit_0():
+    code, out, _ = run(["--help"])
+    assert code == 0 and "demo" in out and "select" in out
+    code, out, _ = run(["fit", "--help"])
+    assert code == 0 and "--dropna" in out and "--overwrite" in out
+    code, out, _ = run(["--version"])
+    assert code == 0 and out.startswith("bayes-gmm ")
+
+
+# --------------------------------------------------------------------------- data errors
+
+
+def test_missing_file(tmp_path):
+    code, out, err = run(["select", tmp_path / "nope.csv"])
+    assert code == 1 and out == ""
+    assert "nope.csv' not found" in one_line_error(err)
+
+
+def test_folder_instead_of_file(tmp_path):
+    code, _, err = run(["select", tmp_path])
+    assert code == 1 and "is a folder" in one_line_error(err)
+
+
+def test_empty_file(csv):
+    code, _, err = run(["select", csv("")])
+    assert code == 1 and "is empty" in one_line_error(err)
+
+
+def test_header_only(csv):
+    code, _, err = run(["select", csv("a,b\n")])
+    assert code == 1 and "no data rows" in one_line_error(err)
+
+
+def test_unreadable_csv(csv):
+    path = csv('a,b\n1,2\n3,4,5,6\n"7,8\n')
+    code, _, err = run(["select", path])
+    assert code == 1 and "could not read" in one_line_error(err)
+
+
+def test_binary_file(tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_bytes(b"\xff\xfe\x00\x81\x00" * 50)
+    code, _, err = run(["select", path])
+    assert code == 1 and "could not read" in one_line_error(err)
+
+
+def test_non_numeric_column_names_it_and_suggests_columns(csv):
+    path = csv("x,species,y\n1,setosa,2\n2,virginica,3\n3,setosa,4\n")
+    code, _, err = run(["select", path])
+    line = one_line_error(err)
+    assert code == 1
+    assert "species" in line and "not numeric" in line
+    assert "'setosa' in data row 1" in line
+    assert "--columns x,y" in line
+
+
+def test_stray_text_in_a_numeric_column(csv):
+    path = csv("x,y\n1,2\n2,3\n3,oops\n4,5\n")
+    code, _, err = run(["select", path])
+    line = one_line_error(err)
+    assert code == 1 and "column(s) y" in line and "'oops' in data row 3" in line
+
+
+def test_unknown_column(csv):
+    path = csv("x,y\n1,2\n2,3\n")
+    code, _, err = run(["select", path, "--columns", "x,z"])
+    line = one_line_error(err)
+    assert code == 1 and "column(s) z not in" in line and "available: x, y" in line
+
+
+def test_missing_values_count_rows_and_columns_and_offer_dropna(csv):
+    path = csv("x,y,z\n1,,1\n2,3,1\n,NA,1\n4,5,1\n5,6,\n")
+    code, _, err = run(["select", path])
+    line = one_line_error(err)
+    assert code == 1
+    assert "3 of 5 rows" in line and "column(s) x, y, z" in line and "--dropna" in line
+
+
+def test_read_data_dropna_and_columns(csv):
+    path = csv("x,y,label\n1,,a\n2,3,b\n,4,c\n4,5,d\n")
+    frame = cli.read_data(path, columns=["y", "x"], dropna=True)
+    assert list(frame.columns) == ["y", "x"]
+    np.testing.assert_array_equal(frame.to_numpy(), [[3.0, 2.0], [5.0, 4.0]])
+    with pytest.raises(cli.CLIError, match="nothing left"):
+        cli.read_data(csv("x,y\n1,\n,2\n", name="holes.csv"), dropna=True)
+
+
+def test_infinite_values(csv):
+    code, _, err = run(["select", csv("x,y\n1,2\ninf,3\n4,5\n")])
+    assert code == 1 and "infinite" in one_line_error(err)
+
+
+def test_too_few_rows_for_k(csv):
+    path = csv("x,y\n1,2\n2,3\n3,5\n4,4\n")
+    code, _, err = run(["select", path])  # default K = 1..9
+    line = one_line_error(err)
+    assert code == 1
+    assert "4 rows, too few for K up to 9" in line and "--k 1:3" in line
+    code, _, err = run(["fit", csv("x\n1\n", name="one.csv"), "--k", "1"])
+    assert code == 1 and "too few to fit" in one_line_error(err)
+
+
+def test_existing_output_folder_is_refused_before_any_work(csv, tmp_path, monkeypatch):
+    path = csv("x,y\n" + "\n".join(f"{i},{i % 7}" for i in range(30)))
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+
+    def boom(*args, **kwargs):  # the grid must not even start
+        raise AssertionError("ran the grid")
+
+    monkeypatch.setattr(cli, "_run_grid", boom)
+    for command in ("select", "fit"):
+        code, _, err = run([command, path, "--out", out])
+        line = one_line_error(err)
+        assert code == 1 and "already exists" in line and "--overwrite" in line
+    assert (out / "keep.txt").read_text() == "precious"
+
+
+# --------------------------------------------------------------------------- results folder
+
+
+def test_results_folder_is_atomic_on_failure(tmp_path):
+    target = tmp_path / "out"
+    with pytest.raises(RuntimeError), cli.results_folder(target) as folder:
+        (folder / "half.csv").write_text("1,2\n")
+        raise RuntimeError("sampling failed")
+    assert not target.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_results_folder_overwrite_replaces_only_on_success(tmp_path):
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(cli.CLIError, match="already exists"), cli.results_folder(target):
+        pass
+    with pytest.raises(KeyboardInterrupt), cli.results_folder(target, overwrite=True) as f:
+        (f / "new.txt").write_text("new")
+        raise KeyboardInterrupt
+    assert sorted(p.name for p in target.iterdir()) == ["old.txt"]
+    with cli.results_folder(target, overwrite=True) as f:
+        (f / "new.txt").write_text("new")
+    assert sorted(p.name for p in target.iterdir()) == ["new.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_results_folder_refuses_a_file(tmp_path):
+    target = tmp_path / "out"
+    target.write_text("a file")
+    with pytest.raises(cli.CLIError, match="not a folder"), cli.results_folder(target, True):
+        pass
+
+
+def _console_script():
+    script = Path(sys.executable).parent / "bayes-gmm"
+    if not script.exists():
+        pytest.skip("the bayes-gmm console script is not installed (pip install -e .)")
+    return str(script)
+
+
+def test_console_script_end_to_end_error(tmp_path):
+    """The installed entry point: exit status and a single stderr line, no traceback."""
+    faithful = tmp_path / "faithful.csv"
+    frame = load_faithful()
+    frame.loc[3, "waiting"] = np.nan
+    frame.to_csv(faithful, index=False)
+    proc = subprocess.run(
+        [_console_script(), "select", str(faithful)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().startswith("bayes-gmm: error: 1 of 272 rows")
+    assert "Traceback" not in proc.stderr
+    assert pd.read_csv(faithful).shape == (272, 2)
