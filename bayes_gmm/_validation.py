@@ -66,9 +66,7 @@ def check_data(X, *, min_samples=1, name="X", dtype=(np.float64, np.float32)):
     if n_features == 0:
         raise ValueError(f"{name} has 0 features; pass at least one column.")
     if n_samples < min_samples:
-        raise ValueError(
-            f"{name} has {n_samples} sample(s) but at least {min_samples} are needed."
-        )
+        raise ValueError(f"{name} has {n_samples} sample(s) but at least {min_samples} are needed.")
     if X.dtype not in dtype:
         X = X.astype(np.float64)
     return X
@@ -89,29 +87,46 @@ def check_finite_numeric(X, name="X"):
                 f"{name} has non-numeric column(s) {non_numeric}. Select the numeric columns "
                 "(e.g. `df.select_dtypes('number')`) or encode them as numbers first."
             )
+    if hasattr(X, "toarray") or type(X).__module__.startswith("scipy.sparse"):
+        raise TypeError(
+            f"Sparse data was passed for {name}, but dense data is required. Use '.toarray()' "
+            "to convert to a dense numpy array."
+        )
     try:
         arr = np.asarray(X)
     except Exception as exc:  # ragged lists and the like
         raise ValueError(
             f"{name} could not be read as a numeric array ({exc}). Pass a 2-D array of numbers."
         ) from exc
-    if arr.dtype.kind in "OUSV" or arr.dtype.kind == "c":
+    if arr.dtype.kind == "c":
+        raise ValueError(
+            f"Complex data not supported: {name} holds complex numbers. Pass real numbers "
+            "(e.g. the real and imaginary parts as separate columns)."
+        )
+    if arr.dtype.kind in "OUSV":
         try:
-            if arr.dtype.kind == "c":
-                raise TypeError("complex")
             arr = arr.astype(np.float64)
-        except (TypeError, ValueError) as exc:
+        except ValueError as exc:
             raise ValueError(
-                f"{name} must contain only real numbers, but it holds values of type "
-                f"{arr.dtype} that cannot be converted (for example strings). Convert or drop "
-                "the non-numeric columns first."
+                f"{name} must contain only numbers, but some values cannot be converted ({exc}). "
+                "Convert or drop the non-numeric columns first."
+            ) from exc
+        except TypeError as exc:
+            raise TypeError(
+                f"{name} must contain only numbers: {exc}. Convert or drop the non-numeric "
+                "values first."
             ) from exc
     if arr.dtype.kind == "b" or arr.dtype.kind in "iu":
         arr = arr.astype(np.float64)
     if arr.size == 0:
+        what = (
+            f"0 feature(s) (shape={arr.shape}) while a minimum of 1 is required"
+            if arr.ndim == 2 and arr.shape[0] > 0
+            else f"0 sample(s) (shape={arr.shape}) while a minimum of 1 is required"
+        )
         raise ValueError(
-            f"{name} is empty (shape {arr.shape}); pass at least one sample with at least one "
-            "feature."
+            f"Found array with {what}: {name} is empty. Pass at least one sample with at least "
+            "one feature."
         )
     if not np.all(np.isfinite(arr)):
         arr2 = arr if arr.ndim == 2 else arr.reshape(len(arr), -1)

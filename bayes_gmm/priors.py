@@ -144,8 +144,10 @@ class GaussianMixturePrior:
                     f"got {mean.shape}."
                 )
 
-        nu = float(n_features + 2) if self.degrees_of_freedom is None else float(
-            self.degrees_of_freedom
+        nu = (
+            float(n_features + 2)
+            if self.degrees_of_freedom is None
+            else float(self.degrees_of_freedom)
         )
         if nu <= n_features - 1:
             raise ValueError(
@@ -261,6 +263,7 @@ class ResolvedPrior:
                 s2 = covariances
                 log_p += np.sum(a * np.log(b) - gammaln(a) - (a + 1.0) * np.log(s2) - b / s2)
             log_p += np.sum(
-                -0.5 * (np.log(2 * np.pi) - np.log(kappa) + np.log(var)) - 0.5 * kappa * diff**2 / var
+                -0.5 * (np.log(2 * np.pi) - np.log(kappa) + np.log(var))
+                - 0.5 * kappa * diff**2 / var
             )
         return float(log_p)

@@ -1,0 +1,654 @@
+"""EM for Gaussian mixtures: maximum likelihood, or MAP under a conjugate prior.
+
+The estimator follows scikit-learn's ``GaussianMixture`` (same parameters, attributes and
+methods) and adds sample weights, a prior for MAP estimation, ICL, and an objective that is
+reported at the returned parameters. The E-step produces sufficient statistics and the
+M-step consumes them (:mod:`bayes_gmm._gaussian`); both are vectorized over components
+and stream over chunks of rows.
+"""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.base import BaseEstimator, DensityMixin
+from sklearn.cluster import KMeans, kmeans_plusplus
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from bayes_gmm import _gaussian as g
+from bayes_gmm._validation import (
+    check_finite_numeric,
+    check_n_components,
+    check_sample_weight,
+    warn_constant_columns,
+)
+from bayes_gmm.priors import COVARIANCE_TYPES, GaussianMixturePrior
+
+__all__ = ["DegenerateFitWarning", "GaussianMixture", "n_parameters"]
+
+n_parameters = g.n_parameters
+
+INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
+
+
+class DegenerateFitWarning(UserWarning):
+    """A component collapsed or a covariance was singular; the fit was regularized."""
+
+
+@dataclass
+class _Run:
+    """One EM run from one initialization (centered frame)."""
+
+    weights: np.ndarray
+    means: np.ndarray
+    covariances: np.ndarray
+    prec_chol: np.ndarray
+    objective: float = -np.inf
+    history: list = field(default_factory=list)
+    converged: bool = False
+    n_iter: int = 0
+    repaired: dict = field(default_factory=dict)
+    emptied: set = field(default_factory=set)
+
+
+class GaussianMixture(DensityMixin, BaseEstimator):
+    """Gaussian mixture fitted by EM: maximum likelihood, or MAP under a prior.
+
+    A drop-in for :class:`sklearn.mixture.GaussianMixture` that is faster (the E- and
+    M-steps are vectorized over components), accepts ``sample_weight``, reports the
+    objective at the returned parameters, returns components in a canonical order, and
+    can regularize with a conjugate prior (``prior=GaussianMixturePrior()``, as mclust's
+    ``priorControl``).
+
+    Parameters
+    ----------
+    n_components : int, default=1
+        Number of mixture components K.
+    covariance_type : {"full", "tied", "diag", "spherical"}, default="full"
+        "full": each component has its own covariance matrix; "tied": one matrix shared
+        by all; "diag": each has its own diagonal matrix; "spherical": each has its own
+        single variance. (mclust's VVV, EEE, VVI and VII.)
+    tol : float, default=1e-3
+        Convergence threshold on the change of the objective per unit of sample weight
+        (per sample when unweighted), as in scikit-learn.
+    reg_covar : float, default=1e-6
+        Added to the diagonal of every covariance in maximum likelihood fits. Not used
+        under a prior, whose scale keeps covariances positive definite.
+    max_iter : int, default=100
+        Maximum number of EM iterations (M-steps) per initialization.
+    n_init : int, default=1
+        Number of initializations; the one with the highest objective is kept.
+    init_params : {"kmeans", "k-means++", "random", "random_from_data"}, default="kmeans"
+        How initial responsibilities are drawn (as in scikit-learn).
+    weights_init : array-like of shape (n_components,), default=None
+    means_init : array-like of shape (n_components, n_features), default=None
+    precisions_init : array-like, default=None
+        Shape by covariance type: (K, d, d) full, (d, d) tied, (K, d) diag, (K,) spherical.
+    random_state : int, RandomState instance or None, default=None
+    warm_start : bool, default=False
+        Start the next ``fit`` from the current solution (``n_init`` is then ignored).
+    verbose : int, default=0
+        1 prints each initialization's result, 2 also every ``verbose_interval`` iterations.
+    verbose_interval : int, default=10
+    prior : GaussianMixturePrior or None, default=None
+        ``None`` for maximum likelihood; a :class:`~bayes_gmm.priors.GaussianMixturePrior`
+        for MAP estimation (its ``weight_concentration`` must be >= 1).
+
+    Attributes
+    ----------
+    weights_ : ndarray of shape (n_components,)
+    means_ : ndarray of shape (n_components, n_features)
+        Sorted by the first coordinate, so equal optima are reported identically.
+    covariances_ : ndarray
+        (K, d, d) full, (d, d) tied, (K, d) diag, (K,) spherical.
+    precisions_ : ndarray
+        Inverses of ``covariances_``, same shapes.
+    precisions_cholesky_ : ndarray
+        Factors ``P`` with ``P @ P.T = precision``, same shapes.
+    converged_ : bool
+    n_iter_ : int
+        M-steps taken by the best initialization.
+    log_likelihood_ : float
+        Total objective at the returned parameters: ``sum_i w_i log p(x_i)``, plus the log
+        prior density under a prior (the log-posterior up to its normalizing constant).
+    lower_bound_ : float
+        ``log_likelihood_`` per unit of sample weight (scikit-learn's ``lower_bound_``).
+    history_ : ndarray of shape (n_iter_ + 1,)
+        The objective after 0, 1, ..., ``n_iter_`` M-steps of the best initialization;
+        it never decreases (up to rounding).
+    init_log_likelihoods_ : ndarray of shape (n_init,)
+        Final objective of each initialization.
+    prior_ : ResolvedPrior or None
+        The prior's hyperparameters for the training data.
+    n_features_in_ : int
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Defined when ``X`` has string column names (a DataFrame).
+
+    Notes
+    -----
+    ``bic``, ``aic`` and ``icl`` use scikit-learn's sign (lower is better):
+    ``bic = -2 logL + p log n``. mclust reports ``2 logL - p log n`` (higher is better),
+    so mclust's BIC is minus ours.
+
+    Examples
+    --------
+    >>> from bayes_gmm import GaussianMixture
+    >>> from bayes_gmm.datasets import load_faithful
+    >>> gm = GaussianMixture(3, covariance_type="tied", random_state=0).fit(load_faithful())
+    >>> gm.means_.round(1)
+    array([[ 2.  , 54.5],
+           [ 3.5, 77.2],
+           [ 4.5, 81. ]])
+    """
+
+    def __init__(
+        self,
+        n_components=1,
+        *,
+        covariance_type="full",
+        tol=1e-3,
+        reg_covar=1e-6,
+        max_iter=100,
+        n_init=1,
+        init_params="kmeans",
+        weights_init=None,
+        means_init=None,
+        precisions_init=None,
+        random_state=None,
+        warm_start=False,
+        verbose=0,
+        verbose_interval=10,
+        prior=None,
+    ):
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.weights_init = weights_init
+        self.means_init = means_init
+        self.precisions_init = precisions_init
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.verbose_interval = verbose_interval
+        self.prior = prior
+
+    # ------------------------------------------------------------------ validation
+    def _validate_X(self, X, reset):
+        check_finite_numeric(X)
+        return validate_data(
+            self,
+            X,
+            reset=reset,
+            dtype=np.float64,
+            ensure_min_samples=2 if reset else 1,
+        )
+
+    def _check_parameters(self, n_samples, n_features):
+        check_n_components(self.n_components, n_samples)
+        if self.covariance_type not in COVARIANCE_TYPES:
+            raise ValueError(
+                f"covariance_type must be one of {COVARIANCE_TYPES}, got {self.covariance_type!r}."
+            )
+        _check_real(self.tol, "tol", minimum=0.0)
+        _check_real(self.reg_covar, "reg_covar", minimum=0.0)
+        _check_int(self.max_iter, "max_iter", minimum=0)
+        _check_int(self.n_init, "n_init", minimum=1)
+        _check_int(self.verbose_interval, "verbose_interval", minimum=1)
+        if self.init_params not in INIT_PARAMS:
+            raise ValueError(f"init_params must be one of {INIT_PARAMS}, got {self.init_params!r}.")
+        if self.prior is not None:
+            if not isinstance(self.prior, GaussianMixturePrior):
+                raise TypeError(
+                    "prior must be None (maximum likelihood) or a bayes_gmm."
+                    f"GaussianMixturePrior, got {type(self.prior).__name__}."
+                )
+            if self.prior.weight_concentration < 1:
+                raise ValueError(
+                    "EM needs prior.weight_concentration >= 1 for the MAP weights to exist, got "
+                    f"{self.prior.weight_concentration}. Use 1 (flat) or larger."
+                )
+        K, d = self.n_components, n_features
+        inits = {}
+        if self.weights_init is not None:
+            w = np.asarray(self.weights_init, dtype=float)
+            if w.shape != (K,) or np.any(w < 0) or not np.isclose(w.sum(), 1.0):
+                raise ValueError(
+                    f"weights_init must have shape ({K},), be non-negative and sum to 1; got "
+                    f"shape {w.shape} summing to {w.sum():.6g}."
+                )
+            inits["weights"] = w
+        if self.means_init is not None:
+            m = check_finite_numeric(self.means_init, name="means_init").astype(float)
+            if m.shape != (K, d):
+                raise ValueError(f"means_init must have shape ({K}, {d}), got {m.shape}.")
+            inits["means"] = m
+        if self.precisions_init is not None:
+            shape = {"full": (K, d, d), "tied": (d, d), "diag": (K, d), "spherical": (K,)}[
+                self.covariance_type
+            ]
+            p = check_finite_numeric(self.precisions_init, name="precisions_init").astype(float)
+            if p.shape != shape:
+                raise ValueError(
+                    f"precisions_init must have shape {shape} for covariance_type="
+                    f"{self.covariance_type!r}, got {p.shape}."
+                )
+            if self.covariance_type in ("full", "tied"):
+                mats = p if p.ndim == 3 else p[None]
+                if not np.allclose(mats, np.swapaxes(mats, 1, 2)) or np.any(
+                    np.linalg.eigvalsh(mats) <= 0
+                ):
+                    raise ValueError("precisions_init must be symmetric positive definite.")
+            elif np.any(p <= 0):
+                raise ValueError("precisions_init must be positive.")
+            inits["covariances"] = g.covariances_from_precisions(p, self.covariance_type)
+        return inits
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, X, y=None, sample_weight=None):
+        """Estimate the parameters with EM.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : ignored
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights; an integer weight counts like that many copies of the row.
+
+        Returns
+        -------
+        self
+        """
+        self._fit(X, sample_weight)
+        return self
+
+    def fit_predict(self, X, y=None, sample_weight=None):
+        """Fit, then return the most likely component of each row of ``X``.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+        """
+        return self._fit(X, sample_weight)
+
+    def _fit(self, X, sample_weight):
+        X = self._validate_X(X, reset=True)
+        n_samples, n_features = X.shape
+        inits = self._check_parameters(n_samples, n_features)
+        w = check_sample_weight(sample_weight, n_samples)
+        warn_constant_columns(X, getattr(self, "feature_names_in_", None), stacklevel=4)
+        ctype, K = self.covariance_type, self.n_components
+        rows = g.chunk_rows(n_samples, K, n_features)
+
+        center = w @ X / w.sum()
+        self.prior_ = None
+        prior = None
+        if self.prior is not None:
+            self.prior_ = self.prior.resolve(X, K, ctype, sample_weight=w)
+            prior = g.CenteredPrior(
+                alpha=self.prior_.weight_concentration,
+                kappa=self.prior_.mean_precision,
+                mean=self.prior_.mean - center,
+                nu=self.prior_.degrees_of_freedom,
+                scale=self.prior_.scale,
+            )
+        tied_moment = None
+        if ctype == "tied":
+            tied_moment = np.zeros((n_features, n_features))
+            for start in range(0, n_samples, rows):
+                stop = start + rows
+                tied_moment += g.weighted_second_moment(X[start:stop] - center, w[start:stop])
+
+        do_init = not (self.warm_start and hasattr(self, "converged_"))
+        n_init = self.n_init if do_init else 1
+        random_state = check_random_state(self.random_state)
+        data_scale = float(np.max(np.var(X, axis=0))) or 1.0
+        context = _Context(X, w, center, ctype, self.reg_covar, prior, rows, tied_moment, K)
+
+        best, objectives = None, []
+        for init in range(n_init):
+            if do_init:
+                weights, means, covs = self._initial_parameters(context, random_state, inits)
+            else:
+                weights, means, covs = self.weights_, self.means_ - center, self.covariances_
+            run = self._run_em(context, weights, means, covs)
+            objectives.append(run.objective)
+            if self.verbose:
+                print(
+                    f"Initialization {init}: objective {run.objective:.6f} after {run.n_iter} "
+                    f"iterations, converged={run.converged}"
+                )
+            if best is None or run.objective > best.objective:
+                best = run
+
+        if not best.converged and self.max_iter > 0:
+            warnings.warn(
+                f"EM did not converge in max_iter={self.max_iter} iterations (best of "
+                f"{n_init} initialization(s)); the last change of the objective per sample was "
+                "above tol. Increase max_iter, loosen tol, or check the data's scale.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        self._warn_degenerate(best, data_scale)
+        self._store(best, center, objectives, w.sum())
+        # Labels from the returned parameters, so fit_predict(X) equals fit(X).predict(X).
+        return self._log_norm_and_resp(X)[1].argmax(axis=1)
+
+    def _initial_parameters(self, ctx, random_state, inits):
+        """Initial (weights, centered means, covariances): responsibilities, one M-step, overrides."""
+        X, w, K = ctx.X, ctx.w, ctx.K
+        n_samples = X.shape[0]
+        if len(inits) < 3:
+            resp = np.zeros((n_samples, K))
+            if self.init_params == "kmeans":
+                labels = (
+                    KMeans(n_clusters=K, n_init=1, random_state=random_state)
+                    .fit(X, sample_weight=w)
+                    .labels_
+                )
+                resp[np.arange(n_samples), labels] = 1.0
+            elif self.init_params == "random":
+                resp = random_state.uniform(size=(n_samples, K))
+                resp /= resp.sum(axis=1)[:, None]
+            elif self.init_params == "random_from_data":
+                p = w / w.sum()
+                index = random_state.choice(n_samples, size=K, replace=False, p=p)
+                resp[index, np.arange(K)] = 1.0
+            else:
+                _, index = kmeans_plusplus(X, K, random_state=random_state, sample_weight=w)
+                resp[index, np.arange(K)] = 1.0
+            Xc = X - ctx.center
+            stats = g.summarize(Xc, w, resp, ctx.ctype)
+            if ctx.ctype == "tied":
+                stats.sum_xx = ctx.tied_moment
+            weights, means, covs = g.from_summaries(stats, ctx.ctype, ctx.reg_covar, ctx.prior)
+        weights = inits.get("weights", weights if len(inits) < 3 else None)
+        means = inits["means"] - ctx.center if "means" in inits else means
+        covs = inits.get("covariances", covs if len(inits) < 3 else None)
+        return weights, means, covs
+
+    def _run_em(self, ctx, weights, means, covs):
+        prec_chol, covs, repaired = g.precision_cholesky(covs, ctx.ctype)
+        run = _Run(weights, means, covs, prec_chol)
+        run.repaired.update(repaired)
+        tol = self.tol * ctx.w.sum()
+        previous = -np.inf
+        for iteration in range(self.max_iter + 1):
+            stats = _e_step(ctx, run.weights, run.means, run.prec_chol)
+            objective = stats.log_likelihood + self._log_prior(ctx, run)
+            run.history.append(objective)
+            if self.verbose >= 2 and iteration % self.verbose_interval == 0:
+                print(f"  Iteration {iteration}: objective {objective:.6f}")
+            if abs(objective - previous) < tol:
+                run.converged = True
+                break
+            if iteration == self.max_iter:
+                break
+            previous = objective
+            weights, means, covs = g.from_summaries(stats, ctx.ctype, ctx.reg_covar, ctx.prior)
+            if ctx.prior is None:
+                _keep_empty_components(stats, run, means, covs, ctx.ctype)
+            prec_chol, covs, repaired = g.precision_cholesky(covs, ctx.ctype)
+            run.repaired.update(repaired)
+            run.weights, run.means, run.covariances, run.prec_chol = weights, means, covs, prec_chol
+            run.n_iter = iteration + 1
+        run.objective = run.history[-1]
+        return run
+
+    def _log_prior(self, ctx, run):
+        if self.prior_ is None:
+            return 0.0
+        return self.prior_.log_density(run.weights, run.means + ctx.center, run.covariances)
+
+    def _warn_degenerate(self, run, data_scale):
+        messages = []
+        if run.emptied:
+            messages.append(
+                f"component(s) {sorted(run.emptied)} lost (almost) all their weight and were "
+                "frozen at their last parameters"
+            )
+        collapsed = set(run.repaired)
+        if self.prior is None:
+            ctype = self.covariance_type
+            if ctype in ("full", "tied"):
+                smallest = np.linalg.eigvalsh(run.covariances).min(axis=-1)
+            else:
+                smallest = run.covariances if ctype == "spherical" else run.covariances.min(axis=1)
+            singular = np.atleast_1d(smallest - self.reg_covar <= 1e-9 * data_scale)
+            if ctype == "tied":
+                collapsed.update([-1] if singular[0] else [])
+            else:
+                collapsed.update(int(k) for k in np.flatnonzero(singular))
+        if collapsed:
+            which = (
+                "the shared covariance" if -1 in collapsed else f"component(s) {sorted(collapsed)}"
+            )
+            messages.append(
+                f"{which} collapsed onto a (nearly) lower-dimensional set, e.g. duplicated points, "
+                "a constant column, or fewer points than features; the covariance is held positive "
+                f"definite only by regularization (reg_covar={self.reg_covar:g}"
+                + (", plus extra diagonal jitter" if run.repaired else "")
+                + ")"
+            )
+        if messages:
+            warnings.warn(
+                "Degenerate fit: "
+                + "; ".join(messages)
+                + ". The model is usable, but consider fewer components, a larger reg_covar, "
+                "dropping duplicated rows or constant columns, or a prior "
+                "(prior=GaussianMixturePrior()).",
+                DegenerateFitWarning,
+                stacklevel=4,
+            )
+
+    def _store(self, run, center, objectives, total_weight):
+        order = np.argsort(run.means[:, 0], kind="stable")
+        ctype = self.covariance_type
+        self.weights_ = run.weights[order]
+        self.means_ = run.means[order] + center
+        if ctype == "tied":
+            self.covariances_ = run.covariances
+            self.precisions_cholesky_ = run.prec_chol
+        else:
+            self.covariances_ = run.covariances[order]
+            self.precisions_cholesky_ = run.prec_chol[order]
+        self.precisions_ = g.precisions_from_cholesky(self.precisions_cholesky_, ctype)
+        self.converged_ = run.converged
+        self.n_iter_ = run.n_iter
+        self.history_ = np.asarray(run.history)
+        self.log_likelihood_ = float(run.objective)
+        self.lower_bound_ = self.log_likelihood_ / total_weight
+        self.init_log_likelihoods_ = np.asarray(objectives)
+
+    # ------------------------------------------------------------------ prediction
+    def _log_norm_and_resp(self, X):
+        """Per-row log p(x) and log-responsibilities of validated data, in chunks."""
+        ctype = self.covariance_type
+        center = self.weights_ @ self.means_
+        means = self.means_ - center
+        log_weights = np.log(self.weights_)
+        n_samples = X.shape[0]
+        rows = g.chunk_rows(n_samples, *self.means_.shape)
+        log_norm = np.empty(n_samples)
+        log_resp = np.empty((n_samples, self.means_.shape[0]))
+        for start in range(0, n_samples, rows):
+            stop = start + rows
+            lp = g.log_gaussian_prob(
+                X[start:stop] - center, means, self.precisions_cholesky_, ctype
+            )
+            lp += log_weights
+            log_norm[start:stop], log_resp[start:stop] = g.log_normalize(lp)
+        return log_norm, log_resp
+
+    def _check_predict_input(self, X):
+        check_is_fitted(self)
+        return self._validate_X(X, reset=False)
+
+    def score_samples(self, X):
+        """Log-density of the mixture at each row (the log-likelihood, also under a prior).
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+        """
+        return self._log_norm_and_resp(self._check_predict_input(X))[0]
+
+    def score(self, X, y=None):
+        """Mean log-likelihood per row of ``X``."""
+        return float(self.score_samples(X).mean())
+
+    def predict_proba(self, X):
+        """Responsibilities: the probability of each component for each row.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_components)
+        """
+        return np.exp(self._log_norm_and_resp(self._check_predict_input(X))[1])
+
+    def predict(self, X):
+        """Most likely component of each row.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+        """
+        return self._log_norm_and_resp(self._check_predict_input(X))[1].argmax(axis=1)
+
+    def sample(self, n_samples=1, random_state=None):
+        """Draw rows from the fitted mixture, in random order.
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+        random_state : int, numpy Generator or RandomState, or None
+            ``None`` draws from a fresh generator, so repeated calls differ.
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features)
+        labels : ndarray of shape (n_samples,)
+            The component each row was drawn from.
+        """
+        check_is_fitted(self)
+        _check_int(n_samples, "n_samples", minimum=1)
+        if isinstance(random_state, np.random.RandomState | np.random.Generator):
+            rng = random_state
+        else:
+            rng = np.random.default_rng(random_state)
+        K, d = self.means_.shape
+        labels = rng.choice(K, size=n_samples, p=self.weights_)
+        z = rng.standard_normal((n_samples, d))
+        ctype = self.covariance_type
+        for k in range(K):  # one pass per component; labels are i.i.d. so rows stay shuffled
+            rows = labels == k
+            if ctype == "full":
+                z[rows] = z[rows] @ np.linalg.cholesky(self.covariances_[k]).T
+            elif ctype == "tied":
+                z[rows] = z[rows] @ np.linalg.cholesky(self.covariances_).T
+            else:
+                z[rows] *= np.sqrt(self.covariances_[k])
+        return z + self.means_[labels], labels
+
+    # ------------------------------------------------------------------ criteria
+    def n_parameters(self):
+        """Number of free parameters of the fitted model."""
+        check_is_fitted(self)
+        return g.n_parameters(self.n_components, self.n_features_in_, self.covariance_type)
+
+    def bic(self, X):
+        """Bayesian information criterion, ``-2 logL + p log n`` (lower is better).
+
+        mclust's BIC is minus this value.
+        """
+        X = self._check_predict_input(X)
+        log_norm, _ = self._log_norm_and_resp(X)
+        return float(-2.0 * log_norm.sum() + self.n_parameters() * np.log(X.shape[0]))
+
+    def aic(self, X):
+        """Akaike information criterion, ``-2 logL + 2 p`` (lower is better)."""
+        X = self._check_predict_input(X)
+        log_norm, _ = self._log_norm_and_resp(X)
+        return float(-2.0 * log_norm.sum() + 2.0 * self.n_parameters())
+
+    def icl(self, X):
+        """Integrated completed likelihood: BIC plus the classification-entropy penalty.
+
+        ``icl = bic - 2 sum_i log max_k r_ik`` (lower is better); ``icl >= bic``, with
+        equality when every responsibility is 0 or 1.
+        """
+        X = self._check_predict_input(X)
+        log_norm, log_resp = self._log_norm_and_resp(X)
+        bic = -2.0 * log_norm.sum() + self.n_parameters() * np.log(X.shape[0])
+        return float(bic - 2.0 * log_resp.max(axis=1).sum())
+
+
+@dataclass(frozen=True)
+class _Context:
+    """Everything about one ``fit`` call that does not change between iterations."""
+
+    X: np.ndarray
+    w: np.ndarray
+    center: np.ndarray
+    ctype: str
+    reg_covar: float
+    prior: object
+    rows: int
+    tied_moment: np.ndarray
+    K: int
+
+
+def _e_step(ctx, weights, means, prec_chol):
+    """Responsibilities and sufficient statistics over all rows, chunk by chunk."""
+    X, w = ctx.X, ctx.w
+    K, d = means.shape
+    second = {"full": (K, d, d), "tied": (d, d), "diag": (K, d), "spherical": (K,)}[ctx.ctype]
+    stats = g.SufficientStatistics(np.zeros(K), np.zeros((K, d)), np.zeros(second), 0.0, 0.0)
+    with np.errstate(divide="ignore"):
+        log_weights = np.log(weights)
+    for start in range(0, X.shape[0], ctx.rows):
+        stop = start + ctx.rows
+        Xc = X[start:stop] - ctx.center
+        lp = g.log_gaussian_prob(Xc, means, prec_chol, ctx.ctype)
+        lp += log_weights
+        log_norm, log_resp = g.log_normalize(lp)
+        chunk = g.summarize(Xc, w[start:stop], np.exp(log_resp, out=log_resp), ctx.ctype)
+        chunk.log_likelihood = float(w[start:stop] @ log_norm)
+        stats += chunk
+    if ctx.ctype == "tied":
+        stats.sum_xx = ctx.tied_moment
+    return stats
+
+
+def _keep_empty_components(stats, run, means, covs, ctype):
+    """Freeze components whose weight vanished: their estimates would be 0 / 0."""
+    empty = stats.weight <= 1e-12 * stats.total_weight
+    if not empty.any():
+        return
+    means[empty] = run.means[empty]
+    if ctype != "tied":
+        covs[empty] = run.covariances[empty]
+    run.emptied.update(int(k) for k in np.flatnonzero(empty))
+
+
+def _check_int(value, name, minimum):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+
+
+def _check_real(value, name, minimum):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not np.isfinite(value)
+        or value < minimum
+    ):
+        raise ValueError(f"{name} must be a finite number >= {minimum}, got {value!r}.")
