@@ -343,7 +343,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return self._log_norm_and_resp(X)[1].argmax(axis=1)
 
     def _initial_parameters(self, ctx, random_state, inits):
-        """Initial (weights, centered means, covariances): responsibilities, one M-step, overrides."""
+        """Initial (weights, centered means, covariances): responsibilities, M-step, overrides."""
         X, w, K = ctx.X, ctx.w, ctx.K
         n_samples = X.shape[0]
         if len(inits) < 3:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.special import gammaln, multigammaln
 
-__all__ = ["GaussianMixturePrior", "ResolvedPrior", "COVARIANCE_TYPES"]
+__all__ = ["COVARIANCE_TYPES", "GaussianMixturePrior", "ResolvedPrior"]
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
@@ -64,7 +64,8 @@ class GaussianMixturePrior:
         ``nu`` of the inverse-Wishart (and twice the shape of the inverse-gamma
         used by "diag" and "spherical"). ``None``: ``n_features + 2``. Must be
         larger than ``n_features - 1``.
-    covariance_prior : float, array-like of shape (n_features,) or (n_features, n_features), default=None
+    covariance_prior : float or array-like, default=None
+        Shape (), (n_features,) or (n_features, n_features).
         Scale ``Lambda`` of the inverse-Wishart. A scalar means ``scalar * I``,
         a vector a diagonal matrix. ``None``: the sample covariance divided by
         ``n_components ** (2 / n_features)``.
@@ -72,8 +73,8 @@ class GaussianMixturePrior:
     Examples
     --------
     >>> from bayes_gmm import GaussianMixturePrior
-    >>> GaussianMixturePrior()
-    GaussianMixturePrior(weight_concentration=1.0, mean_precision=0.01, mean_prior=None, degrees_of_freedom=None, covariance_prior=None)
+    >>> GaussianMixturePrior(mean_precision=0.05).mean_precision
+    0.05
     """
 
     weight_concentration: float = 1.0
@@ -252,18 +253,13 @@ class ResolvedPrior:
             log_norm = log_norm - 0.5 * kappa * maha
             log_p += np.sum(log_iw) + np.sum(log_norm)
         else:
-            var = covariances if ctype == "diag" else np.repeat(covariances[:, None], d, axis=1)
-            lam = self.scale if ctype == "diag" else np.full(d, float(self.scale))
-            if ctype == "diag":
-                a, b = 0.5 * nu, 0.5 * lam
-                log_ig = a * np.log(b) - gammaln(a) - (a + 1.0) * np.log(var) - b / var
-                log_p += np.sum(log_ig)
-            else:
-                a, b = 0.5 * nu, 0.5 * float(self.scale)
-                s2 = covariances
-                log_p += np.sum(a * np.log(b) - gammaln(a) - (a + 1.0) * np.log(s2) - b / s2)
+            # One inverse-gamma per variance: (K, d) for diag, (K,) for spherical.
+            a, b = 0.5 * nu, 0.5 * self.scale
+            var = np.asarray(covariances, dtype=float)
+            log_p += np.sum(a * np.log(b) - gammaln(a) - (a + 1.0) * np.log(var) - b / var)
+            per_coord = var if ctype == "diag" else var[:, None]
             log_p += np.sum(
-                -0.5 * (np.log(2 * np.pi) - np.log(kappa) + np.log(var))
-                - 0.5 * kappa * diff**2 / var
+                -0.5 * (np.log(2 * np.pi) - np.log(kappa) + np.log(per_coord))
+                - 0.5 * kappa * diff**2 / per_coord
             )
         return float(log_p)
