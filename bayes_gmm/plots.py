@@ -1,0 +1,579 @@
+"""Figures for every stage: the selection grid, densities, clusters, uncertainty, diagnostics.
+
+Every matplotlib function takes ``ax=None`` (a new figure) or an existing Axes, draws on
+it and returns it. Models may be an EM :class:`~bayes_gmm.GaussianMixture` (or
+scikit-learn's), which shows the point estimate, or a fitted
+:class:`~bayes_gmm.BayesianGaussianMixture`, which adds what the posterior says: bands,
+ellipses from posterior draws, posterior-averaged memberships.
+
+The diagnostics functions (:func:`plot_trace_dist`, :func:`plot_rank`,
+:func:`plot_forest`) are thin wrappers over ``arviz_plots``; they return its
+``PlotCollection`` (its figure is ``pc.viz["figure"].item()``, see :func:`figure_of`).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = [
+    "figure_of",
+    "plot_clusters",
+    "plot_density",
+    "plot_forest",
+    "plot_rank",
+    "plot_selection",
+    "plot_trace_dist",
+    "plot_uncertainty",
+]
+
+_COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _new_axes(ax, figsize=(6.4, 4.4)):
+    if ax is not None:
+        return ax
+    import matplotlib.pyplot as plt
+
+    _, ax = plt.subplots(figsize=figsize, layout="constrained")
+    return ax
+
+
+def _component_colors(n_components):
+    import matplotlib as mpl
+
+    cmap = mpl.colormaps["tab10"] if n_components <= 10 else mpl.colormaps["tab20"]
+    return [cmap(k % cmap.N) for k in range(n_components)]
+
+
+class _Params(NamedTuple):
+    """S parameter sets: weights (S, K), means (S, K, d), covariances (S, K, d, d)."""
+
+    weights: np.ndarray
+    means: np.ndarray
+    covariances: np.ndarray
+
+
+def _full_covariances(covariances, covariance_type, n_components, n_features):
+    cov = np.asarray(covariances, dtype=float)
+    core_ndim = {"full": 3, "tied": 2, "diag": 2, "spherical": 1}[covariance_type]
+    lead = cov.shape[: cov.ndim - core_ndim]
+    eye = np.eye(n_features)
+    if covariance_type == "full":
+        return cov
+    if covariance_type == "tied":
+        return np.broadcast_to(cov[..., None, :, :], (*lead, n_components, n_features, n_features))
+    if covariance_type == "diag":
+        return cov[..., :, None] * eye
+    return cov[..., None, None] * eye
+
+
+def _em_estimator(model):
+    """The EM fit behind ``model``: itself for EM estimators, the stored one for Bayesian ones."""
+    if hasattr(model, "means_") and hasattr(model, "weights_"):
+        return model
+    for name in ("em_", "em_estimator_", "initial_estimator_", "map_estimator_"):
+        est = getattr(model, name, None)
+        if est is not None and hasattr(est, "means_"):
+            return est
+    raise TypeError(
+        f"{type(model).__name__} is not a fitted Gaussian mixture (no EM estimate found); "
+        "fit it first."
+    )
+
+
+def _point_params(model):
+    """The EM/MAP estimate as a single parameter set (S = 1)."""
+    est = _em_estimator(model)
+    means = np.atleast_2d(np.asarray(est.means_, dtype=float))
+    K, d = means.shape
+    cov = _full_covariances(est.covariances_, est.covariance_type, K, d)
+    return _Params(np.asarray(est.weights_, float)[None], means[None], np.asarray(cov)[None])
+
+
+def _posterior_params(model, n_draws=None, random_state=0):
+    """Up to ``n_draws`` posterior parameter sets of a Bayesian fit, or None for an EM fit."""
+    getter = getattr(model, "posterior_parameters", None)
+    if getter is None:
+        return None
+    weights, means, covariances = getter(full=True)  # (S, K), (S, K, d), (S, K, d, d)
+    S = weights.shape[0]
+    if n_draws is not None and n_draws < S:
+        rng = np.random.default_rng(random_state)
+        idx = np.sort(rng.choice(S, size=n_draws, replace=False))
+        weights, means, covariances = weights[idx], means[idx], covariances[idx]
+    return _Params(np.asarray(weights), np.asarray(means), np.asarray(covariances))
+
+
+def _as_array(X):
+    values = np.asarray(X, dtype=float)
+    if values.ndim == 1:
+        values = values[:, None]
+    if hasattr(X, "columns"):
+        names = [str(c) for c in X.columns]
+    else:
+        names = [f"x{j}" for j in range(values.shape[1])]
+    return values, names
+
+
+def _pick_columns(columns, names, n_features):
+    cols = []
+    for c in columns:
+        if isinstance(c, str):
+            if c not in names:
+                raise ValueError(f"column {c!r} not found; available: {names}")
+            cols.append(names.index(c))
+        else:
+            if not 0 <= int(c) < n_features:
+                raise ValueError(f"column index {c} out of range for {n_features} features")
+            cols.append(int(c))
+    return cols
+
+
+def _membership(model, X):
+    """Posterior-averaged (Bayesian) or EM membership probabilities, shape (n, K)."""
+    return np.asarray(model.predict_proba(X))
+
+
+def _norm_pdf(x, mean, var):
+    return np.exp(-0.5 * (x - mean) ** 2 / var) / np.sqrt(2 * np.pi * var)
+
+
+def _ellipse(mean, cov, prob, **kwargs):
+    """The ellipse holding ``prob`` of a 2-D normal's mass."""
+    from matplotlib.patches import Ellipse
+    from scipy.stats import chi2
+
+    vals, vecs = np.linalg.eigh(cov)
+    vals = np.clip(vals, 0, None)
+    radius = np.sqrt(chi2.ppf(prob, df=2))
+    angle = np.degrees(np.arctan2(vecs[1, 1], vecs[0, 1]))
+    width, height = 2 * radius * np.sqrt(vals[1]), 2 * radius * np.sqrt(vals[0])
+    return Ellipse(mean, width, height, angle=angle, fill=False, **kwargs)
+
+
+# --------------------------------------------------------------------------- selection
+
+
+def plot_selection(selection, criterion=None, ax=None):
+    """The criterion against K, one line per covariance structure, the winner marked.
+
+    Parameters
+    ----------
+    selection : ModelSelection
+        The result of :func:`bayes_gmm.select_model` (uses its ``table`` with columns
+        ``covariance_type``, ``n_components`` and the criteria).
+    criterion : {"bic", "aic", "icl"}, optional
+        Default: the criterion the selection was made with.
+    ax : matplotlib Axes, optional
+
+    Returns
+    -------
+    matplotlib Axes
+        One line per covariance structure; failed cells are gaps. The selected model
+        is circled and annotated. Lower is better (scikit-learn's sign; mclust plots
+        the negative).
+    """
+    table = selection.table
+    criterion = (criterion or getattr(selection, "criterion", None) or "bic").lower()
+    if criterion not in table.columns:
+        raise ValueError(f"criterion {criterion!r} not in the selection table")
+    ax = _new_axes(ax)
+    order = [c for c in _COVARIANCE_TYPES if c in set(table["covariance_type"])]
+    order += sorted(set(table["covariance_type"]) - set(order))
+    markers = dict(zip(_COVARIANCE_TYPES, "osD^", strict=True))
+    for cov in order:
+        rows = table[table["covariance_type"] == cov].sort_values("n_components")
+        ax.plot(
+            rows["n_components"],
+            rows[criterion],
+            marker=markers.get(cov, "v"),
+            label=cov,
+            gid=f"selection-{cov}",
+        )
+    valid = table[np.isfinite(table[criterion].to_numpy(dtype=float))]
+    if len(valid):
+        best = valid.loc[valid[criterion].idxmin()]
+        ax.scatter(
+            [best["n_components"]],
+            [best[criterion]],
+            s=260,
+            facecolors="none",
+            edgecolors="black",
+            linewidths=2,
+            zorder=5,
+            gid="selection-best",
+        )
+        ax.annotate(
+            f"best: {best['covariance_type']}, K = {int(best['n_components'])}\n"
+            f"{criterion.upper()} = {best[criterion]:.1f}",
+            (best["n_components"], best[criterion]),
+            xytext=(12, 24),
+            textcoords="offset points",
+            arrowprops={"arrowstyle": "-", "color": "0.3"},
+        )
+    ks = np.unique(table["n_components"])
+    ax.set_xticks(ks)
+    ax.set_xlabel("number of components K")
+    ax.set_ylabel(f"{criterion.upper()} (lower is better)")
+    ax.set_title(f"Model selection by {criterion.upper()}")
+    ax.legend(title="covariance")
+    ax.grid(alpha=0.3)
+    return ax
+
+
+# --------------------------------------------------------------------------- density
+
+
+def plot_density(model, X, ax=None, column=0, bins="auto", prob=0.9, n_draws=300):
+    """Histogram of one feature with the fitted mixture density and its components.
+
+    For a Bayesian fit: the posterior predictive density (mean over draws) with its
+    ``prob`` band, and the components at the posterior mean. For an EM fit: the
+    estimated density and components.
+
+    Parameters
+    ----------
+    model : fitted GaussianMixture or BayesianGaussianMixture
+    X : array-like of shape (n_samples, n_features) or (n_samples,)
+    ax : matplotlib Axes, optional
+    column : int or str, default=0
+        The feature to show (the marginal density for multivariate data).
+    bins : int or str, default="auto"
+        Histogram bins (see ``numpy.histogram``).
+    prob : float, default=0.9
+        Mass of the credible band.
+    n_draws : int, default=300
+        Posterior draws used for the band.
+
+    Returns
+    -------
+    matplotlib Axes
+    """
+    values, names = _as_array(X)
+    (j,) = _pick_columns([column], names, values.shape[1])
+    x = values[:, j]
+    ax = _new_axes(ax)
+    ax.hist(x, bins=bins, density=True, color="0.82", edgecolor="white", label="data")
+
+    span = x.max() - x.min() if x.size > 1 else 1.0
+    grid = np.linspace(x.min() - 0.1 * span, x.max() + 0.1 * span, 400)
+    post = _posterior_params(model, n_draws)
+    params = post if post is not None else _point_params(model)
+    mu = params.means[:, :, j]  # (S, K)
+    var = params.covariances[:, :, j, j]
+    comp = params.weights[:, :, None] * _norm_pdf(grid, mu[..., None], var[..., None])  # S,K,G
+    total = comp.sum(axis=1)  # (S, G)
+    colors = _component_colors(mu.shape[1])
+    if post is not None:
+        lo, hi = np.quantile(total, [(1 - prob) / 2, (1 + prob) / 2], axis=0)
+        ax.fill_between(
+            grid, lo, hi, color="0.35", alpha=0.35, label=f"{prob:.0%} band", gid="density-band"
+        )
+        ax.plot(grid, total.mean(axis=0), color="black", lw=2, label="posterior predictive")
+    else:
+        ax.plot(grid, total[0], color="black", lw=2, label="EM density")
+    comp_mean = comp.mean(axis=0)
+    for k in range(comp_mean.shape[0]):
+        ax.plot(
+            grid,
+            comp_mean[k],
+            ls="--",
+            color=colors[k],
+            lw=1.3,
+            label=f"component {k}",
+            gid="density-component",
+        )
+    ax.set_xlabel(names[j])
+    ax.set_ylabel("density")
+    ax.set_title("Mixture density" + (" (posterior)" if post is not None else " (EM)"))
+    ax.legend(fontsize="small")
+    return ax
+
+
+# --------------------------------------------------------------------------- clusters
+
+
+def plot_clusters(
+    model, X, ax=None, columns=(0, 1), prob=0.9, n_draws=20, random_state=0, legend=True
+):
+    """Scatter coloured by most likely component, faded where membership is uncertain.
+
+    Covariance ellipses (each holding ``prob`` of its component's mass) are drawn for the
+    EM estimate (thick) and, for a Bayesian fit, for ``n_draws`` posterior draws (thin),
+    so the spread of the thin ellipses shows the uncertainty about each component.
+
+    Parameters
+    ----------
+    model : fitted GaussianMixture or BayesianGaussianMixture
+    X : array-like of shape (n_samples, n_features), n_features >= 2
+    ax : matplotlib Axes, optional
+    columns : pair of int or str, default=(0, 1)
+        The two features to show; ellipses are the marginal ones for that pair.
+    prob : float, default=0.9
+        Mass inside each ellipse.
+    n_draws : int, default=20
+        Posterior draws whose ellipses are drawn (Bayesian fits only).
+    random_state : int, default=0
+        Which draws are shown.
+    legend : bool, default=True
+
+    Returns
+    -------
+    matplotlib Axes
+        The points are one PathCollection (gid ``"clusters-points"``); ellipses have gid
+        ``"ellipse-em"`` or ``"ellipse-posterior"``.
+    """
+    from matplotlib.lines import Line2D
+
+    values, names = _as_array(X)
+    if values.shape[1] < 2:
+        raise ValueError("plot_clusters needs at least 2 features; use plot_density for 1-D data")
+    cols = _pick_columns(columns, names, values.shape[1])
+    if len(cols) != 2 or cols[0] == cols[1]:
+        raise ValueError(f"columns must name two different features, got {columns!r}")
+    ax = _new_axes(ax)
+    resp = _membership(model, X)
+    K = resp.shape[1]
+    labels = resp.argmax(axis=1)
+    certainty = resp.max(axis=1)
+    colors = np.array(_component_colors(K))
+    rgba = colors[labels].copy()
+    # Certainty runs from 1/K (a coin toss) to 1; map it to opacity 0.15..0.9.
+    scaled = (certainty - 1.0 / K) / (1.0 - 1.0 / K) if K > 1 else np.ones_like(certainty)
+    rgba[:, 3] = 0.15 + 0.75 * np.clip(scaled, 0, 1)
+    ax.scatter(
+        values[:, cols[0]],
+        values[:, cols[1]],
+        c=rgba,
+        s=18,
+        edgecolors="none",
+        gid="clusters-points",
+    )
+    sub = np.ix_(cols, cols)
+    post = _posterior_params(model, n_draws, random_state)
+    if post is not None:
+        for s in range(post.weights.shape[0]):
+            for k in range(K):
+                e = _ellipse(
+                    post.means[s, k, cols],
+                    post.covariances[s, k][sub],
+                    prob,
+                    edgecolor=colors[k],
+                    lw=0.6,
+                    alpha=0.35,
+                    gid="ellipse-posterior",
+                )
+                ax.add_patch(e)
+    point = _point_params(model)
+    for k in range(K):
+        ax.add_patch(
+            _ellipse(
+                point.means[0, k, cols],
+                point.covariances[0, k][sub],
+                prob,
+                edgecolor=colors[k],
+                lw=2.2,
+                gid="ellipse-em",
+            )
+        )
+    ax.scatter(
+        point.means[0, :, cols[0]],
+        point.means[0, :, cols[1]],
+        marker="X",
+        s=90,
+        c=colors,
+        edgecolors="black",
+        zorder=4,
+        gid="clusters-means",
+    )
+    ax.autoscale_view()
+    ax.set_xlabel(names[cols[0]])
+    ax.set_ylabel(names[cols[1]])
+    ax.set_title(f"Clusters (K = {K}); faded points: uncertain membership")
+    if legend:
+        handles = [
+            Line2D([], [], marker="o", ls="", color=colors[k], label=f"component {k}")
+            for k in range(K)
+        ]
+        handles.append(Line2D([], [], color="0.2", lw=2.2, label=f"EM {prob:.0%} ellipse"))
+        if post is not None:
+            handles.append(Line2D([], [], color="0.2", lw=0.6, alpha=0.5, label="posterior draws"))
+        ax.legend(handles=handles, fontsize="small")
+    return ax
+
+
+# --------------------------------------------------------------------------- uncertainty
+
+
+def plot_uncertainty(model, X, ax=None, columns=(0, 1), quantiles=(0.75, 0.95)):
+    """The points whose membership is least certain (mclust's uncertainty plot).
+
+    Uncertainty is ``1 - max_k p(component k | x)`` (posterior-averaged for a Bayesian
+    fit). In 2-D, points above the ``quantiles`` of the uncertainty are drawn larger and
+    darker, so the boundary regions stand out. In 1-D, uncertainty is plotted against the
+    feature.
+
+    Parameters
+    ----------
+    model : fitted GaussianMixture or BayesianGaussianMixture
+    X : array-like of shape (n_samples, n_features)
+    ax : matplotlib Axes, optional
+    columns : pair of int or str, default=(0, 1)
+        The two features to show (ignored for 1-D data).
+    quantiles : pair of float, default=(0.75, 0.95)
+
+    Returns
+    -------
+    matplotlib Axes
+        Points are drawn in three PathCollections with gids ``"uncertainty-low"``,
+        ``"uncertainty-mid"`` and ``"uncertainty-high"``.
+    """
+    values, names = _as_array(X)
+    resp = _membership(model, X)
+    unc = 1.0 - resp.max(axis=1)
+    ax = _new_axes(ax)
+    q_mid, q_high = np.quantile(unc, quantiles)
+    # Points with essentially no uncertainty never count as "uncertain", whatever the quantile.
+    floor = 1e-3
+    high = (unc >= q_high) & (unc > floor)
+    mid = (unc >= q_mid) & ~high & (unc > floor)
+    low = ~(high | mid)
+    if values.shape[1] == 1:
+        xs, ys = values[:, 0], unc
+        ax.set_xlabel(names[0])
+        ax.set_ylabel("uncertainty = 1 - max probability")
+    else:
+        cols = _pick_columns(columns, names, values.shape[1])
+        xs, ys = values[:, cols[0]], values[:, cols[1]]
+        ax.set_xlabel(names[cols[0]])
+        ax.set_ylabel(names[cols[1]])
+    ax.scatter(xs[low], ys[low], s=8, c="0.75", edgecolors="none", gid="uncertainty-low")
+    ax.scatter(
+        xs[mid],
+        ys[mid],
+        s=30,
+        c="0.4",
+        edgecolors="none",
+        gid="uncertainty-mid",
+        label=f"above {quantiles[0]:.0%} quantile ({int(mid.sum() + high.sum())})",
+    )
+    ax.scatter(
+        xs[high],
+        ys[high],
+        s=70,
+        c="black",
+        edgecolors="none",
+        gid="uncertainty-high",
+        label=f"above {quantiles[1]:.0%} quantile ({int(high.sum())})",
+    )
+    ax.set_title(f"Membership uncertainty (max {unc.max():.2f})")
+    ax.legend(fontsize="small", title="uncertainty")
+    return ax
+
+
+# --------------------------------------------------------------------------- diagnostics
+
+
+def _idata(model):
+    tree = getattr(model, "idata_", model)
+    if not hasattr(tree, "children") or "posterior" not in tree.children:
+        raise TypeError(
+            "expected a fitted BayesianGaussianMixture or a DataTree with a posterior group"
+        )
+    return tree
+
+
+def _default_var_names(tree):
+    names = list(tree["posterior"].data_vars)
+    preferred = [n for n in ("weights", "means") if n in names]
+    return preferred or names
+
+
+def figure_of(obj):
+    """The matplotlib Figure behind an Axes, a Figure or an arviz_plots PlotCollection."""
+    if hasattr(obj, "viz"):
+        return obj.viz["figure"].item()
+    if hasattr(obj, "savefig"):
+        return obj
+    return obj.figure
+
+
+def plot_trace_dist(model, var_names=None, **kwargs):
+    """Per-chain marginal densities and traces (``arviz_plots.plot_trace_dist``).
+
+    Parameters
+    ----------
+    model : fitted BayesianGaussianMixture, or a DataTree with a posterior group
+    var_names : list of str, optional
+        Default: the weights and means.
+    **kwargs
+        Passed to ``arviz_plots.plot_trace_dist``.
+
+    Returns
+    -------
+    arviz_plots.PlotCollection
+        Chains that disagree (label switching, a stuck chain) show as separate curves.
+    """
+    import arviz_plots as azp
+
+    tree = _idata(model)
+    return azp.plot_trace_dist(
+        tree, var_names=var_names or _default_var_names(tree), backend="matplotlib", **kwargs
+    )
+
+
+def plot_rank(model, var_names=None, **kwargs):
+    """Rank ECDF plots per chain (``arviz_plots.plot_rank``); all inside the band is good.
+
+    Parameters
+    ----------
+    model : fitted BayesianGaussianMixture, or a DataTree with a posterior group
+    var_names : list of str, optional
+        Default: the weights and means.
+    **kwargs
+        Passed to ``arviz_plots.plot_rank``.
+
+    Returns
+    -------
+    arviz_plots.PlotCollection
+    """
+    import arviz_plots as azp
+
+    tree = _idata(model)
+    return azp.plot_rank(
+        tree, var_names=var_names or _default_var_names(tree), backend="matplotlib", **kwargs
+    )
+
+
+def plot_forest(model, var_names=None, combined=True, **kwargs):
+    """Credible intervals per parameter (``arviz_plots.plot_forest``).
+
+    Parameters
+    ----------
+    model : fitted BayesianGaussianMixture, or a DataTree with a posterior group
+    var_names : list of str, optional
+        Default: the weights and means.
+    combined : bool, default=True
+        One interval over all chains (False: one per chain).
+    **kwargs
+        Passed to ``arviz_plots.plot_forest``.
+
+    Returns
+    -------
+    arviz_plots.PlotCollection
+    """
+    import arviz_plots as azp
+
+    tree = _idata(model)
+    return azp.plot_forest(
+        tree,
+        var_names=var_names or _default_var_names(tree),
+        combined=combined,
+        backend="matplotlib",
+        **kwargs,
+    )

@@ -1,0 +1,167 @@
+"""Plots render (Agg) and show what they claim: counts of points, ellipses, lines, bands."""
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.patches import Ellipse
+
+from bayes_gmm import GaussianMixture, plots
+from bayes_gmm.datasets import load_faithful, make_foot_sizes
+
+matplotlib.use("Agg")
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+@pytest.fixture(scope="module")
+def faithful():
+    return load_faithful()
+
+
+@pytest.fixture(scope="module")
+def em3(faithful):
+    return GaussianMixture(3, covariance_type="tied", n_init=3, random_state=0).fit(faithful)
+
+
+@pytest.fixture(scope="module")
+def feet():
+    X, labels = make_foot_sizes(random_state=0)
+    return X, labels
+
+
+def by_gid(ax, gid, kind=None):
+    children = [a for a in ax.get_children() if a.get_gid() == gid]
+    return [a for a in children if kind is None or isinstance(a, kind)]
+
+
+def render(ax, tmp_path, name):
+    path = tmp_path / f"{name}.png"
+    ax.figure.savefig(path, dpi=60)
+    assert path.stat().st_size > 5_000  # a drawn figure, not an empty canvas
+    return path
+
+
+def test_plot_clusters_em(em3, faithful, tmp_path):
+    ax = plots.plot_clusters(em3, faithful)
+    render(ax, tmp_path, "clusters")
+    (points,) = by_gid(ax, "clusters-points")
+    assert points.get_offsets().shape == (272, 2)
+    colors = points.get_facecolors()
+    # One colour per component, and opacity follows certainty.
+    assert len({tuple(np.round(c[:3], 3)) for c in colors}) == 3
+    certainty = em3.predict_proba(faithful).max(axis=1)
+    assert np.corrcoef(colors[:, 3], certainty)[0, 1] > 0.99
+    ellipses = by_gid(ax, "ellipse-em", Ellipse)
+    assert len(ellipses) == 3
+    assert by_gid(ax, "ellipse-posterior") == []
+    # The tied structure: all three ellipses have the same shape.
+    widths = sorted(round(e.width, 6) for e in ellipses)
+    assert widths[0] == widths[-1]
+    centers = np.array([e.center for e in ellipses])
+    centers = centers[np.argsort(centers[:, 0])]
+    np.testing.assert_allclose(centers, em3.means_[np.argsort(em3.means_[:, 0])])
+    assert ax.get_xlabel() == "eruptions" and ax.get_ylabel() == "waiting"
+
+
+def test_ellipse_holds_the_stated_mass():
+    rng = np.random.default_rng(0)
+    cov = np.array([[2.0, 1.2], [1.2, 1.5]])
+    z = rng.multivariate_normal([1.0, -1.0], cov, 20_000)
+    e = plots._ellipse(np.array([1.0, -1.0]), cov, 0.9)
+    # Transform points into the ellipse's unit-circle frame.
+    unit = e.get_patch_transform().inverted().transform(z)
+    inside = np.hypot(unit[:, 0], unit[:, 1]) <= 1.0
+    assert abs(inside.mean() - 0.9) < 0.01
+
+
+def test_plot_clusters_column_choice_and_errors(em3, faithful):
+    ax = plots.plot_clusters(em3, faithful, columns=("waiting", "eruptions"))
+    assert ax.get_xlabel() == "waiting"
+    (points,) = by_gid(ax, "clusters-points")
+    np.testing.assert_array_equal(points.get_offsets()[:, 0], faithful["waiting"])
+    with pytest.raises(ValueError, match="not found"):
+        plots.plot_clusters(em3, faithful, columns=("waiting", "nope"))
+    X1, _ = make_foot_sizes(100, 50, random_state=0)
+    em1 = GaussianMixture(2, random_state=0).fit(X1)
+    with pytest.raises(ValueError, match="at least 2 features"):
+        plots.plot_clusters(em1, X1)
+
+
+def test_plot_clusters_uses_given_axes(em3, faithful):
+    _fig, (a, b) = plt.subplots(1, 2)
+    out = plots.plot_clusters(em3, faithful, ax=b)
+    assert out is b and len(a.collections) == 0 and len(b.collections) >= 1
+
+
+def test_plot_density_em(feet, tmp_path):
+    X, _ = feet
+    em = GaussianMixture(2, random_state=0).fit(X)
+    ax = plots.plot_density(em, X)
+    render(ax, tmp_path, "density")
+    assert len(ax.patches) > 5  # histogram bars
+    comps = by_gid(ax, "density-component")
+    assert len(comps) == 2
+    assert by_gid(ax, "density-band") == []
+    total = next(ln for ln in ax.get_lines() if ln.get_label() == "EM density")
+    x, y = total.get_data()
+    # The drawn density integrates to ~1 and equals the sum of the drawn components.
+    assert abs(np.trapezoid(y, x) - 1) < 0.01
+    np.testing.assert_allclose(y, sum(c.get_ydata() for c in comps))
+    # Its modes sit near 240 and 270 mm.
+    peaks = x[1:-1][(y[1:-1] > y[:-2]) & (y[1:-1] > y[2:])]
+    np.testing.assert_allclose(np.sort(peaks), [240, 270], atol=3)
+
+
+def test_plot_uncertainty_em(em3, faithful, tmp_path):
+    ax = plots.plot_uncertainty(em3, faithful)
+    render(ax, tmp_path, "uncertainty")
+    groups = {g: by_gid(ax, f"uncertainty-{g}")[0].get_offsets() for g in ("low", "mid", "high")}
+    assert sum(len(v) for v in groups.values()) == 272
+    unc = 1 - em3.predict_proba(faithful).max(axis=1)
+    # The "high" group holds the most uncertain 5% of points.
+    n_high = len(groups["high"])
+    assert 0 < n_high <= int(np.ceil(0.05 * 272)) + 1
+    top = np.sort(unc)[-n_high:]
+    high_pts = groups["high"]
+    idx = [int(np.flatnonzero((faithful.to_numpy() == p).all(axis=1))[0]) for p in high_pts]
+    np.testing.assert_allclose(np.sort(unc[idx]), top)
+
+
+def test_plot_uncertainty_1d(feet):
+    X, _ = feet
+    em = GaussianMixture(2, random_state=0).fit(X)
+    ax = plots.plot_uncertainty(em, X)
+    (high,) = by_gid(ax, "uncertainty-high")
+    # The uncertain points are between the two groups, near the crossing point (~257 mm).
+    assert np.all((high.get_offsets()[:, 0] > 245) & (high.get_offsets()[:, 0] < 265))
+
+
+class _Selection:
+    """The parts of ModelSelection that plot_selection reads."""
+
+    def __init__(self, table, criterion="bic"):
+        self.table = table
+        self.criterion = criterion
+
+
+def test_plot_selection_marks_the_minimum(tmp_path):
+    rows = []
+    for cov, offset in [("full", 10.0), ("tied", 0.0), ("diag", 30.0), ("spherical", 50.0)]:
+        for k in range(1, 6):
+            value = (k - 3) ** 2 * 20 + 1000 + offset
+            rows.append({"covariance_type": cov, "n_components": k, "bic": value})
+    rows[-1]["bic"] = np.nan  # a failed cell is a gap, not an error
+    ax = plots.plot_selection(_Selection(pd.DataFrame(rows)))
+    render(ax, tmp_path, "selection")
+    lines = [ln for ln in ax.get_lines() if str(ln.get_gid()).startswith("selection-")]
+    assert [ln.get_label() for ln in lines] == ["full", "tied", "diag", "spherical"]
+    (best,) = by_gid(ax, "selection-best")
+    np.testing.assert_allclose(best.get_offsets(), [[3, 1000.0]])
+    assert "tied, K = 3" in "".join(t.get_text() for t in ax.texts)
+    assert "lower is better" in ax.get_ylabel()
