@@ -187,7 +187,7 @@ def build_parser():
         parents=[common, sampler],
         help="the whole pipeline on Old Faithful (no arguments needed)",
         description="Old Faithful: selection grid, the chosen model's posterior by NUTS, "
-        "diagnostics verdict, and a results folder (default: bayes_gmm_demo) with figures.",
+        "diagnostics verdict, and a results folder (default: bayes_gmm_results) with figures.",
     )
     p_demo.set_defaults(func=_run_demo)
 
@@ -620,7 +620,7 @@ def _run_demo(args, rep):
     args.covariance = _COVARIANCE_TYPES
     args.criterion = "bic"
     args.prior = "none"
-    _default_out(args, "bayes_gmm_demo")
+    _default_out(args, "bayes_gmm_results")
     frame = load_faithful()
     rep.progress("Old Faithful: 272 eruptions x (eruptions [min], waiting [min])")
     return _pipeline(frame, args, rep, "Old Faithful")
