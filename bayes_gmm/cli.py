@@ -427,7 +427,10 @@ def _print_selection(selection, criterion, rep):
     ranking = selection.ranking
     with pd.option_context("display.width", 120, "display.max_columns", 20):
         rep.result(f"Model selection ({criterion.upper()}, lower is better), best rows:")
-        rep.result(ranking.head(5).to_string())
+        shown = ranking.head(5)
+        if "reason" in shown and not shown["reason"].astype(str).str.strip().any():
+            shown = shown.drop(columns="reason")
+        rep.result(shown.to_string(float_format=lambda v: f"{v:.2f}"))
     cov, k = _best(selection)
     rep.result(f"\nChosen model: covariance_type={cov!r}, n_components={k}")
 
@@ -438,9 +441,12 @@ def _save_selection_outputs(selection, criterion, folder):
     from bayes_gmm import plots
 
     selection.table.to_csv(folder / "selection.csv", index=False)
-    ax = plots.plot_selection(selection, criterion=criterion)
-    ax.figure.savefig(folder / "selection.png", dpi=120, bbox_inches="tight")
-    plt.close(ax.figure)
+    # The whole grid, and a zoom on the competitive models (poor ones squash the scale).
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.4), layout="constrained")
+    plots.plot_selection(selection, criterion=criterion, ax=left)
+    plots.plot_selection(selection, criterion=criterion, ax=right, zoom=True)
+    fig.savefig(folder / "selection.png", dpi=110)
+    plt.close(fig)
 
 
 def _fit_posterior(X, selection, args, rep):

@@ -159,69 +159,54 @@ def _ellipse(mean, cov, prob, **kwargs):
 # --------------------------------------------------------------------------- selection
 
 
-def plot_selection(selection, criterion=None, ax=None):
+def plot_selection(selection, criterion=None, ax=None, zoom=False):
     """The criterion against K, one line per covariance structure, the winner marked.
+
+    Draws with :meth:`ModelSelection.plot <bayes_gmm.ModelSelection.plot>` and adds a
+    note on the winner; ``zoom`` narrows the vertical range to the competitive models.
 
     Parameters
     ----------
     selection : ModelSelection
-        The result of :func:`bayes_gmm.select_model` (uses its ``table`` with columns
-        ``covariance_type``, ``n_components`` and the criteria).
+        The result of :func:`bayes_gmm.select_model`.
     criterion : {"bic", "aic", "icl"}, optional
         Default: the criterion the selection was made with.
     ax : matplotlib Axes, optional
+    zoom : bool or float, default=False
+        False: the whole grid. True: from the best value up to three times the median
+        distance to it (the poor models run off the top). A number: that many criterion
+        units above the best.
 
     Returns
     -------
     matplotlib Axes
-        One line per covariance structure; failed cells are gaps. The selected model
-        is circled and annotated. Lower is better (scikit-learn's sign; mclust plots
-        the negative).
+        Lower is better (scikit-learn's sign; mclust plots the negative).
     """
-    table = selection.table
-    criterion = (criterion or getattr(selection, "criterion", None) or "bic").lower()
-    if criterion not in table.columns:
-        raise ValueError(f"criterion {criterion!r} not in the selection table")
     ax = _new_axes(ax)
-    order = [c for c in _COVARIANCE_TYPES if c in set(table["covariance_type"])]
-    order += sorted(set(table["covariance_type"]) - set(order))
-    markers = dict(zip(_COVARIANCE_TYPES, "osD^", strict=True))
-    for cov in order:
-        rows = table[table["covariance_type"] == cov].sort_values("n_components")
-        ax.plot(
-            rows["n_components"],
-            rows[criterion],
-            marker=markers.get(cov, "v"),
-            label=cov,
-            gid=f"selection-{cov}",
-        )
-    valid = table[np.isfinite(table[criterion].to_numpy(dtype=float))]
-    if len(valid):
-        best = valid.loc[valid[criterion].idxmin()]
-        ax.scatter(
-            [best["n_components"]],
-            [best[criterion]],
-            s=260,
-            facecolors="none",
-            edgecolors="black",
-            linewidths=2,
-            zorder=5,
-            gid="selection-best",
-        )
-        ax.annotate(
-            f"best: {best['covariance_type']}, K = {int(best['n_components'])}\n"
-            f"{criterion.upper()} = {best[criterion]:.1f}",
-            (best["n_components"], best[criterion]),
-            xytext=(12, 24),
-            textcoords="offset points",
-            arrowprops={"arrowstyle": "-", "color": "0.3"},
-        )
-    ks = np.unique(table["n_components"])
-    ax.set_xticks(ks)
-    ax.set_xlabel("number of components K")
-    ax.set_ylabel(f"{criterion.upper()} (lower is better)")
-    ax.set_title(f"Model selection by {criterion.upper()}")
-    ax.legend(title="covariance")
+    selection.plot(criterion=criterion, ax=ax)
+    criterion = (criterion or selection.criterion).lower()
+    values = selection.table[criterion].to_numpy(dtype=float)
+    values = values[np.isfinite(values)]
+    if values.size == 0 or selection.best_params is None:
+        return ax
+    best = values.min()
+    cov, k = selection.best_params
+    ax.text(
+        0.5,
+        0.97,
+        f"best: {cov}, K = {k}, {criterion.upper()} = {best:.1f}",
+        transform=ax.transAxes,
+        ha="center",
+        va="top",
+        fontsize="small",
+        bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "0.7"},
+        gid="selection-best-note",
+    )
+    if zoom is not False and values.size > 1:
+        width = 3 * np.median(values - best) if zoom is True else float(zoom)
+        if width > 0:
+            ax.set_ylim(best - 0.08 * width, best + width)
+            ax.set_title(ax.get_title() + " (zoomed on the best models)")
     ax.grid(alpha=0.3)
     return ax
 

@@ -249,3 +249,33 @@ def test_console_script_end_to_end_error(tmp_path):
     assert proc.stderr.strip().startswith("bayes-gmm: error: 1 of 272 rows")
     assert "Traceback" not in proc.stderr
     assert pd.read_csv(faithful).shape == (272, 2)
+
+
+# --------------------------------------------------------------------------- select
+
+
+def test_select_prints_ranking_and_writes_results(tmp_path):
+    data = tmp_path / "faithful.csv"
+    load_faithful().to_csv(data, index=False)
+    out = tmp_path / "sel"
+    code, stdout, err = run(["select", data, "--k", "1:4", "--out", out, "--quiet"])
+    assert code == 0, err
+    assert err == ""  # --quiet: no progress
+    assert "Chosen model: covariance_type='tied', n_components=3" in stdout
+    assert "lower is better" in stdout
+    table = pd.read_csv(out / "selection.csv")
+    assert len(table) == 16  # 4 structures x K = 1..4
+    best = table.loc[table["bic"].idxmin()]
+    assert (best["covariance_type"], best["n_components"]) == ("tied", 3)
+    assert best["bic"] == pytest.approx(2314.3, abs=0.05)
+    assert (out / "selection.png").stat().st_size > 10_000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["faithful.csv", "sel"]
+
+
+def test_select_progress_goes_to_stderr(tmp_path):
+    data = tmp_path / "faithful.csv"
+    load_faithful().to_csv(data, index=False)
+    code, stdout, err = run(["select", data, "--k", "2", "--covariance", "EEE", "--seed", "3"])
+    assert code == 0
+    assert "selection grid" in err and "grid done" in err
+    assert "selection grid" not in stdout

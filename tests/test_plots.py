@@ -3,7 +3,6 @@
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
-import pandas as pd
 import pytest
 from matplotlib.patches import Ellipse
 
@@ -142,26 +141,32 @@ def test_plot_uncertainty_1d(feet):
     assert np.all((high.get_offsets()[:, 0] > 245) & (high.get_offsets()[:, 0] < 265))
 
 
-class _Selection:
-    """The parts of ModelSelection that plot_selection reads."""
+@pytest.fixture(scope="module")
+def selection(faithful):
+    from bayes_gmm import select_model
 
-    def __init__(self, table, criterion="bic"):
-        self.table = table
-        self.criterion = criterion
+    return select_model(faithful, n_components=range(1, 6), random_state=0, verbose=False)
 
 
-def test_plot_selection_marks_the_minimum(tmp_path):
-    rows = []
-    for cov, offset in [("full", 10.0), ("tied", 0.0), ("diag", 30.0), ("spherical", 50.0)]:
-        for k in range(1, 6):
-            value = (k - 3) ** 2 * 20 + 1000 + offset
-            rows.append({"covariance_type": cov, "n_components": k, "bic": value})
-    rows[-1]["bic"] = np.nan  # a failed cell is a gap, not an error
-    ax = plots.plot_selection(_Selection(pd.DataFrame(rows)))
+def test_plot_selection_marks_the_winner(selection, tmp_path):
+    ax = plots.plot_selection(selection)
     render(ax, tmp_path, "selection")
-    lines = [ln for ln in ax.get_lines() if str(ln.get_gid()).startswith("selection-")]
-    assert [ln.get_label() for ln in lines] == ["full", "tied", "diag", "spherical"]
-    (best,) = by_gid(ax, "selection-best")
-    np.testing.assert_allclose(best.get_offsets(), [[3, 1000.0]])
-    assert "tied, K = 3" in "".join(t.get_text() for t in ax.texts)
+    labelled = {ln.get_label(): ln for ln in ax.get_lines()}
+    curves = [lab for lab in labelled if lab.split()[0] in ("full", "tied", "diag", "spherical")]
+    assert len(curves) == 4
+    for lab in curves:
+        assert len(labelled[lab].get_xdata()) == 5  # K = 1..5
+    (note,) = [t for t in ax.texts if t.get_gid() == "selection-best-note"]
+    assert "tied, K = 3" in note.get_text() and "BIC = 2314.3" in note.get_text()
     assert "lower is better" in ax.get_ylabel()
+
+
+def test_plot_selection_zoom_keeps_the_best_in_view(selection):
+    full = plots.plot_selection(selection)
+    zoomed = plots.plot_selection(selection, zoom=True)
+    best = selection.best_score
+    lo, hi = zoomed.get_ylim()
+    assert lo < best < hi
+    assert hi - lo < 0.5 * np.ptp(full.get_ylim())
+    lo, hi = plots.plot_selection(selection, zoom=25.0).get_ylim()
+    assert hi == pytest.approx(best + 25.0)
