@@ -277,16 +277,19 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         -------
         labels : ndarray of shape (n_samples,)
         """
-        return self._fit(X, sample_weight)
+        X = self._fit(X, sample_weight)
+        # Labels from the returned parameters, so fit_predict(X) equals fit(X).predict(X).
+        return self._log_norm_and_resp(X)[1].argmax(axis=1)
 
     def _fit(self, X, sample_weight):
+        """Fit on ``X`` and return it validated."""
         X = self._validate_X(X, reset=True)
         n_samples, n_features = X.shape
         inits = self._check_parameters(n_samples, n_features)
         w = check_sample_weight(sample_weight, n_samples)
         warn_constant_columns(X, getattr(self, "feature_names_in_", None), stacklevel=4)
         ctype, K = self.covariance_type, self.n_components
-        rows = g.chunk_rows(n_samples, K, n_features)
+        rows = g.chunk_rows(n_samples, K, n_features, ctype)
 
         center = w @ X / w.sum()
         self.prior_ = None
@@ -300,18 +303,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 nu=self.prior_.degrees_of_freedom,
                 scale=self.prior_.scale,
             )
-        tied_moment = None
-        if ctype == "tied":
-            tied_moment = np.zeros((n_features, n_features))
-            for start in range(0, n_samples, rows):
-                stop = start + rows
-                tied_moment += g.weighted_second_moment(X[start:stop] - center, w[start:stop])
-
         do_init = not (self.warm_start and hasattr(self, "converged_"))
         n_init = self.n_init if do_init else 1
         random_state = check_random_state(self.random_state)
         data_scale = float(np.max(np.var(X, axis=0))) or 1.0
-        context = _Context(X, w, center, ctype, self.reg_covar, prior, rows, tied_moment, K)
+        context = _Context(X, w, center, ctype, self.reg_covar, prior, rows, K)
 
         best, objectives = None, []
         for init in range(n_init):
@@ -339,8 +335,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             )
         self._warn_degenerate(best, data_scale)
         self._store(best, center, objectives, w.sum())
-        # Labels from the returned parameters, so fit_predict(X) equals fit(X).predict(X).
-        return self._log_norm_and_resp(X)[1].argmax(axis=1)
+        return X
 
     def _initial_parameters(self, ctx, random_state, inits):
         """Initial (weights, centered means, covariances): responsibilities, M-step, overrides."""
@@ -365,8 +360,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             else:
                 _, index = kmeans_plusplus(X, K, random_state=random_state, sample_weight=w)
                 resp[index, np.arange(K)] = 1.0
-            Xc = X - ctx.center
-            stats = g.summarize(Xc, w, resp, ctx.ctype)
+            stats = None
+            for start, stop, feats in ctx.chunks():
+                chunk = g.summarize(feats, w[start:stop], resp[start:stop].T, ctx.ctype)
+                stats = chunk if stats is None else stats.__iadd__(chunk)
             if ctx.ctype == "tied":
                 stats.sum_xx = ctx.tied_moment
             weights, means, covs = g.from_summaries(stats, ctx.ctype, ctx.reg_covar, ctx.prior)
@@ -470,23 +467,23 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ prediction
     def _log_norm_and_resp(self, X):
-        """Per-row log p(x) and log-responsibilities of validated data, in chunks."""
+        """Per-row log p(x) and responsibilities of validated data, in chunks."""
         ctype = self.covariance_type
         center = self.weights_ @ self.means_
-        means = self.means_ - center
-        log_weights = np.log(self.weights_)
+        eta, const = g.natural_parameters(self.means_ - center, self.precisions_cholesky_, ctype)
+        with np.errstate(divide="ignore"):
+            const = const + np.log(self.weights_)
         n_samples = X.shape[0]
-        rows = g.chunk_rows(n_samples, *self.means_.shape)
+        rows = g.chunk_rows(n_samples, *self.means_.shape, ctype)
         log_norm = np.empty(n_samples)
-        log_resp = np.empty((n_samples, self.means_.shape[0]))
+        resp = np.empty((n_samples, self.means_.shape[0]))
         for start in range(0, n_samples, rows):
             stop = start + rows
-            lp = g.log_gaussian_prob(
-                X[start:stop] - center, means, self.precisions_cholesky_, ctype
-            )
-            lp += log_weights
-            log_norm[start:stop], log_resp[start:stop] = g.log_normalize(lp)
-        return log_norm, log_resp
+            feats = g.features(X[start:stop] - center, ctype)
+            lp = g.linear_log_prob(feats, eta, const, ctype, self.precisions_cholesky_)
+            log_norm[start:stop], resp_t = g.normalize(lp)
+            resp[start:stop] = resp_t.T
+        return log_norm, resp
 
     def _check_predict_input(self, X):
         check_is_fitted(self)
@@ -512,7 +509,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         -------
         ndarray of shape (n_samples, n_components)
         """
-        return np.exp(self._log_norm_and_resp(self._check_predict_input(X))[1])
+        return self._log_norm_and_resp(self._check_predict_input(X))[1]
 
     def predict(self, X):
         """Most likely component of each row.
@@ -586,12 +583,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         equality when every responsibility is 0 or 1.
         """
         X = self._check_predict_input(X)
-        log_norm, log_resp = self._log_norm_and_resp(X)
+        log_norm, resp = self._log_norm_and_resp(X)
         bic = -2.0 * log_norm.sum() + self.n_parameters() * np.log(X.shape[0])
-        return float(bic - 2.0 * log_resp.max(axis=1).sum())
+        return float(bic - 2.0 * np.log(resp.max(axis=1)).sum())
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Context:
     """Everything about one ``fit`` call that does not change between iterations."""
 
@@ -602,26 +599,46 @@ class _Context:
     reg_covar: float
     prior: object
     rows: int
-    tied_moment: np.ndarray
     K: int
+    tied_moment: np.ndarray = None
+    features: np.ndarray = None
+    unit_weights: bool = False
+
+    def __post_init__(self):
+        n, d = self.X.shape
+        self.unit_weights = bool(np.all(self.w == 1.0))
+        if n * g.feature_width(d, self.ctype) * 8 <= g.FEATURE_CACHE_BYTES:
+            self.features = np.vstack([feats for _, _, feats in self.chunks()])
+        if self.ctype == "tied":
+            self.tied_moment = sum(
+                g.weighted_second_moment(feats, self.w[start:stop])
+                for start, stop, feats in self.chunks()
+            )
+
+    def chunks(self):
+        """Yield ``(start, stop, features)`` over the rows."""
+        for start in range(0, self.X.shape[0], self.rows):
+            stop = min(start + self.rows, self.X.shape[0])
+            if self.features is not None:
+                yield start, stop, self.features[start:stop]
+            else:
+                yield start, stop, g.features(self.X[start:stop] - self.center, self.ctype)
 
 
 def _e_step(ctx, weights, means, prec_chol):
     """Responsibilities and sufficient statistics over all rows, chunk by chunk."""
-    X, w = ctx.X, ctx.w
     K, d = means.shape
     second = {"full": (K, d, d), "tied": (d, d), "diag": (K, d), "spherical": (K,)}[ctx.ctype]
     stats = g.SufficientStatistics(np.zeros(K), np.zeros((K, d)), np.zeros(second), 0.0, 0.0)
+    eta, const = g.natural_parameters(means, prec_chol, ctx.ctype)
     with np.errstate(divide="ignore"):
-        log_weights = np.log(weights)
-    for start in range(0, X.shape[0], ctx.rows):
-        stop = start + ctx.rows
-        Xc = X[start:stop] - ctx.center
-        lp = g.log_gaussian_prob(Xc, means, prec_chol, ctx.ctype)
-        lp += log_weights
-        log_norm, log_resp = g.log_normalize(lp)
-        chunk = g.summarize(Xc, w[start:stop], np.exp(log_resp, out=log_resp), ctx.ctype)
-        chunk.log_likelihood = float(w[start:stop] @ log_norm)
+        const = const + np.log(weights)
+    for start, stop, feats in ctx.chunks():
+        lp = g.linear_log_prob(feats, eta, const, ctx.ctype, prec_chol)
+        log_norm, resp = g.normalize(lp)
+        w = None if ctx.unit_weights else ctx.w[start:stop]
+        chunk = g.summarize(feats, w, resp, ctx.ctype)
+        chunk.log_likelihood = float(log_norm.sum() if w is None else w @ log_norm)
         stats += chunk
     if ctx.ctype == "tied":
         stats.sum_xx = ctx.tied_moment
