@@ -1,0 +1,712 @@
+"""The PyMC model of a Gaussian mixture with the labels summed out, and its numpy twin.
+
+Stage 1 of the Bayesian pipeline (model -> relabel -> diagnostics -> estimator).
+This module knows the model's parameterization; nothing here samples.
+
+The model is exactly the conjugate prior of :mod:`bayes_gmm.priors` (the one
+the EM engine maximizes for MAP), written on an unconstrained scale so NUTS can
+explore it. For ``K`` components and ``d`` features::
+
+    weights             ~ Dirichlet(alpha * ones(K))
+    full:   P_k = Sigma_k^-1 ~ Wishart(nu, Lambda^-1)     (Sigma_k ~ InvWishart(nu, Lambda))
+    tied:   P   = Sigma^-1   ~ Wishart(nu, Lambda^-1)
+    diag:   tau_kj = 1 / s2_kj ~ Gamma(nu / 2, rate = lambda_j / 2)
+    spherical: tau_k = 1 / s2_k ~ Gamma(nu / 2, rate = lambda / 2)
+    mu_k | P_k          ~ Normal(m0, (kappa P_k)^-1)
+    x_n                 ~ sum_k weights_k Normal(mu_k, P_k^-1)      (labels summed out)
+
+Free (unconstrained) variables, all ``pm.Flat`` with the log density and the
+log-Jacobians added in two ``pm.Potential`` terms ("prior" and "loglik"):
+
+- ``weights_logratio`` (K-1,): ``weights = softmax([eta, 0])``; the Dirichlet
+  density times this transform's Jacobian is ``alpha * sum(log weights)``.
+- ``means`` (K, d); or, with ``ordered=True``, ``means_first`` (K,) holding
+  ``[mu_10, log(mu_20 - mu_10), ...]`` (first coordinates strictly increasing)
+  and ``means_rest`` (K, d-1).
+- full / tied: ``prec_chol_logdiag`` and ``prec_chol_offdiag``, the lower
+  Cholesky factor ``U`` of the precision ``P = U U^T`` with a log diagonal. The
+  Jacobian of ``U -> U U^T`` is ``2^d prod_i U_ii^(d-i+1)`` (Muirhead 1982,
+  Thm 2.1.9), times ``prod_i U_ii`` for the log.
+- diag / spherical: ``log_precision`` (K, d) or (K,).
+
+Why not ``pm.Mixture`` over ``pm.MvNormal`` with ``pm.LKJCholeskyCov``: working on
+the precision Cholesky factor turns every Mahalanobis distance into a product
+(no triangular solves), vectorizes over components with no Python loop over
+``K`` in the graph, and gives the exact inverse-Wishart prior that the EM
+engine uses, so the EM/MAP estimate is the mode of this very model. The graph is
+small, which is what the numba compile time is spent on. The likelihood is a
+weighted sum (``sample_weight``), so it lives in a Potential; the pointwise
+log-likelihood and the posterior predictive are computed in numpy from the
+draws (:func:`component_log_density`), which also avoids a second compile.
+
+Data and hyperparameters are ``pm.Data``, so a compiled model of one structure
+``(K, d, covariance_type, ordered)`` serves every data set and prior
+(:func:`get_compiled`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+
+import numpy as np
+
+__all__ = [
+    "ModelStructure",
+    "build_model",
+    "component_log_density",
+    "covariances_from_prec_chol",
+    "flatten",
+    "free_variables",
+    "get_compiled",
+    "logp_and_grad",
+    "make_nutpie_model",
+    "model_data",
+    "params_from_draws",
+    "to_unconstrained",
+    "unflatten",
+]
+
+LOG_2PI = float(np.log(2.0 * np.pi))
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelStructure:
+    """What fixes the compiled graph: everything else is data."""
+
+    n_components: int
+    n_features: int
+    covariance_type: str
+    ordered: bool = False
+
+
+def _tril(d):
+    return np.tril_indices(d, -1)
+
+
+# ---------------------------------------------------------------------------
+# PyMC graph
+# ---------------------------------------------------------------------------
+
+
+def build_model(structure):
+    """The PyMC model for one structure, with placeholder data.
+
+    Parameters
+    ----------
+    structure : ModelStructure
+
+    Returns
+    -------
+    pymc.Model
+        Data containers: ``X`` (n, d), ``sample_weight`` (n,), ``prior_mean``
+        (d,), ``prior_scale_chol`` (d, d) for full/tied (lower Cholesky factor of
+        ``Lambda``), ``prior_scale`` (d,) diag or () spherical, and the scalars
+        ``alpha``, ``kappa``, ``nu``. Fill them with :func:`model_data`.
+    """
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    K, d, ctype = structure.n_components, structure.n_features, structure.covariance_type
+    with pm.Model() as model:
+        X = pm.Data("X", np.zeros((2, d)))
+        sw = pm.Data("sample_weight", np.ones(2))
+        m0 = pm.Data("prior_mean", np.zeros(d))
+        alpha = pm.Data("alpha", np.asarray(1.0))
+        kappa = pm.Data("kappa", np.asarray(0.01))
+        nu = pm.Data("nu", np.asarray(float(d + 2)))
+        if ctype in ("full", "tied"):
+            C = pm.Data("prior_scale_chol", np.eye(d))
+        elif ctype == "diag":
+            lam = pm.Data("prior_scale", np.ones(d))
+        else:
+            lam = pm.Data("prior_scale", np.asarray(1.0))
+
+        # Weights: softmax of [eta, 0]; Dirichlet density x Jacobian = alpha * sum(log w).
+        if K > 1:
+            eta = pm.Flat("weights_logratio", shape=(K - 1,))
+            eta_full = pt.concatenate([eta, pt.zeros((1,))])
+            log_w = eta_full - pt.logsumexp(eta_full)
+            prior_terms = [alpha * pt.sum(log_w)]
+        else:
+            log_w = pt.zeros((1,))
+            prior_terms = []
+
+        if structure.ordered:
+            first_raw = pm.Flat("means_first", shape=(K,))
+            first = pt.concatenate([first_raw[:1], first_raw[0] + pt.cumsum(pt.exp(first_raw[1:]))])
+            prior_terms.append(pt.sum(first_raw[1:]))
+            if d > 1:
+                rest = pm.Flat("means_rest", shape=(K, d - 1))
+                mu = pt.concatenate([first[:, None], rest], axis=1)
+            else:
+                mu = first[:, None]
+        else:
+            mu = pm.Flat("means", shape=(K, d))
+
+        diff = X[:, None, :] - mu[None, :, :]  # (n, K, d)
+        if ctype in ("full", "tied"):
+            batch = (K,) if ctype == "full" else ()
+            m = d * (d - 1) // 2
+            logdiag = pm.Flat("prec_chol_logdiag", shape=(*batch, d))
+            U = pt.zeros((*batch, d, d))
+            idx = np.arange(d)
+            U = pt.set_subtensor(U[..., idx, idx], pt.exp(logdiag))
+            if m:
+                offdiag = pm.Flat("prec_chol_offdiag", shape=(*batch, m))
+                rows, cols = _tril(d)
+                U = pt.set_subtensor(U[..., rows, cols], offdiag)
+            # Wishart(nu, Lambda^-1) on P = U U^T, with the Jacobians of U -> P and of the log.
+            jac_power = (d - idx + 1).astype(float)
+            CtU = pt.matmul(C.T, U)
+            prior_terms.append(
+                pt.sum((nu - d - 1.0) * logdiag + jac_power * logdiag) - 0.5 * pt.sum(CtU**2)
+            )
+            # Mahalanobis through the precision factor: ||U^T (x - mu)||^2.
+            if ctype == "full":
+                half_logdet = pt.sum(logdiag, axis=-1)  # (K,)
+                # One GEMM for all components: X (n, d) @ U arranged as (d, K * d).
+                xu = pt.dot(X, U.dimshuffle(1, 0, 2).reshape((d, K * d)))
+                mu_u = pt.sum(mu[:, :, None] * U, axis=1)  # (K, d)
+                z = xu.reshape((X.shape[0], K, d)) - mu_u[None]  # (n, K, d)
+                z0 = pt.sum((mu - m0)[:, :, None] * U, axis=1)  # (K, d)
+            else:
+                half_logdet = pt.sum(logdiag) * pt.ones((K,))
+                z = pt.dot(diff, U)
+                z0 = pt.dot(mu - m0, U)
+            maha = pt.sum(z**2, axis=-1)  # (n, K)
+            mean_prior = pt.sum(half_logdet) - 0.5 * kappa * pt.sum(z0**2)
+        else:
+            t = pm.Flat("log_precision", shape=(K, d) if ctype == "diag" else (K,))
+            tau = pt.exp(t)
+            # Gamma(nu/2, rate lam/2) on the precision, times the log's Jacobian.
+            prior_terms.append(pt.sum(0.5 * nu * t - 0.5 * lam * tau))
+            if ctype == "diag":
+                half_logdet = 0.5 * pt.sum(t, axis=-1)
+                maha = pt.sum(diff**2 * tau[None], axis=-1)
+                mean_prior = pt.sum(half_logdet) - 0.5 * kappa * pt.sum(tau * (mu - m0) ** 2)
+            else:
+                half_logdet = 0.5 * d * t
+                maha = pt.sum(diff**2, axis=-1) * tau[None]
+                mean_prior = pt.sum(half_logdet) - 0.5 * kappa * pt.sum(
+                    tau * pt.sum((mu - m0) ** 2, axis=-1)
+                )
+        prior_terms.append(mean_prior + 0.5 * K * d * pt.log(kappa))
+
+        log_dens = log_w[None, :] + half_logdet[None, :] - 0.5 * maha - 0.5 * d * LOG_2PI
+        pm.Potential("prior", pt.sum(prior_terms))
+        pm.Potential("loglik", pt.sum(sw * pt.logsumexp(log_dens, axis=1)))
+    return model
+
+
+def model_data(X, sample_weight, resolved):
+    """Values for the ``pm.Data`` containers of :func:`build_model`.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    sample_weight : ndarray of shape (n_samples,)
+    resolved : bayes_gmm.priors.ResolvedPrior
+
+    Returns
+    -------
+    dict
+    """
+    data = {
+        "X": np.ascontiguousarray(X, dtype=float),
+        "sample_weight": np.ascontiguousarray(sample_weight, dtype=float),
+        "prior_mean": np.asarray(resolved.mean, dtype=float),
+        "alpha": np.asarray(resolved.weight_concentration, dtype=float),
+        "kappa": np.asarray(resolved.mean_precision, dtype=float),
+        "nu": np.asarray(resolved.degrees_of_freedom, dtype=float),
+    }
+    if resolved.covariance_type in ("full", "tied"):
+        data["prior_scale_chol"] = np.linalg.cholesky(np.asarray(resolved.scale, dtype=float))
+    else:
+        data["prior_scale"] = np.asarray(resolved.scale, dtype=float)
+    return data
+
+
+# ---------------------------------------------------------------------------
+# The same log density and its gradient in numpy (the default sampling path)
+# ---------------------------------------------------------------------------
+
+
+def free_variables(structure):
+    """Names and shapes of the free variables, in the order of the flat vector.
+
+    Returns
+    -------
+    list of (str, tuple)
+    """
+    K, d, ctype = structure.n_components, structure.n_features, structure.covariance_type
+    out = []
+    if K > 1:
+        out.append(("weights_logratio", (K - 1,)))
+    if structure.ordered:
+        out.append(("means_first", (K,)))
+        if d > 1:
+            out.append(("means_rest", (K, d - 1)))
+    else:
+        out.append(("means", (K, d)))
+    if ctype in ("full", "tied"):
+        batch = (K,) if ctype == "full" else ()
+        out.append(("prec_chol_logdiag", (*batch, d)))
+        if d > 1:
+            out.append(("prec_chol_offdiag", (*batch, d * (d - 1) // 2)))
+    else:
+        out.append(("log_precision", (K, d) if ctype == "diag" else (K,)))
+    return out
+
+
+def unflatten(structure, theta):
+    """dict name -> array from a flat vector (see :func:`free_variables`)."""
+    out, pos = {}, 0
+    for name, shape in free_variables(structure):
+        size = int(np.prod(shape))
+        out[name] = theta[pos : pos + size].reshape(shape)
+        pos += size
+    return out
+
+
+def flatten(structure, values):
+    """Flat vector from a dict name -> array (inverse of :func:`unflatten`)."""
+    return np.concatenate(
+        [
+            np.asarray(values[n], dtype=float).reshape(s).ravel()
+            for n, s in free_variables(structure)
+        ]
+    )
+
+
+def logp_and_grad(structure, theta, data):
+    """Log density of :func:`build_model` (up to a constant) and its gradient, in numpy.
+
+    The gradient is the EM engine's sufficient statistics (responsibility sums,
+    weighted sums and scatter) pushed through the parameterization, so one
+    evaluation costs about one E-step. Tests check both against PyTensor's
+    autodiff of :func:`build_model`.
+
+    Parameters
+    ----------
+    structure : ModelStructure
+    theta : ndarray of shape (n_free,)
+    data : dict
+        As returned by :func:`model_data`.
+
+    Returns
+    -------
+    logp : float
+    grad : ndarray of shape (n_free,)
+    """
+    K, d, ctype = structure.n_components, structure.n_features, structure.covariance_type
+    v = unflatten(structure, theta)
+    X, sw = data["X"], data["sample_weight"]
+    m0, alpha, kappa, nu = data["prior_mean"], data["alpha"], data["kappa"], data["nu"]
+    grads = {}
+
+    if K > 1:
+        eta = np.append(v["weights_logratio"], 0.0)
+        log_w = eta - _lse(eta)
+    else:
+        log_w = np.zeros(1)
+    if structure.ordered:
+        raw = v["means_first"]
+        first = raw[0] + np.concatenate([[0.0], np.cumsum(np.exp(raw[1:]))])
+        mu = np.column_stack([first, v["means_rest"]]) if d > 1 else first[:, None]
+        logp = float(np.sum(raw[1:]))
+    else:
+        mu = v["means"]
+        logp = 0.0
+
+    Y = X[:, None, :] - mu[None]  # (n, K, d)
+    dm = mu - m0  # (K, d)
+    idx = np.arange(d)
+    if ctype in ("full", "tied"):
+        z = v["prec_chol_logdiag"]
+        U = np.zeros((*z.shape, d))
+        U[..., idx, idx] = np.exp(z)
+        if d > 1:
+            rows, cols = _tril(d)
+            U[..., rows, cols] = v["prec_chol_offdiag"]
+        Uk = U if ctype == "full" else np.broadcast_to(U, (K, d, d))
+        Zt = np.einsum("nkd,kde->nke", Y, Uk, optimize=True)  # U^T (x - mu)
+        maha = np.einsum("nke,nke->nk", Zt, Zt)
+        half_logdet = z.sum(axis=-1) * np.ones(K)  # (K,)
+    else:
+        t = v["log_precision"]
+        tau = np.exp(t)
+        if ctype == "diag":
+            maha = np.einsum("nkd,kd->nk", Y**2, tau)
+            half_logdet = 0.5 * t.sum(axis=-1)
+        else:
+            sq = np.einsum("nkd,nkd->nk", Y, Y)
+            maha = sq * tau
+            half_logdet = 0.5 * d * t
+
+    a = log_w + half_logdet - 0.5 * maha - 0.5 * d * LOG_2PI  # (n, K)
+    amax = a.max(axis=1, keepdims=True)
+    e = np.exp(a - amax)
+    tot = e.sum(axis=1, keepdims=True)
+    logp += float(sw @ (np.log(tot[:, 0]) + amax[:, 0]))
+    r = e * (sw[:, None] / tot)  # weighted responsibilities
+    Rk = r.sum(axis=0)
+
+    # d/d log_w: likelihood counts + Dirichlet; then through the softmax.
+    g_logw = Rk + alpha
+    logp += float(alpha * log_w.sum())
+    if K > 1:
+        g_eta = g_logw - np.exp(log_w) * g_logw.sum()
+        grads["weights_logratio"] = g_eta[:-1]
+
+    if ctype in ("full", "tied"):
+        rZ = r[:, :, None] * Zt  # (n, K, d)
+        g_mu = np.einsum("kde,ke->kd", Uk, rZ.sum(axis=0))
+        # dL/dU of -0.5 ||U^T y||^2 summed: -(sum r y y^T) U, for every component.
+        G = -np.einsum("nkd,nke->kde", Y, rZ, optimize=True)  # (K, d, d)
+        t0 = np.einsum("kd,kde->ke", dm, Uk)  # U^T (mu - m0)
+        g_mu -= kappa * np.einsum("kde,ke->kd", Uk, t0)
+        G -= kappa * dm[:, :, None] * t0[:, None, :]
+        if ctype == "tied":
+            G = G.sum(axis=0)
+        Lam = data["prior_scale_chol"] @ data["prior_scale_chol"].T
+        G -= Lam @ U
+        jac_power = (d - idx + 1).astype(float)
+        n_logdet = Rk + 1.0 if ctype == "full" else Rk.sum() + K  # likelihood + mean prior
+        g_z = (
+            (n_logdet[:, None] if ctype == "full" else n_logdet)
+            + (nu - d - 1.0)
+            + jac_power
+            + G[..., idx, idx] * np.exp(z)
+        )
+        CtU = data["prior_scale_chol"].T @ U
+        logp += float(
+            np.sum(((nu - d - 1.0) + jac_power) * z)
+            - 0.5 * np.sum(CtU**2)
+            + np.sum(half_logdet)
+            - 0.5 * kappa * np.sum(t0**2)
+        )
+        grads["prec_chol_logdiag"] = g_z
+        if d > 1:
+            grads["prec_chol_offdiag"] = G[..., rows, cols]
+    else:
+        lam = data["prior_scale"]
+        rY = r[:, :, None] * Y
+        if ctype == "diag":
+            g_mu = tau * rY.sum(axis=0) - kappa * tau * dm
+            g_t = (
+                0.5 * Rk[:, None]
+                - 0.5 * tau * np.einsum("nk,nkd->kd", r, Y**2)
+                + 0.5 * nu
+                - 0.5 * lam * tau
+                + 0.5
+                - 0.5 * kappa * tau * dm**2
+            )
+            mean_quad = np.sum(tau * dm**2)
+        else:
+            dm2 = np.sum(dm**2, axis=1)
+            g_mu = tau[:, None] * rY.sum(axis=0) - kappa * tau[:, None] * dm
+            g_t = (
+                0.5 * d * Rk
+                - 0.5 * tau * np.einsum("nk,nk->k", r, sq)
+                + 0.5 * nu
+                - 0.5 * lam * tau
+                + 0.5 * d
+                - 0.5 * kappa * tau * dm2
+            )
+            mean_quad = np.sum(tau * dm2)
+        logp += float(
+            np.sum(0.5 * nu * t - 0.5 * lam * tau) + np.sum(half_logdet) - 0.5 * kappa * mean_quad
+        )
+        grads["log_precision"] = g_t
+    logp += 0.5 * K * d * float(np.log(kappa))
+
+    if structure.ordered:
+        gf = g_mu[:, 0]
+        tail = np.cumsum(gf[::-1])[::-1]  # sum_{k >= j} g_k
+        g_raw = np.concatenate([[gf.sum()], np.exp(raw[1:]) * tail[1:] + 1.0])
+        grads["means_first"] = g_raw
+        if d > 1:
+            grads["means_rest"] = g_mu[:, 1:]
+    else:
+        grads["means"] = g_mu
+    return logp, flatten(structure, grads)
+
+
+def _lse(a):
+    m = a.max()
+    return m + np.log(np.sum(np.exp(a - m)))
+
+
+def make_nutpie_model(structure, data):
+    """A nutpie model sampling :func:`logp_and_grad` directly: nothing to compile.
+
+    Parameters
+    ----------
+    structure : ModelStructure
+    data : dict
+        As returned by :func:`model_data`.
+
+    Returns
+    -------
+    nutpie PyFuncModel
+        The flat layout is :func:`free_variables`.
+    """
+    from nutpie.compiled_pyfunc import from_pyfunc
+
+    layout = free_variables(structure)
+    names = [n for n, _ in layout]
+    shapes = [tuple(s) for _, s in layout]
+    n_dim = int(sum(np.prod(s) for s in shapes))
+
+    def make_logp_fn():
+        def logp(x, **shared):
+            value, grad = logp_and_grad(structure, x, shared)
+            if not np.isfinite(value):
+                raise ValueError("non-finite log density")  # nutpie treats it as divergent
+            return value, grad
+
+        return logp
+
+    def make_expand_fn(seed1, seed2, chain):
+        def expand(x, **shared):
+            return {n: np.array(x[sl], dtype=float).reshape(s) for n, s, sl in _slices(layout)}
+
+        return expand
+
+    return from_pyfunc(
+        n_dim,
+        make_logp_fn,
+        make_expand_fn,
+        [np.dtype("float64")] * len(names),
+        shapes,
+        names,
+        shared_data=dict(data),
+        make_initial_point_fn=lambda seed: np.zeros(n_dim),
+    )
+
+
+def _slices(layout):
+    pos = 0
+    for name, shape in layout:
+        size = int(np.prod(shape))
+        yield name, shape, slice(pos, pos + size)
+        pos += size
+
+
+# ---------------------------------------------------------------------------
+# Compiled-model cache (the PyMC path)
+# ---------------------------------------------------------------------------
+
+_CACHE: dict = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def get_compiled(structure, backend="numpy", data=None):
+    """A nutpie model of ``structure`` filled with ``data``.
+
+    Parameters
+    ----------
+    structure : ModelStructure
+    backend : {"numpy", "pymc"}
+        "numpy": :func:`logp_and_grad` through ``nutpie.from_pyfunc`` (no compile).
+        "pymc": :func:`build_model` compiled by nutpie with numba, once per
+        structure and process (70-90 s cold, 10-20 s with a warm cache).
+    data : dict
+        As returned by :func:`model_data`.
+
+    Returns
+    -------
+    compiled : nutpie model
+    timings : dict
+        Seconds spent building and compiling ("build", "compile").
+    """
+    t0 = time.perf_counter()
+    if backend == "numpy":
+        model = make_nutpie_model(structure, data)
+        return model, {"build": time.perf_counter() - t0, "compile": 0.0}
+    with _CACHE_LOCK:
+        timings = {"build": 0.0, "compile": 0.0}
+        if structure not in _CACHE:
+            import nutpie
+
+            model = build_model(structure)
+            t1 = time.perf_counter()
+            timings["build"] = t1 - t0
+            _CACHE[structure] = nutpie.compile_pymc_model(model, jitter_rvs=set())
+            timings["compile"] = time.perf_counter() - t1
+        compiled = _CACHE[structure]
+    return compiled.with_data(**data), timings
+
+
+# ---------------------------------------------------------------------------
+# numpy side: parameters <-> unconstrained values, densities
+# ---------------------------------------------------------------------------
+
+
+def _as_component_covariances(covariances, covariance_type, K, d):
+    """(K, d, d) covariance matrices from any sklearn-shaped covariance array."""
+    cov = np.asarray(covariances, dtype=float)
+    if covariance_type == "full":
+        return cov.reshape(K, d, d)
+    if covariance_type == "tied":
+        return np.broadcast_to(cov.reshape(d, d), (K, d, d))
+    if covariance_type == "diag":
+        return np.einsum("kd,de->kde", cov.reshape(K, d), np.eye(d))
+    return cov.reshape(K)[:, None, None] * np.eye(d)
+
+
+def to_unconstrained(structure, weights, means, covariances):
+    """Unconstrained values of the free variables at given mixture parameters.
+
+    Parameters
+    ----------
+    structure : ModelStructure
+    weights : ndarray of shape (K,)
+    means : ndarray of shape (K, d)
+    covariances : ndarray
+        scikit-learn shapes: (K, d, d) full, (d, d) tied, (K, d) diag, (K,) spherical.
+
+    Returns
+    -------
+    dict of str -> ndarray
+    """
+    K, d, ctype = structure.n_components, structure.n_features, structure.covariance_type
+    weights = np.clip(np.asarray(weights, dtype=float), 1e-300, None)
+    means = np.asarray(means, dtype=float).reshape(K, d)
+    out = {}
+    if K > 1:
+        log_w = np.log(weights / weights.sum())
+        out["weights_logratio"] = log_w[:-1] - log_w[-1]
+    if structure.ordered:
+        order = np.argsort(means[:, 0], kind="stable")
+        if not np.all(order == np.arange(K)):
+            raise ValueError("ordered=True needs means sorted by their first coordinate.")
+        first = means[:, 0]
+        gaps = np.maximum(np.diff(first), 1e-8 * max(np.ptp(first), 1.0))
+        out["means_first"] = np.concatenate([first[:1], np.log(gaps)])
+        if d > 1:
+            out["means_rest"] = means[:, 1:].copy()
+    else:
+        out["means"] = means.copy()
+    cov = np.asarray(covariances, dtype=float)
+    if ctype in ("full", "tied"):
+        covs = cov.reshape(K, d, d) if ctype == "full" else cov.reshape(d, d)
+        U = np.linalg.cholesky(np.linalg.inv(covs))
+        out["prec_chol_logdiag"] = np.log(np.diagonal(U, axis1=-2, axis2=-1)).copy()
+        if d > 1:
+            rows, cols = _tril(d)
+            out["prec_chol_offdiag"] = U[..., rows, cols].copy()
+    else:
+        out["log_precision"] = -np.log(cov.reshape((K, d) if ctype == "diag" else (K,)))
+    return out
+
+
+def params_from_draws(structure, draws):
+    """Mixture parameters from (a batch of) draws of the free variables.
+
+    Parameters
+    ----------
+    structure : ModelStructure
+    draws : dict of str -> ndarray
+        Free variables with any leading batch shape ``B`` (e.g. (chain, draw)).
+
+    Returns
+    -------
+    weights : ndarray of shape (*B, K)
+    means : ndarray of shape (*B, K, d)
+    prec_chol : ndarray of shape (*B, K, d, d)
+        Lower Cholesky factors of the component precisions (tied: repeated).
+    """
+    K, d, ctype = structure.n_components, structure.n_features, structure.covariance_type
+    if structure.ordered:
+        first_raw = np.asarray(draws["means_first"], dtype=float)
+        batch = first_raw.shape[:-1]
+        first = np.concatenate(
+            [first_raw[..., :1], first_raw[..., :1] + np.cumsum(np.exp(first_raw[..., 1:]), -1)],
+            axis=-1,
+        )
+        if d > 1:
+            means = np.concatenate([first[..., None], draws["means_rest"]], axis=-1)
+        else:
+            means = first[..., None]
+    else:
+        means = np.asarray(draws["means"], dtype=float)
+        batch = means.shape[:-2]
+    if K > 1:
+        eta = np.asarray(draws["weights_logratio"], dtype=float)
+        eta = np.concatenate([eta, np.zeros((*batch, 1))], axis=-1)
+        eta -= eta.max(axis=-1, keepdims=True)
+        weights = np.exp(eta)
+        weights /= weights.sum(axis=-1, keepdims=True)
+    else:
+        weights = np.ones((*batch, 1))
+    if ctype in ("full", "tied"):
+        logdiag = np.asarray(draws["prec_chol_logdiag"], dtype=float)
+        U = np.zeros((*logdiag.shape, d))
+        idx = np.arange(d)
+        U[..., idx, idx] = np.exp(logdiag)
+        if d > 1:
+            rows, cols = _tril(d)
+            U[..., rows, cols] = draws["prec_chol_offdiag"]
+        if ctype == "tied":
+            U = np.broadcast_to(U[..., None, :, :], (*batch, K, d, d)).copy()
+    else:
+        t = np.asarray(draws["log_precision"], dtype=float)
+        sd_inv = np.exp(0.5 * t)
+        if ctype == "spherical":
+            sd_inv = np.repeat(sd_inv[..., None], d, axis=-1)
+        U = sd_inv[..., None] * np.eye(d)
+    return weights, means, U
+
+
+def covariances_from_prec_chol(prec_chol, covariance_type):
+    """scikit-learn-shaped covariances from lower precision Cholesky factors.
+
+    Parameters
+    ----------
+    prec_chol : ndarray of shape (*B, K, d, d)
+    covariance_type : str
+
+    Returns
+    -------
+    ndarray
+        (*B, K, d, d) full, (*B, d, d) tied, (*B, K, d) diag, (*B, K) spherical.
+    """
+    if covariance_type in ("diag", "spherical"):
+        var = 1.0 / np.diagonal(prec_chol, axis1=-2, axis2=-1) ** 2
+        return var if covariance_type == "diag" else var[..., 0]
+    U = prec_chol[..., :1, :, :] if covariance_type == "tied" else prec_chol
+    d = U.shape[-1]
+    # Sigma = (U U^T)^-1 = U^-T U^-1: one triangular inverse per matrix.
+    U_inv = np.linalg.solve(U, np.broadcast_to(np.eye(d), U.shape))
+    cov = np.swapaxes(U_inv, -1, -2) @ U_inv
+    return cov[..., 0, :, :] if covariance_type == "tied" else cov
+
+
+def component_log_density(X, weights, means, prec_chol):
+    """``log weights_k + log N(x_n | mu_k, Sigma_k)`` for a batch of parameter draws.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+    weights : ndarray of shape (S, K)
+    means : ndarray of shape (S, K, d)
+    prec_chol : ndarray of shape (S, K, d, d)
+        Lower factors with ``Sigma_k^-1 = U U^T``.
+
+    Returns
+    -------
+    ndarray of shape (S, n, K)
+        Keep ``S * n * K * d`` moderate: callers pass chunks of draws and rows.
+    """
+    d = X.shape[1]
+    # ||U^T (x - mu)||^2 = ||x U - mu U||^2, computed as a matmul over all draws.
+    xu = np.einsum("nd,skde->snke", X, prec_chol, optimize=True)
+    mu_u = np.einsum("skd,skde->ske", means, prec_chol)
+    maha = np.sum((xu - mu_u[:, None]) ** 2, axis=-1)
+    half_logdet = np.sum(np.log(np.diagonal(prec_chol, axis1=-2, axis2=-1)), axis=-1)  # (S, K)
+    with np.errstate(divide="ignore"):
+        log_w = np.log(weights)
+    return (log_w + half_logdet)[:, None, :] - 0.5 * maha - 0.5 * d * LOG_2PI

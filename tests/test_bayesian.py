@@ -1,0 +1,283 @@
+"""BayesianGaussianMixture end to end: recovery, initialization, warnings, I/O, membership.
+
+Fitted models are shared through module-scoped fixtures; settings are small (few draws)
+but every assertion is about behaviour: truths inside intervals, equality after a
+round trip, warnings present or absent.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from bayes_gmm.bayesian import BayesianGaussianMixture
+from bayes_gmm.datasets import make_foot_sizes
+from bayes_gmm.diagnostics import SamplingWarning
+
+TRUE_2D_MEANS = np.array([[-4.0, 0.0], [0.0, 4.0], [4.0, 0.0]])
+
+
+def _three_blobs(seed=0, n=(167, 167, 166)):
+    rng = np.random.default_rng(seed)
+    return np.concatenate(
+        [rng.normal(m, 1.0, (k, 2)) for m, k in zip(TRUE_2D_MEANS, n, strict=True)]
+    )
+
+
+def _fit_quietly(model, X, **kwargs):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(X, **kwargs)
+    return model, [w for w in caught if issubclass(w.category, SamplingWarning)]
+
+
+@pytest.fixture(scope="module")
+def foot():
+    X, labels = make_foot_sizes(random_state=0)
+    model = BayesianGaussianMixture(2, draws=500, tune=500, chains=4, random_state=0)
+    model, caught = _fit_quietly(model, X)
+    return model, X, labels, caught
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    X = _three_blobs()
+    model = BayesianGaussianMixture(3, draws=500, tune=500, chains=4, random_state=1)
+    model, caught = _fit_quietly(model, X)
+    return model, X, caught
+
+
+def _interval(model, name, prob=0.94):
+    post = model.idata_["posterior"][name]
+    lo, hi = post.quantile([(1 - prob) / 2, (1 + prob) / 2], dim=("chain", "draw")).values
+    return lo, hi
+
+
+def test_foot_sizes_recovery(foot):
+    model, X, labels, caught = foot
+    assert caught == [], [str(w.message) for w in caught]
+    lo, hi = _interval(model, "means")
+    truth = np.array([[240.0], [270.0]])
+    assert np.all((lo <= truth) & (truth <= hi)), (lo, hi)
+    lo, hi = _interval(model, "weights")
+    assert np.all((lo <= [0.7, 0.3]) & ([0.7, 0.3] <= hi)), (lo, hi)
+    # The standard deviations: the intervals hold what the labelled groups show (this
+    # sample's male sd is 5.4, below the generating 6, so the generating value is no test).
+    lo, hi = _interval(model, "covariances")
+    sd = np.sqrt(np.stack([lo, hi]).reshape(2, 2))
+    group_sd = np.array([X[labels == g, 0].std() for g in (0, 1)])
+    assert np.all((sd[0] <= group_sd) & (group_sd <= sd[1])), (sd, group_sd)
+
+
+def test_two_d_recovery_and_clean_diagnostics(blobs):
+    model, _, caught = blobs
+    assert caught == [], [str(w.message) for w in caught]
+    report = model.diagnostics()
+    assert report.ok and report.max_rhat <= 1.01 and report.n_divergent == 0
+    assert "ok" in report.verdict
+    lo, hi = _interval(model, "means")
+    assert np.all((lo <= TRUE_2D_MEANS) & (TRUE_2D_MEANS <= hi))
+    lo, hi = _interval(model, "weights")
+    assert np.all((lo <= 1 / 3) & (1 / 3 <= hi))
+
+
+def test_idata_groups_and_summary(blobs):
+    model, X, _ = blobs
+    tree = model.idata_
+    for group in ("posterior", "sample_stats", "observed_data", "log_likelihood", "em_estimate"):
+        assert group in tree.children
+    post = tree["posterior"]
+    assert post["weights"].shape == (4, 500, 3)
+    assert post["means"].shape == (4, 500, 3, 2)
+    assert post["covariances"].shape == (4, 500, 3, 2, 2)
+    np.testing.assert_allclose(post["weights"].sum("component"), 1.0)
+    assert tree["log_likelihood"]["X"].shape == (4, 500, X.shape[0])
+    table = model.summary()
+    assert {"mean", "sd", "r_hat", "ess_bulk"} <= set(table.columns)
+    assert len(table) == 3 + 6 + 12
+
+
+def test_predict_proba_is_the_draw_average(blobs):
+    from scipy.stats import multivariate_normal
+
+    model, X, _ = blobs
+    weights, means, covs = model.posterior_parameters(full=True)
+    pick = slice(0, None, 97)  # a subset of draws, averaged by hand
+    sub = BayesianGaussianMixture()
+    proba = np.zeros((5, 3))
+    for w, m, c in zip(weights[pick], means[pick], covs[pick], strict=True):
+        dens = np.array([w[k] * multivariate_normal(m[k], c[k]).pdf(X[:5]) for k in range(3)]).T
+        proba += dens / dens.sum(axis=1, keepdims=True)
+    proba /= len(weights[pick])
+    full = model.predict_proba(X[:5])
+    np.testing.assert_allclose(full.sum(axis=1), 1.0)
+    # The subset average approximates the full average; these points are unambiguous.
+    np.testing.assert_allclose(full, proba, atol=1e-3)
+    assert sub is not None
+    assert np.all(model.predict(TRUE_2D_MEANS) == [0, 1, 2])
+
+
+def test_membership_intervals(blobs):
+    model, _, _ = blobs
+    between = np.array([[-2.0, 2.0], [-4.0, 0.0]])  # on the border of 0 and 1; in 0
+    mem = model.membership(between, prob=0.9)
+    mean, lower, upper = (mem[k].values for k in ("mean", "lower", "upper"))
+    assert mean.shape == (2, 3)
+    assert np.all(lower <= mean + 1e-12) and np.all(mean <= upper + 1e-12)
+    np.testing.assert_allclose(mean, model.predict_proba(between), atol=1e-12)
+    # The border point is uncertain, the centre is not.
+    assert upper[0, 0] - lower[0, 0] > 0.05
+    assert lower[1, 0] > 0.99
+
+
+def test_score_samples_and_loo(blobs):
+    model, X, _ = blobs
+    s = model.score_samples(X[:50])
+    ll = model.idata_["log_likelihood"]["X"].values.reshape(-1, X.shape[0])[:, :50]
+    expected = np.logaddexp.reduce(ll, axis=0) - np.log(ll.shape[0])
+    np.testing.assert_allclose(s, expected, rtol=1e-10)
+    loo = model.loo()
+    assert np.isfinite(loo.elpd) and abs(loo.elpd - np.sum(model.score_samples(X))) < 20
+
+
+def test_posterior_predictive(blobs):
+    model, X, _ = blobs
+    ppc = model.sample_posterior_predictive(n_draws=50, random_state=0)
+    Xrep = ppc["X"].values
+    assert Xrep.shape == (4, 50, X.shape[0], 2)
+    # Replicates look like the data: overall means and sds agree.
+    np.testing.assert_allclose(Xrep.mean(axis=(0, 1, 2)), X.mean(axis=0), atol=0.3)
+    np.testing.assert_allclose(Xrep.std(axis=(0, 1, 2)), X.std(axis=0), rtol=0.05)
+    assert "posterior_predictive" in model.idata_.children
+
+
+@pytest.mark.parametrize("suffix", [".zarr", ".nc"])
+def test_save_load_predicts_identically(blobs, tmp_path, suffix):
+    if suffix == ".nc":
+        pytest.importorskip("h5py")
+    model, X, _ = blobs
+    path = model.save(tmp_path / f"model{suffix}")
+    loaded = BayesianGaussianMixture.load(path)
+    np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+    np.testing.assert_array_equal(loaded.score_samples(X[:20]), model.score_samples(X[:20]))
+    assert loaded.get_params() == model.get_params()
+    assert loaded.diagnostics().max_rhat == model.diagnostics().max_rhat
+    np.testing.assert_array_equal(loaded.em_.means_, model.em_.means_)
+    # Saving again over an existing path replaces it and leaves no temporary files.
+    loaded.save(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def test_failed_save_leaves_nothing(blobs, tmp_path, monkeypatch):
+    import xarray as xr
+
+    model, _, _ = blobs
+
+    def broken(self, *args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(xr.DataTree, "to_zarr", broken)
+    with pytest.raises(OSError, match="disk full"):
+        model.save(tmp_path / "model.zarr")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_initialization_is_honored():
+    """With a handful of tuning steps the first draws are still next to the EM estimate."""
+    X, _ = make_foot_sizes(random_state=3)
+    model = BayesianGaussianMixture(2, draws=5, tune=3, chains=2, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SamplingWarning)
+        model.fit(X)
+    first = model.idata_["posterior"]["means"].isel(draw=0).values[..., 0]  # (chain, K)
+    em = model.em_.means_[:, 0]
+    # Posterior sd of each mean is sd_k / sqrt(n_k), about 0.3 mm; a default start
+    # (all means at 0) would be 250 mm away.
+    assert np.all(np.abs(first - em) < 3.0), (first, em)
+
+
+def test_fixed_random_state_gives_identical_draws():
+    X = _three_blobs(seed=5, n=(40, 40, 40))
+    kw = dict(draws=30, tune=30, chains=2, random_state=7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SamplingWarning)
+        a = BayesianGaussianMixture(3, **kw).fit(X)
+        b = BayesianGaussianMixture(3, **kw).fit(X)
+        c = BayesianGaussianMixture(3, **{**kw, "random_state": 8}).fit(X)
+    pa, pb = a.idata_["posterior"], b.idata_["posterior"]
+    np.testing.assert_array_equal(pa["means"].values, pb["means"].values)
+    np.testing.assert_array_equal(pa["covariances"].values, pb["covariances"].values)
+    assert not np.array_equal(pa["means"].values, c.idata_["posterior"]["means"].values)
+    # Chains start from distinct (jittered) points.
+    assert not np.array_equal(pa["means"].values[0], pa["means"].values[1])
+
+
+def test_bad_run_warns():
+    X = _three_blobs(seed=2, n=(30, 30, 30))
+    model = BayesianGaussianMixture(3, draws=20, tune=0, chains=2, random_state=0)
+    with pytest.warns(SamplingWarning) as record:
+        model.fit(X)
+    text = " ".join(str(w.message) for w in record)
+    assert "effective sample size" in text and "increase draws" in text
+    assert not model.diagnostics().ok
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"draws": 0}, "draws must be an integer >= 1"),
+        ({"chains": 0}, "chains must be an integer >= 1"),
+        ({"tune": -1}, "tune must be an integer >= 0"),
+        ({"draws": 2.5}, "draws must be an integer"),
+        ({"target_accept": 1.0}, "target_accept must be a number strictly between 0 and 1"),
+        ({"target_accept": 0}, "target_accept"),
+        ({"relabel": "sorted"}, "relabel must be one of"),
+        ({"covariance_type": "VVV"}, "covariance_type must be one of"),
+        ({"init_jitter": -1.0}, "init_jitter"),
+        ({"backend": "jax"}, "backend must be"),
+        ({"n_components": 0}, "n_components must be >= 1"),
+        ({"n_components": 5000}, "n_samples >= n_components"),
+    ],
+)
+def test_bad_settings(kwargs, match):
+    X = _three_blobs(n=(10, 10, 10))
+    params = {"n_components": 2, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        BayesianGaussianMixture(**params).fit(X)
+
+
+def test_bad_prior_type():
+    with pytest.raises(TypeError, match="GaussianMixturePrior"):
+        BayesianGaussianMixture(2, prior={"alpha": 1}).fit(_three_blobs(n=(10, 10, 10)))
+
+
+@pytest.mark.parametrize(
+    ("X", "match"),
+    [
+        (np.array([[1.0, np.nan], [2.0, 3.0], [1.0, 1.0]]), "NaN"),
+        (np.array([[1.0, np.inf], [2.0, 3.0], [1.0, 1.0]]), "infinite"),
+        (np.empty((0, 2)), "empty"),
+        (np.array([["a", "b"], ["c", "d"]]), "numbers"),
+        (np.array([[1.0, 2.0]]), "at least 2"),
+    ],
+)
+def test_bad_input(X, match):
+    with pytest.raises(ValueError, match=match):
+        BayesianGaussianMixture(1).fit(X)
+
+
+def test_bad_predict_input(blobs):
+    model, _, _ = blobs
+    with pytest.raises(ValueError, match="3 features, but this model was fitted with 2"):
+        model.predict_proba(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="prob must be"):
+        model.membership(np.zeros((2, 2)), prob=1.5)
+    with pytest.raises(ValueError, match="negative"):
+        BayesianGaussianMixture(2).fit(_three_blobs(n=(5, 5, 5)), sample_weight=-np.ones(15))
+
+
+def test_unfitted_model_says_so():
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        BayesianGaussianMixture(2).predict(np.zeros((2, 2)))
