@@ -1,0 +1,438 @@
+"""The EM engine: equality with scikit-learn, monotone objective, recovery, MAP, bad input."""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from scipy import stats
+from sklearn.datasets import load_iris
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import adjusted_rand_score
+from sklearn.mixture import GaussianMixture as SkGaussianMixture
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from bayes_gmm import GaussianMixture, GaussianMixturePrior
+from bayes_gmm._validation import DataWarning
+from bayes_gmm.datasets import load_faithful, make_foot_sizes
+from bayes_gmm.em import DegenerateFitWarning, n_parameters
+
+COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
+
+
+def three_blobs(n=300, d=2, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = np.array([[-4.0, 0.0], [0.0, 4.0], [4.0, 0.0]])[:, :d] if d <= 2 else None
+    if centers is None:
+        centers = rng.normal(0, 4, size=(3, d))
+    labels = rng.integers(3, size=n)
+    A = rng.normal(size=(3, d, d)) * 0.3 + np.eye(d)
+    X = centers[labels] + np.einsum("nij,nj->ni", A[labels], rng.standard_normal((n, d)))
+    return X, labels
+
+
+def sklearn_initial_parameters(X, K, ctype, seed):
+    """The initial parameters scikit-learn would start from, as explicit *_init values."""
+    sk = SkGaussianMixture(K, covariance_type=ctype, random_state=seed)
+    from sklearn.utils import check_random_state
+
+    sk._initialize_parameters(X, check_random_state(seed))
+    pc = sk.precisions_cholesky_
+    if ctype in ("full", "tied"):
+        prec = pc @ np.swapaxes(pc, -1, -2)
+    else:
+        prec = pc**2
+    return {"weights_init": sk.weights_, "means_init": sk.means_, "precisions_init": prec}
+
+
+# ----------------------------------------------------------------------------- peers
+@pytest.mark.parametrize("ctype", COVARIANCE_TYPES)
+def test_same_start_same_answer_as_sklearn(ctype):
+    X, _ = three_blobs(n=400, d=3, seed=1)
+    init = sklearn_initial_parameters(X, 3, ctype, seed=2)
+    ours = GaussianMixture(3, covariance_type=ctype, max_iter=25, tol=0.0, **init)
+    theirs = SkGaussianMixture(3, covariance_type=ctype, max_iter=25, tol=0.0, **init)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours.fit(X)
+        theirs.fit(X)
+    order = np.argsort(theirs.means_[:, 0])
+    rel = dict(rtol=1e-8, atol=0)
+    np.testing.assert_allclose(ours.weights_, theirs.weights_[order], **rel)
+    np.testing.assert_allclose(ours.means_, theirs.means_[order], **rel)
+    cov = theirs.covariances_ if ctype == "tied" else theirs.covariances_[order]
+    np.testing.assert_allclose(ours.covariances_, cov, **rel)
+    # log_likelihood_ is at the returned parameters: sklearn's score at its parameters.
+    np.testing.assert_allclose(ours.log_likelihood_, theirs.score_samples(X).sum(), **rel)
+    np.testing.assert_allclose(ours.bic(X), theirs.bic(X), **rel)
+    np.testing.assert_allclose(ours.aic(X), theirs.aic(X), **rel)
+    assert ours.n_parameters() == theirs._n_parameters()
+
+
+def test_default_settings_match_sklearn_on_iris():
+    X, species = load_iris(return_X_y=True)
+    ours = GaussianMixture(3, random_state=0).fit(X)
+    theirs = SkGaussianMixture(3, random_state=0).fit(X)
+    ari_ours = adjusted_rand_score(species, ours.predict(X))
+    ari_theirs = adjusted_rand_score(species, theirs.predict(X))
+    assert ari_ours >= ari_theirs - 1e-12
+    assert ari_ours > 0.85
+
+
+def test_faithful_tied_three_matches_mclust_bic():
+    # mclust: Mclust(faithful) picks EEE,3 with BIC -2314.316 (its sign, relative tol 1e-5).
+    X = load_faithful()
+    gm = GaussianMixture(3, covariance_type="tied", tol=1e-8, max_iter=2000, n_init=5)
+    gm.set_params(random_state=0).fit(X)
+    assert gm.bic(X) == pytest.approx(2314.3, abs=0.05)
+
+
+# ----------------------------------------------------------------------------- objective
+@st.composite
+def mixture_data(draw):
+    seed = draw(st.integers(0, 2**31 - 1))
+    d = draw(st.integers(1, 3))
+    K = draw(st.integers(1, 4))
+    n = draw(st.integers(12 * K * (d + 1), 200))
+    rng = np.random.default_rng(seed)
+    X = rng.normal(0, 3, size=(K, d))[rng.integers(K, size=n)] + rng.standard_normal((n, d))
+    return X, K, seed
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=mixture_data(), ctype=st.sampled_from(COVARIANCE_TYPES), use_prior=st.booleans())
+def test_objective_never_decreases(data, ctype, use_prior):
+    X, K, seed = data
+    gm = GaussianMixture(
+        K,
+        covariance_type=ctype,
+        init_params="random",
+        max_iter=60,
+        tol=0.0,
+        # Exact EM for the likelihood: reg_covar would make the M-step a slightly
+        # different map and break monotonicity by design.
+        reg_covar=0.0,
+        random_state=seed,
+        prior=GaussianMixturePrior() if use_prior else None,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.simplefilter("error", DegenerateFitWarning)
+        try:
+            gm.fit(X)
+        except DegenerateFitWarning:
+            assume(False)  # a collapsing MLE component is no longer plain EM
+    history = gm.history_
+    scale = np.maximum(1.0, np.abs(history[:-1]))
+    assert np.all(np.diff(history) >= -1e-10 * scale)
+    assert history[-1] == gm.log_likelihood_
+
+
+@pytest.mark.parametrize("ctype", COVARIANCE_TYPES)
+def test_log_likelihood_is_at_the_returned_parameters(ctype):
+    X, _ = three_blobs(seed=3)
+    gm = GaussianMixture(3, covariance_type=ctype, random_state=0).fit(X)
+    assert gm.log_likelihood_ == pytest.approx(gm.score_samples(X).sum(), rel=1e-12)
+    assert gm.lower_bound_ == pytest.approx(gm.score(X), rel=1e-12)
+    assert len(gm.history_) == gm.n_iter_ + 1
+
+
+# ----------------------------------------------------------------------------- recovery
+def test_recovers_foot_sizes_within_three_standard_errors():
+    X, _ = make_foot_sizes(700, 300, random_state=12)
+    gm = GaussianMixture(2, random_state=0, tol=1e-8, max_iter=500).fit(X)
+    means, sds = gm.means_[:, 0], np.sqrt(gm.covariances_[:, 0, 0])
+    truth_mean, truth_sd, truth_n = np.array([240, 270]), np.array([7, 6]), np.array([700, 300])
+    # Complete-data standard errors: the components are 4.6 sd apart, so the extra
+    # uncertainty from not knowing the labels is small.
+    assert np.all(np.abs(means - truth_mean) < 3 * truth_sd / np.sqrt(truth_n))
+    assert np.all(np.abs(sds - truth_sd) < 3 * truth_sd / np.sqrt(2 * truth_n))
+    weight_se = np.sqrt(0.7 * 0.3 / 1000)
+    assert np.all(np.abs(gm.weights_ - [0.7, 0.3]) < 3 * weight_se)
+
+
+def test_components_come_back_sorted_by_first_coordinate():
+    X, _ = three_blobs(seed=4)
+    for seed in range(3):
+        gm = GaussianMixture(3, init_params="random_from_data", random_state=seed).fit(X)
+        assert np.all(np.diff(gm.means_[:, 0]) > 0)
+
+
+def test_fixed_random_state_is_reproducible():
+    X, _ = three_blobs(seed=5)
+    a = GaussianMixture(3, n_init=3, random_state=7).fit(X)
+    b = GaussianMixture(3, n_init=3, random_state=7).fit(X)
+    np.testing.assert_array_equal(a.means_, b.means_)
+    np.testing.assert_array_equal(a.init_log_likelihoods_, b.init_log_likelihoods_)
+    assert a.log_likelihood_ == max(a.init_log_likelihoods_)
+
+
+@pytest.mark.parametrize("ctype", COVARIANCE_TYPES)
+def test_integer_weights_equal_repeated_rows(ctype):
+    X, _ = three_blobs(n=120, seed=6)
+    counts = np.random.default_rng(0).integers(0, 4, size=len(X))
+    init = sklearn_initial_parameters(X, 3, ctype, seed=0)
+    kw = dict(covariance_type=ctype, max_iter=30, tol=0.0, **init)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        weighted = GaussianMixture(3, **kw).fit(X, sample_weight=counts)
+        repeated = GaussianMixture(3, **kw).fit(np.repeat(X, counts, axis=0))
+    np.testing.assert_allclose(weighted.means_, repeated.means_, rtol=1e-10)
+    np.testing.assert_allclose(weighted.covariances_, repeated.covariances_, rtol=1e-10)
+    np.testing.assert_allclose(weighted.log_likelihood_, repeated.log_likelihood_, rtol=1e-10)
+
+
+def test_warm_start_continues_from_the_last_solution():
+    X, _ = three_blobs(seed=8)
+    gm = GaussianMixture(3, warm_start=True, tol=1e-6, max_iter=500, random_state=0).fit(X)
+    first = gm.log_likelihood_
+    gm.fit(X)
+    assert gm.n_iter_ <= 2
+    assert gm.log_likelihood_ >= first - 1e-9
+
+
+# ----------------------------------------------------------------------------- criteria
+@pytest.mark.parametrize(
+    ("K", "d", "ctype", "expected"),
+    [
+        (3, 2, "full", 2 + 6 + 9),
+        (3, 2, "tied", 2 + 6 + 3),
+        (3, 2, "diag", 2 + 6 + 6),
+        (3, 2, "spherical", 2 + 6 + 3),
+        (1, 5, "full", 0 + 5 + 15),
+        (4, 1, "spherical", 3 + 4 + 4),
+    ],
+)
+def test_parameter_counts(K, d, ctype, expected):
+    assert n_parameters(K, d, ctype) == expected
+
+
+def test_icl_is_bic_plus_classification_entropy():
+    X, _ = three_blobs(seed=9)
+    gm = GaussianMixture(3, random_state=0).fit(X)
+    resp = gm.predict_proba(X)
+    expected = gm.bic(X) - 2 * np.log(resp.max(axis=1)).sum()
+    assert gm.icl(X) == pytest.approx(expected, rel=1e-12)
+    assert gm.icl(X) >= gm.bic(X)
+
+
+# ----------------------------------------------------------------------------- MAP
+def test_prior_log_density_matches_scipy():
+    X, _ = three_blobs(seed=10)
+    prior = GaussianMixturePrior(weight_concentration=2.0, mean_precision=0.5)
+    rng = np.random.default_rng(0)
+    weights = np.array([0.2, 0.3, 0.5])
+    means = rng.normal(size=(3, 2))
+    for ctype, covs in [
+        ("full", np.array([[[2.0, 0.3], [0.3, 1.0]], [[1.0, 0], [0, 1]], [[3.0, -1], [-1, 2]]])),
+        ("tied", np.array([[2.0, 0.3], [0.3, 1.0]])),
+        ("diag", np.array([[2.0, 1.0], [0.5, 1.5], [1.0, 3.0]])),
+        ("spherical", np.array([2.0, 0.5, 1.5])),
+    ]:
+        r = prior.resolve(X, 3, ctype)
+        expected = stats.dirichlet(np.full(3, 2.0)).logpdf(weights)
+        for k in range(3):
+            if ctype in ("full", "tied"):
+                S = covs if ctype == "tied" else covs[k]
+                expected += stats.multivariate_normal(r.mean, S / 0.5).logpdf(means[k])
+                if ctype == "full" or k == 0:
+                    expected += stats.invwishart(r.degrees_of_freedom, r.scale).logpdf(S)
+            else:
+                var = covs[k] if ctype == "diag" else np.full(2, covs[k])
+                expected += stats.norm(r.mean, np.sqrt(var / 0.5)).logpdf(means[k]).sum()
+                ig = stats.invgamma(r.degrees_of_freedom / 2, scale=r.scale / 2)
+                expected += ig.logpdf(covs[k]).sum()
+        assert r.log_density(weights, means, covs) == pytest.approx(expected, rel=1e-10)
+
+
+@pytest.mark.parametrize("ctype", COVARIANCE_TYPES)
+def test_map_estimate_is_a_stationary_point_of_the_log_posterior(ctype):
+    """Moving any parameter a little away from the MAP estimate lowers the log-posterior."""
+    X, _ = three_blobs(n=150, seed=11)
+    gm = GaussianMixture(3, covariance_type=ctype, tol=1e-12, max_iter=5000, random_state=0)
+    gm.set_params(prior=GaussianMixturePrior(weight_concentration=3.0)).fit(X)
+
+    def log_post(weights, means, covs):
+        probe = GaussianMixture(3, covariance_type=ctype).set_params()
+        probe.weights_, probe.means_, probe.covariances_ = weights, means, covs
+        probe.precisions_cholesky_ = _prec_chol(covs, ctype)
+        probe.n_features_in_ = 2
+        return probe.score_samples(X).sum() + gm.prior_.log_density(weights, means, covs)
+
+    best = log_post(gm.weights_, gm.means_, gm.covariances_)
+    assert best == pytest.approx(gm.log_likelihood_, rel=1e-10)
+    h = 1e-4
+    for step in (h, -h):
+        means = gm.means_.copy()
+        means[1, 0] += step
+        assert log_post(gm.weights_, means, gm.covariances_) < best
+        covs = gm.covariances_.copy()
+        covs.flat[0] *= 1 + step
+        assert log_post(gm.weights_, gm.means_, covs) < best
+        weights = gm.weights_ * np.exp(step * np.array([1.0, -1.0, 0.0]))
+        assert log_post(weights / weights.sum(), gm.means_, gm.covariances_) < best
+
+
+def _prec_chol(covs, ctype):
+    if ctype in ("full", "tied"):
+        return np.swapaxes(np.linalg.inv(np.linalg.cholesky(covs)), -1, -2)
+    return 1 / np.sqrt(covs)
+
+
+def test_default_prior_follows_mclust_prior_control():
+    X = load_faithful().to_numpy()
+    r = GaussianMixturePrior().resolve(X, 3, "full")
+    assert r.mean_precision == 0.01
+    assert r.degrees_of_freedom == 4
+    np.testing.assert_allclose(r.mean, X.mean(axis=0))
+    np.testing.assert_allclose(r.scale, np.cov(X.T) / 3 ** (2 / 2))
+    assert (
+        GaussianMixturePrior.from_dict(GaussianMixturePrior().to_dict()) == GaussianMixturePrior()
+    )
+
+
+def test_prior_keeps_a_duplicated_cluster_regular():
+    X, _ = three_blobs(n=200, seed=12)
+    X = np.vstack([X, np.repeat([[10.0, 10.0]], 15, axis=0)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DegenerateFitWarning)
+        gm = GaussianMixture(4, prior=GaussianMixturePrior(), random_state=0).fit(X)
+    assert np.all(np.linalg.eigvalsh(gm.covariances_) > 1e-3)
+
+
+# ----------------------------------------------------------------------------- sampling
+def test_sample_is_shuffled_and_has_the_model_moments():
+    X, _ = three_blobs(seed=13)
+    gm = GaussianMixture(3, random_state=0).fit(X)
+    Xs, labels = gm.sample(20_000, random_state=1)
+    assert Xs.shape == (20_000, 2)
+    assert np.any(np.diff(labels) < 0)  # not grouped by component
+    for k in range(3):
+        rows = Xs[labels == k]
+        se = np.sqrt(np.diag(gm.covariances_[k]) / len(rows))
+        assert np.all(np.abs(rows.mean(axis=0) - gm.means_[k]) < 4 * se)
+    np.testing.assert_allclose(np.bincount(labels) / 20_000, gm.weights_, atol=0.015)
+    a, _ = gm.sample(5)
+    b, _ = gm.sample(5)
+    assert not np.array_equal(a, b)  # a fresh generator per call
+    np.testing.assert_array_equal(gm.sample(5, random_state=3)[0], gm.sample(5, random_state=3)[0])
+
+
+# ----------------------------------------------------------------------------- input
+def test_dataframe_integer_and_float32_input():
+    df = load_faithful()
+    gm = GaussianMixture(2, random_state=0).fit(df)
+    assert list(gm.feature_names_in_) == ["eruptions", "waiting"]
+    assert gm.predict(df).shape == (272,)
+    X32 = df.to_numpy().astype(np.float32)
+    gm32 = GaussianMixture(2, random_state=0).fit(X32)
+    np.testing.assert_allclose(gm32.means_, gm.means_, rtol=1e-5)
+    Xint = np.round(df.to_numpy() * 10).astype(int)
+    assert GaussianMixture(2, random_state=0).fit(Xint).converged_
+
+
+@pytest.mark.parametrize(
+    ("X", "match"),
+    [
+        ([[1.0, np.nan], [2.0, 3.0], [4.0, 5.0]], "NaN in 1 row"),
+        ([[1.0, np.inf], [2.0, 3.0], [4.0, 5.0]], "infinite"),
+        (np.empty((0, 2)), "empty"),
+        ([[1.0, 2.0]], "1 sample"),
+        ([["a", "b"], ["c", "d"]], "only numbers"),
+        (
+            pd.DataFrame({"x": [1.0, 2.0, 3.0], "s": ["a", "b", "c"]}),
+            r"non-numeric column\(s\) \['s'\]",
+        ),
+        (np.arange(10.0), "Reshape your data"),
+    ],
+)
+def test_bad_input_says_what_is_wrong(X, match):
+    with pytest.raises(ValueError, match=match):
+        GaussianMixture(1).fit(X)
+
+
+def test_too_many_components_and_wrong_features_at_predict():
+    X, _ = three_blobs(n=5)
+    with pytest.raises(ValueError, match="n_components=6 and n_samples=5"):
+        GaussianMixture(6).fit(X)
+    gm = GaussianMixture(2, random_state=0).fit(three_blobs()[0])
+    with pytest.raises(ValueError, match="X has 3 features, but GaussianMixture is expecting 2"):
+        gm.predict(np.ones((4, 3)))
+
+
+@pytest.mark.parametrize(
+    ("weights", "match"),
+    [
+        (-np.ones(300), "negative"),
+        (np.zeros(300), "zero for every sample"),
+        (np.ones(7), "one weight per sample"),
+    ],
+)
+def test_bad_sample_weights(weights, match):
+    with pytest.raises(ValueError, match=match):
+        GaussianMixture(2).fit(three_blobs()[0], sample_weight=weights)
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ({"n_components": 0}, "n_components must be >= 1"),
+        ({"covariance_type": "VVV"}, "covariance_type must be one of"),
+        ({"tol": -1.0}, "tol must be"),
+        ({"reg_covar": np.nan}, "reg_covar must be"),
+        ({"max_iter": 2.5}, "max_iter must be an integer"),
+        ({"n_init": 0}, "n_init must be an integer >= 1"),
+        ({"init_params": "kmedoids"}, "init_params must be one of"),
+        ({"weights_init": [0.5, 0.6]}, "weights_init must"),
+        ({"means_init": np.zeros((3, 2))}, r"means_init must have shape \(2, 2\)"),
+        ({"precisions_init": -np.ones((2, 2, 2))}, "positive definite"),
+        ({"prior": {"kappa": 1}}, "GaussianMixturePrior"),
+        ({"prior": GaussianMixturePrior(weight_concentration=0.5)}, "weight_concentration >= 1"),
+    ],
+)
+def test_invalid_parameters(params, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        GaussianMixture(**{"n_components": 2, **params}).fit(three_blobs()[0])
+
+
+# ----------------------------------------------------------------------------- degenerate
+def test_duplicated_points_warn_and_stay_usable():
+    X, _ = three_blobs(n=200, seed=14)
+    X = np.vstack([X, np.repeat([[10.0, 10.0]], 20, axis=0)])
+    with pytest.warns(DegenerateFitWarning, match="collapsed"):
+        gm = GaussianMixture(4, random_state=0).fit(X)
+    assert np.all(np.isfinite(gm.score_samples(X)))
+    np.testing.assert_allclose(gm.predict_proba(X).sum(axis=1), 1.0)
+
+
+def test_constant_column_warns_and_stays_usable():
+    X, _ = three_blobs(n=200, seed=15)
+    X = np.column_stack([X, np.full(len(X), 3.0)])
+    with pytest.warns(DataWarning, match=r"Column\(s\) \[2\] of X are constant"):
+        gm = GaussianMixture(2, random_state=0).fit(X)
+    assert np.all(np.isfinite(gm.predict_proba(X)))
+
+
+def test_component_with_no_data_is_frozen_with_a_warning():
+    X, _ = three_blobs(n=200, seed=16)
+    means = np.array([[-4.0, 0.0], [0.0, 4.0], [4.0, 0.0], [1e4, 1e4]])
+    with pytest.warns(DegenerateFitWarning, match="lost .*weight"):
+        gm = GaussianMixture(4, means_init=means, random_state=0).fit(X)
+    assert gm.weights_[-1] < 1e-12
+    assert np.all(np.isfinite(gm.means_)) and np.all(np.isfinite(gm.score_samples(X)))
+
+
+def test_singular_covariance_without_regularization_is_repaired():
+    X, _ = three_blobs(n=100, seed=17)
+    X = np.vstack([X, np.repeat([[9.0, 9.0]], 10, axis=0)])
+    with pytest.warns(DegenerateFitWarning, match="jitter"):
+        gm = GaussianMixture(4, reg_covar=0.0, random_state=0).fit(X)
+    assert np.all(np.isfinite(gm.score_samples(X)))
+
+
+# ----------------------------------------------------------------------------- sklearn API
+@parametrize_with_checks([GaussianMixture()])
+def test_sklearn_compatible_estimator(estimator, check):
+    check(estimator)
