@@ -12,6 +12,7 @@ Subcommands
 
 Exit status: 0 on success, 1 for bad input data or a failed run (one line on stderr says
 what is wrong and what to do), 2 for bad command-line usage, 130 when interrupted.
+Set ``BAYES_GMM_DEBUG=1`` to get the full traceback of a library error instead.
 
 Results are written into a hidden temporary folder next to the target and renamed into
 place at the end, so a failed or interrupted run never leaves a half-written folder.
@@ -666,6 +667,8 @@ def main(argv=None, *, stdout=None, stderr=None):
         print(f"{PROG}: error: {exc}", file=err)
         return 1
     except ValueError as exc:
+        if os.environ.get("BAYES_GMM_DEBUG"):
+            raise
         # Validation errors from the library are written for users: show the first line.
         print(f"{PROG}: error: {str(exc).strip().splitlines()[0]}", file=err)
         return 1

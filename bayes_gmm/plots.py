@@ -432,6 +432,24 @@ def plot_uncertainty(model, X, ax=None, columns=(0, 1), quantiles=(0.75, 0.95)):
         xs, ys = values[:, 0], unc
         ax.set_xlabel(names[0])
         ax.set_ylabel("uncertainty = 1 - max probability")
+        if hasattr(model, "membership") and (mid | high).any():
+            # A Bayesian fit knows how uncertain the uncertainty is: 90% intervals.
+            mem = model.membership(np.asarray(X, dtype=float).reshape(len(xs), 1), prob=0.9)
+            best = resp.argmax(axis=1)
+            rows = np.arange(len(xs))
+            lo = 1.0 - np.asarray(mem["upper"])[rows, best]
+            hi = 1.0 - np.asarray(mem["lower"])[rows, best]
+            sel = mid | high
+            ax.vlines(
+                xs[sel],
+                lo[sel],
+                hi[sel],
+                color="C0",
+                alpha=0.5,
+                lw=1,
+                label="90% interval",
+                gid="uncertainty-interval",
+            )
     else:
         cols = _pick_columns(columns, names, values.shape[1])
         xs, ys = values[:, cols[0]], values[:, cols[1]]
@@ -473,10 +491,30 @@ def _idata(model):
     return tree
 
 
-def _default_var_names(tree):
-    names = list(tree["posterior"].data_vars)
-    preferred = [n for n in ("weights", "means") if n in names]
-    return preferred or names
+def _display_tree(model, var_names):
+    """The tree to plot and the variables: by default weights and means split per feature.
+
+    Means of different features live on different scales (minutes vs hours, mm vs kg);
+    one panel per feature keeps each readable.
+    """
+    import xarray as xr
+
+    tree = _idata(model)
+    if var_names is not None:
+        return tree, list(var_names)
+    post = tree["posterior"].to_dataset()
+    data = {}
+    if "weights" in post:
+        data["weights"] = post["weights"]
+    if "means" in post and "feature" in post["means"].dims:
+        for f in post["feature"].values:
+            data[f"means[{f}]"] = post["means"].sel(feature=f, drop=True)
+    if not data:
+        return tree, list(post.data_vars)
+    groups = {"posterior": xr.Dataset(data)}
+    if "sample_stats" in tree.children:
+        groups["sample_stats"] = tree["sample_stats"].to_dataset()
+    return xr.DataTree.from_dict(groups), list(data)
 
 
 def figure_of(obj):
@@ -495,7 +533,8 @@ def plot_trace_dist(model, var_names=None, **kwargs):
     ----------
     model : fitted BayesianGaussianMixture, or a DataTree with a posterior group
     var_names : list of str, optional
-        Default: the weights and means.
+        Default: the weights, and the means with one panel per feature
+        (variables ``means[<feature>]``).
     **kwargs
         Passed to ``arviz_plots.plot_trace_dist``.
 
@@ -506,10 +545,11 @@ def plot_trace_dist(model, var_names=None, **kwargs):
     """
     import arviz_plots as azp
 
-    tree = _idata(model)
-    return azp.plot_trace_dist(
-        tree, var_names=var_names or _default_var_names(tree), backend="matplotlib", **kwargs
-    )
+    tree, names = _display_tree(model, var_names)
+    if "component" in tree["posterior"].dims:
+        # Component k keeps its colour in every panel; chains differ by line style.
+        kwargs.setdefault("aes", {"color": ["component"], "linestyle": ["chain"]})
+    return azp.plot_trace_dist(tree, var_names=names, backend="matplotlib", **kwargs)
 
 
 def plot_rank(model, var_names=None, **kwargs):
@@ -519,7 +559,8 @@ def plot_rank(model, var_names=None, **kwargs):
     ----------
     model : fitted BayesianGaussianMixture, or a DataTree with a posterior group
     var_names : list of str, optional
-        Default: the weights and means.
+        Default: the weights, and the means with one panel per feature
+        (variables ``means[<feature>]``).
     **kwargs
         Passed to ``arviz_plots.plot_rank``.
 
@@ -529,10 +570,9 @@ def plot_rank(model, var_names=None, **kwargs):
     """
     import arviz_plots as azp
 
-    tree = _idata(model)
-    return azp.plot_rank(
-        tree, var_names=var_names or _default_var_names(tree), backend="matplotlib", **kwargs
-    )
+    tree, names = _display_tree(model, var_names)
+    kwargs.setdefault("figure_kwargs", {"layout": "constrained"})  # titles clear of ticks
+    return azp.plot_rank(tree, var_names=names, backend="matplotlib", **kwargs)
 
 
 def plot_forest(model, var_names=None, combined=True, **kwargs):
@@ -542,7 +582,8 @@ def plot_forest(model, var_names=None, combined=True, **kwargs):
     ----------
     model : fitted BayesianGaussianMixture, or a DataTree with a posterior group
     var_names : list of str, optional
-        Default: the weights and means.
+        Default: the weights (one forest shares one axis, so means in data units
+        would squash them); e.g. ``["means[waiting]"]`` for the means of one feature.
     combined : bool, default=True
         One interval over all chains (False: one per chain).
     **kwargs
@@ -554,11 +595,9 @@ def plot_forest(model, var_names=None, combined=True, **kwargs):
     """
     import arviz_plots as azp
 
-    tree = _idata(model)
-    return azp.plot_forest(
-        tree,
-        var_names=var_names or _default_var_names(tree),
-        combined=combined,
-        backend="matplotlib",
-        **kwargs,
-    )
+    tree, names = _display_tree(model, var_names)
+    if var_names is None and "weights" in names:
+        # One forest shares one x-axis: mixing weights with means in data units would
+        # squash every interval, so by default show the weights only.
+        names = ["weights"]
+    return azp.plot_forest(tree, var_names=names, combined=combined, backend="matplotlib", **kwargs)

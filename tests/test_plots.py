@@ -170,3 +170,98 @@ def test_plot_selection_zoom_keeps_the_best_in_view(selection):
     assert hi - lo < 0.5 * np.ptp(full.get_ylim())
     lo, hi = plots.plot_selection(selection, zoom=25.0).get_ylim()
     assert hi == pytest.approx(best + 25.0)
+
+
+# --------------------------------------------------------------------------- Bayesian fits
+
+
+@pytest.fixture(scope="module")
+def bayes3(faithful):
+    from bayes_gmm import BayesianGaussianMixture
+
+    # Short chains: the plots' content, not the posterior's quality, is under test.
+    with pytest.warns(UserWarning):  # ESS below 400 with so few draws
+        return BayesianGaussianMixture(
+            3, covariance_type="tied", draws=100, tune=150, chains=2, random_state=0
+        ).fit(faithful)
+
+
+@pytest.fixture(scope="module")
+def bayes1():
+    from bayes_gmm import BayesianGaussianMixture
+
+    X, _ = make_foot_sizes(300, 150, random_state=0)
+    with pytest.warns(UserWarning):
+        model = BayesianGaussianMixture(2, draws=100, tune=150, chains=2, random_state=0).fit(X)
+    return model, X
+
+
+def test_plot_clusters_posterior_ellipses(bayes3, faithful, tmp_path):
+    ax = plots.plot_clusters(bayes3, faithful, n_draws=15)
+    render(ax, tmp_path, "clusters_bayes")
+    assert len(by_gid(ax, "ellipse-em", Ellipse)) == 3
+    post = by_gid(ax, "ellipse-posterior", Ellipse)
+    assert len(post) == 3 * 15
+    # Posterior ellipses scatter around the EM ones: centres within a few posterior sds.
+    em_means = bayes3.em_.means_
+    centers = np.array([e.center for e in post]).reshape(15, 3, 2)
+    _, means, _ = bayes3.posterior_parameters()
+    sd = means.std(axis=0)
+    assert np.all(np.abs(centers - em_means).max(axis=0) < 6 * sd)
+    (points,) = by_gid(ax, "clusters-points")
+    assert points.get_offsets().shape == (272, 2)
+
+
+def test_plot_density_posterior_band(bayes1, tmp_path):
+    model, X = bayes1
+    ax = plots.plot_density(model, X, n_draws=200)
+    render(ax, tmp_path, "density_bayes")
+    (band,) = by_gid(ax, "density-band")
+    mean = next(ln for ln in ax.get_lines() if ln.get_label() == "posterior predictive")
+    x, y = mean.get_data()
+    assert abs(np.trapezoid(y, x) - 1) < 0.01
+    # The band is a polygon around the mean curve: its vertical extent brackets it.
+    verts = band.get_paths()[0].vertices
+    at_peak = np.abs(verts[:, 0] - x[np.argmax(y)]) < (x[1] - x[0])
+    assert verts[at_peak, 1].min() <= y.max() <= verts[at_peak, 1].max()
+    assert len(by_gid(ax, "density-component")) == 2
+
+
+def test_plot_uncertainty_1d_shows_membership_intervals(bayes1):
+    model, X = bayes1
+    ax = plots.plot_uncertainty(model, X)
+    (intervals,) = by_gid(ax, "uncertainty-interval")
+    segments = intervals.get_segments()
+    n_marked = sum(len(by_gid(ax, f"uncertainty-{g}")[0].get_offsets()) for g in ("mid", "high"))
+    assert len(segments) == n_marked > 0
+    for seg in segments:
+        (x0, lo), (_, hi) = seg
+        assert 0 <= lo <= hi <= 1
+
+
+@pytest.mark.parametrize("name", ["plot_trace_dist", "plot_rank", "plot_forest"])
+def test_arviz_wrappers(bayes3, name, tmp_path):
+    pc = getattr(plots, name)(bayes3)
+    fig = plots.figure_of(pc)
+    path = tmp_path / f"{name}.png"
+    fig.savefig(path, dpi=50)
+    assert path.stat().st_size > 3_000
+    n_lines = sum(len(a.lines) for a in fig.axes)
+    if name == "plot_trace_dist":
+        # weights, means[eruptions], means[waiting]: a density and a trace per variable,
+        # and in each one line per chain and component.
+        assert len(fig.axes) == 6
+        assert all(len(a.lines) == 2 * 3 for a in fig.axes)
+    elif name == "plot_rank":
+        # One rank-ECDF panel per scalar: 3 weights + 3 x 2 means, one line per chain.
+        drawn = [a for a in fig.axes if a.lines]
+        assert len(drawn) == 9 and all(len(a.lines) == 2 for a in drawn)
+    else:
+        # The weights' forest: three intervals (trunk and twig each) and three points.
+        assert n_lines == 2 * 3
+    plt.close(fig)
+
+
+def test_arviz_wrappers_reject_an_em_fit(em3):
+    with pytest.raises(TypeError, match="BayesianGaussianMixture"):
+        plots.plot_rank(em3)
