@@ -158,12 +158,17 @@ class GaussianMixturePrior:
 
         if self.covariance_prior is None:
             centered = X - data_mean
-            # The unbiased weighted covariance, as mclust's var(); a floor keeps a
-            # constant column from giving a singular prior scale.
+            # The unbiased weighted covariance, as mclust's var().
             denom = max(w_sum - 1.0, 1.0) if sample_weight is None else w_sum
             cov = (centered * w[:, None]).T @ centered / denom
-            floor = 1e-6 * max(float(np.mean(np.diag(cov))), 1.0)
-            cov = cov + np.eye(n_features) * np.where(np.diag(cov) <= 0, floor, 0.0)
+            # Constant columns or collinear data make it singular; lift its smallest
+            # eigenvalue to a small fraction of the average variance so that the prior,
+            # and with it every MAP covariance, stays positive definite.
+            mean_var = float(np.mean(np.diag(cov)))
+            floor = 1e-6 * (mean_var if mean_var > 0 else 1.0)
+            smallest = float(np.linalg.eigvalsh(cov)[0])
+            if smallest < floor:
+                cov = cov + (floor - smallest) * np.eye(n_features)
             scale = cov / n_components ** (2.0 / n_features)
         else:
             scale = np.asarray(self.covariance_prior, dtype=float)

@@ -436,3 +436,18 @@ def test_singular_covariance_without_regularization_is_repaired():
 @parametrize_with_checks([GaussianMixture()])
 def test_sklearn_compatible_estimator(estimator, check):
     check(estimator)
+
+
+@pytest.mark.parametrize("ctype", COVARIANCE_TYPES)
+def test_prior_handles_collinear_and_constant_data(ctype):
+    # Two distinct points and a line: the sample covariance, and so mclust's default
+    # prior scale, is singular; the prior must still keep every covariance regular.
+    for X in (
+        np.repeat([[0.0, 0.0], [1.0, 1.0]], 20, axis=0),
+        np.c_[np.arange(30.0), np.arange(30.0)],
+    ):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DataWarning)
+            gm = GaussianMixture(3, covariance_type=ctype, prior=GaussianMixturePrior())
+            gm.set_params(random_state=0).fit(X)
+        assert np.all(np.isfinite(gm.score_samples(X)))
