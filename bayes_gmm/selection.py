@@ -1,0 +1,907 @@
+"""Choosing the number of components and the covariance structure by BIC, AIC or ICL.
+
+:func:`select_model` fits a grid of Gaussian mixtures (every covariance structure x every
+number of components) by EM and returns a :class:`ModelSelection`: the table of criteria
+(one row per cell, as R's ``mclust`` prints it), the winner, a ranking and mclust's BIC
+plot.
+
+Every criterion uses scikit-learn's sign, lower is better::
+
+    bic = -2 logL + p log n        aic = -2 logL + 2 p        icl = bic - 2 sum_i log max_k r_ik
+
+mclust reports ``2 logL - p log n`` (higher is better): its BIC is minus ours.
+
+How each cell is fitted (reliability and sharing)
+-------------------------------------------------
+For each K, ``n_init`` partitions of the data are computed once and shared by all the
+covariance structures: the first is k-means (Lloyd from k-means++ seeds), the others assign
+every row to the nearest of k-means++ seeds drawn with distinct seeds. Each partition gives
+one starting point per structure (one M-step from the hard labels). A cell also starts from
+the solution of the same structure at K - 1, with its largest component (by weight x
+determinant of the covariance) split in two along its principal axis. Every start runs EM
+to a moderate tolerance; the best one (highest objective) is then run on to ``tol``, and the
+table reports how many starts reached that best optimum (``n_best`` of ``n_starts``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import numbers
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.cluster import KMeans, kmeans_plusplus
+from sklearn.exceptions import ConvergenceWarning
+from threadpoolctl import threadpool_limits
+
+from bayes_gmm._validation import (
+    DataWarning,
+    check_data,
+    check_sample_weight,
+    warn_constant_columns,
+)
+from bayes_gmm.em import DegenerateFitWarning, GaussianMixture, n_parameters
+from bayes_gmm.priors import COVARIANCE_TYPES, GaussianMixturePrior
+
+__all__ = ["CRITERIA", "ModelSelection", "select_model"]
+
+#: The criteria ``select_model`` can choose by; all three are always in the table.
+CRITERIA = ("bic", "aic", "icl")
+
+#: mclust's names of the four structures (volume, shape, orientation: Equal/Variable/Identity).
+MCLUST_NAMES = {"full": "VVV", "tied": "EEE", "diag": "VVI", "spherical": "VII"}
+
+#: Tolerance of the exploratory EM runs (change of the objective per sample). Only the best
+#: start of a cell is then run on to the final ``tol``.
+EXPLORE_TOL = 1e-5
+
+#: A start "reached the best optimum" when its objective is within this much per sample
+#: (per unit of sample weight) of the best start's, after the exploratory runs.
+REACHED_TOL = 1e-4
+
+#: Below this many data values (n_samples x n_features) BLAS runs single-threaded: on small
+#: matrices thread start-up costs more than it saves.
+SMALL_DATA = 200_000
+
+#: Above this many rows the starts are explored on a random subsample of this size.
+SUBSAMPLE_SIZE = 5_000
+
+TABLE_COLUMNS = [
+    "covariance_type",
+    "n_components",
+    "mclust",
+    "log_likelihood",
+    "n_parameters",
+    "bic",
+    "aic",
+    "icl",
+    "converged",
+    "n_iter",
+    "n_starts",
+    "n_best",
+    "best_start",
+    "tol",
+    "fit_time",
+    "reason",
+]
+
+
+# --------------------------------------------------------------------------- result
+class ModelSelection:
+    """The result of :func:`select_model`: the criteria over the grid and the winner.
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        One row per fitted cell (covariance structure x number of components) with the
+        columns ``covariance_type``, ``n_components``, ``mclust`` (mclust's name of the
+        model), ``log_likelihood`` (of the data at the fitted parameters, also under a
+        prior), ``n_parameters``, ``bic``, ``aic``, ``icl`` (lower is better),
+        ``converged``, ``n_iter`` (EM iterations of the kept start, exploratory plus final),
+        ``n_starts`` (starting points tried), ``n_best`` (how many of them reached the best
+        objective), ``best_start`` (which kind of start won: ``"kmeans"``,
+        ``"kmeans++"`` or ``"split"``), ``fit_time`` (seconds) and ``reason`` (why a cell
+        failed or is doubtful; empty when all is well). A failed cell keeps its row, with
+        NaN numbers and the reason.
+    criterion : str
+        The criterion the winner was chosen by.
+    best_params : tuple (str, int) or None
+        ``(covariance_type, n_components)`` of the winner; ``None`` if every cell failed.
+    best_estimator : GaussianMixture or None
+        The fitted winner.
+    estimators : dict
+        ``{(covariance_type, n_components): GaussianMixture}`` for every cell that fitted.
+    n_samples, n_features : int
+    collapsed : dict
+        In one dimension the four structures are two models (see :func:`select_model`):
+        maps each requested structure that was not fitted to the one that stands for it.
+    """
+
+    def __init__(
+        self, table, criterion, estimators, n_samples, n_features, collapsed=None, elapsed=None
+    ):
+        self.table = table
+        self.criterion = criterion
+        self.estimators = estimators
+        self.n_samples = n_samples
+        self.n_features = n_features
+        self.collapsed = dict(collapsed or {})
+        self.elapsed = elapsed
+        scores = table[criterion]
+        if scores.notna().any():
+            row = table.loc[scores.idxmin()]
+            self.best_params = (str(row["covariance_type"]), int(row["n_components"]))
+            self.best_estimator = estimators[self.best_params]
+        else:
+            self.best_params = None
+            self.best_estimator = None
+
+    @property
+    def best_score(self):
+        """The winner's criterion value (``nan`` if every cell failed)."""
+        return float(self.table[self.criterion].min())
+
+    def top(self, n=5, criterion=None):
+        """The ``n`` best cells by ``criterion``, with the difference to the best.
+
+        Parameters
+        ----------
+        n : int, default=5
+        criterion : {"bic", "aic", "icl"}, default=None
+            ``None``: the criterion the selection was made by.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Indexed by rank (1 = best), columns ``covariance_type``, ``n_components``,
+            ``mclust``, the criterion, ``delta_<criterion>`` (>= 0), ``log_likelihood``,
+            ``n_parameters``, ``n_best``, ``n_starts`` and ``reason``. Failed cells are left
+            out.
+        """
+        criterion = _check_criterion(criterion or self.criterion)
+        ok = self.table[self.table[criterion].notna()]
+        rows = ok.sort_values(criterion, kind="stable").head(int(n))
+        out = rows[["covariance_type", "n_components", "mclust", criterion]].copy()
+        out[f"delta_{criterion}"] = rows[criterion] - rows[criterion].min()
+        for col in ("log_likelihood", "n_parameters", "n_best", "n_starts", "reason"):
+            out[col] = rows[col]
+        out.index = pd.RangeIndex(1, len(out) + 1, name="rank")
+        return out
+
+    @property
+    def ranking(self):
+        """The five best cells with the difference to the best (see :meth:`top`)."""
+        return self.top(5)
+
+    @property
+    def failed(self):
+        """Rows of the cells that could not be fitted, with the reason."""
+        return self.table[self.table["bic"].isna()]
+
+    def criterion_table(self, criterion=None):
+        """The criterion as a K x covariance-structure grid (mclust's BIC table layout).
+
+        Returns
+        -------
+        pandas.DataFrame of shape (n_components values, covariance types)
+        """
+        criterion = _check_criterion(criterion or self.criterion)
+        grid = self.table.pivot(index="n_components", columns="covariance_type", values=criterion)
+        order = list(dict.fromkeys(self.table["covariance_type"]))
+        return grid[order]
+
+    def plot(self, criterion=None, ax=None):
+        """Draw the criterion against K, one line per covariance structure (mclust's BIC plot).
+
+        Failed cells are gaps in their line; the winner is circled.
+
+        Parameters
+        ----------
+        criterion : {"bic", "aic", "icl"}, default=None
+            ``None``: the criterion the selection was made by.
+        ax : matplotlib.axes.Axes, default=None
+            ``None`` draws on a new figure.
+
+        Returns
+        -------
+        matplotlib.axes.Axes
+        """
+        import matplotlib.pyplot as plt
+
+        criterion = _check_criterion(criterion or self.criterion)
+        if ax is None:
+            _, ax = plt.subplots(figsize=(6.4, 4.2))
+        markers = {"full": "o", "tied": "s", "diag": "^", "spherical": "v"}
+        for ctype, rows in self.table.groupby("covariance_type", sort=False):
+            rows = rows.sort_values("n_components")
+            label = f"{ctype} ({rows['mclust'].iloc[0]})"
+            ax.plot(
+                rows["n_components"], rows[criterion], marker=markers.get(ctype, "o"), label=label
+            )
+        scores = self.table[criterion]
+        if scores.notna().any():
+            best = self.table.loc[scores.idxmin()]
+            ax.plot(
+                best["n_components"],
+                best[criterion],
+                "o",
+                ms=14,
+                mfc="none",
+                mec="black",
+                label=f"best: {best['covariance_type']}, K={best['n_components']}",
+            )
+        ax.set_xlabel("number of components K")
+        ax.set_ylabel(f"{criterion.upper()} (lower is better)")
+        ax.set_xticks(sorted(self.table["n_components"].unique()))
+        ax.legend(fontsize="small")
+        ax.set_title(f"Model selection by {criterion.upper()}")
+        return ax
+
+    def _summary_lines(self):
+        n_cells = len(self.table)
+        n_failed = int(self.table["bic"].isna().sum())
+        lines = [
+            f"ModelSelection: {n_cells} cells on {self.n_samples} x {self.n_features} data, "
+            f"criterion {self.criterion.upper()} (lower is better), {n_failed} failed"
+        ]
+        if self.best_params is None:
+            lines.append("no cell could be fitted; see .failed for the reasons")
+        else:
+            ctype, k = self.best_params
+            row = self.ranking.iloc[0]
+            lines.append(
+                f"best: covariance_type={ctype!r} ({row['mclust']}), n_components={k}, "
+                f"{self.criterion}={row[self.criterion]:.3f}"
+            )
+        if self.collapsed:
+            lines.append(
+                "1-D data: "
+                + ", ".join(f"{a!r} is the same model as {b!r}" for a, b in self.collapsed.items())
+                + " (not fitted twice)"
+            )
+        return lines
+
+    def __repr__(self):
+        lines = self._summary_lines()
+        if self.best_params is not None:
+            with pd.option_context("display.width", 120, "display.max_columns", 20):
+                lines.append(self.ranking.to_string(float_format=lambda v: f"{v:.3f}"))
+        return "\n".join(lines)
+
+    def _repr_html_(self):
+        import html
+
+        parts = [f"<p>{html.escape(line)}</p>" for line in self._summary_lines()]
+        if self.best_params is not None:
+            parts.append(self.ranking.to_html(float_format=lambda v: f"{v:.3f}"))
+        return "<div>" + "".join(parts) + "</div>"
+
+
+# --------------------------------------------------------------------------- progress
+class _Progress:
+    """A one-line progress bar on stderr (no dependency), redrawn in place."""
+
+    def __init__(self, total, enabled):
+        self.total, self.enabled, self.done = total, enabled, 0
+        self.start = time.perf_counter()
+
+    def update(self, label):
+        self.done += 1
+        if not self.enabled:
+            return
+        width = 24
+        filled = int(width * self.done / max(self.total, 1))
+        elapsed = time.perf_counter() - self.start
+        sys.stderr.write(
+            f"\rselect_model [{'#' * filled}{'.' * (width - filled)}] "
+            f"{self.done}/{self.total} {label:<16} {elapsed:6.1f}s"
+        )
+        sys.stderr.flush()
+
+    def close(self):
+        if self.enabled:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def _default_verbose():
+    # A bar in an interactive terminal, never under pytest or in a pipe.
+    return sys.stderr.isatty() and "PYTEST_CURRENT_TEST" not in os.environ
+
+
+# --------------------------------------------------------------------------- validation
+def _check_criterion(criterion):
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}.")
+    return criterion
+
+
+def _check_grid(n_components, covariance_types):
+    if isinstance(n_components, numbers.Integral) and not isinstance(n_components, bool):
+        n_components = [n_components]
+    try:
+        ks = list(n_components)
+    except TypeError:
+        raise ValueError(
+            "n_components must be a positive integer or an iterable of them (e.g. range(1, 10)), "
+            f"got {n_components!r}."
+        ) from None
+    bad = [k for k in ks if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1]
+    if not ks or bad:
+        raise ValueError(
+            "n_components must be a non-empty iterable of positive integers (e.g. range(1, 10)); "
+            + (f"invalid value(s): {bad!r}." if bad else "it is empty.")
+        )
+    ks = sorted({int(k) for k in ks})
+
+    if isinstance(covariance_types, str):
+        covariance_types = [covariance_types]
+    types = list(dict.fromkeys(covariance_types))
+    unknown = [t for t in types if t not in COVARIANCE_TYPES]
+    if not types or unknown:
+        raise ValueError(
+            f"covariance_types must be a non-empty subset of {COVARIANCE_TYPES}; "
+            + (f"unknown: {unknown!r}." if unknown else "it is empty.")
+        )
+    return ks, types
+
+
+def _check_positive_real(value, name, minimum=0.0):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not np.isfinite(value)
+        or value < minimum
+    ):
+        raise ValueError(f"{name} must be a finite number >= {minimum}, got {value!r}.")
+    return float(value)
+
+
+def _check_int(value, name, minimum):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+def _collapse_1d(types):
+    """In 1-D, keep one structure per distinct model: "tied" (E) and one of the others (V)."""
+    unequal = [t for t in ("full", "diag", "spherical") if t in types]
+    keep = [t for t in types if t == "tied" or (unequal and t == unequal[0])]
+    collapsed = {t: unequal[0] for t in unequal[1:]}
+    return keep, collapsed
+
+
+def _seed_entropy(random_state):
+    if random_state is None:
+        return np.random.SeedSequence().entropy
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        return int(random_state)
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(2**63))
+    if isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(2**31))
+    raise ValueError(
+        f"random_state must be None, an int, a numpy Generator or RandomState, got "
+        f"{random_state!r}."
+    )
+
+
+def _seed(entropy, *key):
+    """A 32-bit seed that depends only on the run's entropy and ``key`` (not on grid order)."""
+    return int(np.random.SeedSequence(entropy, spawn_key=key).generate_state(1)[0])
+
+
+# --------------------------------------------------------------------------- starts
+@dataclass
+class _Data:
+    """Validated data, weights, and the rows centered (for the starts' moments)."""
+
+    X: np.ndarray
+    w: np.ndarray
+    center: np.ndarray
+    Xc: np.ndarray
+    reg_covar: float
+
+
+def _make_data(X, w, reg_covar):
+    center = w @ X / w.sum()
+    return _Data(X, w, center, X - center, reg_covar)
+
+
+def _partitions(data, K, n_init, entropy):
+    """``n_init`` hard partitions for K components, shared by every covariance structure."""
+    X, w = data.X, data.w
+    out = []
+    for r in range(n_init):
+        seed = _seed(entropy, K, r)
+        if r == 0:
+            labels = KMeans(n_clusters=K, n_init=1, random_state=seed).fit(X, sample_weight=w)
+            labels = labels.labels_
+            out.append(("kmeans", labels))
+        else:
+            centers, _ = kmeans_plusplus(X, K, random_state=seed, sample_weight=w)
+            # ||x - c||^2 up to the row constant ||x||^2: one (n, K) matmul.
+            dist = np.square(centers).sum(axis=1) - 2.0 * (X @ centers.T)
+            out.append(("kmeans++", dist.argmin(axis=1)))
+    return out
+
+
+def _params_from_labels(data, labels, K, ctype):
+    """Weights, means and precisions of the clusters of a hard partition (with reg_covar).
+
+    Returns None when a cluster is empty (not a usable start).
+    """
+    Xc, w = data.Xc, data.w
+    n, d = Xc.shape
+    nk = np.bincount(labels, weights=w, minlength=K)
+    if np.any(nk <= 0):
+        return None
+    weighted = np.zeros((K, n))
+    weighted[labels, np.arange(n)] = w
+    means = weighted @ Xc / nk[:, None]
+    # Second moments about the center, per cluster: (K, d, d) from one matrix product.
+    second = (weighted @ (Xc[:, :, None] * Xc[:, None, :]).reshape(n, d * d)).reshape(K, d, d)
+    covs = second / nk[:, None, None] - means[:, :, None] * means[:, None, :]
+    eye = np.eye(d)
+    if ctype == "full":
+        precisions = np.linalg.inv(covs + data.reg_covar * eye)
+    elif ctype == "tied":
+        pooled = np.tensordot(nk, covs, axes=1) / nk.sum()
+        precisions = np.linalg.inv(pooled + data.reg_covar * eye)
+    else:
+        var = np.diagonal(covs, axis1=1, axis2=2)
+        var = var if ctype == "diag" else var.mean(axis=1)
+        precisions = 1.0 / (np.maximum(var, 0.0) + data.reg_covar)
+    return nk / nk.sum(), means + data.center, precisions
+
+
+def _split_start(data, parent, ctype):
+    """K components from a K - 1 solution: split one component along its principal axis.
+
+    ``parent`` is the K - 1 cell's :class:`_Parent`. The split component's two halves
+    keep its covariance and half its weight each; their means sit half a standard
+    deviation on either side along the component's principal axis in the data (weighted
+    by its responsibilities, which works for every structure, "spherical" included).
+    """
+    j = parent.index
+    w = data.w * parent.resp_top
+    nk = w.sum()
+    if not nk > 0:
+        return None
+    mean_j = parent.means[j]
+    diff = data.X - mean_j
+    evals, evecs = np.linalg.eigh((diff * w[:, None]).T @ diff / nk)
+    if not evals[-1] > 0:
+        return None
+    shift = 0.5 * np.sqrt(evals[-1]) * evecs[:, -1]
+    weights = np.concatenate([np.delete(parent.weights, j), parent.weights[[j, j]] / 2])
+    means = np.concatenate([np.delete(parent.means, j, axis=0), [mean_j - shift, mean_j + shift]])
+    precisions = parent.precisions
+    if ctype != "tied":
+        precisions = np.concatenate([np.delete(precisions, j, axis=0), precisions[[j, j]]])
+    return weights, means, precisions
+
+
+#: From the most constrained structure to the most flexible.
+_FLEXIBILITY = ("spherical", "diag", "tied", "full")
+
+
+def _convert_start(parent, source, target, reg_covar):
+    """A start for structure ``target`` from a solution of structure ``source``, same K."""
+    K, d = parent.means.shape
+    cov = parent.covariances
+    if source == "full":
+        full = cov
+    elif source == "tied":
+        full = np.broadcast_to(cov, (K, d, d))
+    elif source == "diag":
+        full = cov[:, :, None] * np.eye(d)
+    else:
+        full = cov[:, None, None] * np.eye(d)
+    if target == "full":
+        precisions = np.linalg.inv(full)
+    elif target == "tied":
+        precisions = np.linalg.inv(np.tensordot(parent.weights, full, axes=1))
+    else:
+        var = np.diagonal(full, axis1=1, axis2=2)
+        precisions = 1.0 / (var if target == "diag" else var.mean(axis=1))
+    return parent.weights, parent.means, precisions
+
+
+@dataclass
+class _Parent:
+    """What the split start at K + 1 needs from an explored cell."""
+
+    weights: np.ndarray
+    means: np.ndarray
+    precisions: np.ndarray
+    covariances: np.ndarray
+    index: int  # the component to split
+    resp_top: np.ndarray  # its responsibilities on the exploration data
+
+    @classmethod
+    def from_estimator(cls, est, X, ctype):
+        d = est.means_.shape[1]
+        cov = est.covariances_
+        # The component with the largest weight x det(covariance).
+        if ctype == "full":
+            logdet = np.linalg.slogdet(cov)[1]
+        elif ctype == "tied":
+            logdet = np.zeros(len(est.weights_))
+        elif ctype == "diag":
+            logdet = np.log(cov).sum(axis=1)
+        else:
+            logdet = d * np.log(cov)
+        j = int(np.argmax(np.log(est.weights_) + logdet))
+        resp = est.predict_proba(X)[:, j].copy()
+        return cls(
+            est.weights_.copy(),
+            est.means_.copy(),
+            est.precisions_.copy(),
+            est.covariances_.copy(),
+            j,
+            resp,
+        )
+
+
+# --------------------------------------------------------------------------- fitting
+def _fit_quietly(estimator, X, w):
+    """Fit; return ``(estimator or None, reason)``, the reason set on an error or degeneracy."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            estimator.fit(X, sample_weight=w)
+        except Exception as exc:  # a failed start must not lose the grid
+            return None, f"{type(exc).__name__}: {exc}"
+    for item in caught:
+        if issubclass(item.category, DegenerateFitWarning):
+            return None, f"degenerate: {item.message}"
+    return estimator, ""
+
+
+def _explore(data, K, ctype, starts, prior, max_iter):
+    """Run every start to ``EXPLORE_TOL``; return the best estimator and the counts."""
+    results, reasons = [], []
+    for kind, params in starts:
+        if params is None:
+            continue
+        weights, means, precisions = params
+        est = GaussianMixture(
+            K,
+            covariance_type=ctype,
+            tol=EXPLORE_TOL,
+            reg_covar=data.reg_covar,
+            max_iter=max_iter,
+            weights_init=weights,
+            means_init=means,
+            precisions_init=precisions,
+            prior=prior,
+        )
+        fitted, reason = _fit_quietly(est, data.X, data.w)
+        if fitted is None:
+            reasons.append(reason)
+        else:
+            results.append((fitted.log_likelihood_, kind, fitted))
+    info = {"n_starts": len(results) + len(reasons), "n_best": 0}
+    if not results:
+        info["reason"] = reasons[0] if reasons else "no usable starting point"
+        return None, info
+    objectives = np.array([r[0] for r in results])
+    best_i = int(np.argmax(objectives))
+    _, kind, best = results[best_i]
+    reached = objectives[best_i] - objectives <= REACHED_TOL * float(data.w.sum())
+    info.update(n_best=int(reached.sum()), best_start=kind, n_iter=best.n_iter_)
+    return best, info
+
+
+def _continue(est, data, tol):
+    """Run a fitted estimator on from its parameters (on ``data``) until ``tol``."""
+    est.set_params(tol=tol, warm_start=True)
+    fitted, reason = _fit_quietly(est, data.X, data.w)
+    est.set_params(warm_start=False)
+    return fitted, reason
+
+
+def _remaining_gain(history):
+    """Rough estimate of what EM would still gain: geometric extrapolation of the last steps."""
+    steps = np.diff(np.asarray(history, dtype=float)[-3:])
+    if steps.size == 0:
+        return 0.0
+    last = max(float(steps[-1]), 0.0)
+    rate = steps[-1] / steps[-2] if steps.size == 2 and steps[-2] > 0 else 0.99
+    rate = float(np.clip(rate, 0.0, 0.99))
+    return last * rate / (1.0 - rate)
+
+
+def _criteria(est, data, ctype):
+    """Log-likelihood, BIC, AIC and ICL of the fitted ``est`` on all the data."""
+    log_norm = est.score_samples(data.X)
+    resp = est.predict_proba(data.X)
+    total_w = float(data.w.sum())
+    loglik = float(data.w @ log_norm)
+    K, d = est.means_.shape
+    p = n_parameters(K, d, ctype)
+    bic = -2.0 * loglik + p * np.log(total_w)
+    aic = -2.0 * loglik + 2.0 * p
+    with np.errstate(divide="ignore"):
+        icl = bic - 2.0 * float(data.w @ np.log(resp.max(axis=1)))
+    return {"log_likelihood": loglik, "bic": bic, "aic": aic, "icl": icl}
+
+
+def _failed(row, reason):
+    row.update({k: np.nan for k in ("log_likelihood", "bic", "aic", "icl")}, reason=reason)
+    row.pop("converged", None)
+
+
+def _run_grid(data, sub, ks, types, names, settings, progress):
+    """Fit every cell, K ascending so that each K can start from the split of K - 1.
+
+    ``sub`` is the data the starts are explored on (a subsample of ``data`` when that is
+    large, else ``data`` itself); ``settings`` holds n_init, entropy, prior, tol, max_iter,
+    criterion and refine.
+    """
+    s = settings
+    n_distinct = len(np.unique(data.X[data.w > 0], axis=0))
+    d = data.X.shape[1]
+    cells, estimators, parents = {}, {}, {}
+    # Within a K the constrained structures go first, so that the flexible ones can also
+    # start from their solutions.
+    fit_order = sorted(types, key=_FLEXIBILITY.index)
+    for K in ks:
+        partitions = None
+        for ctype in fit_order:
+            t0 = time.perf_counter()
+            row = {
+                "covariance_type": ctype,
+                "n_components": K,
+                "mclust": names[ctype],
+                "n_parameters": n_parameters(K, d, ctype),
+            }
+            cells[(ctype, K)] = row
+            if K > n_distinct:
+                row["reason"] = (
+                    f"K={K} exceeds the number of distinct rows with positive weight "
+                    f"({n_distinct}): some component would be empty"
+                )
+                progress.update(f"{ctype} K={K}")
+                continue
+            if partitions is None:  # once per K, shared by the structures
+                partitions = _partitions(sub, K, 1 if K == 1 else s["n_init"], s["entropy"])
+            starts = [
+                (kind, _params_from_labels(sub, labels, K, ctype)) for kind, labels in partitions
+            ]
+            if (ctype, K - 1) in parents:
+                starts.append(("split", _split_start(sub, parents[(ctype, K - 1)], ctype)))
+            for other in fit_order[: fit_order.index(ctype)]:
+                if (other, K) in parents:
+                    params = _convert_start(parents[(other, K)], other, ctype, sub.reg_covar)
+                    starts.append((f"from {other}", params))
+            est, info = _explore(sub, K, ctype, starts, s["prior"], s["max_iter"])
+            row.update(info)
+            if est is not None:
+                parents[(ctype, K)] = _Parent.from_estimator(est, sub.X, ctype)
+                if sub is not data:
+                    est, reason = _continue(est, data, EXPLORE_TOL)
+                    if est is None:
+                        row["reason"] = reason
+                    else:
+                        row["n_iter"] += est.n_iter_
+            if est is not None:
+                row.update(_criteria(est, data, ctype), converged=est.converged_, tol=EXPLORE_TOL)
+                estimators[(ctype, K)] = est
+            row["fit_time"] = time.perf_counter() - t0
+            progress.update(f"{ctype} K={K}")
+        for ctype in types:  # K - 1's solutions are no longer needed
+            parents.pop((ctype, K - 1), None)
+    _refine(data, cells, estimators, s)
+    for row in cells.values():
+        if row.get("converged") is False and not row.get("reason"):
+            row["reason"] = f"EM did not converge in max_iter={s['max_iter']}"
+    return cells, estimators
+
+
+def _refine(data, cells, estimators, s):
+    """Run cells on from ``EXPLORE_TOL`` to ``tol``: all, or those that could still win.
+
+    A cell can still win if its criterion, less twice (the log-likelihood enters with
+    factor 2) ten times the gain EM would still make by geometric extrapolation, is below
+    the best refined criterion so far. Cells are visited best first.
+    """
+    tol, criterion = s["tol"], s["criterion"]
+    if tol >= EXPLORE_TOL:
+        return
+    order = sorted(estimators, key=lambda key: cells[key][criterion])
+    best = np.inf
+    for key in order:
+        row, est = cells[key], estimators[key]
+        slack = 2.0 * 10.0 * _remaining_gain(est.history_)
+        if s["refine"] == "contenders" and row[criterion] - slack > best:
+            continue
+        t0 = time.perf_counter()
+        fitted, reason = _continue(est, data, tol)
+        if fitted is None:
+            _failed(row, reason)
+            del estimators[key]
+            continue
+        row.update(_criteria(est, data, key[0]), converged=est.converged_, tol=tol)
+        row["n_iter"] += est.n_iter_
+        row["fit_time"] += time.perf_counter() - t0
+        best = min(best, row[criterion])
+
+
+def select_model(
+    X,
+    n_components=range(1, 10),
+    covariance_types=COVARIANCE_TYPES,
+    criterion="bic",
+    prior=None,
+    n_init=3,
+    random_state=None,
+    sample_weight=None,
+    *,
+    tol=1e-7,
+    reg_covar=1e-6,
+    max_iter=1000,
+    refine="contenders",
+    verbose=None,
+):
+    """Fit a grid of Gaussian mixtures and choose K and the covariance structure.
+
+    Every combination of ``covariance_types`` and ``n_components`` is fitted by EM from
+    several starting points (see the module docstring); the winner minimizes
+    ``criterion``. A cell that cannot be fitted (an error, a degenerate fit, K larger than
+    the number of distinct rows) keeps its row in the table with NaN numbers and the reason.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features) or (n_samples,)
+        Finite numbers; a DataFrame's column names are kept on the fitted estimators.
+    n_components : int or iterable of int, default=range(1, 10)
+        The numbers of components to try.
+    covariance_types : iterable of str, default=("full", "tied", "diag", "spherical")
+        Any of scikit-learn's four structures (mclust's VVV, EEE, VVI, VII).
+    criterion : {"bic", "aic", "icl"}, default="bic"
+        What the winner minimizes. All three are computed for every cell.
+    prior : GaussianMixturePrior or None, default=None
+        ``None`` fits by maximum likelihood; a prior fits every cell by MAP (as mclust's
+        ``priorControl``); the criteria then use the data log-likelihood at the MAP
+        estimate.
+    n_init : int, default=3
+        Data-driven starts per K, shared by all structures: one k-means partition and
+        ``n_init - 1`` nearest-seed partitions from k-means++ seeds. Each cell with K > 1
+        also starts from the split of its K - 1 solution.
+    random_state : int, numpy Generator or RandomState, or None, default=None
+        Fixes every start; the seeds depend on K and the start, not on the grid order.
+    sample_weight : array-like of shape (n_samples,), default=None
+        Non-negative weights; an integer weight counts as that many copies of the row, and
+        ``n`` in the BIC is the total weight.
+    tol : float, default=1e-7
+        Final convergence threshold (change of the objective per sample, per unit of
+        sample weight, as :class:`~bayes_gmm.GaussianMixture`'s ``tol``). Starts are
+        explored to ``EXPLORE_TOL`` (1e-5); the kept start is then run on to ``tol``. It
+        is tight so that the criteria are those of the optimum, not of an iterate: on Old
+        Faithful the winner's BIC is then within 2e-4 of its limit (mclust stops at a
+        relative change of 1e-5, which leaves its BIC 0.02 short there).
+    reg_covar : float, default=1e-6
+        Added to the covariance diagonals (maximum likelihood only).
+    max_iter : int, default=1000
+        EM iterations per start and stage.
+    refine : {"contenders", "all"}, default="contenders"
+        Which cells are run on to ``tol``. "contenders": only those that could still win,
+        i.e. whose criterion minus a generous bound on what further iterations could gain
+        is below the best refined value (the others keep ``EXPLORE_TOL``; the table's
+        ``tol`` column says which). "all": every cell.
+    verbose : bool or None, default=None
+        Draw a progress bar on stderr. ``None``: only in an interactive terminal.
+
+    Returns
+    -------
+    ModelSelection
+
+    Notes
+    -----
+    **One dimension.** With one feature the four structures are only two models: "tied"
+    is mclust's "E" (one variance shared by all components) and "full", "diag" and
+    "spherical" are all mclust's "V" (one variance per component). Only one of each is
+    fitted (the first of "full", "diag", "spherical" requested stands for "V"), the table's
+    ``mclust`` column reads "E" or "V", and :attr:`ModelSelection.collapsed` says which
+    requested structures were merged.
+
+    **Degenerate cells.** A cell whose best start warns
+    :class:`~bayes_gmm.em.DegenerateFitWarning` (a component collapsing onto a point or a
+    line) is reported as failed: its likelihood is unbounded, so its criteria mean nothing.
+
+    Examples
+    --------
+    >>> from bayes_gmm import select_model
+    >>> from bayes_gmm.datasets import load_faithful
+    >>> sel = select_model(load_faithful(), random_state=0)
+    >>> sel.best_params
+    ('tied', 3)
+    >>> round(sel.best_score, 1)
+    2314.3
+    """
+    criterion = _check_criterion(criterion)
+    ks, types = _check_grid(n_components, covariance_types)
+    n_init = _check_int(n_init, "n_init", 1)
+    tol = _check_positive_real(tol, "tol")
+    reg_covar = _check_positive_real(reg_covar, "reg_covar")
+    max_iter = _check_int(max_iter, "max_iter", 1)
+    if refine not in ("contenders", "all"):
+        raise ValueError(f'refine must be "contenders" or "all", got {refine!r}.')
+    if prior is not None and not isinstance(prior, GaussianMixturePrior):
+        raise TypeError(
+            "prior must be None (maximum likelihood) or a bayes_gmm.GaussianMixturePrior, got "
+            f"{type(prior).__name__}."
+        )
+    feature_names = None
+    if hasattr(X, "columns"):
+        names = np.asarray(X.columns, dtype=object)
+        if all(isinstance(c, str) for c in names):
+            feature_names = names
+    Xa = np.ascontiguousarray(check_data(X, min_samples=2), dtype=np.float64)
+    n_samples, n_features = Xa.shape
+    w = check_sample_weight(sample_weight, n_samples)
+    warn_constant_columns(Xa, feature_names, stacklevel=2)
+    entropy = _seed_entropy(random_state)
+
+    collapsed = {}
+    if n_features == 1:
+        types, collapsed = _collapse_1d(types)
+    names = {
+        t: ("E" if t == "tied" else "V") if n_features == 1 else MCLUST_NAMES[t] for t in types
+    }
+
+    data = _make_data(Xa, w, reg_covar)
+    sub = data
+    if n_samples > SUBSAMPLE_SIZE:
+        # Starts are explored on a subsample (as mclust initializes on one): the best start
+        # of each cell is then run on all the data.
+        rng = np.random.default_rng(_seed(entropy, 0, 0, 1))
+        rows = np.sort(rng.choice(n_samples, SUBSAMPLE_SIZE, replace=False))
+        if len(np.unique(Xa[rows], axis=0)) >= max(ks):
+            sub = _make_data(Xa[rows], w[rows], reg_covar)
+    settings = {
+        "n_init": n_init,
+        "entropy": entropy,
+        "prior": prior,
+        "tol": tol,
+        "max_iter": max_iter,
+        "criterion": criterion,
+        "refine": refine,
+    }
+
+    progress = _Progress(len(ks) * len(types), _default_verbose() if verbose is None else verbose)
+    t_start = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        if Xa.size < SMALL_DATA:
+            stack.enter_context(threadpool_limits(1))
+        stack.enter_context(warnings.catch_warnings())
+        warnings.simplefilter("ignore", DataWarning)  # said once above, not once per fit
+        warnings.simplefilter("ignore", ConvergenceWarning)  # the table says it instead
+        stack.callback(progress.close)
+        cells, estimators = _run_grid(data, sub, ks, types, names, settings, progress)
+    if feature_names is not None:
+        for est in estimators.values():
+            est.feature_names_in_ = feature_names
+
+    rows = [{"reason": "", **cells[(t, k)]} for t in types for k in ks]
+    table = pd.DataFrame(rows).reindex(columns=TABLE_COLUMNS)
+    table["n_components"] = table["n_components"].astype(int)
+    for col in ("n_starts", "n_best", "n_iter", "n_parameters"):
+        table[col] = table[col].astype("Int64")
+    table["converged"] = table["converged"].astype("boolean")
+    return ModelSelection(
+        table,
+        criterion,
+        estimators,
+        n_samples,
+        n_features,
+        collapsed=collapsed,
+        elapsed=time.perf_counter() - t_start,
+    )

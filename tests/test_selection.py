@@ -1,0 +1,319 @@
+"""Tests of bayes_gmm.select_model / ModelSelection (issue: choosing K and the structure)."""
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+
+from bayes_gmm import GaussianMixturePrior
+from bayes_gmm.datasets import load_faithful, make_foot_sizes, make_mixture
+from bayes_gmm.em import n_parameters
+from bayes_gmm.selection import ModelSelection, select_model
+
+TYPES = ("full", "tied", "diag", "spherical")
+
+# mclust 6.0.0: Mclust(faithful, G = 1:9, modelNames = c("VVV", "EEE", "VVI", "VII"))$BIC,
+# in mclust's sign (2 logL - p log n, higher is better). Columns: VVV, EEE, VVI, VII.
+MCLUST_FAITHFUL_BIC = np.array(
+    [
+        [-2607.623, -2607.623, -3055.835, -4024.721],
+        [-2322.192, -2325.220, -2346.065, -3458.305],
+        [-2349.696, -2314.316, -2342.366, -3336.598],
+        [-2351.493, -2331.223, -2343.486, -3242.826],
+        [-2379.388, -2360.659, -2351.017, -3129.080],
+        [-2387.016, -2347.352, -2373.469, -3038.171],
+        [-2412.440, -2369.330, -2394.696, -2973.374],
+        [-2442.018, -2376.104, -2413.705, -2935.082],
+        [-2460.398, -2389.609, -2432.708, -2919.415],
+    ]
+)
+
+
+@pytest.fixture(scope="module")
+def faithful():
+    return load_faithful()
+
+
+@pytest.fixture(scope="module")
+def faithful_selection(faithful):
+    return select_model(faithful, random_state=0)
+
+
+# --------------------------------------------------------------------------- parameter counts
+# Free parameters = (K - 1) weights + K d means + covariance parameters:
+#   full K d (d + 1) / 2, tied d (d + 1) / 2, diag K d, spherical K.
+# Written out by hand for K = 3 (and K = 1, where full = tied).
+HAND_COUNTS = {
+    # d: {covariance_type: (p at K=1, p at K=3)}
+    1: {"full": (2, 2 + 3 + 3), "tied": (2, 2 + 3 + 1), "diag": (2, 2 + 3 + 3),
+        "spherical": (2, 2 + 3 + 3)},
+    2: {"full": (5, 2 + 6 + 9), "tied": (5, 2 + 6 + 3), "diag": (4, 2 + 6 + 6),
+        "spherical": (3, 2 + 6 + 3)},
+    5: {"full": (20, 2 + 15 + 45), "tied": (20, 2 + 15 + 15), "diag": (10, 2 + 15 + 15),
+        "spherical": (6, 2 + 15 + 3)},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("d", [1, 2, 5])
+@pytest.mark.parametrize("ctype", TYPES)
+def test_parameter_counts_by_hand(d, ctype):
+    p1, p3 = HAND_COUNTS[d][ctype]
+    assert n_parameters(1, d, ctype) == p1
+    assert n_parameters(3, d, ctype) == p3
+
+
+def test_table_parameter_counts_match_mclust_df(faithful_selection):
+    # mclust's df for faithful (d = 2): VVV,3 = 17, EEE,3 = 11, VVI,3 = 14, VII,3 = 11.
+    t = faithful_selection.table.set_index(["covariance_type", "n_components"])
+    assert t.loc[("full", 3), "n_parameters"] == 17
+    assert t.loc[("tied", 3), "n_parameters"] == 11
+    assert t.loc[("diag", 3), "n_parameters"] == 14
+    assert t.loc[("spherical", 3), "n_parameters"] == 11
+
+
+# --------------------------------------------------------------------------- Old Faithful
+def test_faithful_selects_eee3_like_mclust(faithful_selection):
+    sel = faithful_selection
+    assert sel.best_params == ("tied", 3)
+    assert sel.table["mclust"].tolist()[:9] == ["VVV"] * 9
+    # mclust prints -2314.316 after stopping at a relative change of 1e-5; the limit of
+    # EM is 2314.2957 (checked with tol down to 1e-10), and our tol gets within 1e-3 of it.
+    assert sel.best_score == pytest.approx(2314.2957, abs=1e-3)
+    assert abs(sel.best_score - 2314.316) < 0.03
+    assert len(sel.table) == 36 and (sel.table["reason"] == "").all()
+
+
+def test_faithful_cells_at_least_as_good_as_mclust(faithful_selection):
+    """Reliability: our cells reach optima at least as good as mclust's, nearly always.
+
+    Some cells have several local optima that only a fraction of starts reach (spherical
+    K=6: 1 start in 4 reaches the best), so a rare cell may miss; mclust's single start
+    misses far more often (it is > 1 BIC unit worse than us in most cells).
+    """
+    ours = faithful_selection.criterion_table("bic")[list(TYPES)].to_numpy()
+    diff = ours + MCLUST_FAITHFUL_BIC  # < 0 where we found a better optimum
+    # 0.03: mclust's own tolerance leaves its values up to ~0.02 above the optimum.
+    assert np.sum(diff > 0.03) <= 2
+    assert np.sum(diff < -1.0) >= 15
+
+
+def test_faithful_table_agrees_with_the_estimators(faithful, faithful_selection):
+    sel = faithful_selection
+    est = sel.best_estimator
+    row = sel.table.set_index(["covariance_type", "n_components"]).loc[("tied", 3)]
+    assert row["bic"] == pytest.approx(est.bic(faithful), rel=1e-12)
+    assert row["aic"] == pytest.approx(est.aic(faithful), rel=1e-12)
+    assert row["icl"] == pytest.approx(est.icl(faithful), rel=1e-12)
+    assert row["log_likelihood"] == pytest.approx(est.log_likelihood_, rel=1e-12)
+    assert list(est.feature_names_in_) == ["eruptions", "waiting"]
+    assert row["n_best"] >= 1 and row["n_best"] <= row["n_starts"]
+    assert bool(row["converged"])
+    # All three criteria are present and ranked by the chosen one.
+    ranking = sel.ranking
+    assert ranking["delta_bic"].iloc[0] == 0 and ranking["delta_bic"].is_monotonic_increasing
+
+
+def test_icl_at_least_bic(faithful_selection):
+    t = faithful_selection.table
+    assert np.all(t["icl"] >= t["bic"])
+    # K = 1: every responsibility is 1, so there is no entropy penalty.
+    k1 = t[t["n_components"] == 1]
+    np.testing.assert_array_equal(k1["icl"], k1["bic"])
+
+
+def test_icl_equals_bic_when_responsibilities_are_hard():
+    # Clusters 1e4 standard deviations apart: every responsibility is exactly 0 or 1.
+    rng = np.random.default_rng(3)
+    X = np.concatenate([rng.normal(0, 1, (60, 2)), rng.normal(1e4, 1, (40, 2))])
+    sel = select_model(X, n_components=[2], covariance_types=TYPES, random_state=0)
+    t = sel.table
+    np.testing.assert_array_equal(t["icl"], t["bic"])
+    # ...while overlapping clusters pay a positive entropy penalty.
+    Y = np.concatenate([rng.normal(0, 1, (60, 2)), rng.normal(1.5, 1, (40, 2))])
+    t = select_model(Y, n_components=[2], covariance_types=TYPES, random_state=0).table
+    assert np.all(t["icl"] > t["bic"] + 1.0)
+
+
+def test_criteria_can_choose_aic_and_icl(faithful):
+    sel = select_model(faithful, n_components=range(1, 5), criterion="aic", random_state=0)
+    t = sel.table
+    assert sel.best_params == tuple(t.loc[t["aic"].idxmin(), ["covariance_type", "n_components"]])
+    assert "delta_aic" in sel.ranking
+    icl = select_model(faithful, n_components=range(1, 5), criterion="icl", random_state=0)
+    assert icl.best_params[1] <= sel.best_params[1]  # ICL penalizes overlap: never more K
+
+
+# --------------------------------------------------------------------------- simulated K
+def _spherical(seed):
+    return make_mixture(300, 3, 2, covariance_type="spherical", separation=8.0, random_state=seed)
+
+
+def _elongated(seed):
+    # Long thin clusters (sd 3 along the line, 0.3 across), side by side 4 apart.
+    rng = np.random.default_rng(seed)
+    angle = rng.uniform(0, np.pi)
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    cov = rot @ np.diag([9.0, 0.09]) @ rot.T
+    means = np.array([[0.0, -4.0], [0.0, 0.0], [0.0, 4.0]]) @ rot.T
+    return make_mixture(
+        300, means=means, covariances=np.stack([cov] * 3), covariance_type="full", random_state=seed
+    )
+
+
+def _unequal(seed):
+    return make_mixture(
+        400, 3, 2, weights=[0.65, 0.25, 0.10], covariance_type="full", separation=8.0,
+        random_state=seed,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("shape", [_spherical, _elongated, _unequal])
+def test_true_k_recovered_in_9_of_10_seeds(shape):
+    hits = 0
+    for seed in range(10):
+        X, _, truth = shape(seed)
+        sel = select_model(
+            X,
+            n_components=range(1, 6),
+            covariance_types=(truth["covariance_type"], "spherical"),
+            n_init=2,
+            random_state=seed,
+        )
+        hits += sel.best_params[1] == len(truth["weights"])
+    assert hits >= 9
+
+
+# --------------------------------------------------------------------------- failed cells
+def test_impossible_cell_is_a_failed_row_not_an_error():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20, 2))
+    sel = select_model(X, n_components=[1, 2, 25], covariance_types=("full", "tied"))
+    t = sel.table.set_index(["covariance_type", "n_components"])
+    for ctype in ("full", "tied"):
+        row = t.loc[(ctype, 25)]
+        assert np.isnan(row["bic"]) and np.isnan(row["log_likelihood"])
+        assert "distinct" in row["reason"]
+        assert np.isfinite(t.loc[(ctype, 1), "bic"])
+    assert sel.best_params[1] in (1, 2)
+    assert len(sel.failed) == 2
+    assert (ctype, 25) not in sel.estimators
+
+
+def test_duplicated_rows_give_failed_and_degenerate_cells():
+    # Three distinct points, each repeated: K = 4 is impossible, K = 3 collapses.
+    X = np.repeat([[0.0, 0.0], [5.0, 1.0], [2.0, 7.0]], 10, axis=0)
+    sel = select_model(X, n_components=[1, 3, 4], covariance_types=("full",), random_state=0)
+    t = sel.table.set_index("n_components")
+    assert "distinct" in t.loc[4, "reason"] and np.isnan(t.loc[4, "bic"])
+    assert "degenerate" in t.loc[3, "reason"].lower() and np.isnan(t.loc[3, "bic"])
+    assert np.isfinite(t.loc[1, "bic"])
+    assert sel.best_params == ("full", 1)
+
+
+def test_all_cells_failed_gives_no_winner():
+    X = np.repeat([[0.0, 0.0], [1.0, 1.0]], 5, axis=0)
+    sel = select_model(X, n_components=[3, 4], covariance_types=("diag",))
+    assert sel.best_params is None and sel.best_estimator is None
+    assert "no cell" in repr(sel)
+    assert sel.ranking.empty
+
+
+# --------------------------------------------------------------------------- 1-D
+def test_one_dimension_has_two_models_without_duplicates():
+    X, _ = make_foot_sizes(random_state=1)
+    sel = select_model(X, n_components=range(1, 4), random_state=0)
+    t = sel.table
+    assert sorted(set(t["covariance_type"])) == ["full", "tied"]
+    assert sorted(set(t["mclust"])) == ["E", "V"]
+    assert len(t) == 6 and not t.duplicated(["covariance_type", "n_components"]).any()
+    assert sel.collapsed == {"diag": "full", "spherical": "full"}
+    assert sel.best_params[1] == 2
+    assert "1-D data" in repr(sel)
+    # Only "spherical" asked for: it stands for V itself.
+    only = select_model(X, n_components=[2], covariance_types=("spherical",), random_state=0)
+    assert only.table["covariance_type"].tolist() == ["spherical"]
+    assert only.table["mclust"].tolist() == ["V"]
+
+
+# --------------------------------------------------------------------------- API
+def test_reproducible_with_random_state(faithful):
+    a = select_model(faithful, n_components=range(1, 5), random_state=7).table
+    b = select_model(faithful, n_components=range(1, 5), random_state=7).table
+    pd.testing.assert_frame_equal(a.drop(columns="fit_time"), b.drop(columns="fit_time"))
+
+
+def test_integer_sample_weight_equals_repeated_rows(faithful):
+    X = faithful.to_numpy()
+    weight = np.random.default_rng(0).integers(1, 4, len(X))
+    kw = dict(n_components=[1, 2], covariance_types=("full", "diag"), random_state=0)
+    weighted = select_model(X, sample_weight=weight, **kw).table
+    repeated = select_model(np.repeat(X, weight, axis=0), **kw).table
+    for col in ("log_likelihood", "bic", "aic", "icl"):
+        np.testing.assert_allclose(weighted[col], repeated[col], rtol=1e-7)
+
+
+def test_map_prior_grid(faithful):
+    sel = select_model(
+        faithful, n_components=range(1, 4), prior=GaussianMixturePrior(), random_state=0
+    )
+    mle = select_model(faithful, n_components=range(1, 4), random_state=0)
+    assert sel.best_estimator.prior_ is not None
+    # The table holds the data log-likelihood, which the MLE maximizes.
+    assert np.all(sel.table["log_likelihood"] <= mle.table["log_likelihood"] + 1e-6)
+    assert sel.best_params[1] in (2, 3)
+
+
+def test_repr_html_and_plot(faithful_selection):
+    sel = faithful_selection
+    text = repr(sel)
+    assert "best: covariance_type='tied' (EEE), n_components=3" in text
+    assert "delta_bic" in text
+    html = sel._repr_html_()
+    assert "<table" in html and "EEE" in html
+    ax = sel.plot()
+    assert len(ax.lines) == 5  # four structures + the circled winner
+    assert ax.get_ylabel().startswith("BIC")
+    np.testing.assert_allclose(ax.lines[1].get_ydata(), sel.table["bic"][9:18])
+    plt.close(ax.figure)
+    grid = sel.criterion_table()
+    assert grid.shape == (9, 4) and list(grid.columns) == list(TYPES)
+    assert isinstance(sel, ModelSelection)
+
+
+def test_progress_bar_only_when_asked(faithful, capsys):
+    select_model(faithful, n_components=[1, 2], covariance_types=("tied",), random_state=0)
+    assert capsys.readouterr().err == ""
+    select_model(
+        faithful, n_components=[1, 2], covariance_types=("tied",), random_state=0, verbose=True
+    )
+    err = capsys.readouterr().err
+    assert "select_model" in err and "2/2" in err
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"criterion": "bick"}, "criterion must be one of"),
+        ({"covariance_types": ("full", "VVV")}, "unknown: \\['VVV'\\]"),
+        ({"covariance_types": ()}, "it is empty"),
+        ({"n_components": [0, 1]}, "positive integers"),
+        ({"n_components": [2.5]}, "positive integers"),
+        ({"n_components": []}, "it is empty"),
+        ({"n_components": "3"}, "positive integers"),
+        ({"n_init": 0}, "n_init must be an integer >= 1"),
+        ({"tol": -1.0}, "tol must be"),
+        ({"sample_weight": -np.ones(272)}, "negative"),
+    ],
+)
+def test_invalid_arguments_say_what_to_do(faithful, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        select_model(faithful, **kwargs)
+
+
+def test_invalid_data(faithful):
+    X = faithful.to_numpy().copy()
+    X[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        select_model(X)
+    with pytest.raises(TypeError, match="prior must be"):
+        select_model(faithful, prior={"kappa": 1})
