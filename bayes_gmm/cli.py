@@ -237,6 +237,7 @@ def read_data(path, columns=None, dropna=False):
     -------
     DataFrame of shape (n_rows, n_columns), float
     """
+    import numpy as np
     import pandas as pd
 
     path = Path(path)
@@ -296,8 +297,6 @@ def read_data(path, columns=None, dropna=False):
         if frame.empty:
             raise CLIError(f"every row of '{path}' has a missing value; nothing left to fit")
     values = frame.to_numpy(dtype=float)
-    import numpy as np
-
     if not np.isfinite(values).all():
         cols = [str(c) for c in frame.columns[~np.isfinite(values).all(axis=0)]]
         raise CLIError(
@@ -342,6 +341,10 @@ def results_folder(target, overwrite=False):
     try:
         parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=parent))
+        # mkdtemp makes a private (0700) folder; results get the usual permissions.
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)
     except OSError as exc:
         raise CLIError(f"cannot create the output folder next to '{target}': {exc}") from None
     try:
@@ -410,10 +413,13 @@ def _run_grid(X, args, rep):
 
 
 def _best(selection):
-    best = selection.best_params
-    if isinstance(best, dict):
-        return best["covariance_type"], int(best["n_components"])
-    return best[0], int(best[1])
+    if selection.best_params is None:
+        raise CLIError(
+            "no cell of the selection grid could be fitted (too few distinct rows for K, or "
+            "degenerate data); try a smaller --k or check the data"
+        )
+    cov, k = selection.best_params
+    return cov, int(k)
 
 
 def _k_text(ks):
@@ -456,7 +462,7 @@ def _fit_posterior(X, selection, args, rep):
     cov, k = _best(selection)
     rep.progress(
         f"posterior: NUTS, {args.chains} chains x ({args.tune} tune + {args.draws} draws) "
-        f"for {cov}, K = {k} (first run compiles the model: about a minute)"
+        f"for {cov}, K = {k}"
     )
     model = BayesianGaussianMixture(
         n_components=k,
@@ -502,8 +508,7 @@ def _write_posterior_outputs(model, frame, folder, rep):
     figures["forest.png"] = lambda: plots.plot_forest(model)
     for name, draw in figures.items():
         rep.progress(f"figure {name}")
-        result = draw()
-        fig = result.figure if hasattr(result, "figure") else result
+        fig = plots.figure_of(draw())
         fig.savefig(folder / name, dpi=110, bbox_inches="tight")
         plt.close(fig)
     return summary, diag
@@ -527,7 +532,7 @@ def membership_table(model, frame, prob=0.9):
 
     X = frame.to_numpy()
     mem = model.membership(X, prob=prob)
-    mean, lower, upper = _membership_arrays(mem)
+    mean, lower, upper = (mem[name].to_numpy() for name in ("mean", "lower", "upper"))
     best = np.argmax(mean, axis=1)
     rows = np.arange(len(best))
     out = frame.copy()
@@ -538,30 +543,11 @@ def membership_table(model, frame, prob=0.9):
     return out
 
 
-def _membership_arrays(mem):
-    """(mean, lower, upper) arrays of shape (n, K) from whatever membership() returns."""
-    import numpy as np
-
-    if isinstance(mem, dict):
-        return (np.asarray(mem[k]) for k in ("mean", "lower", "upper"))
-    if hasattr(mem, "data_vars"):  # an xarray Dataset
-        return (np.asarray(mem[k]) for k in ("mean", "lower", "upper"))
-    return (np.asarray(a) for a in mem)
-
-
 def _diagnostics_text(diag):
-    if hasattr(diag, "to_text"):
-        return diag.to_text()
-    return str(diag)
-
-
-def _verdict(diag):
-    for name in ("verdict", "ok"):
-        if isinstance(diag, dict) and name in diag:
-            return diag[name]
-        if hasattr(diag, name):
-            return getattr(diag, name)
-    return None
+    """The report table, then one line per failed check with what to try."""
+    lines = [str(diag)]
+    lines += [f"- {problem}" for problem in diag.problems()]
+    return "\n".join(lines)
 
 
 def _pipeline(frame, args, rep, source):
@@ -581,6 +567,7 @@ def _pipeline(frame, args, rep, source):
         rep.result(summary.to_string())
     rep.result("\nDiagnostics:")
     rep.result(_diagnostics_text(diag))
+    rep.result(f"\nVerdict: {diag.verdict}")
     rep.result(f"\nResults written to {args.out}/")
     return 0
 

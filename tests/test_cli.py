@@ -279,3 +279,116 @@ def test_select_progress_goes_to_stderr(tmp_path):
     assert code == 0
     assert "selection grid" in err and "grid done" in err
     assert "selection grid" not in stdout
+
+
+# --------------------------------------------------------------------------- fit and demo
+
+FAST = ["--draws", "100", "--tune", "150", "--chains", "2", "--seed", "1"]
+
+
+def test_fit_writes_every_result(tmp_path):
+    from bayes_gmm import BayesianGaussianMixture
+
+    frame = load_faithful()
+    frame.insert(0, "id", np.arange(len(frame)))
+    frame.insert(1, "note", "x")
+    frame.loc[[5, 9], "waiting"] = np.nan
+    data = tmp_path / "geyser.csv"
+    frame.to_csv(data, index=False)
+    argv = ["fit", data, "--columns", "eruptions,waiting", "--k", "2:3", "--dropna", *FAST]
+    code, stdout, err = run(argv)
+    assert code == 0, err
+    out = tmp_path / "geyser_bayes_gmm"  # default: next to the data
+    expected = {
+        "selection.csv",
+        "selection.png",
+        "posterior.zarr",
+        "summary.csv",
+        "membership.csv",
+        "diagnostics.txt",
+        "clusters.png",
+        "uncertainty.png",
+        "trace.png",
+        "rank.png",
+        "forest.png",
+    }
+    assert {p.name for p in out.iterdir()} == expected
+    for png in out.glob("*.png"):
+        assert png.stat().st_size > 5_000, png.name
+    assert "Chosen model: covariance_type='tied', n_components=3" in stdout
+    assert "Posterior summary" in stdout and "Verdict: " in stdout
+    assert "posterior: NUTS, 2 chains x (150 tune + 100 draws)" in err
+
+    assert len(pd.read_csv(out / "selection.csv")) == 8  # 4 structures x K = 2, 3
+    summary = pd.read_csv(out / "summary.csv", index_col=0)
+    assert {"weights[0]", "means[2, waiting]"} <= set(summary.index)
+    membership = pd.read_csv(out / "membership.csv")
+    assert len(membership) == 270  # two rows dropped
+    assert list(membership.columns) == [
+        "eruptions",
+        "waiting",
+        "component",
+        "probability",
+        "lower_90",
+        "upper_90",
+    ]
+    assert membership["component"].between(0, 2).all()
+    p = membership[["lower_90", "probability", "upper_90"]].to_numpy()
+    assert np.all((p[:, 0] <= p[:, 1] + 1e-12) & (p[:, 1] <= p[:, 2] + 1e-12))
+    assert np.all(p[:, 1] >= 1 / 3 - 1e-12)  # the most likely of three components
+
+    model = BayesianGaussianMixture.load(out / "posterior.zarr")
+    X = membership[["eruptions", "waiting"]].to_numpy()
+    np.testing.assert_allclose(model.predict_proba(X).max(axis=1), membership["probability"])
+    assert "verdict" in (out / "diagnostics.txt").read_text()
+
+
+def test_fit_one_dimensional_draws_a_density(tmp_path):
+    from bayes_gmm.datasets import make_foot_sizes
+
+    X, _ = make_foot_sizes(140, 60, random_state=0)
+    data = tmp_path / "feet.csv"
+    pd.DataFrame({"foot_mm": X[:, 0]}).to_csv(data, index=False)
+    out = tmp_path / "feet"
+    code, stdout, err = run(["fit", data, "--k", "1:3", "--out", out, "--quiet", *FAST])
+    assert code == 0, err
+    assert err == ""
+    names = {p.name for p in out.iterdir()}
+    assert "density.png" in names and "clusters.png" not in names
+    assert "n_components=2" in stdout
+
+
+def test_failed_run_leaves_no_folder(tmp_path, monkeypatch):
+    data = tmp_path / "faithful.csv"
+    load_faithful().to_csv(data, index=False)
+
+    def broken(*args, **kwargs):
+        raise ValueError("sampler exploded\nsecond line")
+
+    monkeypatch.setattr(cli, "_fit_posterior", broken)
+    code, _, err = run(["fit", data, "--k", "2:3", "--out", tmp_path / "res", "-q", *FAST])
+    assert code == 1
+    assert one_line_error(err) == "bayes-gmm: error: sampler exploded"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["faithful.csv"]
+
+
+def test_demo_end_to_end_via_console_script(tmp_path):
+    """The README's main command, through the installed entry point, with short chains."""
+    out = tmp_path / "demo"
+    proc = subprocess.run(
+        [_console_script(), "demo", "--out", str(out), *FAST],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Chosen model: covariance_type='tied', n_components=3" in proc.stdout
+    assert "Verdict: " in proc.stdout
+    assert (out / "clusters.png").stat().st_size > 20_000
+    assert (out / "posterior.zarr").is_dir()
+    # Second run: refuses to overwrite, then replaces with --overwrite.
+    again = subprocess.run(
+        [_console_script(), "demo", "--out", str(out), *FAST], capture_output=True, text=True
+    )
+    assert again.returncode == 1 and "already exists" in again.stderr

@@ -235,7 +235,7 @@ def test_plot_uncertainty_1d_shows_membership_intervals(bayes1):
     n_marked = sum(len(by_gid(ax, f"uncertainty-{g}")[0].get_offsets()) for g in ("mid", "high"))
     assert len(segments) == n_marked > 0
     for seg in segments:
-        (x0, lo), (_, hi) = seg
+        (_, lo), (_, hi) = seg
         assert 0 <= lo <= hi <= 1
 
 
