@@ -272,7 +272,6 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         structure = ModelStructure(K, n_features, ctype, self.relabel == "ordered")
         resolved = prior.resolve(X, K, ctype, sample_weight=None if sample_weight is None else w)
 
-        t = time.perf_counter()
         compiled, compile_times = get_compiled(structure, self.backend, model_data(X, w, resolved))
         timings.update(compile_times)
         em_weights, em_means, em_cov = em.weights_, em.means_, em.covariances_
@@ -289,7 +288,6 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
                 )
                 for p in chain_permutations
             ]
-        timings["data"] = time.perf_counter() - t
 
         t = time.perf_counter()
         trace = self._sample(compiled, start, scale, starts, sample_seed, jitter_seed)
