@@ -281,3 +281,50 @@ def test_unfitted_model_says_so():
 
     with pytest.raises(NotFittedError):
         BayesianGaussianMixture(2).predict(np.zeros((2, 2)))
+
+
+def test_n_components_none_runs_the_selection_grid():
+    X = _three_blobs(seed=4, n=(60, 60, 60))
+    model = BayesianGaussianMixture(draws=300, tune=300, chains=2, random_state=0)
+    model, _ = _fit_quietly(model, X)
+    assert model.selection_ is not None
+    assert model.selection_.best_params == (model.covariance_type_, model.n_components_)
+    assert model.n_components_ == 3
+    assert model.idata_["posterior"].sizes["component"] == 3
+    # The chains start from the grid's winner: the same EM estimate.
+    np.testing.assert_allclose(model.em_.means_, model.selection_.best_estimator.means_)
+
+
+@pytest.mark.parametrize("ctype", ["tied", "diag", "spherical"])
+def test_other_covariance_types_recover_the_means(ctype):
+    X = _three_blobs(seed=6, n=(80, 80, 80))
+    model = BayesianGaussianMixture(
+        3, covariance_type=ctype, draws=600, tune=400, chains=2, random_state=0
+    )
+    model, _ = _fit_quietly(model, X)
+    lo, hi = _interval(model, "means", prob=0.99)
+    assert np.all((lo <= TRUE_2D_MEANS) & (TRUE_2D_MEANS <= hi)), (lo, hi)
+    cov = model.idata_["posterior"]["covariances"]
+    expected = {"tied": (2, 2), "diag": (3, 2), "spherical": (3,)}[ctype]
+    assert cov.shape[2:] == expected
+    # Unit covariances: the posterior mean variances are close to 1.
+    variances = cov.mean(("chain", "draw")).values
+    if ctype == "tied":
+        variances = np.diagonal(variances)
+    np.testing.assert_allclose(variances, 1.0, atol=0.35)
+
+
+def test_integer_sample_weights_match_repeated_rows():
+    """Same log density, hence the same posterior: compare posterior means to MC error."""
+    rng = np.random.default_rng(0)
+    X = _three_blobs(seed=7, n=(40, 40, 40))
+    counts = rng.integers(1, 4, size=len(X))
+    kw = dict(draws=1000, tune=500, chains=2, random_state=0)
+    weighted, _ = _fit_quietly(BayesianGaussianMixture(3, **kw), X, sample_weight=counts)
+    repeated, _ = _fit_quietly(BayesianGaussianMixture(3, **kw), np.repeat(X, counts, axis=0))
+    a = weighted.idata_["posterior"]["means"]
+    b = repeated.idata_["posterior"]["means"]
+    se = np.sqrt(a.var(("chain", "draw")) / 500 + b.var(("chain", "draw")) / 500)
+    diff = np.abs(a.mean(("chain", "draw")) - b.mean(("chain", "draw")))
+    assert np.all(diff < 5 * se), (diff.values, se.values)
+    np.testing.assert_allclose(weighted.em_.means_, repeated.em_.means_, rtol=1e-4, atol=1e-4)

@@ -163,3 +163,16 @@ def test_single_component():
     value, grad = logp_and_grad(structure, theta, data)
     ref_value, ref_grad = _logp_and_grad_numpy(structure, theta, data)
     np.testing.assert_allclose([value, *grad], [ref_value, *ref_grad], rtol=1e-10)
+
+
+@pytest.mark.parametrize("ctype", ["full", "diag"])
+def test_integer_weights_equal_repeated_rows(ctype):
+    rng, X, _, structure, _, _, n_free = _setup(2, ctype, False)
+    counts = rng.integers(0, 4, size=len(X))
+    prior = GaussianMixturePrior().resolve(X, 3, ctype)
+    theta = rng.normal(size=n_free) * 0.3
+    weighted = logp_and_grad(structure, theta, model_data(X, counts, prior))
+    Xr = np.repeat(X, counts, axis=0)
+    repeated = logp_and_grad(structure, theta, model_data(Xr, np.ones(len(Xr)), prior))
+    np.testing.assert_allclose(weighted[0], repeated[0], rtol=1e-12)
+    np.testing.assert_allclose(weighted[1], repeated[1], rtol=1e-10, atol=1e-10)
