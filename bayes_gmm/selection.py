@@ -13,14 +13,26 @@ mclust reports ``2 logL - p log n`` (higher is better): its BIC is minus ours.
 
 How each cell is fitted (reliability and sharing)
 -------------------------------------------------
-For each K, ``n_init`` partitions of the data are computed once and shared by all the
-covariance structures: the first is k-means (Lloyd from k-means++ seeds), the others assign
-every row to the nearest of k-means++ seeds drawn with distinct seeds. Each partition gives
-one starting point per structure (one M-step from the hard labels). A cell also starts from
-the solution of the same structure at K - 1, with its largest component (by weight x
-determinant of the covariance) split in two along its principal axis. Every start runs EM
-to a moderate tolerance; the best one (highest objective) is then run on to ``tol``, and the
-table reports how many starts reached that best optimum (``n_best`` of ``n_starts``).
+The data are validated once. For each K, ``n_init`` hard partitions are computed once and
+shared by all the covariance structures: the first is k-means (Lloyd from k-means++ seeds),
+the others assign every row to the nearest of k-means++ seeds drawn with distinct seeds.
+Each partition gives one start per structure (the clusters' weights, means and
+covariances). A cell also starts
+
+- from the solution of the same structure at K - 1, its largest component (by weight x
+  determinant of the covariance) split in two along its principal axis, and
+- from the solutions of the more constrained structures at the same K (spherical -> diag
+  -> tied -> full, each converted to the cell's structure).
+
+Every start runs EM to ``EXPLORE_TOL``; the best one (highest objective) is kept, and the
+table reports how many starts reached it (``n_best`` of ``n_starts``; a low ratio flags a
+likelihood with several local optima). Then the cells that could still win are run on to
+the final ``tol``: visited best first, a cell is refined unless its criterion, less a
+generous bound on what more iterations could gain (ten times the geometric extrapolation of
+its last EM steps), is above the best refined value. ``refine="all"`` refines every cell.
+
+With more than ``SUBSAMPLE_SIZE`` rows the starts are explored on a random subsample (as
+mclust initializes on one) and each cell's best start is then run on all the data.
 """
 
 from __future__ import annotations
@@ -64,10 +76,6 @@ EXPLORE_TOL = 1e-5
 #: (per unit of sample weight) of the best start's, after the exploratory runs.
 REACHED_TOL = 1e-4
 
-#: Below this many data values (n_samples x n_features) BLAS runs single-threaded: on small
-#: matrices thread start-up costs more than it saves.
-SMALL_DATA = 200_000
-
 #: Above this many rows the starts are explored on a random subsample of this size.
 SUBSAMPLE_SIZE = 5_000
 
@@ -104,8 +112,9 @@ class ModelSelection:
         prior), ``n_parameters``, ``bic``, ``aic``, ``icl`` (lower is better),
         ``converged``, ``n_iter`` (EM iterations of the kept start, exploratory plus final),
         ``n_starts`` (starting points tried), ``n_best`` (how many of them reached the best
-        objective), ``best_start`` (which kind of start won: ``"kmeans"``,
-        ``"kmeans++"`` or ``"split"``), ``fit_time`` (seconds) and ``reason`` (why a cell
+        objective), ``best_start`` (which start won: ``"kmeans"``, ``"kmeans++"``,
+        ``"split"`` of the K - 1 solution, or ``"from <structure>"``), ``tol`` (the
+        tolerance the cell was run to), ``fit_time`` (seconds) and ``reason`` (why a cell
         failed or is doubtful; empty when all is well). A failed cell keeps its row, with
         NaN numbers and the reason.
     criterion : str
@@ -120,6 +129,8 @@ class ModelSelection:
     collapsed : dict
         In one dimension the four structures are two models (see :func:`select_model`):
         maps each requested structure that was not fitted to the one that stands for it.
+    elapsed : float
+        Seconds the grid took.
     """
 
     def __init__(
@@ -879,8 +890,9 @@ def select_model(
     progress = _Progress(len(ks) * len(types), _default_verbose() if verbose is None else verbose)
     t_start = time.perf_counter()
     with contextlib.ExitStack() as stack:
-        if Xa.size < SMALL_DATA:
-            stack.enter_context(threadpool_limits(1))
+        # One BLAS thread: the products here are small (K x d x d), and threaded BLAS
+        # spends more on start-up and contention than it saves (8x slower on 1e5 x 5).
+        stack.enter_context(threadpool_limits(1))
         stack.enter_context(warnings.catch_warnings())
         warnings.simplefilter("ignore", DataWarning)  # said once above, not once per fit
         warnings.simplefilter("ignore", ConvergenceWarning)  # the table says it instead
