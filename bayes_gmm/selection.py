@@ -57,7 +57,13 @@ from bayes_gmm._validation import (
     check_sample_weight,
     warn_constant_columns,
 )
-from bayes_gmm.em import DegenerateFitWarning, GaussianMixture, n_parameters
+from bayes_gmm.em import (  # the engine's scalar checks, so messages read the same
+    DegenerateFitWarning,
+    GaussianMixture,
+    _check_int,
+    _check_real,
+    n_parameters,
+)
 from bayes_gmm.priors import COVARIANCE_TYPES, GaussianMixturePrior
 
 __all__ = ["CRITERIA", "ModelSelection", "select_model"]
@@ -360,23 +366,6 @@ def _check_grid(n_components, covariance_types):
             + (f"unknown: {unknown!r}." if unknown else "it is empty.")
         )
     return ks, types
-
-
-def _check_positive_real(value, name, minimum=0.0):
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not np.isfinite(value)
-        or value < minimum
-    ):
-        raise ValueError(f"{name} must be a finite number >= {minimum}, got {value!r}.")
-    return float(value)
-
-
-def _check_int(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-    return int(value)
 
 
 def _collapse_1d(types):
@@ -839,10 +828,11 @@ def select_model(
     """
     criterion = _check_criterion(criterion)
     ks, types = _check_grid(n_components, covariance_types)
-    n_init = _check_int(n_init, "n_init", 1)
-    tol = _check_positive_real(tol, "tol")
-    reg_covar = _check_positive_real(reg_covar, "reg_covar")
-    max_iter = _check_int(max_iter, "max_iter", 1)
+    _check_int(n_init, "n_init", 1)
+    _check_real(tol, "tol", 0.0)
+    _check_real(reg_covar, "reg_covar", 0.0)
+    _check_int(max_iter, "max_iter", 1)
+    n_init, tol, reg_covar, max_iter = int(n_init), float(tol), float(reg_covar), int(max_iter)
     if refine not in ("contenders", "all"):
         raise ValueError(f'refine must be "contenders" or "all", got {refine!r}.')
     if prior is not None and not isinstance(prior, GaussianMixturePrior):
