@@ -317,3 +317,32 @@ def test_invalid_data(faithful):
         select_model(X)
     with pytest.raises(TypeError, match="prior must be"):
         select_model(faithful, prior={"kappa": 1})
+
+
+# --------------------------------------------------------------------------- strategies
+def test_refine_all_runs_every_cell_to_tol(faithful):
+    kw = dict(n_components=range(1, 5), random_state=0)
+    some = select_model(faithful, **kw).table
+    every = select_model(faithful, refine="all", **kw).table
+    assert (every["tol"] == 1e-7).all()
+    assert (some["tol"] == 1e-7).sum() < len(some)  # only the contenders were refined
+    # Refining only improves a cell, and never changes the winner here.
+    assert np.all(every["bic"] <= some["bic"] + 1e-9)
+    assert every.loc[every["bic"].idxmin(), "n_components"] == 3
+    with pytest.raises(ValueError, match="refine"):
+        select_model(faithful, refine="some")
+
+
+def test_subsampled_exploration_matches_direct_fits(monkeypatch):
+    """Above SUBSAMPLE_SIZE rows the starts are explored on a subsample, then run on all."""
+    import bayes_gmm.selection as selection_module
+    from bayes_gmm import GaussianMixture
+
+    monkeypatch.setattr(selection_module, "SUBSAMPLE_SIZE", 400)
+    X, _, _ = make_mixture(3000, 3, 2, covariance_type="full", random_state=4)
+    sel = select_model(X, n_components=[2, 3, 4], covariance_types=("full",), random_state=0)
+    assert sel.best_params == ("full", 3)
+    # The winner is the optimum a many-start fit on all the data finds.
+    direct = GaussianMixture(3, tol=1e-9, max_iter=2000, n_init=10, random_state=0).fit(X)
+    assert sel.best_score == pytest.approx(direct.bic(X), abs=0.01)
+    np.testing.assert_allclose(sel.best_estimator.means_, direct.means_, atol=1e-3)
