@@ -162,8 +162,9 @@ def _ellipse(mean, cov, prob, **kwargs):
 def plot_selection(selection, criterion=None, ax=None, zoom=False):
     """The criterion against K, one line per covariance structure, the winner marked.
 
-    Draws with :meth:`ModelSelection.plot <bayes_gmm.ModelSelection.plot>` and adds a
-    note on the winner; ``zoom`` narrows the vertical range to the competitive models.
+    Draws with :meth:`ModelSelection.plot <bayes_gmm.ModelSelection.plot>`, names the
+    winner under ``criterion`` in the title, and with ``zoom`` narrows the vertical range
+    to the competitive models.
 
     Parameters
     ----------
@@ -185,28 +186,24 @@ def plot_selection(selection, criterion=None, ax=None, zoom=False):
     ax = _new_axes(ax)
     selection.plot(criterion=criterion, ax=ax)
     criterion = (criterion or selection.criterion).lower()
-    values = selection.table[criterion].to_numpy(dtype=float)
-    values = values[np.isfinite(values)]
-    if values.size == 0 or selection.best_params is None:
+    table = selection.table
+    scores = table[criterion].to_numpy(dtype=float)
+    finite = np.isfinite(scores)
+    if not finite.any():
         return ax
-    best = values.min()
-    cov, k = selection.best_params
-    ax.text(
-        0.5,
-        0.97,
-        f"best: {cov}, K = {k}, {criterion.upper()} = {best:.1f}",
-        transform=ax.transAxes,
-        ha="center",
-        va="top",
-        fontsize="small",
-        bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "0.7"},
-        gid="selection-best-note",
+    # The winner under *this* criterion (it may differ from the one the selection used).
+    row = table.iloc[int(np.nanargmin(np.where(finite, scores, np.nan)))]
+    best = float(row[criterion])
+    zoomed = zoom is not False and finite.sum() > 1
+    ax.set_title(
+        f"{criterion.upper()}{' (zoomed)' if zoomed else ''}: best {row['covariance_type']}, "
+        f"K = {int(row['n_components'])}, {criterion.upper()} = {best:.1f}",
+        fontsize="medium",
     )
-    if zoom is not False and values.size > 1:
-        width = 3 * np.median(values - best) if zoom is True else float(zoom)
+    if zoomed:
+        width = 3 * np.median(scores[finite] - best) if zoom is True else float(zoom)
         if width > 0:
             ax.set_ylim(best - 0.08 * width, best + width)
-            ax.set_title(ax.get_title() + " (zoomed on the best models)")
     ax.grid(alpha=0.3)
     return ax
 

@@ -54,16 +54,32 @@ html_title = f"bayes_gmm {release}"
 
 intersphinx_mapping = {}
 
-_TRAILING_UNDERSCORE = re.compile(r"\b([A-Za-z]\w*_)(?=[\s,)+*/-])")
+_TRAILING_UNDERSCORE = re.compile(r"\b([A-Za-z]\w*?)_(?=[\s,)+*/-]|$)")
 
 
-def _escape_attribute_names_in_shapes(app, what, name, obj, options, lines):
-    """Keep ``shape (n_iter_ + 1,)`` literal: in reST a trailing underscore is a link."""
+_LITERAL = re.compile(r"(``.*?``|`[^`]*`_{0,2})")
+_NAME_ONLY = re.compile(r"^\s*\w+\s*$")
+_PARAM_HEAD = re.compile(r"^(\s*[\w, *]+ : )(.*)$")
+
+
+def _escape_trailing_underscores(app, what, name, obj, options, lines):
+    """Keep fitted-attribute names such as ``n_iter_`` literal outside backticks.
+
+    In reST a bare word ending in ``_`` is a link to a target of that name, so docstrings
+    that write ``shape (n_iter_ + 1,)`` or ``(component, feature, feature_)`` would fail
+    the -W build with "Unknown target name".
+    """
     for i, line in enumerate(lines):
-        if "shape (" in line and "`" not in line:
-            lines[i] = _TRAILING_UNDERSCORE.sub(lambda m: m.group(1)[:-1] + "\\_", line)
+        if _NAME_ONLY.match(line):
+            continue  # a parameter/attribute name: numpydoc handles it
+        head, rest = "", line
+        if match := _PARAM_HEAD.match(line):  # "idata_ : type": escape the type only
+            head, rest = match.group(1), match.group(2)
+        parts = _LITERAL.split(rest)
+        parts[::2] = [_TRAILING_UNDERSCORE.sub(r"\1\\_", part) for part in parts[::2]]
+        lines[i] = head + "".join(parts)
 
 
 def setup(app):
     # Run before numpydoc (priority 500) turns the sections into reST.
-    app.connect("autodoc-process-docstring", _escape_attribute_names_in_shapes, priority=100)
+    app.connect("autodoc-process-docstring", _escape_trailing_underscores, priority=100)

@@ -156,9 +156,12 @@ def test_plot_selection_marks_the_winner(selection, tmp_path):
     assert len(curves) == 4
     for lab in curves:
         assert len(labelled[lab].get_xdata()) == 5  # K = 1..5
-    (note,) = [t for t in ax.texts if t.get_gid() == "selection-best-note"]
-    assert "tied, K = 3" in note.get_text() and "BIC = 2314.3" in note.get_text()
+    assert "best tied, K = 3, BIC = 2314.3" in ax.get_title()
     assert "lower is better" in ax.get_ylabel()
+    # Under another criterion the title names that criterion's winner.
+    icl = selection.table.loc[selection.table["icl"].idxmin()]
+    title = plots.plot_selection(selection, criterion="icl").get_title()
+    assert f"best {icl['covariance_type']}, K = {icl['n_components']}, ICL = " in title
 
 
 def test_plot_selection_zoom_keeps_the_best_in_view(selection):

@@ -1,0 +1,62 @@
+"""The Sphinx site builds without a single warning (-W), from the stored notebook outputs."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("sphinx")
+pytest.importorskip("numpydoc")
+pytest.importorskip("myst_nb")
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def test_docs_build_without_warnings(tmp_path):
+    out = tmp_path / "html"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sphinx",
+            "-b",
+            "html",
+            "-W",
+            "--keep-going",
+            "-q",
+            "-d",
+            str(tmp_path / "doctrees"),
+            str(DOCS),
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    # The pages exist and carry their content.
+    api = (out / "api.html").read_text()
+    for name in [
+        "GaussianMixture",
+        "BayesianGaussianMixture",
+        "GaussianMixturePrior",
+        "select_model",
+        "ModelSelection",
+        "load_iris",
+        "make_mixture",
+        "plot_clusters",
+        "plot_trace_dist",
+    ]:
+        assert (
+            f'id="bayes_gmm.{name}' in api
+            or f'id="bayes_gmm.datasets.{name}' in api
+            or (f'id="bayes_gmm.plots.{name}' in api)
+        ), name
+    guide = (out / "user_guide.html").read_text()
+    assert "lower is better" in guide and "Label switching" in guide
+    # Notebooks are rendered with their stored figures (PNG outputs), not re-executed.
+    for stem in ["01_quickstart", "02_choosing_k", "03_foot_sizes", "04_iris"]:
+        page = out / "examples" / f"{stem}.html"
+        assert page.exists(), stem
+        assert "<img" in page.read_text(), f"{stem} shows no figure"
