@@ -156,7 +156,7 @@ def build_parser():
         choices=("default", "none"),
         default="none",
         help="EM grid by maximum likelihood ('none', default, as mclust) or MAP under the "
-        "package's default conjugate prior ('default')",
+        "package's default conjugate prior ('default'); the posterior always uses that prior",
     )
 
     data = argparse.ArgumentParser(add_help=False)
