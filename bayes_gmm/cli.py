@@ -322,6 +322,14 @@ def _check_rows_for_k(frame, ks, source):
 # --------------------------------------------------------------------------- output
 
 
+def _refuse_existing(target, overwrite):
+    if Path(target).exists() and not overwrite:
+        raise CLIError(
+            f"output folder '{target}' already exists; pass --overwrite to replace it or "
+            "--out to choose another"
+        )
+
+
 @contextmanager
 def results_folder(target, overwrite=False):
     """Yield a temporary folder next to ``target``; rename it to ``target`` on success.
@@ -330,11 +338,7 @@ def results_folder(target, overwrite=False):
     was, so no half-written results folder is ever visible at ``target``.
     """
     target = Path(target)
-    if target.exists() and not overwrite:
-        raise CLIError(
-            f"output folder '{target}' already exists; pass --overwrite to replace it or "
-            "--out to choose another"
-        )
+    _refuse_existing(target, overwrite)
     if target.exists() and not target.is_dir():
         raise CLIError(f"output path '{target}' exists and is not a folder; choose another --out")
     parent = target.resolve().parent
@@ -575,12 +579,8 @@ def _pipeline(frame, args, rep, source):
 def _run_select(args, rep):
     frame = read_data(args.data, args.columns, args.dropna)
     _check_rows_for_k(frame, args.k, f"'{args.data}'")
-    if args.out is not None and args.out.exists() and not args.overwrite:
-        # Fail before the grid runs, not after.
-        raise CLIError(
-            f"output folder '{args.out}' already exists; pass --overwrite to replace it or "
-            "--out to choose another"
-        )
+    if args.out is not None:
+        _refuse_existing(args.out, args.overwrite)  # fail before the grid runs, not after
     selection = _run_grid(frame.to_numpy(), args, rep)
     _print_selection(selection, args.criterion, rep)
     if args.out is not None:
@@ -593,11 +593,7 @@ def _run_select(args, rep):
 def _default_out(args, stem):
     if args.out is None:
         args.out = Path(stem)
-    if args.out.exists() and not args.overwrite:
-        raise CLIError(
-            f"output folder '{args.out}' already exists; pass --overwrite to replace it or "
-            "--out to choose another"
-        )
+    _refuse_existing(args.out, args.overwrite)  # fail before any work, not after
 
 
 def _run_fit(args, rep):

@@ -334,7 +334,9 @@ def test_fit_writes_every_result(tmp_path):
     ]
     assert membership["component"].between(0, 2).all()
     p = membership[["lower_90", "probability", "upper_90"]].to_numpy()
-    assert np.all((p[:, 0] <= p[:, 1] + 1e-12) & (p[:, 1] <= p[:, 2] + 1e-12))
+    # A posterior mean can sit outside an equal-tailed interval (skewed draws near 0 or 1),
+    # so only the interval's order and the range are checked.
+    assert np.all((0 <= p) & (p <= 1)) and np.all(p[:, 0] <= p[:, 2])
     assert np.all(p[:, 1] >= 1 / 3 - 1e-12)  # the most likely of three components
 
     model = BayesianGaussianMixture.load(out / "posterior.zarr")
