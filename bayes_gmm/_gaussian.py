@@ -16,10 +16,11 @@ keep temporaries of shape (rows, K) and (rows, d (d + 1) / 2) bounded.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import linalg
 
 _LOG_2PI = np.log(2.0 * np.pi)
 #: Target number of float64 elements in one chunk's widest temporary (~2 MB); larger
@@ -71,6 +72,26 @@ def chunk_rows(n_samples, n_components, n_features, covariance_type="full"):
     return int(max(256, min(n_samples, CHUNK_ELEMENTS // max(1, width))))
 
 
+#: Below this many multiply-adds per row (feature width x K), one EM pass is a string of
+#: small matrix products, and multi-threaded BLAS costs more than it gains: on a busy
+#: 2-core machine it was up to 50x slower (threads spin waiting for a core).
+SMALL_PROBLEM_WORK = 2048
+
+
+@functools.cache
+def _blas_controller():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def blas_threads_for(n_components, n_features, covariance_type):
+    """Context that runs BLAS single-threaded for small problems (and changes nothing else)."""
+    if feature_width(n_features, covariance_type) * n_components > SMALL_PROBLEM_WORK:
+        return contextlib.nullcontext()
+    return _blas_controller().limit(limits=1, user_api="blas")
+
+
 # --------------------------------------------------------------------------- precisions
 def precision_cholesky(covariances, covariance_type):
     """Factor of the precision of each component, repairing non-positive-definite input.
@@ -98,9 +119,8 @@ def precision_cholesky(covariances, covariance_type):
                 if added:
                     covs[k].flat[:: covs.shape[-1] + 1] += added
                     repaired.append((k if covariance_type == "full" else -1, added))
-        d = covs.shape[-1]
-        eye = np.broadcast_to(np.eye(d), covs.shape)
-        prec_chol = np.swapaxes(linalg.solve_triangular(chol, eye, lower=True), -1, -2)
+        # numpy's batched inverse: scipy's solve_triangular loops over the batch in Python.
+        prec_chol = np.swapaxes(np.tril(np.linalg.inv(chol)), -1, -2)
         if covariance_type == "tied":
             return prec_chol[0], covs[0], repaired
         return prec_chol, covs, repaired
@@ -176,15 +196,20 @@ def features(Xc, covariance_type):
     out = np.empty((n, feature_width(d, covariance_type)))
     out[:, :d] = Xc
     if covariance_type == "full":
-        col = d
-        for i in range(d):  # over features, not components: d slices of one output
-            out[:, col : col + d - i] = Xc[:, i : i + 1] * Xc[:, i:]
-            col += d - i
+        outer = (Xc[:, :, None] * Xc[:, None, :]).reshape(n, d * d)
+        np.take(outer, _upper_flat(d), axis=1, out=out[:, d:])
     elif covariance_type == "diag":
         np.square(Xc, out=out[:, d:])
     elif covariance_type == "spherical":
         out[:, d] = np.einsum("ij,ij->i", Xc, Xc)
     return out
+
+
+@functools.cache
+def _upper_flat(d):
+    """Flat indices of the row-major upper triangle of a (d, d) matrix."""
+    upper = np.triu_indices(d)
+    return upper[0] * d + upper[1]
 
 
 def _pack_symmetric(matrices):
@@ -329,7 +354,7 @@ class SufficientStatistics:
         return self
 
 
-def summarize(feats, sample_weight, resp, covariance_type):
+def summarize(feats, sample_weight, resp, covariance_type, unpack=True):
     """Sufficient statistics of one chunk from its responsibilities.
 
     Parameters
@@ -344,6 +369,9 @@ def summarize(feats, sample_weight, resp, covariance_type):
         For "tied" ``sum_xx`` is left at zero: the responsibilities sum to one, so the
         pooled second moment does not depend on them and the driver computes it once
         (:func:`weighted_second_moment`).
+    unpack : bool, default=True
+        For "full", ``False`` keeps ``sum_xx`` as packed upper triangles (K, d (d + 1) / 2),
+        cheaper to accumulate over chunks; :func:`unpack_moments` finishes the job.
     """
     if sample_weight is not None:
         resp *= sample_weight
@@ -353,7 +381,7 @@ def summarize(feats, sample_weight, resp, covariance_type):
     d = _n_features_from_width(feats.shape[1], covariance_type)
     sum_x, rest = moments[:, :d], moments[:, d:]
     if covariance_type == "full":
-        sum_xx = _unpack_symmetric(rest, d)
+        sum_xx = _unpack_symmetric(rest, d) if unpack else rest
     elif covariance_type == "tied":
         sum_xx = np.zeros((d, d))
     elif covariance_type == "diag":
@@ -361,6 +389,13 @@ def summarize(feats, sample_weight, resp, covariance_type):
     else:
         sum_xx = rest[:, 0]
     return SufficientStatistics(weight, sum_x, sum_xx, total, 0.0)
+
+
+def unpack_moments(stats, covariance_type):
+    """Expand the packed "full" second moments left by ``summarize(..., unpack=False)``."""
+    if covariance_type == "full" and stats.sum_xx.ndim == 2:
+        stats.sum_xx = _unpack_symmetric(stats.sum_xx, stats.sum_x.shape[1])
+    return stats
 
 
 def _n_features_from_width(width, covariance_type):

@@ -13,7 +13,9 @@ import numpy as np
 __all__ = [
     "DataWarning",
     "check_data",
+    "check_int",
     "check_n_components",
+    "check_real",
     "check_sample_weight",
     "warn_constant_columns",
 ]
@@ -189,3 +191,22 @@ def warn_constant_columns(X, feature_names=None, stacklevel=3):
             stacklevel=stacklevel,
         )
     return constant
+
+
+def check_int(value, name, minimum):
+    """An integer (not a bool) at least ``minimum``; returns it as ``int``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+def check_real(value, name, minimum):
+    """A finite real number (not a bool) at least ``minimum``; returns it as ``float``."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not np.isfinite(value)
+        or value < minimum
+    ):
+        raise ValueError(f"{name} must be a finite number >= {minimum}, got {value!r}.")
+    return float(value)

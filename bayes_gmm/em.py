@@ -9,7 +9,6 @@ and stream over chunks of rows.
 
 from __future__ import annotations
 
-import numbers
 import warnings
 from dataclasses import dataclass, field
 
@@ -23,7 +22,9 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from bayes_gmm import _gaussian as g
 from bayes_gmm._validation import (
     check_finite_numeric,
+    check_int,
     check_n_components,
+    check_real,
     check_sample_weight,
     warn_constant_columns,
 )
@@ -203,11 +204,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             raise ValueError(
                 f"covariance_type must be one of {COVARIANCE_TYPES}, got {self.covariance_type!r}."
             )
-        _check_real(self.tol, "tol", minimum=0.0)
-        _check_real(self.reg_covar, "reg_covar", minimum=0.0)
-        _check_int(self.max_iter, "max_iter", minimum=0)
-        _check_int(self.n_init, "n_init", minimum=1)
-        _check_int(self.verbose_interval, "verbose_interval", minimum=1)
+        check_real(self.tol, "tol", minimum=0.0)
+        check_real(self.reg_covar, "reg_covar", minimum=0.0)
+        check_int(self.max_iter, "max_iter", minimum=0)
+        check_int(self.n_init, "n_init", minimum=1)
+        check_int(self.verbose_interval, "verbose_interval", minimum=1)
         if self.init_params not in INIT_PARAMS:
             raise ValueError(f"init_params must be one of {INIT_PARAMS}, got {self.init_params!r}.")
         if self.prior is not None:
@@ -315,20 +316,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         context = _Context(X, w, center, ctype, self.reg_covar, prior, rows, K)
 
         best, objectives = None, []
-        for init in range(n_init):
-            if do_init:
-                weights, means, covs = self._initial_parameters(context, random_state, inits)
-            else:
-                weights, means, covs = self.weights_, self.means_ - center, self.covariances_
-            run = self._run_em(context, weights, means, covs)
-            objectives.append(run.objective)
-            if self.verbose:
-                print(
-                    f"Initialization {init}: objective {run.objective:.6f} after {run.n_iter} "
-                    f"iterations, converged={run.converged}"
-                )
-            if best is None or run.objective > best.objective:
-                best = run
+        with g.blas_threads_for(K, n_features, ctype):
+            best, objectives = self._run_inits(
+                context, n_init, do_init, random_state, inits, center
+            )
 
         if not best.converged and self.max_iter > 0:
             warnings.warn(
@@ -341,6 +332,25 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self._warn_degenerate(best, data_scale)
         self._store(best, center, objectives, w.sum())
         return X
+
+    def _run_inits(self, ctx, n_init, do_init, random_state, inits, center):
+        """EM from each initialization; the best run and every run's final objective."""
+        best, objectives = None, []
+        for init in range(n_init):
+            if do_init:
+                weights, means, covs = self._initial_parameters(ctx, random_state, inits)
+            else:
+                weights, means, covs = self.weights_, self.means_ - center, self.covariances_
+            run = self._run_em(ctx, weights, means, covs)
+            objectives.append(run.objective)
+            if self.verbose:
+                print(
+                    f"Initialization {init}: objective {run.objective:.6f} after {run.n_iter} "
+                    f"iterations, converged={run.converged}"
+                )
+            if best is None or run.objective > best.objective:
+                best = run
+        return best, objectives
 
     def _initial_parameters(self, ctx, random_state, inits):
         """Initial (weights, centered means, covariances): responsibilities, M-step, overrides."""
@@ -480,6 +490,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             const = const + np.log(self.weights_)
         n_samples = X.shape[0]
         rows = g.chunk_rows(n_samples, *self.means_.shape, ctype)
+        with g.blas_threads_for(*self.means_.shape, ctype):
+            return self._log_norm_and_resp_chunks(X, rows, center, eta, const)
+
+    def _log_norm_and_resp_chunks(self, X, rows, center, eta, const):
+        ctype = self.covariance_type
+        n_samples = X.shape[0]
         log_norm = np.empty(n_samples)
         resp = np.empty((n_samples, self.means_.shape[0]))
         for start in range(0, n_samples, rows):
@@ -541,7 +557,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             The component each row was drawn from.
         """
         check_is_fitted(self)
-        _check_int(n_samples, "n_samples", minimum=1)
+        check_int(n_samples, "n_samples", minimum=1)
         if isinstance(random_state, np.random.RandomState | np.random.Generator):
             rng = random_state
         else:
@@ -687,7 +703,8 @@ class _Context:
 def _e_step(ctx, weights, means, prec_chol):
     """Responsibilities and sufficient statistics over all rows, chunk by chunk."""
     K, d = means.shape
-    second = {"full": (K, d, d), "tied": (d, d), "diag": (K, d), "spherical": (K,)}[ctx.ctype]
+    packed = d * (d + 1) // 2
+    second = {"full": (K, packed), "tied": (d, d), "diag": (K, d), "spherical": (K,)}[ctx.ctype]
     stats = g.SufficientStatistics(np.zeros(K), np.zeros((K, d)), np.zeros(second), 0.0, 0.0)
     eta, const = g.natural_parameters(means, prec_chol, ctx.ctype)
     with np.errstate(divide="ignore"):
@@ -696,12 +713,12 @@ def _e_step(ctx, weights, means, prec_chol):
         lp = g.linear_log_prob(feats, eta, const, ctx.ctype, prec_chol)
         log_norm, resp = g.normalize(lp)
         w = None if ctx.unit_weights else ctx.w[start:stop]
-        chunk = g.summarize(feats, w, resp, ctx.ctype)
+        chunk = g.summarize(feats, w, resp, ctx.ctype, unpack=False)
         chunk.log_likelihood = float(log_norm.sum() if w is None else w @ log_norm)
         stats += chunk
     if ctx.ctype == "tied":
         stats.sum_xx = ctx.tied_moment
-    return stats
+    return g.unpack_moments(stats, ctx.ctype)
 
 
 def _keep_empty_components(stats, run, means, covs, ctype):
@@ -713,18 +730,3 @@ def _keep_empty_components(stats, run, means, covs, ctype):
     if ctype != "tied":
         covs[empty] = run.covariances[empty]
     run.emptied.update(int(k) for k in np.flatnonzero(empty))
-
-
-def _check_int(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-
-
-def _check_real(value, name, minimum):
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not np.isfinite(value)
-        or value < minimum
-    ):
-        raise ValueError(f"{name} must be a finite number >= {minimum}, got {value!r}.")

@@ -57,16 +57,12 @@ from threadpoolctl import threadpool_limits
 from bayes_gmm._validation import (
     DataWarning,
     check_data,
+    check_int,
+    check_real,
     check_sample_weight,
     warn_constant_columns,
 )
-from bayes_gmm.em import (  # the engine's scalar checks, so messages read the same
-    DegenerateFitWarning,
-    GaussianMixture,
-    _check_int,
-    _check_real,
-    n_parameters,
-)
+from bayes_gmm.em import DegenerateFitWarning, GaussianMixture, n_parameters
 from bayes_gmm.priors import COVARIANCE_TYPES, GaussianMixturePrior
 
 __all__ = ["CRITERIA", "ModelSelection", "select_model"]
@@ -858,10 +854,10 @@ def select_model(
     """
     criterion = _check_criterion(criterion)
     ks, types = _check_grid(n_components, covariance_types)
-    _check_int(n_init, "n_init", 1)
-    _check_real(tol, "tol", 0.0)
-    _check_real(reg_covar, "reg_covar", 0.0)
-    _check_int(max_iter, "max_iter", 1)
+    check_int(n_init, "n_init", 1)
+    check_real(tol, "tol", 0.0)
+    check_real(reg_covar, "reg_covar", 0.0)
+    check_int(max_iter, "max_iter", 1)
     n_init, tol, reg_covar, max_iter = int(n_init), float(tol), float(reg_covar), int(max_iter)
     if refine not in ("contenders", "all"):
         raise ValueError(f'refine must be "contenders" or "all", got {refine!r}.')
