@@ -29,18 +29,26 @@ log-Jacobians added in two ``pm.Potential`` terms ("prior" and "loglik"):
   Thm 2.1.9), times ``prod_i U_ii`` for the log.
 - diag / spherical: ``log_precision`` (K, d) or (K,).
 
-Why not ``pm.Mixture`` over ``pm.MvNormal`` with ``pm.LKJCholeskyCov``: working on
-the precision Cholesky factor turns every Mahalanobis distance into a product
-(no triangular solves), vectorizes over components with no Python loop over
-``K`` in the graph, and gives the exact inverse-Wishart prior that the EM
-engine uses, so the EM/MAP estimate is the mode of this very model. The graph is
-small, which is what the numba compile time is spent on. The likelihood is a
-weighted sum (``sample_weight``), so it lives in a Potential; the pointwise
-log-likelihood and the posterior predictive are computed in numpy from the
-draws (:func:`component_log_density`), which also avoids a second compile.
+Two implementations of the same density, checked against each other in the tests:
 
-Data and hyperparameters are ``pm.Data``, so a compiled model of one structure
-``(K, d, covariance_type, ordered)`` serves every data set and prior
+- :func:`build_model`, the PyMC model (``backend="pymc"``: compiled by nutpie with
+  numba, 70-90 s per new structure cold, 10-20 s warm);
+- :func:`logp_and_grad`, a closed-form gradient in one numba kernel (the default,
+  ``backend="numpy"``): its gradient is the EM engine's sufficient statistics pushed
+  through the parameterization, one pass over the data per evaluation. It compiles once
+  for *every* structure (K, d and the covariance type are run-time arguments), about
+  5-10 s cold and well under a second from numba's disk cache.
+
+Why not ``pm.Mixture`` over ``pm.MvNormal`` with ``pm.LKJCholeskyCov``: working on the
+precision Cholesky factor turns every Mahalanobis distance into a product (no
+triangular solves), and gives the exact inverse-Wishart prior that the EM engine uses,
+so the EM/MAP estimate is the mode of this very model (up to the Jacobian of the
+unconstrained scale). The likelihood is a weighted sum (``sample_weight``), so in the
+PyMC graph it lives in a Potential; the pointwise log-likelihood and the posterior
+predictive are computed in numpy from the draws (:func:`component_log_density`).
+
+In the PyMC graph, data and hyperparameters are ``pm.Data``, so a compiled model of one
+structure ``(K, d, covariance_type, ordered)`` serves every data set and prior
 (:func:`get_compiled`).
 """
 
@@ -1018,11 +1026,20 @@ def component_log_density(X, weights, means, prec_chol):
         Keep ``S * n * K * d`` moderate: callers pass chunks of draws and rows.
     """
     d = X.shape[1]
-    # ||U^T (x - mu)||^2 = ||x U - mu U||^2, computed as a matmul over all draws.
-    xu = np.einsum("nd,skde->snke", X, prec_chol, optimize=True)
-    mu_u = np.einsum("skd,skde->ske", means, prec_chol)
-    maha = np.sum((xu - mu_u[:, None]) ** 2, axis=-1)
+    # (U^T (x - mu))_e = sum_{f >= e} U_fe x_f - (U^T mu)_e, accumulated coordinate by
+    # coordinate on (S, n, K) arrays: d (d + 1) / 2 fused passes, no (S, n, K, d) temporary,
+    # about 3x faster than one einsum.
+    maha = np.zeros((weights.shape[0], X.shape[0], weights.shape[1]))
+    for e in range(d):
+        mu_u = np.einsum("skf,skf->sk", means[:, :, e:], prec_chol[:, :, e:, e])
+        z = np.broadcast_to(-mu_u[:, None, :], maha.shape).copy()
+        for f in range(e, d):
+            z += X[None, :, f, None] * prec_chol[:, None, :, f, e]
+        z *= z
+        maha += z
     half_logdet = np.sum(np.log(np.diagonal(prec_chol, axis1=-2, axis2=-1)), axis=-1)  # (S, K)
     with np.errstate(divide="ignore"):
         log_w = np.log(weights)
-    return (log_w + half_logdet)[:, None, :] - 0.5 * maha - 0.5 * d * LOG_2PI
+    maha *= -0.5
+    maha += (log_w + half_logdet - 0.5 * d * LOG_2PI)[:, None, :]
+    return maha

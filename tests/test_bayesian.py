@@ -328,3 +328,17 @@ def test_integer_sample_weights_match_repeated_rows():
     diff = np.abs(a.mean(("chain", "draw")) - b.mean(("chain", "draw")))
     assert np.all(diff < 5 * se), (diff.values, se.values)
     np.testing.assert_allclose(weighted.em_.means_, repeated.em_.means_, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_pymc_backend_gives_the_same_posterior():
+    """backend="pymc" samples the PyMC graph (70-90 s numba compile cold): same posterior."""
+    X = _three_blobs(seed=8, n=(60, 60, 60))
+    kw = dict(draws=1000, tune=500, chains=2, random_state=0)
+    ours, _ = _fit_quietly(BayesianGaussianMixture(3, **kw), X)
+    pymc, caught = _fit_quietly(BayesianGaussianMixture(3, backend="pymc", **kw), X)
+    assert caught == []
+    a, b = ours.idata_["posterior"]["means"], pymc.idata_["posterior"]["means"]
+    se = np.sqrt(a.var(("chain", "draw")) / 500 + b.var(("chain", "draw")) / 500)
+    diff = np.abs(a.mean(("chain", "draw")) - b.mean(("chain", "draw")))
+    assert np.all(diff < 5 * se), (diff.values, se.values)
