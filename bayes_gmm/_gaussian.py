@@ -16,8 +16,10 @@ keep temporaries of shape (rows, K) and (rows, d (d + 1) / 2) bounded.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import functools
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,6 +85,34 @@ def _blas_controller():
     from threadpoolctl import ThreadpoolController
 
     return ThreadpoolController()
+
+
+#: Worker threads for the E-step; ``None`` means one per available core (at most 8).
+N_WORKERS = None
+#: A worker gets at least this many chunks, or the rows are not split.
+MIN_CHUNKS_PER_WORKER = 4
+
+
+def _available_cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def n_workers(n_samples, rows):
+    """How many threads share an E-step over ``n_samples`` rows in chunks of ``rows``."""
+    wanted = N_WORKERS if N_WORKERS is not None else min(_available_cores(), 8)
+    chunks = -(-n_samples // rows)
+    return max(1, min(wanted, chunks // MIN_CHUNKS_PER_WORKER))
+
+
+@functools.cache
+def worker_pool():
+    """The shared thread pool of the E-step (created on first use)."""
+    return concurrent.futures.ThreadPoolExecutor(
+        max_workers=min(_available_cores(), 8), thread_name_prefix="bayes_gmm"
+    )
 
 
 def blas_threads_for(n_components, n_features, covariance_type):

@@ -9,6 +9,7 @@ and stream over chunks of rows.
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from dataclasses import dataclass, field
 
@@ -690,35 +691,65 @@ class _Context:
                 for start, stop, feats in self.chunks()
             )
 
-    def chunks(self):
-        """Yield ``(start, stop, features)`` over the rows."""
-        for start in range(0, self.X.shape[0], self.rows):
-            stop = min(start + self.rows, self.X.shape[0])
+    def chunks(self, first=0, last=None):
+        """Yield ``(start, stop, features)`` over the rows ``first:last``."""
+        last = self.X.shape[0] if last is None else last
+        for start in range(first, last, self.rows):
+            stop = min(start + self.rows, last)
             if self.features is not None:
                 yield start, stop, self.features[start:stop]
             else:
                 yield start, stop, g.features(self.X[start:stop] - self.center, self.ctype)
 
+    def row_blocks(self):
+        """Contiguous row ranges, one per worker thread (fixed, so results are reproducible)."""
+        n = self.X.shape[0]
+        workers = g.n_workers(n, self.rows)
+        edges = [(n * i // workers) // self.rows * self.rows for i in range(workers)] + [n]
+        return [(a, b) for a, b in itertools.pairwise(edges) if b > a]
+
 
 def _e_step(ctx, weights, means, prec_chol):
-    """Responsibilities and sufficient statistics over all rows, chunk by chunk."""
-    K, d = means.shape
-    packed = d * (d + 1) // 2
-    second = {"full": (K, packed), "tied": (d, d), "diag": (K, d), "spherical": (K,)}[ctx.ctype]
-    stats = g.SufficientStatistics(np.zeros(K), np.zeros((K, d)), np.zeros(second), 0.0, 0.0)
+    """Responsibilities and sufficient statistics over all rows.
+
+    The rows are split into one contiguous block per worker thread (numpy releases the GIL
+    in its matrix products), each streamed chunk by chunk; the blocks' statistics are
+    added in a fixed order.
+    """
     eta, const = g.natural_parameters(means, prec_chol, ctx.ctype)
     with np.errstate(divide="ignore"):
         const = const + np.log(weights)
-    for start, stop, feats in ctx.chunks():
+    blocks = ctx.row_blocks()
+    if len(blocks) == 1:
+        parts = [_e_step_block(ctx, *blocks[0], eta, const, prec_chol)]
+    else:
+        with g.blas_threads_for(0, 0, ctx.ctype):  # one BLAS thread per worker
+            parts = list(
+                g.worker_pool().map(
+                    lambda block: _e_step_block(ctx, *block, eta, const, prec_chol), blocks
+                )
+            )
+    stats = parts[0]
+    for part in parts[1:]:
+        stats += part
+    if ctx.ctype == "tied":
+        stats.sum_xx = ctx.tied_moment
+    return g.unpack_moments(stats, ctx.ctype)
+
+
+def _e_step_block(ctx, first, last, eta, const, prec_chol):
+    K, d = eta.shape[0], ctx.X.shape[1]
+    packed = d * (d + 1) // 2
+    second = {"full": (K, packed), "tied": (d, d), "diag": (K, d), "spherical": (K,)}[ctx.ctype]
+    stats = g.SufficientStatistics(np.zeros(K), np.zeros((K, d)), np.zeros(second), 0.0, 0.0)
+    for start, stop, feats in ctx.chunks(first, last):
         lp = g.linear_log_prob(feats, eta, const, ctx.ctype, prec_chol)
         log_norm, resp = g.normalize(lp)
         w = None if ctx.unit_weights else ctx.w[start:stop]
         chunk = g.summarize(feats, w, resp, ctx.ctype, unpack=False)
         chunk.log_likelihood = float(log_norm.sum() if w is None else w @ log_norm)
         stats += chunk
-    if ctx.ctype == "tied":
-        stats.sum_xx = ctx.tied_moment
-    return g.unpack_moments(stats, ctx.ctype)
+    return stats
 
 
 def _keep_empty_components(stats, run, means, covs, ctype):
