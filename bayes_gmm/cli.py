@@ -502,11 +502,13 @@ def _write_posterior_outputs(model, frame, folder, rep):
     (folder / "diagnostics.txt").write_text(_diagnostics_text(diag) + "\n")
 
     figures = {}
+    # With more than two features, show the pair along which the components separate best.
+    pair = plots.separating_pair(model) if X.shape[1] > 2 else (0, 1)
     if X.shape[1] == 1:
         figures["density.png"] = lambda: plots.plot_density(model, X)
     else:
-        figures["clusters.png"] = lambda: plots.plot_clusters(model, frame)
-    figures["uncertainty.png"] = lambda: plots.plot_uncertainty(model, frame)
+        figures["clusters.png"] = lambda: plots.plot_clusters(model, frame, columns=pair)
+    figures["uncertainty.png"] = lambda: plots.plot_uncertainty(model, frame, columns=pair)
     figures["trace.png"] = lambda: plots.plot_trace_dist(model)
     figures["rank.png"] = lambda: plots.plot_rank(model)
     figures["forest.png"] = lambda: plots.plot_forest(model)

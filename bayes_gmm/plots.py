@@ -26,6 +26,7 @@ __all__ = [
     "plot_selection",
     "plot_trace_dist",
     "plot_uncertainty",
+    "separating_pair",
 ]
 
 _COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
@@ -132,6 +133,43 @@ def _pick_columns(columns, names, n_features):
                 raise ValueError(f"column index {c} out of range for {n_features} features")
             cols.append(int(c))
     return cols
+
+
+def separating_pair(model):
+    """The two features along which the fitted components are most separated.
+
+    For every pair of features, the components' means are compared through the 2-D
+    marginal covariances: the score is the weight-weighted sum over component pairs of
+    the squared Mahalanobis distance between their means (with the average of the two
+    covariances). Use it to choose ``columns`` for :func:`plot_clusters` and
+    :func:`plot_uncertainty` on data with more than two features.
+
+    Parameters
+    ----------
+    model : fitted GaussianMixture or BayesianGaussianMixture (its EM estimate is used)
+
+    Returns
+    -------
+    tuple of int
+        Column indices ``(i, j)`` with ``i < j``; ``(0, 1)`` for two features.
+    """
+    point = _point_params(model)
+    w, mu, cov = point.weights[0], point.means[0], point.covariances[0]
+    K, d = mu.shape
+    if d < 2:
+        raise ValueError("separating_pair needs at least 2 features")
+    best, best_score = (0, 1), -np.inf
+    a, b = np.triu_indices(K, 1)
+    for i in range(d):
+        for j in range(i + 1, d):
+            sub = np.ix_([i, j], [i, j])
+            diff = mu[a][:, [i, j]] - mu[b][:, [i, j]]  # (pairs, 2)
+            pooled = 0.5 * (cov[a][:, sub[0], sub[1]] + cov[b][:, sub[0], sub[1]])
+            maha = np.einsum("pi,pi->p", diff, np.linalg.solve(pooled, diff[..., None])[..., 0])
+            score = float(np.sum(w[a] * w[b] * maha))
+            if score > best_score:
+                best, best_score = (i, j), score
+    return best
 
 
 def _membership(model, X):

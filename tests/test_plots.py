@@ -92,6 +92,20 @@ def test_plot_clusters_column_choice_and_errors(em3, faithful):
         plots.plot_clusters(em1, X1)
 
 
+def test_separating_pair_finds_the_informative_features():
+    from bayes_gmm.datasets import make_mixture
+
+    rng = np.random.default_rng(0)
+    X2, _, _ = make_mixture(400, 3, 2, separation=6.0, random_state=1)
+    # Columns 0, 1 and 3 are noise; 2 and 4 carry the clusters.
+    X = np.column_stack(
+        [rng.normal(size=400), rng.normal(size=400), X2[:, 0], rng.normal(size=400), X2[:, 1]]
+    )
+    em = GaussianMixture(3, random_state=0).fit(X)
+    assert plots.separating_pair(em) == (2, 4)
+    assert plots.separating_pair(GaussianMixture(2, random_state=0).fit(X[:, :2])) == (0, 1)
+
+
 def test_plot_clusters_uses_given_axes(em3, faithful):
     _fig, (a, b) = plt.subplots(1, 2)
     out = plots.plot_clusters(em3, faithful, ax=b)
