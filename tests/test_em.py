@@ -451,3 +451,22 @@ def test_prior_handles_collinear_and_constant_data(ctype):
             gm = GaussianMixture(3, covariance_type=ctype, prior=GaussianMixturePrior())
             gm.set_params(random_state=0).fit(X)
         assert np.all(np.isfinite(gm.score_samples(X)))
+
+
+@pytest.mark.parametrize("ctype", COVARIANCE_TYPES)
+def test_threaded_e_step_equals_sequential(ctype, monkeypatch):
+    from bayes_gmm import _gaussian
+
+    X, _ = three_blobs(n=6000, seed=18)
+    weights = np.random.default_rng(1).random(len(X))
+    monkeypatch.setattr(_gaussian, "CHUNK_ELEMENTS", 512)  # 256-row chunks: 24 of them
+    fits = []
+    for workers in (1, 3):
+        monkeypatch.setattr(_gaussian, "N_WORKERS", workers)
+        assert _gaussian.n_workers(len(X), 256) == workers
+        gm = GaussianMixture(3, covariance_type=ctype, random_state=0, max_iter=20, tol=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            fits.append(gm.fit(X, sample_weight=weights))
+    np.testing.assert_allclose(fits[0].means_, fits[1].means_, rtol=1e-12)
+    np.testing.assert_allclose(fits[0].log_likelihood_, fits[1].log_likelihood_, rtol=1e-12)
