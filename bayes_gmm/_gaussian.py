@@ -116,10 +116,10 @@ def worker_pool():
 
 
 def blas_threads_for(n_components, n_features, covariance_type):
-    """Context that runs BLAS single-threaded for small problems (and changes nothing else)."""
+    """Context that runs BLAS and OpenMP (k-means) single-threaded for small problems."""
     if feature_width(n_features, covariance_type) * n_components > SMALL_PROBLEM_WORK:
         return contextlib.nullcontext()
-    return _blas_controller().limit(limits=1, user_api="blas")
+    return _blas_controller().limit(limits=1)
 
 
 # --------------------------------------------------------------------------- precisions
@@ -150,7 +150,10 @@ def precision_cholesky(covariances, covariance_type):
                     covs[k].flat[:: covs.shape[-1] + 1] += added
                     repaired.append((k if covariance_type == "full" else -1, added))
         # numpy's batched inverse: scipy's solve_triangular loops over the batch in Python.
-        prec_chol = np.swapaxes(np.tril(np.linalg.inv(chol)), -1, -2)
+        inverse = np.linalg.inv(chol)
+        rows, cols, off = _upper(inverse.shape[-1])
+        inverse[..., rows[off], cols[off]] = 0.0  # exactly lower-triangular
+        prec_chol = np.swapaxes(inverse, -1, -2)
         if covariance_type == "tied":
             return prec_chol[0], covs[0], repaired
         return prec_chol, covs, repaired
@@ -236,27 +239,36 @@ def features(Xc, covariance_type):
 
 
 @functools.cache
+def _upper(d):
+    """Row-major upper-triangle indices of a (d, d) matrix, and which are off-diagonal.
+
+    Cached: ``np.triu_indices`` costs more than a whole EM iteration on small data.
+    """
+    rows, cols = np.triu_indices(d)
+    return rows, cols, rows != cols
+
+
+@functools.cache
 def _upper_flat(d):
     """Flat indices of the row-major upper triangle of a (d, d) matrix."""
-    upper = np.triu_indices(d)
-    return upper[0] * d + upper[1]
+    rows, cols, _ = _upper(d)
+    return rows * d + cols
 
 
 def _pack_symmetric(matrices):
     """(K, d, d) symmetric -> (K, d (d + 1) / 2), off-diagonal entries doubled."""
-    d = matrices.shape[-1]
-    upper = np.triu_indices(d)
-    packed = matrices[:, upper[0], upper[1]]
-    packed[:, upper[0] != upper[1]] *= 2.0
+    rows, cols, off = _upper(matrices.shape[-1])
+    packed = matrices[:, rows, cols]
+    packed[:, off] *= 2.0
     return packed
 
 
 def _unpack_symmetric(packed, d):
     """(K, d (d + 1) / 2) upper triangles -> (K, d, d) symmetric matrices."""
-    upper = np.triu_indices(d)
+    rows, cols, _ = _upper(d)
     out = np.empty((packed.shape[0], d, d))
-    out[:, upper[0], upper[1]] = packed
-    out[:, upper[1], upper[0]] = packed
+    out[:, rows, cols] = packed
+    out[:, cols, rows] = packed
     return out
 
 
