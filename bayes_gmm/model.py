@@ -289,27 +289,7 @@ def flatten(structure, values):
 
 
 def _logp_and_grad_numpy(structure, theta, data):
-    """Log density of :func:`build_model` (up to a constant) and its gradient, in numpy.
-
-    The vectorized reference for the numba kernel behind :func:`logp_and_grad`.
-
-    The gradient is the EM engine's sufficient statistics (responsibility sums,
-    weighted sums and scatter) pushed through the parameterization, so one
-    evaluation costs about one E-step. Tests check both against PyTensor's
-    autodiff of :func:`build_model`.
-
-    Parameters
-    ----------
-    structure : ModelStructure
-    theta : ndarray of shape (n_free,)
-    data : dict
-        As returned by :func:`model_data`.
-
-    Returns
-    -------
-    logp : float
-    grad : ndarray of shape (n_free,)
-    """
+    """:func:`logp_and_grad` in vectorized numpy: the reference for its numba kernel."""
     K, d, ctype = structure.n_components, structure.n_features, structure.covariance_type
     v = unflatten(structure, theta)
     X, sw = data["X"], data["sample_weight"]
