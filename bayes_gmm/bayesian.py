@@ -24,7 +24,13 @@ from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from bayes_gmm._validation import check_data, check_n_components, check_sample_weight
+from bayes_gmm._validation import (
+    check_data,
+    check_int,
+    check_n_components,
+    check_real,
+    check_sample_weight,
+)
 from bayes_gmm.diagnostics import SamplingWarning, compute_diagnostics, warn_if_untrustworthy
 from bayes_gmm.model import (
     ModelStructure,
@@ -46,12 +52,6 @@ _RELABEL = ("pivot", "ordered", None)
 _FORMAT_VERSION = 1
 # Budget for one temporary block of floats in the chunked computations (~32 MB).
 _BLOCK = 4_000_000
-
-
-def _check_int(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-    return int(value)
 
 
 class BayesianGaussianMixture(DensityMixin, BaseEstimator):
@@ -196,21 +196,19 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
     # ------------------------------------------------------------------ checks
 
     def _check_params(self):
-        _check_int(self.draws, "draws", 1)
-        _check_int(self.tune, "tune", 0)
-        _check_int(self.chains, "chains", 1)
-        _check_int(self.n_init, "n_init", 1)
+        check_int(self.draws, "draws", 1)
+        check_int(self.tune, "tune", 0)
+        check_int(self.chains, "chains", 1)
+        check_int(self.n_init, "n_init", 1)
         if self.cores is not None:
-            _check_int(self.cores, "cores", 1)
+            check_int(self.cores, "cores", 1)
         ta = self.target_accept
         if isinstance(ta, bool) or not isinstance(ta, numbers.Real) or not 0 < ta < 1:
             raise ValueError(
                 f"target_accept must be a number strictly between 0 and 1 (e.g. 0.8, or 0.95 "
                 f"against divergences), got {ta!r}."
             )
-        jit = self.init_jitter
-        if isinstance(jit, bool) or not isinstance(jit, numbers.Real) or not 0 <= jit < np.inf:
-            raise ValueError(f"init_jitter must be a finite number >= 0, got {jit!r}.")
+        check_real(self.init_jitter, "init_jitter", 0.0)
         if self.backend not in ("numpy", "pymc"):
             raise ValueError(f"backend must be 'numpy' or 'pymc', got {self.backend!r}.")
         if self.relabel not in _RELABEL:
@@ -638,11 +636,11 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         post = self.idata_["posterior"]
         C, D = post.sizes["chain"], post.sizes["draw"]
         n = self.idata_["observed_data"].sizes["obs"] if n_samples is None else n_samples
-        n = _check_int(n, "n_samples", 1)
+        n = check_int(n, "n_samples", 1)
         d, K = self.n_features_in_, self.n_components_
         if n_draws is None:
             n_draws = int(max(1, min(D, 5e7 // (C * n * d))))
-        n_draws = min(_check_int(n_draws, "n_draws", 1), D)
+        n_draws = min(check_int(n_draws, "n_draws", 1), D)
         idx = np.linspace(0, D - 1, n_draws).round().astype(int)
         rng = np.random.default_rng(random_state)
         weights, means, _ = self._draws()
