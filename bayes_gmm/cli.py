@@ -452,10 +452,14 @@ def _save_selection_outputs(selection, criterion, folder):
     from bayes_gmm import plots
 
     selection.table.to_csv(folder / "selection.csv", index=False)
-    # The whole grid, and a zoom on the competitive models (poor ones squash the scale).
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.4), layout="constrained")
-    plots.plot_selection(selection, criterion=criterion, ax=left)
-    plots.plot_selection(selection, criterion=criterion, ax=right, zoom=True)
+    if len(selection.table) < 4:  # a handful of cells: nothing to zoom into
+        fig, ax = plt.subplots(figsize=(6.4, 4.4), layout="constrained")
+        plots.plot_selection(selection, criterion=criterion, ax=ax)
+    else:
+        # The whole grid, and a zoom on the competitive models (poor ones squash the scale).
+        fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.4), layout="constrained")
+        plots.plot_selection(selection, criterion=criterion, ax=left)
+        plots.plot_selection(selection, criterion=criterion, ax=right, zoom=True)
     fig.savefig(folder / "selection.png", dpi=110)
     plt.close(fig)
 
