@@ -341,7 +341,8 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         n_total = C * S * n_samples
         if n_total <= 2.5e7:
             self.idata_["log_likelihood"] = self._log_likelihood_dataset(X)
-        warn_if_untrustworthy(self.diagnostics_, stacklevel=3)
+        # fit -> _fit -> warn_if_untrustworthy -> warn: point at the caller of fit.
+        warn_if_untrustworthy(self.diagnostics_, stacklevel=4)
         return self
 
     def _fit_em(self, X, w, prior, seed, feature_names):
@@ -704,6 +705,39 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         """
         check_is_fitted(self, "diagnostics_")
         return self.diagnostics_
+
+    # --------------------------------------------------------------- display
+
+    def _summary_header(self):
+        post = self.idata_["posterior"]
+        config = json.loads(self.idata_.attrs["bayes_gmm"])
+        return (
+            f"BayesianGaussianMixture: {config['n_components']} component(s), covariance_type="
+            f"{config['covariance_type']!r}, {post.sizes['chain']} chains x "
+            f"{post.sizes['draw']} draws; diagnostics {self.diagnostics_.verdict}"
+        )
+
+    def _display_table(self):
+        table = self.summary()
+        keep = [name for name in table.index if not name.startswith("covariances")]
+        return table.loc[keep]
+
+    def __repr__(self, N_CHAR_MAX=700):
+        text = super().__repr__(N_CHAR_MAX)
+        if hasattr(self, "idata_"):
+            text += "\n" + self._summary_header() + "\n" + self._display_table().to_string()
+        return text
+
+    def _repr_html_(self):
+        if not hasattr(self, "idata_"):
+            return super()._repr_html_inner()
+        return f"<p><b>{self._summary_header()}</b></p>" + self._display_table().to_html()
+
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = super()._repr_mimebundle_(**kwargs)
+        if hasattr(self, "idata_"):
+            bundle["text/html"] = self._repr_html_()
+        return bundle
 
     # ------------------------------------------------------------------- I/O
 

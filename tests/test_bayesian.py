@@ -220,6 +220,16 @@ def test_bad_run_warns():
     text = " ".join(str(w.message) for w in record)
     assert "effective sample size" in text and "increase draws" in text
     assert not model.diagnostics().ok
+    assert all(w.filename == __file__ for w in record)  # points at the caller of fit
+
+
+def test_fitted_model_shows_a_readable_summary(blobs):
+    model = blobs[0]
+    html = model._repr_html_()
+    assert "3 component(s)" in html and "weights[0]" in html and "means[2" in html
+    assert "covariances" not in html  # the table stays short: weights and means
+    assert model._repr_mimebundle_()["text/html"] == html
+    assert "diagnostics ok" in repr(model)
 
 
 @pytest.mark.parametrize(
