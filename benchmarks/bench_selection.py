@@ -119,7 +119,8 @@ def main(argv=None):
         t = sel.table
         print(
             f"bayes_gmm.select_model : {seconds:8.2f} s   best {ctype} K={k}  "
-            f"BIC {sel.best_score:.3f}   (EM iterations of the kept starts {int(t['n_iter'].sum())}, "
+            f"BIC {sel.best_score:.3f}   "
+            f"(EM iterations of the kept starts {int(t['n_iter'].sum())}, "
             f"cells refined to tol {int((t['tol'] < 1e-5).sum())})"
         )
         if have_r:
