@@ -316,7 +316,6 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         data_scale = float(np.max(np.var(X, axis=0))) or 1.0
         context = _Context(X, w, center, ctype, self.reg_covar, prior, rows, K)
 
-        best, objectives = None, []
         with g.blas_threads_for(K, n_features, ctype):
             best, objectives = self._run_inits(
                 context, n_init, do_init, random_state, inits, center
@@ -355,38 +354,39 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def _initial_parameters(self, ctx, random_state, inits):
         """Initial (weights, centered means, covariances): responsibilities, M-step, overrides."""
+        if len(inits) == 3:  # everything given: no responsibilities to draw
+            return inits["weights"], inits["means"] - ctx.center, inits["covariances"]
         X, w, K = ctx.X, ctx.w, ctx.K
         n_samples = X.shape[0]
-        if len(inits) < 3:
-            resp = np.zeros((n_samples, K))
-            if self.init_params == "kmeans":
-                labels = (
-                    KMeans(n_clusters=K, n_init=1, random_state=random_state)
-                    .fit(X, sample_weight=w)
-                    .labels_
-                )
-                resp[np.arange(n_samples), labels] = 1.0
-            elif self.init_params == "random":
-                resp = random_state.uniform(size=(n_samples, K))
-                resp /= resp.sum(axis=1)[:, None]
-            elif self.init_params == "random_from_data":
-                p = w / w.sum()
-                index = random_state.choice(n_samples, size=K, replace=False, p=p)
-                resp[index, np.arange(K)] = 1.0
-            else:
-                _, index = kmeans_plusplus(X, K, random_state=random_state, sample_weight=w)
-                resp[index, np.arange(K)] = 1.0
-            stats = None
-            for start, stop, feats in ctx.chunks():
-                chunk = g.summarize(feats, w[start:stop], resp[start:stop].T, ctx.ctype)
-                stats = chunk if stats is None else stats.__iadd__(chunk)
-            if ctx.ctype == "tied":
-                stats.sum_xx = ctx.tied_moment
-            weights, means, covs = g.from_summaries(stats, ctx.ctype, ctx.reg_covar, ctx.prior)
-        weights = inits.get("weights", weights if len(inits) < 3 else None)
-        means = inits["means"] - ctx.center if "means" in inits else means
-        covs = inits.get("covariances", covs if len(inits) < 3 else None)
-        return weights, means, covs
+        resp = np.zeros((n_samples, K))
+        if self.init_params == "kmeans":
+            labels = (
+                KMeans(n_clusters=K, n_init=1, random_state=random_state)
+                .fit(X, sample_weight=w)
+                .labels_
+            )
+            resp[np.arange(n_samples), labels] = 1.0
+        elif self.init_params == "random":
+            resp = random_state.uniform(size=(n_samples, K))
+            resp /= resp.sum(axis=1)[:, None]
+        elif self.init_params == "random_from_data":
+            p = w / w.sum()
+            index = random_state.choice(n_samples, size=K, replace=False, p=p)
+            resp[index, np.arange(K)] = 1.0
+        else:
+            _, index = kmeans_plusplus(X, K, random_state=random_state, sample_weight=w)
+            resp[index, np.arange(K)] = 1.0
+        chunks = ctx.chunks()
+        start, stop, feats = next(chunks)
+        stats = g.summarize(feats, w[start:stop], resp[start:stop].T, ctx.ctype)
+        for start, stop, feats in chunks:
+            stats += g.summarize(feats, w[start:stop], resp[start:stop].T, ctx.ctype)
+        if ctx.ctype == "tied":
+            stats.sum_xx = ctx.tied_moment
+        weights, means, covs = g.from_summaries(stats, ctx.ctype, ctx.reg_covar, ctx.prior)
+        if "means" in inits:
+            means = inits["means"] - ctx.center
+        return inits.get("weights", weights), means, inits.get("covariances", covs)
 
     def _run_em(self, ctx, weights, means, covs):
         prec_chol, covs, repaired = g.precision_cholesky(covs, ctx.ctype)
