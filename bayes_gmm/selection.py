@@ -54,6 +54,7 @@ from sklearn.cluster import KMeans, kmeans_plusplus
 from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
+from bayes_gmm._batched_em import fit_estimators, fits_in_batch
 from bayes_gmm._validation import (
     DataWarning,
     check_data,
@@ -554,6 +555,32 @@ class _Parent:
 
 
 # --------------------------------------------------------------------------- fitting
+def _fit_all(estimators, data):
+    """``_fit_quietly`` each estimator, in one batch where possible.
+
+    The estimators (same K and structure, small data) run their EM together
+    (:func:`bayes_gmm._batched_em.fit_estimators`: the same iterations, one numpy call for
+    all of them instead of one per estimator, which is what EM costs on small data); those
+    the batch leaves alone (invalid start, degenerate run) are fitted one by one, so they
+    fail with the usual reason.
+    """
+    done = [False] * len(estimators)
+    if estimators:
+        first = estimators[0]
+        n, d = data.X.shape
+        if fits_in_batch(n, len(estimators), first.n_components, d, first.covariance_type):
+            with warnings.catch_warnings(record=True):  # as _fit_quietly: numpy's are moot
+                warnings.simplefilter("always")
+                try:
+                    done = fit_estimators(estimators, data.X, data.w)
+                except Exception:  # the one-by-one fits below meet it again and report it
+                    done = [False] * len(estimators)
+    return [
+        (est, "") if ok else _fit_quietly(est, data.X, data.w)
+        for est, ok in zip(estimators, done, strict=True)
+    ]
+
+
 def _fit_quietly(estimator, X, w):
     """Fit; return ``(estimator or None, reason)``, the reason set on an error or degeneracy."""
     with warnings.catch_warnings(record=True) as caught:
@@ -574,10 +601,12 @@ def _explore(data, K, ctype, starts, prior, max_iter):
     Every start first runs at most ``SHORT_ITER`` iterations; only those then within
     ``SHORT_MARGIN`` (per sample) of the leader run on to convergence, so that starts
     heading for a clearly worse optimum stop early (the "short EM" strategy of Biernacki,
-    Celeux and Govaert, 2003, with a margin instead of a single winner).
+    Celeux and Govaert, 2003, with a margin instead of a single winner). The starts of
+    each stage run together (:func:`_fit_all`).
     """
     total_w = float(data.w.sum())
     runs, reasons = [], []
+    pending = []
     for kind, params in starts:
         if params is None:
             continue
@@ -593,19 +622,26 @@ def _explore(data, K, ctype, starts, prior, max_iter):
             precisions_init=precisions,
             prior=prior,
         )
-        fitted, reason = _fit_quietly(est, data.X, data.w)
+        pending.append((kind, est))
+    fitted_all = _fit_all([est for _, est in pending], data)
+    for (kind, _), (fitted, reason) in zip(pending, fitted_all, strict=True):
         if fitted is None:
             reasons.append(reason)
         else:
             runs.append([kind, fitted, fitted.n_iter_])
     if runs and max_iter > SHORT_ITER:
         leader = max(run[1].log_likelihood_ for run in runs)
-        for run in runs:
-            est = run[1]
-            if est.converged_ or est.log_likelihood_ < leader - SHORT_MARGIN * total_w:
-                continue
-            est.set_params(max_iter=max_iter - est.n_iter_)
-            fitted, reason = _continue(est, data, EXPLORE_TOL)
+        going_on = [
+            run
+            for run in runs
+            if not (run[1].converged_ or run[1].log_likelihood_ < leader - SHORT_MARGIN * total_w)
+        ]
+        for run in going_on:
+            run[1].set_params(max_iter=max_iter - run[1].n_iter_, tol=EXPLORE_TOL, warm_start=True)
+        for run, (fitted, reason) in zip(
+            going_on, _fit_all([run[1] for run in going_on], data), strict=True
+        ):
+            run[1].set_params(warm_start=False)
             if fitted is None:
                 run[1] = None
                 reasons.append(reason)

@@ -1,0 +1,388 @@
+"""EM for several starts of the same mixture at once, on the same (small) data.
+
+On small data (a few thousand rows) one EM iteration of :class:`~bayes_gmm.GaussianMixture`
+costs mostly the fixed overhead of some thirty numpy calls (~100 us), not arithmetic. A
+model-selection grid runs hundreds of starts of thousands of iterations, so that overhead is
+its running time. Here the R starts of one (K, covariance_type) are stacked along the
+component axis: the E-step of all of them is one matrix product of R K natural parameter
+vectors with the features, and the M-step is one vectorized update, so an iteration costs
+about what one start's costs.
+
+The semantics are those of ``GaussianMixture._run_em`` (same inputs, same convergence rule,
+same objective, same M-step), so a batched start ends at the parameters, objective and
+iteration count that ``GaussianMixture(...).fit`` reaches from the same initial parameters
+(up to rounding: the stacked matrix products may add in a different order). The rare
+degenerate cases (a component losing its weight, a covariance that is not numerically
+positive definite, a singular maximum-likelihood covariance) are not reproduced here: such a
+start is dropped from the batch and flagged, for the caller to run through
+``GaussianMixture`` itself, which handles and reports them.
+
+All ``(R * K, n)`` temporaries are held at once (no chunking over rows): this is meant for
+small data, see :func:`fits_in_batch`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from bayes_gmm import _gaussian as g
+from bayes_gmm.em import _Run
+
+__all__ = ["BatchResult", "batched_em", "fit_estimators", "fits_in_batch"]
+
+#: Largest ``R * K * n * feature_width`` handled in one batch (float64 elements, ~32 MB).
+MAX_BATCH_ELEMENTS = 2**22
+
+
+def fits_in_batch(n_samples, n_starts, n_components, n_features, covariance_type):
+    """Whether a batch of ``n_starts`` runs keeps its temporaries below ``MAX_BATCH_ELEMENTS``."""
+    width = max(1, g.feature_width(n_features, covariance_type))
+    return n_samples * n_starts * n_components * width <= MAX_BATCH_ELEMENTS
+
+
+@dataclass
+class BatchResult:
+    """Outcome of one start of :func:`batched_em` (centered frame, as ``em._Run``).
+
+    Attributes
+    ----------
+    weights : ndarray of shape (K,)
+    means : ndarray of shape (K, d)
+        Centered by the weighted data mean, as the ``means`` given to :func:`batched_em`.
+    covariances, prec_chol : ndarray
+        Per covariance type, as in :mod:`bayes_gmm._gaussian`.
+    objective : float
+        Log-likelihood (plus the log prior under a prior) at the returned parameters.
+    history : list of float
+        Objective after 0, 1, ..., ``n_iter`` M-steps.
+    converged : bool
+    n_iter : int
+    degenerate : bool
+        The start hit a case this module does not reproduce (see the module docstring);
+        the other fields are then meaningless and the start must be rerun by
+        ``GaussianMixture``.
+    """
+
+    weights: np.ndarray = None
+    means: np.ndarray = None
+    covariances: np.ndarray = None
+    prec_chol: np.ndarray = None
+    objective: float = -np.inf
+    history: list = None
+    converged: bool = False
+    n_iter: int = 0
+    degenerate: bool = False
+
+
+def _per_start_chol(covs, ctype):
+    """Precision factors of (A, ...) stacked covariances and which starts needed a repair."""
+    A = covs.shape[0]
+    if ctype == "tied":
+        # (A, d, d) tied matrices are factored exactly like A "full" components.
+        prec_chol, covs, repaired = g.precision_cholesky(covs, "full")
+        bad = {k for k, _ in repaired}
+        return prec_chol, covs, bad
+    K = covs.shape[1]
+    flat = covs.reshape((A * K, *covs.shape[2:]))
+    prec_chol, flat, repaired = g.precision_cholesky(flat, ctype)
+    bad = {k // K for k, _ in repaired}
+    return prec_chol.reshape(covs.shape), flat.reshape(covs.shape), bad
+
+
+def _natural_parameters(means, prec_chol, ctype):
+    """Stacked ``eta`` (A K, m) and ``const`` (A, K) of all starts' components."""
+    A, K, d = means.shape
+    if ctype != "tied":
+        eta, const = g.natural_parameters(
+            means.reshape(A * K, d), prec_chol.reshape((A * K, *prec_chol.shape[2:])), ctype
+        )
+        return eta, const.reshape(A, K)
+    # As g.natural_parameters for "tied", with one precision per start.
+    precision = prec_chol @ np.swapaxes(prec_chol, 1, 2)
+    prec_means = means @ precision
+    log_det = np.sum(np.log(np.diagonal(prec_chol, axis1=1, axis2=2)), axis=1)
+    const = -0.5 * (means * prec_means).sum(axis=2) + log_det[:, None] - 0.5 * d * g._LOG_2PI
+    return np.ascontiguousarray(prec_means.reshape(A * K, d)), const
+
+
+def _e_step(feats, w, weights, means, prec_chol, ctype, tied_moment):
+    """Log-likelihood (A,) and stacked sufficient statistics of all starts.
+
+    ``w`` is None for unit weights (as in ``em._e_step_block``).
+    """
+    A, K, _d = means.shape
+    eta, const = _natural_parameters(means, prec_chol, ctype)
+    const = const + np.log(weights)  # log(0) = -inf is allowed (see batched_em)
+    log_prob = (eta @ feats.T).reshape(A, K, -1)
+    log_prob += const[:, :, None]
+    if ctype == "tied":  # the quadratic term every component of a start shares
+        Y = feats @ prec_chol  # (A, n, d)
+        log_prob -= 0.5 * np.square(Y).sum(axis=2)[:, None, :]
+    # g.normalize, per start.
+    top = log_prob.max(axis=1)
+    top[~np.isfinite(top)] = 0.0
+    log_prob -= top[:, None, :]
+    resp = np.exp(log_prob, out=log_prob)
+    total = resp.sum(axis=1)
+    resp /= total[:, None, :]
+    log_norm = np.log(total) + top
+    log_likelihood = log_norm.sum(axis=1) if w is None else log_norm @ w
+    stats = g.summarize(feats, w, resp.reshape(A * K, -1), ctype)
+    if ctype == "tied":
+        stats.sum_xx = tied_moment
+    return log_likelihood, stats
+
+
+def _m_step(stats, A, K, ctype, reg_covar, prior):
+    """``g.from_summaries`` for each of the A starts, vectorized over them."""
+    total = stats.total_weight
+    if ctype != "tied":
+        # Every formula of g.from_summaries is per component except the MAP weights'
+        # denominator, which has the number of components of one start in it.
+        weights, means, covs = g.from_summaries(stats, ctype, reg_covar, prior)
+        if prior is not None:
+            alpha = prior.alpha
+            weights = (stats.weight + alpha - 1.0) / (total + K * (alpha - 1.0))
+        return weights.reshape(A, K), means.reshape(A, K, -1), covs.reshape((A, K, *covs.shape[1:]))
+    weight = stats.weight.reshape(A, K)
+    sum_x = stats.sum_x.reshape(A, K, -1)
+    d = sum_x.shape[-1]
+    nk = weight + 10 * np.finfo(float).eps
+    xbar = sum_x / nk[:, :, None]
+    scatter = stats.sum_xx - np.swapaxes(xbar * nk[:, :, None], 1, 2) @ xbar
+    if prior is None:
+        covs = scatter / nk.sum(axis=1)[:, None, None]
+        covs[:, np.arange(d), np.arange(d)] += reg_covar
+        return nk / total, xbar, covs
+    alpha, kappa, nu = prior.alpha, prior.kappa, prior.nu
+    weights = (weight + alpha - 1.0) / (total + K * (alpha - 1.0))
+    means = (sum_x + kappa * prior.mean) / (weight + kappa)[:, :, None]
+    shrink = kappa * weight / (kappa + weight)
+    delta = xbar - prior.mean
+    covs = prior.scale + scatter + np.swapaxes(delta * shrink[:, :, None], 1, 2) @ delta
+    covs /= nu + d + 1.0 + K + total
+    return weights, means, covs
+
+
+def _singular(covs, ctype, reg_covar, data_scale):
+    """Starts whose ML covariance is held positive definite only by ``reg_covar``.
+
+    The test of ``GaussianMixture._warn_degenerate``; shape (A,) boolean.
+    """
+    if ctype in ("full", "tied"):
+        smallest = np.linalg.eigvalsh(covs).min(axis=-1)
+    else:
+        smallest = covs if ctype == "spherical" else covs.min(axis=-1)
+    singular = smallest - reg_covar <= 1e-9 * data_scale
+    return singular.reshape(covs.shape[0], -1).any(axis=1)
+
+
+def batched_em(
+    X,
+    sample_weight,
+    covariance_type,
+    weights,
+    means,
+    covariances,
+    *,
+    tol,
+    max_iter,
+    reg_covar=1e-6,
+    prior=None,
+    log_prior=None,
+):
+    """Run EM from R starts of the same mixture at once.
+
+    Each start follows ``GaussianMixture._run_em``: the objective is evaluated at the
+    current parameters, the start stops when it changed by less than ``tol`` times the
+    total weight, or after ``max_iter`` M-steps; finished starts leave the batch.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+    sample_weight : ndarray of shape (n,)
+    covariance_type : {"full", "tied", "diag", "spherical"}
+    weights : ndarray of shape (R, K)
+    means : ndarray of shape (R, K, d)
+        Centered by the weighted data mean ``sample_weight @ X / sample_weight.sum()``.
+    covariances : ndarray of shape (R, ...)
+        One start's covariances per row: (R, K, d, d) full, (R, d, d) tied, (R, K, d) diag,
+        (R, K) spherical.
+    tol : float
+        Per unit of sample weight, as ``GaussianMixture``'s ``tol``.
+    max_iter : int or array-like of int of shape (R,)
+        Maximum number of M-steps, per start if an array.
+    reg_covar : float, default=1e-6
+        Added to the covariance diagonals when ``prior`` is None.
+    prior : bayes_gmm._gaussian.CenteredPrior or None, default=None
+        MAP estimation under this prior (centered frame).
+    log_prior : callable or None, default=None
+        ``log_prior(weights, means, covariances) -> float`` for one start (centered
+        frame); required with ``prior``, added to the objective.
+
+    Returns
+    -------
+    list of BatchResult
+        One per start, in order.
+    """
+    ctype = covariance_type
+    X = np.asarray(X, dtype=float)
+    w = np.asarray(sample_weight, dtype=float)
+    R, K = np.shape(weights)
+    center = w @ X / w.sum()
+    feats = g.features(X - center, ctype)
+    unit = bool(np.all(w == 1.0))
+    tied_moment = g.weighted_second_moment(feats, w) if ctype == "tied" else None
+    tol_abs = tol * w.sum()
+    data_scale = float(np.max(np.var(X, axis=0))) or 1.0
+    max_iters = np.broadcast_to(np.asarray(max_iter, dtype=int), (R,))
+
+    results = [BatchResult() for _ in range(R)]
+    history = np.empty((R, int(max_iters.max(initial=0)) + 1))
+    # Row a of the arrays below is start active[a]; rows leave when their start finishes.
+    active = np.arange(R)
+    limit = max_iters.copy()
+    weights = np.array(weights, dtype=float)
+    means = np.array(means, dtype=float)
+    prec_chol, covs, bad = _per_start_chol(np.array(covariances, dtype=float), ctype)
+    previous = np.full(R, -np.inf)
+    # One errstate for the whole run (it costs as much as a small numpy call): a zero
+    # weight's log is -inf, as in em._e_step.
+    with np.errstate(divide="ignore"):
+        for iteration in range(history.shape[1]):
+            log_lik, stats = _e_step(
+                feats, None if unit else w, weights, means, prec_chol, ctype, tied_moment
+            )
+            objective = log_lik
+            if prior is not None:
+                objective = log_lik + np.array(
+                    [log_prior(weights[a], means[a], covs[a]) for a in range(len(active))]
+                )
+            history[active, iteration] = objective
+            converged = np.abs(objective - previous) < tol_abs
+            done = converged | (iteration >= limit)
+            if bad:  # repaired covariances: GaussianMixture warns, so the caller reruns them
+                done[list(bad)] = True
+            if not done.any():
+                previous = objective
+            else:
+                finished = np.flatnonzero(done)
+                degenerate = np.zeros(len(active), dtype=bool)
+                degenerate[list(bad)] = True
+                if prior is None:
+                    degenerate[finished] |= _singular(covs[finished], ctype, reg_covar, data_scale)
+                for a in finished:
+                    res = results[active[a]]
+                    res.weights, res.means, res.covariances = weights[a], means[a], covs[a]
+                    res.prec_chol, res.objective = prec_chol[a], float(objective[a])
+                    res.history = history[active[a], : iteration + 1].tolist()
+                    res.converged, res.n_iter = bool(converged[a]), iteration
+                    res.degenerate = bool(degenerate[a])
+                go_on = ~done
+                if not go_on.any():
+                    break
+                active, weights, means = active[go_on], weights[go_on], means[go_on]
+                previous, limit = objective[go_on], limit[go_on]
+                # The starts that go on keep their rows of the stacked statistics.
+                stats_rows = (np.flatnonzero(go_on)[:, None] * K + np.arange(K)).ravel()
+                stats.weight, stats.sum_x = stats.weight[stats_rows], stats.sum_x[stats_rows]
+                if ctype != "tied":
+                    stats.sum_xx = stats.sum_xx[stats_rows]
+            weights, means, covs = _m_step(stats, len(active), K, ctype, reg_covar, prior)
+            prec_chol, covs, bad = _per_start_chol(covs, ctype)
+            if prior is None:  # em.py freezes emptied components; left to GaussianMixture
+                emptied = stats.weight <= 1e-12 * stats.total_weight
+                if emptied.any():
+                    bad |= set(np.flatnonzero(emptied.reshape(-1, K).any(axis=1)).tolist())
+    return results
+
+
+def fit_estimators(estimators, X, sample_weight):
+    """Fit GaussianMixture estimators of the same model together, as their ``fit`` would.
+
+    The estimators must share ``n_components``, ``covariance_type``, ``tol``,
+    ``reg_covar`` and ``prior``, and either all have explicit ``weights_init``,
+    ``means_init`` and ``precisions_init`` or all be fitted and have ``warm_start=True``
+    (``max_iter`` may differ). Warnings are not emitted: ``ConvergenceWarning`` shows in
+    ``converged_``.
+
+    Parameters
+    ----------
+    estimators : list of GaussianMixture
+    X : ndarray of shape (n_samples, n_features)
+        Validated float data (no feature names).
+    sample_weight : ndarray of shape (n_samples,)
+
+    Returns
+    -------
+    list of bool
+        Per estimator: True when it was fitted here; False when its initial parameters
+        are invalid or its run was degenerate, in which case it is left untouched and the
+        caller must call its own ``fit`` (which raises or warns as usual).
+    """
+    n, d = X.shape
+    first = estimators[0]
+    ctype, K = first.covariance_type, first.n_components
+    w = sample_weight
+    center = w @ X / w.sum()
+    starts, index = [], []
+    for i, est in enumerate(estimators):
+        if est.warm_start and hasattr(est, "converged_"):
+            starts.append((est.weights_, est.means_ - center, est.covariances_))
+            index.append(i)
+            continue
+        try:
+            inits = est._check_parameters(n, d)
+        except (TypeError, ValueError):
+            continue
+        if len(inits) == 3:
+            starts.append((inits["weights"], inits["means"] - center, inits["covariances"]))
+            index.append(i)
+    ok = [False] * len(estimators)
+    if not starts:
+        return ok
+    resolved, prior, log_prior = None, None, None
+    if first.prior is not None:
+        resolved = first.prior.resolve(X, K, ctype, sample_weight=w)
+        prior = g.CenteredPrior(
+            alpha=resolved.weight_concentration,
+            kappa=resolved.mean_precision,
+            mean=resolved.mean - center,
+            nu=resolved.degrees_of_freedom,
+            scale=resolved.scale,
+        )
+
+        def log_prior(weights, means, covariances):
+            return resolved.log_density(weights, means + center, covariances)
+
+    weights, means, covs = (np.stack(part) for part in zip(*starts, strict=True))
+    results = batched_em(
+        X,
+        w,
+        ctype,
+        weights,
+        means,
+        covs,
+        tol=first.tol,
+        max_iter=[estimators[i].max_iter for i in index],
+        reg_covar=first.reg_covar,
+        prior=prior,
+        log_prior=log_prior,
+    )
+    total_weight = float(w.sum())
+    for i, res in zip(index, results, strict=True):
+        if res.degenerate:
+            continue
+        est = estimators[i]
+        run = _Run(res.weights, res.means, res.covariances, res.prec_chol, res.objective)
+        run.history, run.converged, run.n_iter = res.history, res.converged, res.n_iter
+        # What est.fit sets besides _store's attributes.
+        est.n_features_in_ = d
+        if hasattr(est, "feature_names_in_"):
+            del est.feature_names_in_
+        est.prior_ = resolved
+        est._store(run, center, [res.objective], total_weight)
+        ok[i] = True
+    return ok
