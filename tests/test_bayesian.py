@@ -153,8 +153,6 @@ def test_posterior_predictive(blobs):
 
 @pytest.mark.parametrize("suffix", [".zarr", ".nc"])
 def test_save_load_predicts_identically(blobs, tmp_path, suffix):
-    if suffix == ".nc":
-        pytest.importorskip("h5py")
     model, X, _ = blobs
     path = model.save(tmp_path / f"model{suffix}")
     loaded = BayesianGaussianMixture.load(path)
