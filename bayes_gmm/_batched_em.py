@@ -94,17 +94,13 @@ def _per_start_chol(covs, ctype):
 def _natural_parameters(means, prec_chol, ctype):
     """Stacked ``eta`` (A K, m) and ``const`` (A, K) of all starts' components."""
     A, K, d = means.shape
-    if ctype != "tied":
-        eta, const = g.natural_parameters(
-            means.reshape(A * K, d), prec_chol.reshape((A * K, *prec_chol.shape[2:])), ctype
-        )
-        return eta, const.reshape(A, K)
-    # As g.natural_parameters for "tied", with one precision per start.
-    precision = prec_chol @ np.swapaxes(prec_chol, 1, 2)
-    prec_means = means @ precision
-    log_det = np.sum(np.log(np.diagonal(prec_chol, axis1=1, axis2=2)), axis=1)
-    const = -0.5 * (means * prec_means).sum(axis=2) + log_det[:, None] - 0.5 * d * g._LOG_2PI
-    return np.ascontiguousarray(prec_means.reshape(A * K, d)), const
+    if ctype == "tied":  # one shared precision per start
+        eta, const = g.natural_parameters(means, prec_chol, ctype)
+        return eta.reshape(A * K, d), const
+    eta, const = g.natural_parameters(
+        means.reshape(A * K, d), prec_chol.reshape((A * K, *prec_chol.shape[2:])), ctype
+    )
+    return eta, const.reshape(A, K)
 
 
 def _e_step(feats, w, weights, means, prec_chol, ctype, tied_moment):
@@ -112,7 +108,7 @@ def _e_step(feats, w, weights, means, prec_chol, ctype, tied_moment):
 
     ``w`` is None for unit weights (as in ``em._e_step_block``).
     """
-    A, K, _d = means.shape
+    A, K, d = means.shape
     eta, const = _natural_parameters(means, prec_chol, ctype)
     const = const + np.log(weights)  # log(0) = -inf is allowed (see batched_em)
     log_prob = (eta @ feats.T).reshape(A, K, -1)
@@ -120,19 +116,10 @@ def _e_step(feats, w, weights, means, prec_chol, ctype, tied_moment):
     if ctype == "tied":  # the quadratic term every component of a start shares
         Y = feats @ prec_chol  # (A, n, d)
         log_prob -= 0.5 * np.square(Y).sum(axis=2)[:, None, :]
-    # g.normalize, per start.
-    top = log_prob.max(axis=1)
-    top[~np.isfinite(top)] = 0.0
-    log_prob -= top[:, None, :]
-    resp = np.exp(log_prob, out=log_prob)
-    total = resp.sum(axis=1)
-    resp /= total[:, None, :]
-    log_norm = np.log(total) + top
+    log_norm, resp = g.normalize(log_prob, axis=1)  # per start
     log_likelihood = log_norm.sum(axis=1) if w is None else log_norm @ w
-    stats = g.summarize(feats, w, resp.reshape(A * K, -1), ctype)
-    if ctype == "tied":
-        stats.sum_xx = tied_moment
-    return log_likelihood, stats
+    stats = g.summarize(feats, w, resp.reshape(A * K, -1), ctype, d)
+    return log_likelihood, g.finish_moments(stats, ctype, tied_moment)
 
 
 def _m_step(stats, A, K, ctype, reg_covar, prior):

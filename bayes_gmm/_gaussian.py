@@ -115,11 +115,16 @@ def worker_pool():
     )
 
 
+def single_threaded():
+    """Context that runs BLAS and OpenMP (k-means) on one thread."""
+    return _blas_controller().limit(limits=1)
+
+
 def blas_threads_for(n_components, n_features, covariance_type):
-    """Context that runs BLAS and OpenMP (k-means) single-threaded for small problems."""
+    """:func:`single_threaded` for small problems, no change for large ones."""
     if feature_width(n_features, covariance_type) * n_components > SMALL_PROBLEM_WORK:
         return contextlib.nullcontext()
-    return _blas_controller().limit(limits=1)
+    return single_threaded()
 
 
 # --------------------------------------------------------------------------- precisions
@@ -185,8 +190,8 @@ def log_det_precision_cholesky(prec_chol, covariance_type, n_features):
     """``log det P`` per component (half the log-determinant of the precision)."""
     if covariance_type == "full":
         return np.sum(np.log(np.diagonal(prec_chol, axis1=1, axis2=2)), axis=1)
-    if covariance_type == "tied":
-        return np.sum(np.log(np.diag(prec_chol)))
+    if covariance_type == "tied":  # (d, d), or a batch of starts (A, d, d)
+        return np.sum(np.log(np.diagonal(prec_chol, axis1=-2, axis2=-1)), axis=-1)
     if covariance_type == "diag":
         return np.sum(np.log(prec_chol), axis=1)
     return n_features * np.log(prec_chol)
@@ -276,22 +281,24 @@ def natural_parameters(means, prec_chol, covariance_type):
     """``eta`` and ``c`` with ``log N(x | mean_k, cov_k) = eta[k] @ features(x) + c[k]``.
 
     For "tied" the term ``-x' A x / 2`` shared by all components is left out (see
-    :func:`linear_log_prob`).
+    :func:`linear_log_prob`); "tied" also takes a batch of starts, ``means`` (A, K, d) and
+    ``prec_chol`` (A, d, d), giving ``eta`` (A, K, d) and ``const`` (A, K).
 
     Returns
     -------
     eta : ndarray of shape (K, feature_width)
     const : ndarray of shape (K,)
     """
-    d = means.shape[1]
+    d = means.shape[-1]
     log_det = log_det_precision_cholesky(prec_chol, covariance_type, d)
     if covariance_type == "full":
         precisions = prec_chol @ np.swapaxes(prec_chol, 1, 2)
         prec_means = np.einsum("kij,kj->ki", precisions, means)
         eta = np.hstack([prec_means, -0.5 * _pack_symmetric(precisions)])
     elif covariance_type == "tied":
-        prec_means = means @ (prec_chol @ prec_chol.T)
+        prec_means = means @ (prec_chol @ np.swapaxes(prec_chol, -1, -2))
         eta = prec_means
+        log_det = np.asarray(log_det)[..., None]  # one per start
     elif covariance_type == "diag":
         prec = prec_chol**2
         prec_means = prec * means
@@ -300,28 +307,9 @@ def natural_parameters(means, prec_chol, covariance_type):
         prec = prec_chol**2
         prec_means = prec[:, None] * means
         eta = np.hstack([prec_means, -0.5 * prec[:, None]])
-    const = -0.5 * np.einsum("ki,ki->k", means, prec_means) + log_det - 0.5 * d * _LOG_2PI
+    const = -0.5 * np.einsum("...ki,...ki->...k", means, prec_means) + log_det
+    const -= 0.5 * d * _LOG_2PI
     return np.ascontiguousarray(eta), const
-
-
-def log_gaussian_prob(Xc, means, prec_chol, covariance_type):
-    """Log-density of each row under each component.
-
-    Parameters
-    ----------
-    Xc : ndarray of shape (n, d)
-    means : ndarray of shape (K, d)
-        In the same (centered) frame as ``Xc``.
-    prec_chol : ndarray
-    covariance_type : str
-
-    Returns
-    -------
-    ndarray of shape (n, K)
-    """
-    feats = features(Xc, covariance_type)
-    eta, const = natural_parameters(means, prec_chol, covariance_type)
-    return linear_log_prob(feats, eta, const, covariance_type, prec_chol).T
 
 
 def linear_log_prob(feats, eta, const, covariance_type, prec_chol=None):
@@ -341,26 +329,28 @@ def linear_log_prob(feats, eta, const, covariance_type, prec_chol=None):
     return out
 
 
-def normalize(log_prob):
+def normalize(log_prob, axis=0):
     """Log-sum-exp over components and the responsibilities, in place (one exp pass).
 
     Parameters
     ----------
-    log_prob : ndarray of shape (K, n)
+    log_prob : ndarray of shape (K, n), or with the components along ``axis``
         Weighted component log-densities; overwritten with the responsibilities.
+    axis : int, default=0
+        The component axis (1 for a batch of starts, shape (starts, K, n)).
 
     Returns
     -------
-    log_norm : ndarray of shape (n,)
-    resp : ndarray of shape (K, n)
+    log_norm : ndarray of shape (n,), or ``log_prob``'s shape without ``axis``
+    resp : ndarray, the shape of ``log_prob``
     """
-    top = log_prob.max(axis=0)
+    top = log_prob.max(axis=axis, keepdims=True)
     top[~np.isfinite(top)] = 0.0
     log_prob -= top
     resp = np.exp(log_prob, out=log_prob)
-    total = resp.sum(axis=0)
+    total = resp.sum(axis=axis, keepdims=True)
     resp /= total
-    return np.log(total) + top, resp
+    return np.squeeze(np.log(total) + top, axis=axis), resp
 
 
 @dataclass
@@ -396,8 +386,10 @@ class SufficientStatistics:
         return self
 
 
-def summarize(feats, sample_weight, resp, covariance_type, unpack=True):
+def summarize(feats, sample_weight, resp, covariance_type, n_features):
     """Sufficient statistics of one chunk from its responsibilities.
+
+    Accumulate chunks with ``+=``, then call :func:`finish_moments` once.
 
     Parameters
     ----------
@@ -408,42 +400,39 @@ def summarize(feats, sample_weight, resp, covariance_type, unpack=True):
     resp : ndarray of shape (K, n)
         Responsibilities; overwritten with ``sample_weight * resp``.
     covariance_type : str
-        For "tied" ``sum_xx`` is left at zero: the responsibilities sum to one, so the
-        pooled second moment does not depend on them and the driver computes it once
+        "full" keeps ``sum_xx`` as packed upper triangles (K, d (d + 1) / 2), cheaper to
+        accumulate. "tied" leaves it at zero: the responsibilities sum to one, so the
+        pooled second moment does not depend on them and is computed once
         (:func:`weighted_second_moment`).
-    unpack : bool, default=True
-        For "full", ``False`` keeps ``sum_xx`` as packed upper triangles (K, d (d + 1) / 2),
-        cheaper to accumulate over chunks; :func:`unpack_moments` finishes the job.
+    n_features : int
     """
     if sample_weight is not None:
         resp *= sample_weight
     total = float(feats.shape[0] if sample_weight is None else sample_weight.sum())
     weight = resp.sum(axis=1)
     moments = resp @ feats
-    d = _n_features_from_width(feats.shape[1], covariance_type)
+    d = n_features
     sum_x, rest = moments[:, :d], moments[:, d:]
-    if covariance_type == "full":
-        sum_xx = _unpack_symmetric(rest, d) if unpack else rest
-    elif covariance_type == "tied":
+    if covariance_type == "tied":
         sum_xx = np.zeros((d, d))
-    elif covariance_type == "diag":
-        sum_xx = rest
-    else:
+    elif covariance_type == "spherical":
         sum_xx = rest[:, 0]
+    else:
+        sum_xx = rest
     return SufficientStatistics(weight, sum_x, sum_xx, total, 0.0)
 
 
-def unpack_moments(stats, covariance_type):
-    """Expand the packed "full" second moments left by ``summarize(..., unpack=False)``."""
-    if covariance_type == "full" and stats.sum_xx.ndim == 2:
+def finish_moments(stats, covariance_type, tied_moment=None):
+    """Turn accumulated chunk statistics into what :func:`from_summaries` reads.
+
+    Unpacks the "full" second moments into (K, d, d) matrices and puts the pooled
+    ``tied_moment`` (:func:`weighted_second_moment`) in place for "tied".
+    """
+    if covariance_type == "full":
         stats.sum_xx = _unpack_symmetric(stats.sum_xx, stats.sum_x.shape[1])
+    elif covariance_type == "tied":
+        stats.sum_xx = tied_moment
     return stats
-
-
-def _n_features_from_width(width, covariance_type):
-    if covariance_type == "full":  # width = d + d (d + 1) / 2
-        return round((np.sqrt(8 * width + 9) - 3) / 2)
-    return {"tied": width, "diag": width // 2, "spherical": width - 1}[covariance_type]
 
 
 def weighted_second_moment(Xc, sample_weight):

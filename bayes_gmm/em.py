@@ -376,13 +376,13 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         else:
             _, index = kmeans_plusplus(X, K, random_state=random_state, sample_weight=w)
             resp[index, np.arange(K)] = 1.0
+        d = X.shape[1]
         chunks = ctx.chunks()
         start, stop, feats = next(chunks)
-        stats = g.summarize(feats, w[start:stop], resp[start:stop].T, ctx.ctype)
+        stats = g.summarize(feats, w[start:stop], resp[start:stop].T, ctx.ctype, d)
         for start, stop, feats in chunks:
-            stats += g.summarize(feats, w[start:stop], resp[start:stop].T, ctx.ctype)
-        if ctx.ctype == "tied":
-            stats.sum_xx = ctx.tied_moment
+            stats += g.summarize(feats, w[start:stop], resp[start:stop].T, ctx.ctype, d)
+        g.finish_moments(stats, ctx.ctype, ctx.tied_moment)
         weights, means, covs = g.from_summaries(stats, ctx.ctype, ctx.reg_covar, ctx.prior)
         if "means" in inits:
             means = inits["means"] - ctx.center
@@ -723,7 +723,7 @@ def _e_step(ctx, weights, means, prec_chol):
     if len(blocks) == 1:
         parts = [_e_step_block(ctx, *blocks[0], eta, const, prec_chol)]
     else:
-        with g.blas_threads_for(0, 0, ctx.ctype):  # one BLAS thread per worker
+        with g.single_threaded():  # one BLAS thread per worker
             parts = list(
                 g.worker_pool().map(
                     lambda block: _e_step_block(ctx, *block, eta, const, prec_chol), blocks
@@ -732,23 +732,21 @@ def _e_step(ctx, weights, means, prec_chol):
     stats = parts[0]
     for part in parts[1:]:
         stats += part
-    if ctx.ctype == "tied":
-        stats.sum_xx = ctx.tied_moment
-    return g.unpack_moments(stats, ctx.ctype)
+    return g.finish_moments(stats, ctx.ctype, ctx.tied_moment)
 
 
 def _e_step_block(ctx, first, last, eta, const, prec_chol):
-    K, d = eta.shape[0], ctx.X.shape[1]
-    packed = d * (d + 1) // 2
-    second = {"full": (K, packed), "tied": (d, d), "diag": (K, d), "spherical": (K,)}[ctx.ctype]
-    stats = g.SufficientStatistics(np.zeros(K), np.zeros((K, d)), np.zeros(second), 0.0, 0.0)
+    stats = None
     for start, stop, feats in ctx.chunks(first, last):
         lp = g.linear_log_prob(feats, eta, const, ctx.ctype, prec_chol)
         log_norm, resp = g.normalize(lp)
         w = None if ctx.unit_weights else ctx.w[start:stop]
-        chunk = g.summarize(feats, w, resp, ctx.ctype, unpack=False)
+        chunk = g.summarize(feats, w, resp, ctx.ctype, ctx.X.shape[1])
         chunk.log_likelihood = float(log_norm.sum() if w is None else w @ log_norm)
-        stats += chunk
+        if stats is None:
+            stats = chunk
+        else:
+            stats += chunk
     return stats
 
 
