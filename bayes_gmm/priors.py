@@ -158,8 +158,9 @@ class GaussianMixturePrior:
 
         if self.covariance_prior is None:
             centered = X - data_mean
-            # The unbiased weighted covariance, as mclust's var().
-            denom = max(w_sum - 1.0, 1.0) if sample_weight is None else w_sum
+            # mclust's var(): the unbiased covariance. Weights count as repeated rows, so
+            # the divisor is sum(w) - 1 (all ones and no weights then agree).
+            denom = w_sum - 1.0 if w_sum >= 2.0 else w_sum
             cov = (centered * w[:, None]).T @ centered / denom
             # Constant columns or collinear data make it singular; lift its smallest
             # eigenvalue to a small fraction of the average variance so that the prior,

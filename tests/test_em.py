@@ -288,6 +288,13 @@ def test_default_prior_follows_mclust_prior_control():
     assert r.degrees_of_freedom == 4
     np.testing.assert_allclose(r.mean, X.mean(axis=0))
     np.testing.assert_allclose(r.scale, np.cov(X.T) / 3 ** (2 / 2))
+    # The estimator passes unit weights; the scale must not change with them.
+    fitted = GaussianMixture(3, prior=GaussianMixturePrior(), random_state=0).fit(X).prior_
+    np.testing.assert_allclose(fitted.scale, r.scale, rtol=1e-12)
+    counts = np.arange(len(X)) % 3 + 1
+    weighted = GaussianMixturePrior().resolve(X, 3, "full", sample_weight=counts)
+    repeated = GaussianMixturePrior().resolve(np.repeat(X, counts, axis=0), 3, "full")
+    np.testing.assert_allclose(weighted.scale, repeated.scale, rtol=1e-12)
     assert (
         GaussianMixturePrior.from_dict(GaussianMixturePrior().to_dict()) == GaussianMixturePrior()
     )
