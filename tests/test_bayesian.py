@@ -74,7 +74,6 @@ def test_two_d_recovery_and_clean_diagnostics(blobs):
     assert caught == [], [str(w.message) for w in caught]
     report = model.diagnostics()
     assert report.ok and report.max_rhat <= 1.01 and report.n_divergent == 0
-    assert "ok" in report.verdict
     lo, hi = _interval(model, "means")
     assert np.all((lo <= TRUE_2D_MEANS) & (TRUE_2D_MEANS <= hi))
     lo, hi = _interval(model, "weights")
@@ -103,7 +102,6 @@ def test_predict_proba_is_the_draw_average(blobs):
     model, X, _ = blobs
     weights, means, covs = model.posterior_parameters(full=True)
     pick = slice(0, None, 97)  # a subset of draws, averaged by hand
-    sub = BayesianGaussianMixture()
     proba = np.zeros((5, 3))
     for w, m, c in zip(weights[pick], means[pick], covs[pick], strict=True):
         dens = np.array([w[k] * multivariate_normal(m[k], c[k]).pdf(X[:5]) for k in range(3)]).T
@@ -113,7 +111,6 @@ def test_predict_proba_is_the_draw_average(blobs):
     np.testing.assert_allclose(full.sum(axis=1), 1.0)
     # The subset average approximates the full average; these points are unambiguous.
     np.testing.assert_allclose(full, proba, atol=1e-3)
-    assert sub is not None
     assert np.all(model.predict(TRUE_2D_MEANS) == [0, 1, 2])
 
 
@@ -305,21 +302,25 @@ def test_n_components_none_runs_the_selection_grid():
 
 @pytest.mark.parametrize("ctype", ["tied", "diag", "spherical"])
 def test_other_covariance_types_recover_the_means(ctype):
-    X = _three_blobs(seed=6, n=(80, 80, 80))
+    # Scaled by 3 (true variance 9), so a variance reported as a standard deviation (3)
+    # or a precision (1/9) fails.
+    X = 3.0 * _three_blobs(seed=6, n=(80, 80, 80))
     model = BayesianGaussianMixture(
         3, covariance_type=ctype, draws=600, tune=400, chains=2, random_state=0
     )
     model, _ = _fit_quietly(model, X)
     lo, hi = _interval(model, "means", prob=0.99)
-    assert np.all((lo <= TRUE_2D_MEANS) & (TRUE_2D_MEANS <= hi)), (lo, hi)
+    assert np.all((lo <= 3.0 * TRUE_2D_MEANS) & (3.0 * TRUE_2D_MEANS <= hi)), (lo, hi)
     cov = model.idata_["posterior"]["covariances"]
     expected = {"tied": (2, 2), "diag": (3, 2), "spherical": (3,)}[ctype]
     assert cov.shape[2:] == expected
-    # Unit covariances: the posterior mean variances are close to 1.
+    # The posterior mean variances are close to 9. A variance estimated from 80 points has
+    # a relative standard error of sqrt(2 / 79) = 0.16 (less when pooled: tied, spherical),
+    # so rtol=0.35 is over two standard errors; 3 or 1/9 is off by 67% or more.
     variances = cov.mean(("chain", "draw")).values
     if ctype == "tied":
         variances = np.diagonal(variances)
-    np.testing.assert_allclose(variances, 1.0, atol=0.35)
+    np.testing.assert_allclose(variances, 9.0, rtol=0.35)
 
 
 def test_integer_sample_weights_match_repeated_rows():
