@@ -9,15 +9,15 @@
 
 from __future__ import annotations
 
-import numbers
 from importlib import resources
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["load_faithful", "load_iris", "make_foot_sizes", "make_mixture"]
+from bayes_gmm._validation import check_int, check_real
+from bayes_gmm.priors import _check_covariance_type
 
-_COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+__all__ = ["load_faithful", "load_iris", "make_foot_sizes", "make_mixture"]
 
 
 def load_faithful(as_frame=True):
@@ -115,12 +115,6 @@ def make_foot_sizes(n_female=700, n_male=300, random_state=None):
     labels = np.repeat([0, 1], [n_female, n_male])
     order = rng.permutation(x.size)
     return x[order, None], labels[order]
-
-
-def _check_positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-    return int(value)
 
 
 def _random_rotation(rng, d):
@@ -227,12 +221,9 @@ def make_mixture(
     >>> X.shape, truth["means"].shape
     ((300, 2), (3, 2))
     """
-    if covariance_type not in _COVARIANCE_TYPES:
-        raise ValueError(
-            f"covariance_type must be one of {_COVARIANCE_TYPES}, got {covariance_type!r}."
-        )
+    _check_covariance_type(covariance_type)
     rng = np.random.default_rng(random_state)
-    n_samples = _check_positive_int(n_samples, "n_samples")
+    n_samples = check_int(n_samples, "n_samples", 1)
     if means is not None:
         means = np.asarray(means, dtype=float)
         if means.ndim == 1:
@@ -245,8 +236,8 @@ def make_mixture(
         n_components, n_features = means.shape
     elif weights is not None:
         n_components = len(weights)
-    K = _check_positive_int(n_components, "n_components")
-    d = _check_positive_int(n_features, "n_features")
+    K = check_int(n_components, "n_components", 1)
+    d = check_int(n_features, "n_features", 1)
 
     if weights is None:
         weights = rng.dirichlet(np.full(K, 5.0))
@@ -265,9 +256,7 @@ def make_mixture(
     full = _as_full(covariances, covariance_type, K, d)
 
     if means is None:
-        separation = float(separation)
-        if not separation >= 0:
-            raise ValueError(f"separation must be >= 0, got {separation!r}.")
+        separation = check_real(separation, "separation", 0)
         # A box whose volume grows with K keeps rejection sampling quick.
         half_width = max(separation, 1.0) * max(1.0, K ** (1.0 / d))
         for _ in range(10_000):

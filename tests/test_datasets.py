@@ -101,13 +101,16 @@ def test_make_mixture_given_parameters():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"n_samples": 0}, "n_samples must be a positive integer"),
-        ({"n_components": 2.5}, "n_components must be a positive integer"),
+        ({"n_samples": 0}, r"n_samples must be an integer >= 1, got 0\."),
+        ({"n_components": 2.5}, r"n_components must be an integer >= 1, got 2\.5"),
         ({"covariance_type": "banana"}, "covariance_type must be one of"),
         ({"weights": [1, -1, 1]}, "weights must be 3 non-negative"),
         ({"covariances": np.eye(2), "covariance_type": "full"}, r"must have shape \(3, 2, 2\)"),
         ({"covariances": -np.ones(3), "covariance_type": "spherical"}, "positive definite"),
-        ({"separation": -1}, "separation must be >= 0"),
+        ({"separation": -1}, "separation must be a finite number >= 0"),
+        # Infinite separation used to overflow the box of means; now it is refused.
+        ({"separation": np.inf}, r"separation must be a finite number >= 0, got inf"),
+        ({"separation": np.nan}, "separation must be a finite number >= 0"),
     ],
 )
 def test_make_mixture_rejects_bad_arguments(kwargs, match):
