@@ -32,14 +32,20 @@ from bayes_gmm.em import _Run
 
 __all__ = ["BatchResult", "batched_em", "fit_estimators", "fits_in_batch"]
 
-#: Largest ``R * K * n * feature_width`` handled in one batch (float64 elements, ~32 MB).
+#: Largest number of float64 elements in a batch's temporaries (~32 MB).
 MAX_BATCH_ELEMENTS = 2**22
 
 
 def fits_in_batch(n_samples, n_starts, n_components, n_features, covariance_type):
-    """Whether a batch of ``n_starts`` runs keeps its temporaries below ``MAX_BATCH_ELEMENTS``."""
-    width = max(1, g.feature_width(n_features, covariance_type))
-    return n_samples * n_starts * n_components * width <= MAX_BATCH_ELEMENTS
+    """Whether a batch of ``n_starts`` runs keeps its temporaries below ``MAX_BATCH_ELEMENTS``.
+
+    The temporaries are the (R K, n) log-densities and responsibilities, the (n, m)
+    features and, for "tied", the (R, n, d) whitened rows.
+    """
+    per_row = n_starts * n_components + g.feature_width(n_features, covariance_type)
+    if covariance_type == "tied":
+        per_row += n_starts * n_features
+    return n_samples * per_row <= MAX_BATCH_ELEMENTS
 
 
 @dataclass

@@ -569,12 +569,11 @@ def _fit_all(estimators, data):
         first = estimators[0]
         n, d = data.X.shape
         if fits_in_batch(n, len(estimators), first.n_components, d, first.covariance_type):
+            # fit_estimators leaves invalid or degenerate starts alone (False) rather than
+            # raising, so an exception here is a bug and must not be hidden by the refits.
             with warnings.catch_warnings(record=True):  # as _fit_quietly: numpy's are moot
                 warnings.simplefilter("always")
-                try:
-                    done = fit_estimators(estimators, data.X, data.w)
-                except Exception:  # the one-by-one fits below meet it again and report it
-                    done = [False] * len(estimators)
+                done = fit_estimators(estimators, data.X, data.w)
     return [
         (est, "") if ok else _fit_quietly(est, data.X, data.w)
         for est, ok in zip(estimators, done, strict=True)
