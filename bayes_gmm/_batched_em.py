@@ -1,7 +1,7 @@
 """EM for several starts of the same mixture at once, on the same (small) data.
 
 On small data (a few thousand rows) one EM iteration of :class:`~bayes_gmm.GaussianMixture`
-costs mostly the fixed overhead of some thirty numpy calls (~100 us), not arithmetic. A
+costs mostly the fixed overhead of its few dozen numpy calls, not arithmetic. A
 model-selection grid runs hundreds of starts of thousands of iterations, so that overhead is
 its running time. Here the R starts of one (K, covariance_type) are stacked along the
 component axis: the E-step of all of them is one matrix product of R K natural parameter

@@ -26,7 +26,8 @@ covariances). A cell also starts
 
 Every start runs ``SHORT_ITER`` EM iterations; those then within ``SHORT_MARGIN`` (per
 sample) of the leader run on to ``EXPLORE_TOL`` (the others, heading for clearly worse
-optima, stop there; on Old Faithful this saves 40% of the time and changes no cell). The
+optima, stop there; on Old Faithful this saved a large share of the time and changed no
+cell when it was introduced). The
 best start (highest objective) is kept, and the table reports how many starts reached it
 (``n_best`` of ``n_starts``; a low ratio flags a likelihood with several local optima).
 Then the cells that could still win are run on to the final ``tol``: visited best first, a
@@ -942,7 +943,8 @@ def select_model(
     t_start = time.perf_counter()
     with contextlib.ExitStack() as stack:
         # One BLAS thread: the products here are small (K x d x d), and threaded BLAS
-        # spends more on start-up and contention than it saves (8x slower on 1e5 x 5).
+        # spends more on start-up and contention than it saves (it was several times
+        # slower on the 1e5 x 5 case of bench_selection.py on a busy 2-core machine).
         stack.enter_context(threadpool_limits(1))
         stack.enter_context(warnings.catch_warnings())
         warnings.simplefilter("ignore", DataWarning)  # said once above, not once per fit
