@@ -24,6 +24,7 @@ the weights are not shrunk, as in mclust).
 
 from __future__ import annotations
 
+import functools
 import numbers
 from dataclasses import dataclass, field
 
@@ -219,6 +220,25 @@ class ResolvedPrior:
     degrees_of_freedom: float = 0.0
     scale: np.ndarray = field(default=None, repr=False)
 
+    @functools.cached_property
+    def _log_normalizer(self):
+        """The parameter-free part of :meth:`log_density` (EM evaluates it every iteration)."""
+        K, d = self.n_components, self.n_features
+        alpha, kappa, nu = self.weight_concentration, self.mean_precision, self.degrees_of_freedom
+        const = gammaln(K * alpha) - K * gammaln(alpha)
+        # One normal per mean coordinate, each with variance (covariance / kappa).
+        const += K * d * (-0.5 * np.log(2 * np.pi) + 0.5 * np.log(kappa))
+        if self.covariance_type in ("full", "tied"):
+            _, log_det_scale = np.linalg.slogdet(self.scale)
+            n_wisharts = K if self.covariance_type == "full" else 1
+            const += n_wisharts * (
+                0.5 * nu * log_det_scale - 0.5 * nu * d * np.log(2.0) - multigammaln(0.5 * nu, d)
+            )
+        else:
+            a, b = 0.5 * nu, 0.5 * self.scale  # b: (d,) for diag, () for spherical
+            const += K * np.sum(a * np.log(b) - gammaln(a))
+        return float(const)
+
     def log_density(self, weights, means, covariances):
         """Log prior density of mixture parameters (normalized).
 
@@ -235,7 +255,7 @@ class ResolvedPrior:
         """
         K, d = self.n_components, self.n_features
         alpha, kappa, nu = self.weight_concentration, self.mean_precision, self.degrees_of_freedom
-        log_p = gammaln(K * alpha) - K * gammaln(alpha)
+        log_p = self._log_normalizer
         if alpha != 1.0:
             log_p += (alpha - 1.0) * np.sum(np.log(weights))
         diff = means - self.mean
@@ -244,28 +264,18 @@ class ResolvedPrior:
             covs = covariances if ctype == "full" else covariances[None]
             chol = np.linalg.cholesky(covs)
             log_det = 2.0 * np.sum(np.log(np.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
-            _, log_det_scale = np.linalg.slogdet(self.scale)
             inv = np.linalg.inv(covs)
-            log_iw = (
-                0.5 * nu * log_det_scale
-                - 0.5 * nu * d * np.log(2.0)
-                - multigammaln(0.5 * nu, d)
-                - 0.5 * (nu + d + 1.0) * log_det
-                - 0.5 * np.einsum("ij,kji->k", self.scale, inv)
-            )
+            log_p -= np.sum(0.5 * (nu + d + 1.0) * log_det)
+            log_p -= 0.5 * np.einsum("ij,kji->", self.scale, inv)
             maha = np.einsum("ki,kij,kj->k", diff, inv if ctype == "full" else inv[[0] * K], diff)
-            log_det_means = log_det if ctype == "full" else np.repeat(log_det, K)
-            log_norm = -0.5 * (d * np.log(2 * np.pi) - d * np.log(kappa) + log_det_means)
-            log_norm = log_norm - 0.5 * kappa * maha
-            log_p += np.sum(log_iw) + np.sum(log_norm)
+            log_p -= 0.5 * (np.sum(log_det) if ctype == "full" else K * log_det[0])
+            log_p -= 0.5 * kappa * np.sum(maha)
         else:
             # One inverse-gamma per variance: (K, d) for diag, (K,) for spherical.
-            a, b = 0.5 * nu, 0.5 * self.scale
+            b = 0.5 * self.scale
             var = np.asarray(covariances, dtype=float)
-            log_p += np.sum(a * np.log(b) - gammaln(a) - (a + 1.0) * np.log(var) - b / var)
+            log_p -= np.sum((0.5 * nu + 1.0) * np.log(var) + b / var)
             per_coord = var if ctype == "diag" else var[:, None]
-            log_p += np.sum(
-                -0.5 * (np.log(2 * np.pi) - np.log(kappa) + np.log(per_coord))
-                - 0.5 * kappa * diff**2 / per_coord
-            )
+            # Broadcast to (K, d): a spherical variance enters once per coordinate.
+            log_p -= np.sum(0.5 * np.log(per_coord) + 0.5 * kappa * diff**2 / per_coord)
         return float(log_p)
