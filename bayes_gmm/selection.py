@@ -682,8 +682,8 @@ def _remaining_gain(history):
 
 def _criteria(est, data, ctype):
     """Log-likelihood, BIC, AIC and ICL of the fitted ``est`` on all the data."""
-    log_norm = est.score_samples(data.X)
-    resp = est.predict_proba(data.X)
+    # One pass for both (the data were validated once for the whole grid).
+    log_norm, resp = est._log_norm_and_resp(data.X)
     total_w = float(data.w.sum())
     loglik = float(data.w @ log_norm)
     K, d = est.means_.shape
