@@ -17,6 +17,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from bayes_gmm._validation import check_data
+
 __all__ = [
     "figure_of",
     "plot_clusters",
@@ -28,8 +30,6 @@ __all__ = [
     "plot_uncertainty",
     "separating_pair",
 ]
-
-_COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -60,27 +60,18 @@ class _Params(NamedTuple):
 
 
 def _full_covariances(covariances, covariance_type, n_components, n_features):
-    cov = np.asarray(covariances, dtype=float)
-    core_ndim = {"full": 3, "tied": 2, "diag": 2, "spherical": 1}[covariance_type]
-    lead = cov.shape[: cov.ndim - core_ndim]
-    eye = np.eye(n_features)
-    if covariance_type == "full":
-        return cov
-    if covariance_type == "tied":
-        return np.broadcast_to(cov[..., None, :, :], (*lead, n_components, n_features, n_features))
-    if covariance_type == "diag":
-        return cov[..., :, None] * eye
-    return cov[..., None, None] * eye
+    from bayes_gmm._gaussian import full_covariances
+
+    return full_covariances(covariances, covariance_type, n_components, n_features)
 
 
 def _em_estimator(model):
     """The EM fit behind ``model``: itself for EM estimators, the stored one for Bayesian ones."""
     if hasattr(model, "means_") and hasattr(model, "weights_"):
         return model
-    for name in ("em_", "em_estimator_", "initial_estimator_", "map_estimator_"):
-        est = getattr(model, name, None)
-        if est is not None and hasattr(est, "means_"):
-            return est
+    est = getattr(model, "em_", None)
+    if est is not None and hasattr(est, "means_"):
+        return est
     raise TypeError(
         f"{type(model).__name__} is not a fitted Gaussian mixture (no EM estimate found); "
         "fit it first."
@@ -111,9 +102,8 @@ def _posterior_params(model, n_draws=None, random_state=0):
 
 
 def _as_array(X):
-    values = np.asarray(X, dtype=float)
-    if values.ndim == 1:
-        values = values[:, None]
+    """The data as a finite 2-D float array, and the column names (x0, x1, ... without)."""
+    values = check_data(X)
     if hasattr(X, "columns"):
         names = [str(c) for c in X.columns]
     else:
@@ -172,9 +162,25 @@ def separating_pair(model):
     return best
 
 
-def _membership(model, X):
-    """Posterior-averaged (Bayesian) or EM membership probabilities, shape (n, K)."""
-    return np.asarray(model.predict_proba(X))
+def _membership(model, X, proba=None):
+    """Posterior-averaged (Bayesian) or EM membership probabilities, shape (n, K).
+
+    ``proba``, when given, is used instead of ``model.predict_proba(X)``: an array of shape
+    (n, K) or the Dataset of :meth:`BayesianGaussianMixture.membership` (its ``mean``).
+    """
+    if proba is None:
+        return np.asarray(model.predict_proba(X))
+    resp = np.asarray(proba["mean"] if _is_membership(proba) else proba, dtype=float)
+    if resp.ndim != 2 or resp.shape[0] != len(X):
+        raise ValueError(
+            f"proba must have shape (n_samples, n_components) = ({len(X)}, K), got {resp.shape}"
+        )
+    return resp
+
+
+def _is_membership(obj):
+    """Whether ``obj`` is what ``BayesianGaussianMixture.membership`` returns."""
+    return hasattr(obj, "data_vars") and {"mean", "lower", "upper"} <= set(obj.data_vars)
 
 
 def _norm_pdf(x, mean, var):
@@ -224,13 +230,12 @@ def plot_selection(selection, criterion=None, ax=None, zoom=False):
     ax = _new_axes(ax)
     selection.plot(criterion=criterion, ax=ax)
     criterion = (criterion or selection.criterion).lower()
-    table = selection.table
-    scores = table[criterion].to_numpy(dtype=float)
+    scores = selection.table[criterion].to_numpy(dtype=float)
     finite = np.isfinite(scores)
     if not finite.any():
         return ax
     # The winner under *this* criterion (it may differ from the one the selection used).
-    row = table.iloc[int(np.nanargmin(np.where(finite, scores, np.nan)))]
+    row = selection.top(1, criterion).iloc[0]
     best = float(row[criterion])
     zoomed = zoom is not False and finite.sum() > 1
     ax.set_title(
@@ -319,7 +324,15 @@ def plot_density(model, X, ax=None, column=0, bins="auto", prob=0.9, n_draws=300
 
 
 def plot_clusters(
-    model, X, ax=None, columns=(0, 1), prob=0.9, n_draws=20, random_state=0, legend=True
+    model,
+    X,
+    ax=None,
+    columns=(0, 1),
+    prob=0.9,
+    n_draws=20,
+    random_state=0,
+    legend=True,
+    proba=None,
 ):
     """Scatter coloured by most likely component, faded where membership is uncertain.
 
@@ -341,6 +354,9 @@ def plot_clusters(
     random_state : int, default=0
         Which draws are shown.
     legend : bool, default=True
+    proba : array-like of shape (n_samples, n_components), optional
+        Membership probabilities of ``X`` if already computed (or the Dataset of
+        :meth:`BayesianGaussianMixture.membership`); default ``model.predict_proba(X)``.
 
     Returns
     -------
@@ -356,8 +372,8 @@ def plot_clusters(
     cols = _pick_columns(columns, names, values.shape[1])
     if len(cols) != 2 or cols[0] == cols[1]:
         raise ValueError(f"columns must name two different features, got {columns!r}")
+    resp = _membership(model, X, proba)
     ax = _new_axes(ax)
-    resp = _membership(model, X)
     K = resp.shape[1]
     labels = resp.argmax(axis=1)
     certainty = resp.max(axis=1)
@@ -430,13 +446,13 @@ def plot_clusters(
 # --------------------------------------------------------------------------- uncertainty
 
 
-def plot_uncertainty(model, X, ax=None, columns=(0, 1), quantiles=(0.75, 0.95)):
+def plot_uncertainty(model, X, ax=None, columns=(0, 1), quantiles=(0.75, 0.95), proba=None):
     """The points whose membership is least certain (mclust's uncertainty plot).
 
     Uncertainty is ``1 - max_k p(component k | x)`` (posterior-averaged for a Bayesian
     fit). In 2-D, points above the ``quantiles`` of the uncertainty are drawn larger and
     darker, so the boundary regions stand out. In 1-D, uncertainty is plotted against the
-    feature.
+    feature, with each uncertain point's credible interval for a Bayesian fit.
 
     Parameters
     ----------
@@ -446,6 +462,11 @@ def plot_uncertainty(model, X, ax=None, columns=(0, 1), quantiles=(0.75, 0.95)):
     columns : pair of int or str, default=(0, 1)
         The two features to show (ignored for 1-D data).
     quantiles : pair of float, default=(0.75, 0.95)
+    proba : array-like of shape (n_samples, n_components) or xarray.Dataset, optional
+        Membership probabilities of ``X`` if already computed: an array (default
+        ``model.predict_proba(X)``), or the Dataset of
+        :meth:`BayesianGaussianMixture.membership`, whose intervals the 1-D plot then
+        uses (default there: ``model.membership(X, prob=0.9)``, computed once).
 
     Returns
     -------
@@ -454,7 +475,11 @@ def plot_uncertainty(model, X, ax=None, columns=(0, 1), quantiles=(0.75, 0.95)):
         ``"uncertainty-mid"`` and ``"uncertainty-high"``.
     """
     values, names = _as_array(X)
-    resp = _membership(model, X)
+    mem = proba if _is_membership(proba) else None
+    if mem is None and proba is None and values.shape[1] == 1 and hasattr(model, "membership"):
+        # A Bayesian fit knows how uncertain the uncertainty is: one call gives both.
+        mem = model.membership(values, prob=0.9)
+    resp = _membership(model, X, proba if mem is None else mem)
     unc = 1.0 - resp.max(axis=1)
     ax = _new_axes(ax)
     q_mid, q_high = np.quantile(unc, quantiles)
@@ -467,9 +492,7 @@ def plot_uncertainty(model, X, ax=None, columns=(0, 1), quantiles=(0.75, 0.95)):
         xs, ys = values[:, 0], unc
         ax.set_xlabel(names[0])
         ax.set_ylabel("uncertainty = 1 - max probability")
-        if hasattr(model, "membership") and (mid | high).any():
-            # A Bayesian fit knows how uncertain the uncertainty is: 90% intervals.
-            mem = model.membership(np.asarray(X, dtype=float).reshape(len(xs), 1), prob=0.9)
+        if mem is not None and (mid | high).any():
             best = resp.argmax(axis=1)
             rows = np.arange(len(xs))
             lo = 1.0 - np.asarray(mem["upper"])[rows, best]
@@ -482,7 +505,7 @@ def plot_uncertainty(model, X, ax=None, columns=(0, 1), quantiles=(0.75, 0.95)):
                 color="C0",
                 alpha=0.5,
                 lw=1,
-                label="90% interval",
+                label=f"{mem.attrs.get('prob', 0.9):.0%} interval",
                 gid="uncertainty-interval",
             )
     else:
@@ -630,9 +653,11 @@ def plot_forest(model, var_names=None, combined=True, **kwargs):
     """
     import arviz_plots as azp
 
-    tree, names = _display_tree(model, var_names)
-    if var_names is None and "weights" in names:
+    tree = _idata(model)
+    if var_names is None and "weights" in tree["posterior"].data_vars:
         # One forest shares one x-axis: mixing weights with means in data units would
         # squash every interval, so by default show the weights only.
         names = ["weights"]
+    else:
+        tree, names = _display_tree(model, var_names)
     return azp.plot_forest(tree, var_names=names, combined=combined, backend="matplotlib", **kwargs)
