@@ -32,8 +32,9 @@ from pathlib import Path
 
 __all__ = ["build_parser", "main", "parse_covariance", "parse_k", "read_data"]
 
+from bayes_gmm.priors import COVARIANCE_TYPES
+
 PROG = "bayes-gmm"
-_COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 # mclust's names for the same structures, so R users can type what they know.
 _MCLUST_NAMES = {"vvv": "full", "eee": "tied", "vvi": "diag", "vii": "spherical"}
 
@@ -69,14 +70,14 @@ def parse_covariance(text):
     """Parse ``--covariance``: a comma-separated list of structures (or ``all``)."""
     names = [part.strip().lower() for part in str(text).split(",") if part.strip()]
     if names == ["all"]:
-        return _COVARIANCE_TYPES
+        return COVARIANCE_TYPES
     out = []
     for name in names:
         name = _MCLUST_NAMES.get(name, name)
-        if name not in _COVARIANCE_TYPES:
+        if name not in COVARIANCE_TYPES:
             raise argparse.ArgumentTypeError(
                 f"invalid covariance structure {name!r}: choose from "
-                f"{', '.join(_COVARIANCE_TYPES)} (or mclust's VVV, EEE, VVI, VII), "
+                f"{', '.join(COVARIANCE_TYPES)} (or mclust's VVV, EEE, VVI, VII), "
                 "comma-separated"
             )
         if name not in out:
@@ -140,7 +141,7 @@ def build_parser():
     grid.add_argument(
         "--covariance",
         type=parse_covariance,
-        default=_COVARIANCE_TYPES,
+        default=COVARIANCE_TYPES,
         metavar="TYPES",
         help="covariance structures to try, comma-separated: full,tied,diag,spherical "
         "(default: all four)",
@@ -337,6 +338,8 @@ def results_folder(target, overwrite=False):
     On any error (or Ctrl-C) the temporary folder is removed and ``target`` is left as it
     was, so no half-written results folder is ever visible at ``target``.
     """
+    from bayes_gmm.bayesian import _replace
+
     target = Path(target)
     _refuse_existing(target, overwrite)
     if target.exists() and not target.is_dir():
@@ -353,16 +356,11 @@ def results_folder(target, overwrite=False):
         raise CLIError(f"cannot create the output folder next to '{target}': {exc}") from None
     try:
         yield tmp
+        # The library's atomic swap: the old folder comes back if the rename fails.
+        _replace(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    old = None
-    if target.exists():
-        old = parent / f".{target.name}.old-{os.getpid()}"
-        target.rename(old)
-    tmp.rename(target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 class _Reporter:
@@ -413,7 +411,7 @@ def _run_grid(X, args, rep):
     )
     cov, k = _best(selection)
     rep.progress(f"grid done: best {cov} with K = {k}")
-    return selection
+    return selection, (cov, k)
 
 
 def _best(selection):
@@ -432,7 +430,7 @@ def _k_text(ks):
     return ",".join(map(str, ks))
 
 
-def _print_selection(selection, criterion, rep):
+def _print_selection(selection, best, criterion, rep):
     import pandas as pd
 
     ranking = selection.ranking
@@ -442,7 +440,7 @@ def _print_selection(selection, criterion, rep):
         if "reason" in shown and not shown["reason"].astype(str).str.strip().any():
             shown = shown.drop(columns="reason")
         rep.result(shown.to_string(float_format=lambda v: f"{v:.2f}"))
-    cov, k = _best(selection)
+    cov, k = best
     rep.result(f"\nChosen model: covariance_type={cov!r}, n_components={k}")
 
 
@@ -464,10 +462,11 @@ def _save_selection_outputs(selection, criterion, folder):
     plt.close(fig)
 
 
-def _fit_posterior(X, selection, args, rep):
+def _fit_posterior(X, best, args, rep):
     from bayes_gmm import BayesianGaussianMixture
+    from bayes_gmm.diagnostics import SamplingWarning
 
-    cov, k = _best(selection)
+    cov, k = best
     rep.progress(
         f"posterior: NUTS, {args.chains} chains x ({args.tune} tune + {args.draws} draws) "
         f"for {cov}, K = {k}"
@@ -484,10 +483,16 @@ def _fit_posterior(X, selection, args, rep):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model.fit(X)
+    # Sampling problems are listed with the diagnostics (one "- problem" line each); show
+    # any other warning once, on one line.
+    shown = set()
     for w in caught:
-        # Diagnostics warnings are part of the verdict; show them once, briefly.
-        if not rep.quiet:
-            rep.progress(f"warning: {str(w.message).splitlines()[0]}")
+        if issubclass(w.category, SamplingWarning):
+            continue
+        first = str(w.message).strip().splitlines()[0] if str(w.message).strip() else ""
+        if first and first not in shown:
+            shown.add(first)
+            rep.progress(f"warning: {first}")
     rep.progress("sampling done")
     return model
 
@@ -501,7 +506,9 @@ def _write_posterior_outputs(model, frame, folder, rep):
     model.save(folder / "posterior.zarr")
     summary = model.summary()
     summary.to_csv(folder / "summary.csv")
-    membership_table(model, frame).to_csv(folder / "membership.csv", index=False)
+    # Posterior memberships once, for the table and both figures.
+    mem = model.membership(X, prob=0.9)
+    membership_table(model, frame, mem=mem).to_csv(folder / "membership.csv", index=False)
     diag = model.diagnostics()
     (folder / "diagnostics.txt").write_text(_diagnostics_text(diag) + "\n")
 
@@ -511,8 +518,12 @@ def _write_posterior_outputs(model, frame, folder, rep):
     if X.shape[1] == 1:
         figures["density.png"] = lambda: plots.plot_density(model, X)
     else:
-        figures["clusters.png"] = lambda: plots.plot_clusters(model, frame, columns=pair)
-    figures["uncertainty.png"] = lambda: plots.plot_uncertainty(model, frame, columns=pair)
+        figures["clusters.png"] = lambda: plots.plot_clusters(
+            model, frame, columns=pair, proba=mem["mean"].to_numpy()
+        )
+    figures["uncertainty.png"] = lambda: plots.plot_uncertainty(
+        model, frame, columns=pair, proba=mem
+    )
     figures["trace.png"] = lambda: plots.plot_trace_dist(model)
     figures["rank.png"] = lambda: plots.plot_rank(model)
     figures["forest.png"] = lambda: plots.plot_forest(model)
@@ -524,7 +535,7 @@ def _write_posterior_outputs(model, frame, folder, rep):
     return summary, diag
 
 
-def membership_table(model, frame, prob=0.9):
+def membership_table(model, frame, prob=0.9, mem=None):
     """Per row: the data, the most likely component, its posterior mean probability and interval.
 
     Parameters
@@ -533,6 +544,8 @@ def membership_table(model, frame, prob=0.9):
     frame : DataFrame of shape (n_rows, n_features)
     prob : float, default=0.9
         Mass of the credible interval.
+    mem : xarray.Dataset, optional
+        ``model.membership(frame, prob)`` if already computed; default: computed here.
 
     Returns
     -------
@@ -540,8 +553,10 @@ def membership_table(model, frame, prob=0.9):
     """
     import numpy as np
 
-    X = frame.to_numpy()
-    mem = model.membership(X, prob=prob)
+    if mem is None:
+        mem = model.membership(frame.to_numpy(), prob=prob)
+    elif mem.attrs.get("prob", prob) != prob:
+        raise ValueError(f"mem holds {mem.attrs['prob']:.0%} intervals, not {prob:.0%}")
     mean, lower, upper = (mem[name].to_numpy() for name in ("mean", "lower", "upper"))
     best = np.argmax(mean, axis=1)
     rows = np.arange(len(best))
@@ -560,16 +575,15 @@ def _diagnostics_text(diag):
     return "\n".join(lines)
 
 
-def _pipeline(frame, args, rep, source):
+def _pipeline(frame, args, rep):
     """Grid -> posterior -> outputs; shared by ``fit`` and ``demo``."""
     import pandas as pd
 
-    X = frame.to_numpy()
-    selection = _run_grid(X, args, rep)
-    _print_selection(selection, args.criterion, rep)
+    selection, best = _run_grid(frame.to_numpy(), args, rep)
+    _print_selection(selection, best, args.criterion, rep)
     with results_folder(args.out, overwrite=args.overwrite) as folder:
         _save_selection_outputs(selection, args.criterion, folder)
-        model = _fit_posterior(frame, selection, args, rep)
+        model = _fit_posterior(frame, best, args, rep)
         rep.progress(f"writing results into {args.out}")
         summary, diag = _write_posterior_outputs(model, frame, folder, rep)
     with pd.option_context("display.width", 120, "display.max_columns", 20):
@@ -587,8 +601,8 @@ def _run_select(args, rep):
     _check_rows_for_k(frame, args.k, f"'{args.data}'")
     if args.out is not None:
         _refuse_existing(args.out, args.overwrite)  # fail before the grid runs, not after
-    selection = _run_grid(frame.to_numpy(), args, rep)
-    _print_selection(selection, args.criterion, rep)
+    selection, best = _run_grid(frame.to_numpy(), args, rep)
+    _print_selection(selection, best, args.criterion, rep)
     if args.out is not None:
         with results_folder(args.out, overwrite=args.overwrite) as folder:
             _save_selection_outputs(selection, args.criterion, folder)
@@ -606,20 +620,21 @@ def _run_fit(args, rep):
     frame = read_data(args.data, args.columns, args.dropna)
     _check_rows_for_k(frame, args.k, f"'{args.data}'")
     _default_out(args, args.data.with_name(f"{args.data.stem}_bayes_gmm"))
-    return _pipeline(frame, args, rep, f"'{args.data}'")
+    return _pipeline(frame, args, rep)
 
 
 def _run_demo(args, rep):
     from bayes_gmm.datasets import load_faithful
 
     args.k = list(range(1, 10))
-    args.covariance = _COVARIANCE_TYPES
+    args.covariance = COVARIANCE_TYPES
     args.criterion = "bic"
     args.prior = "none"
     _default_out(args, "bayes_gmm_results")
     frame = load_faithful()
-    rep.progress("Old Faithful: 272 eruptions x (eruptions [min], waiting [min])")
-    return _pipeline(frame, args, rep, "Old Faithful")
+    columns = ", ".join(f"{name} [min]" for name in frame.columns)
+    rep.progress(f"Old Faithful: {len(frame)} eruptions x ({columns})")
+    return _pipeline(frame, args, rep)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -648,8 +663,12 @@ def main(argv=None, *, stdout=None, stderr=None):
     except SystemExit as exc:  # argparse: --help/--version (0) or usage errors (2)
         return int(exc.code or 0)
     rep = _Reporter(args.quiet, stdout=stdout, stderr=stderr)
-    # Figures are only saved: a command-line run must not need a display.
-    os.environ.setdefault("MPLBACKEND", "Agg")
+    if "matplotlib.pyplot" not in sys.modules:
+        # Figures are only saved: a command-line run must not need a display. A caller
+        # that already chose a backend (pyplot imported) keeps it; no environment change.
+        import matplotlib
+
+        matplotlib.use("Agg")
     try:
         return args.func(args, rep)
     except CLIError as exc:
