@@ -83,17 +83,18 @@ class BatchResult:
 
 
 def _per_start_chol(covs, ctype):
-    """Precision factors of (A, ...) stacked covariances and which starts needed a repair."""
+    """Precision factors of (A, ...) stacked covariances, and (A,) which needed a repair."""
     A = covs.shape[0]
+    bad = np.zeros(A, dtype=bool)
     if ctype == "tied":
         # (A, d, d) tied matrices are factored exactly like A "full" components.
         prec_chol, covs, repaired = g.precision_cholesky(covs, "full")
-        bad = {k for k, _ in repaired}
+        bad[[k for k, _ in repaired]] = True
         return prec_chol, covs, bad
     K = covs.shape[1]
     flat = covs.reshape((A * K, *covs.shape[2:]))
     prec_chol, flat, repaired = g.precision_cholesky(flat, ctype)
-    bad = {k // K for k, _ in repaired}
+    bad[[k // K for k, _ in repaired]] = True
     return prec_chol.reshape(covs.shape), flat.reshape(covs.shape), bad
 
 
@@ -255,15 +256,13 @@ def batched_em(
                 )
             history[active, iteration] = objective
             converged = np.abs(objective - previous) < tol_abs
-            done = converged | (iteration >= limit)
-            if bad:  # repaired covariances: GaussianMixture warns, so the caller reruns them
-                done[list(bad)] = True
+            # Repaired covariances: GaussianMixture warns, so the caller reruns those starts.
+            done = converged | (iteration >= limit) | bad
             if not done.any():
                 previous = objective
             else:
                 finished = np.flatnonzero(done)
-                degenerate = np.zeros(len(active), dtype=bool)
-                degenerate[list(bad)] = True
+                degenerate = bad.copy()
                 if prior is None:
                     degenerate[finished] |= _singular(covs[finished], ctype, reg_covar, data_scale)
                 for a in finished:
@@ -287,8 +286,7 @@ def batched_em(
             prec_chol, covs, bad = _per_start_chol(covs, ctype)
             if prior is None:  # em.py freezes emptied components; left to GaussianMixture
                 emptied = stats.weight <= 1e-12 * stats.total_weight
-                if emptied.any():
-                    bad |= set(np.flatnonzero(emptied.reshape(-1, K).any(axis=1)).tolist())
+                bad |= emptied.reshape(-1, K).any(axis=1)
     return results
 
 
