@@ -90,6 +90,12 @@ def test_plot_clusters_column_choice_and_errors(em3, faithful):
     em1 = GaussianMixture(2, random_state=0).fit(X1)
     with pytest.raises(ValueError, match="at least 2 features"):
         plots.plot_clusters(em1, X1)
+    # Data are checked like every other entry point: a NaN is named, not drawn.
+    bad = faithful.copy()
+    bad.iloc[5, 1] = np.nan
+    for plot in (plots.plot_clusters, plots.plot_uncertainty, plots.plot_density):
+        with pytest.raises(ValueError, match="contains NaN"):
+            plot(em3, bad)
 
 
 def test_separating_pair_finds_the_informative_features():
@@ -251,9 +257,63 @@ def test_plot_uncertainty_1d_shows_membership_intervals(bayes1):
     segments = intervals.get_segments()
     n_marked = sum(len(by_gid(ax, f"uncertainty-{g}")[0].get_offsets()) for g in ("mid", "high"))
     assert len(segments) == n_marked > 0
-    for seg in segments:
-        (_, lo), (_, hi) = seg
-        assert 0 <= lo <= hi <= 1
+    # Each segment stands at a marked point and spans 1 - the 90% interval of the
+    # membership probability of that point's most likely component.
+    marked = np.concatenate(
+        [by_gid(ax, f"uncertainty-{g}")[0].get_offsets()[:, 0] for g in ("mid", "high")]
+    )
+    xs = np.array([seg[0][0] for seg in segments])
+    np.testing.assert_array_equal(np.sort(xs), np.sort(marked))
+    assert all(seg[0][0] == seg[1][0] for seg in segments)  # vertical
+    mem = model.membership(X, prob=0.9)
+    mean, lower, upper = (mem[v].to_numpy() for v in ("mean", "lower", "upper"))
+    rows = np.array([np.flatnonzero(X[:, 0] == x)[0] for x in xs])
+    best = mean[rows].argmax(axis=1)
+    lo = np.array([seg[0][1] for seg in segments])
+    hi = np.array([seg[1][1] for seg in segments])
+    np.testing.assert_allclose(lo, 1 - upper[rows, best], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(hi, 1 - lower[rows, best], rtol=0, atol=1e-12)
+
+
+def test_plots_use_given_memberships_instead_of_recomputing(bayes1, bayes3, faithful, monkeypatch):
+    model, X = bayes1
+    mem = model.membership(X, prob=0.9)
+    expected = plots.plot_uncertainty(model, X)
+    calls = {"predict_proba": 0, "membership": 0}
+    original = {name: getattr(type(model), name) for name in calls}
+
+    def counted(name):
+        def method(self, *args, **kwargs):
+            calls[name] += 1
+            return original[name](self, *args, **kwargs)
+
+        return method
+
+    for name in calls:
+        monkeypatch.setattr(type(model), name, counted(name))
+    given = plots.plot_uncertainty(model, X, proba=mem)
+    assert calls == {"predict_proba": 0, "membership": 0}
+    for g in ("low", "mid", "high", "interval"):
+        (a,) = by_gid(expected, f"uncertainty-{g}")
+        (b,) = by_gid(given, f"uncertainty-{g}")
+        if g == "interval":
+            np.testing.assert_allclose(np.array(a.get_segments()), np.array(b.get_segments()))
+        else:
+            np.testing.assert_allclose(a.get_offsets(), b.get_offsets())
+    # Without proba, the 1-D plot asks the model once for memberships and intervals.
+    plots.plot_uncertainty(model, X)
+    assert calls == {"predict_proba": 0, "membership": 1}
+
+    proba = bayes3.predict_proba(faithful)
+    calls.update(predict_proba=0, membership=0)
+    ax = plots.plot_clusters(bayes3, faithful, proba=proba, n_draws=2)
+    plots.plot_uncertainty(bayes3, faithful, proba=proba)
+    assert calls == {"predict_proba": 0, "membership": 0}
+    (points,) = by_gid(ax, "clusters-points")
+    certainty = proba.max(axis=1)
+    assert np.corrcoef(points.get_facecolors()[:, 3], certainty)[0, 1] > 0.99
+    with pytest.raises(ValueError, match=r"proba must have shape \(n_samples, n_components\)"):
+        plots.plot_clusters(bayes3, faithful, proba=proba[:10])
 
 
 @pytest.mark.parametrize("name", ["plot_trace_dist", "plot_rank", "plot_forest"])
