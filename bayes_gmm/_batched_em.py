@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bayes_gmm import _gaussian as g
-from bayes_gmm.em import _Run
+from bayes_gmm.em import _Run, held_by_regularization
 
 __all__ = ["BatchResult", "batched_em", "fit_estimators", "fits_in_batch"]
 
@@ -161,15 +161,8 @@ def _m_step(stats, A, K, ctype, reg_covar, prior):
 
 
 def _singular(covs, ctype, reg_covar, data_scale):
-    """Starts whose ML covariance is held positive definite only by ``reg_covar``.
-
-    The test of ``GaussianMixture._warn_degenerate``; shape (A,) boolean.
-    """
-    if ctype in ("full", "tied"):
-        smallest = np.linalg.eigvalsh(covs).min(axis=-1)
-    else:
-        smallest = covs if ctype == "spherical" else covs.min(axis=-1)
-    singular = smallest - reg_covar <= 1e-9 * data_scale
+    """(A,) starts with a covariance held positive definite only by ``reg_covar``."""
+    singular = held_by_regularization(covs, ctype, reg_covar, data_scale)
     return singular.reshape(covs.shape[0], -1).any(axis=1)
 
 

@@ -430,13 +430,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             )
         collapsed = set(run.repaired)
         if self.prior is None:
-            ctype = self.covariance_type
-            if ctype in ("full", "tied"):
-                smallest = np.linalg.eigvalsh(run.covariances).min(axis=-1)
-            else:
-                smallest = run.covariances if ctype == "spherical" else run.covariances.min(axis=1)
-            singular = np.atleast_1d(smallest - self.reg_covar <= 1e-9 * data_scale)
-            if ctype == "tied":
+            singular = np.atleast_1d(
+                held_by_regularization(
+                    run.covariances, self.covariance_type, self.reg_covar, data_scale
+                )
+            )
+            if self.covariance_type == "tied":
                 collapsed.update([-1] if singular[0] else [])
             else:
                 collapsed.update(int(k) for k in np.flatnonzero(singular))
@@ -748,6 +747,20 @@ def _e_step_block(ctx, first, last, eta, const, prec_chol):
         else:
             stats += chunk
     return stats
+
+
+def held_by_regularization(covariances, covariance_type, reg_covar, data_scale):
+    """Which maximum-likelihood covariances are positive definite only thanks to ``reg_covar``.
+
+    Their unregularized smallest eigenvalue (variance) is zero up to rounding relative to
+    ``data_scale``, the largest variance of the data. Works on any leading batch axes:
+    returns one flag per covariance matrix (full, tied) or per component (diag, spherical).
+    """
+    if covariance_type in ("full", "tied"):
+        smallest = np.linalg.eigvalsh(covariances).min(axis=-1)
+    else:
+        smallest = covariances if covariance_type == "spherical" else covariances.min(axis=-1)
+    return smallest - reg_covar <= 1e-9 * data_scale
 
 
 def _keep_empty_components(stats, run, means, covs, ctype):
