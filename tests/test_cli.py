@@ -3,7 +3,9 @@
 Most tests call ``main(argv)`` in-process (fast); one runs the installed console script.
 """
 
+import argparse
 import io
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -52,14 +54,14 @@ def test_parse_k(text, expected):
 
 @pytest.mark.parametrize("text", ["a", "0", "3:1", "1:x", "", "0:3"])
 def test_parse_k_rejects(text):
-    with pytest.raises(Exception, match="invalid K"):
+    with pytest.raises(argparse.ArgumentTypeError, match="invalid K"):
         cli.parse_k(text)
 
 
 def test_parse_covariance_accepts_mclust_names():
     assert cli.parse_covariance("full,EEE,vii") == ("full", "tied", "spherical")
     assert cli.parse_covariance("all") == ("full", "tied", "diag", "spherical")
-    with pytest.raises(Exception, match="invalid covariance structure 'banana'"):
+    with pytest.raises(argparse.ArgumentTypeError, match="invalid covariance structure 'banana'"):
         cli.parse_covariance("full,banana")
 
 
@@ -272,6 +274,16 @@ def test_select_prints_ranking_and_writes_results(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["faithful.csv", "sel"]
 
 
+def test_select_leaves_the_callers_environment_alone(tmp_path, monkeypatch):
+    monkeypatch.delenv("MPLBACKEND", raising=False)
+    data = tmp_path / "faithful.csv"
+    load_faithful().to_csv(data, index=False)
+    code, _, err = run(["select", data, "--k", "2:3", "--out", tmp_path / "sel", "-q"])
+    assert code == 0, err
+    assert (tmp_path / "sel" / "selection.png").stat().st_size > 5_000
+    assert "MPLBACKEND" not in os.environ
+
+
 def test_select_progress_goes_to_stderr(tmp_path):
     data = tmp_path / "faithful.csv"
     load_faithful().to_csv(data, index=False)
@@ -342,7 +354,17 @@ def test_fit_writes_every_result(tmp_path):
     model = BayesianGaussianMixture.load(out / "posterior.zarr")
     X = membership[["eruptions", "waiting"]].to_numpy()
     np.testing.assert_allclose(model.predict_proba(X).max(axis=1), membership["probability"])
-    assert "verdict" in (out / "diagnostics.txt").read_text()
+    diag = model.diagnostics()
+    text = (out / "diagnostics.txt").read_text()
+    assert diag.verdict in text
+    # Each failed check is reported once, as a "- problem" line of the diagnostics, and
+    # not echoed again as a warning while sampling.
+    assert diag.problems()  # 100 draws: the effective sample size is too small
+    for problem in diag.problems():
+        assert text.count(f"- {problem}") == 1
+        assert stdout.count(f"- {problem}") == 1
+        assert problem.split(":")[0] not in err
+    assert "warning:" not in err
 
 
 def test_fit_one_dimensional_draws_a_density(tmp_path):
@@ -389,8 +411,25 @@ def test_demo_end_to_end_via_console_script(tmp_path):
     assert "Verdict: " in proc.stdout
     assert (out / "clusters.png").stat().st_size > 20_000
     assert (out / "posterior.zarr").is_dir()
+    assert "Old Faithful: 272 eruptions x (eruptions [min], waiting [min])" in proc.stderr
     # Second run: refuses to overwrite, then replaces with --overwrite.
+    (out / "stale.txt").write_text("from an older run")
     again = subprocess.run(
         [_console_script(), "demo", "--out", str(out), *FAST], capture_output=True, text=True
     )
     assert again.returncode == 1 and "already exists" in again.stderr
+    assert (out / "stale.txt").exists()
+    first_summary = (out / "summary.csv").read_text()
+    replaced = subprocess.run(
+        [_console_script(), "demo", "--out", str(out), "--overwrite", "--quiet", *FAST],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert replaced.returncode == 0, replaced.stderr
+    assert replaced.stderr == ""
+    assert not (out / "stale.txt").exists()  # a new folder, not files written into the old
+    assert (out / "clusters.png").stat().st_size > 20_000
+    assert (out / "summary.csv").read_text() == first_summary  # same seed, same posterior
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]  # no leftovers beside it
