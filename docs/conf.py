@@ -21,14 +21,13 @@ version = release
 
 extensions = [
     "sphinx.ext.autodoc",
-    "sphinx.ext.intersphinx",
     "sphinx.ext.mathjax",
     "numpydoc",
     "myst_nb",
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
-exclude_patterns = ["_build", "**.ipynb_checkpoints", "examples/*.zarr", "examples/*_results"]
+exclude_patterns = ["_build", "**.ipynb_checkpoints"]
 master_doc = "index"
 
 # Notebooks: show the stored outputs; the test suite executes them separately.
@@ -51,8 +50,6 @@ numpydoc_xref_param_type = False
 html_theme = "alabaster"
 html_static_path = []
 html_title = f"bayes_gmm {release}"
-
-intersphinx_mapping = {}
 
 _TRAILING_UNDERSCORE = re.compile(r"\b([A-Za-z]\w*?)_(?=[\s,)+*/-]|$)")
 
