@@ -514,3 +514,30 @@ def from_summaries(stats, covariance_type, reg_covar, prior=None):
         covariances = prior.scale + scatter + shrink * np.square(delta).sum(axis=1)
         covariances /= nu + 2.0 + d + d * stats.weight
     return weights, means, covariances
+
+
+def full_covariances(covariances, covariance_type, n_components, n_features):
+    """(..., K, d, d) covariance matrices from a covariance array of any type.
+
+    Parameters
+    ----------
+    covariances : array-like
+        scikit-learn shapes with any leading batch: (..., K, d, d) full, (..., d, d)
+        tied, (..., K, d) diag, (..., K) spherical.
+    covariance_type : {"full", "tied", "diag", "spherical"}
+    n_components, n_features : int
+
+    Returns
+    -------
+    ndarray of shape (..., n_components, n_features, n_features)
+        A new array except for "full", which returns ``covariances`` as a float array.
+    """
+    cov = np.asarray(covariances, dtype=float)
+    if covariance_type == "full":
+        return cov
+    if covariance_type == "tied":
+        shape = (*cov.shape[:-2], n_components, n_features, n_features)
+        return np.broadcast_to(cov[..., None, :, :], shape).copy()
+    if covariance_type == "diag":
+        return cov[..., None] * np.eye(n_features)
+    return cov[..., None, None] * np.eye(n_features)

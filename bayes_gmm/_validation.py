@@ -15,6 +15,7 @@ __all__ = [
     "check_data",
     "check_int",
     "check_n_components",
+    "check_probability",
     "check_real",
     "check_sample_weight",
     "warn_constant_columns",
@@ -209,4 +210,14 @@ def check_real(value, name, minimum):
         or value < minimum
     ):
         raise ValueError(f"{name} must be a finite number >= {minimum}, got {value!r}.")
+    return float(value)
+
+
+def check_probability(value, name, hint=""):
+    """A real number (not a bool) strictly between 0 and 1; returns it as ``float``.
+
+    ``hint`` (e.g. ``" (e.g. 0.8)"``) goes into the message right after the range.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < 1:
+        raise ValueError(f"{name} must be a number strictly between 0 and 1{hint}, got {value!r}.")
     return float(value)

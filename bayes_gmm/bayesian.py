@@ -24,10 +24,12 @@ from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
+from bayes_gmm._gaussian import full_covariances, normalize
 from bayes_gmm._validation import (
     check_data,
     check_int,
     check_n_components,
+    check_probability,
     check_real,
     check_sample_weight,
 )
@@ -43,7 +45,7 @@ from bayes_gmm.model import (
     params_from_draws,
     to_unconstrained,
 )
-from bayes_gmm.priors import COVARIANCE_TYPES, GaussianMixturePrior
+from bayes_gmm.priors import COVARIANCE_TYPES, GaussianMixturePrior, _check_covariance_type
 from bayes_gmm.relabel import apply_permutations, kl_cost, pivot_permutations
 
 __all__ = ["BayesianGaussianMixture", "SamplingWarning"]
@@ -202,22 +204,16 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         check_int(self.n_init, "n_init", 1)
         if self.cores is not None:
             check_int(self.cores, "cores", 1)
-        ta = self.target_accept
-        if isinstance(ta, bool) or not isinstance(ta, numbers.Real) or not 0 < ta < 1:
-            raise ValueError(
-                f"target_accept must be a number strictly between 0 and 1 (e.g. 0.8, or 0.95 "
-                f"against divergences), got {ta!r}."
-            )
+        check_probability(
+            self.target_accept, "target_accept", " (e.g. 0.8, or 0.95 against divergences)"
+        )
         check_real(self.init_jitter, "init_jitter", 0.0)
         if self.backend not in ("numpy", "pymc"):
             raise ValueError(f"backend must be 'numpy' or 'pymc', got {self.backend!r}.")
         if self.relabel not in _RELABEL:
             raise ValueError(f"relabel must be one of {_RELABEL}, got {self.relabel!r}.")
-        if self.covariance_type is not None and self.covariance_type not in COVARIANCE_TYPES:
-            raise ValueError(
-                f"covariance_type must be one of {COVARIANCE_TYPES} or None, got "
-                f"{self.covariance_type!r}."
-            )
+        if self.covariance_type is not None:
+            _check_covariance_type(self.covariance_type)
         if self.prior is not None and not isinstance(self.prior, GaussianMixturePrior):
             raise TypeError(
                 "prior must be a bayes_gmm.GaussianMixturePrior or None, got "
@@ -273,8 +269,11 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         compiled, compile_times = get_compiled(structure, self.backend, model_data(X, w, resolved))
         timings.update(compile_times)
         em_weights, em_means, em_cov = em.weights_, em.means_, em.covariances_
-        start = flatten(structure, to_unconstrained(structure, em_weights, em_means, em_cov))
-        scale = _jitter_scale(structure, em_weights, em_means, em_cov, w.sum())
+        # The EM estimate on the unconstrained scale: the chains' start, the relabelling
+        # pivot's precision factors and the jitter scale of the off-diagonals.
+        em_values = to_unconstrained(structure, em_weights, em_means, em_cov)
+        start = flatten(structure, em_values)
+        scale = _jitter_scale(structure, em_values, em_weights, em_cov, w.sum())
         starts = None
         if chain_permutations is not None:
             starts = [
@@ -295,13 +294,8 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         raw = {n: np.asarray(trace["posterior"][n]) for n, _ in free_variables(structure)}
         weights, means, prec_chol = params_from_draws(structure, raw)
         C, S = weights.shape[:2]
-        em_prec_chol = params_from_draws(
-            structure,
-            {
-                k: v[None]
-                for k, v in to_unconstrained(structure, em_weights, em_means, em_cov).items()
-            },
-        )[2][0]
+        em_prec_chol = params_from_draws(structure, {k: v[None] for k, v in em_values.items()})
+        em_prec_chol = em_prec_chol[2][0]
         relabelled = np.zeros(C, dtype=int)
         if self.relabel == "pivot" and K > 1:
             covs_full = covariances_from_prec_chol(prec_chol, "full").reshape(
@@ -333,14 +327,19 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         stats = stats[[v for v in stats.data_vars if stats[v].dtype != object]]
         self.diagnostics_ = compute_diagnostics(posterior, stats, relabelled)
         timings["diagnostics"] = time.perf_counter() - t
-        timings["total"] = time.perf_counter() - t_start
-        self.timings_ = timings
+
+        t = time.perf_counter()
         config = self._config(prior, structure, feature_names, relabelled, timings)
         self.idata_ = _build_tree(posterior, stats, X, w, em, config, feature_names)
         self._draw_cache = None
         n_total = C * S * n_samples
         if n_total <= 2.5e7:
             self.idata_["log_likelihood"] = self._log_likelihood_dataset(X)
+        timings["output"] = time.perf_counter() - t
+        timings["total"] = time.perf_counter() - t_start
+        self.timings_ = timings
+        # config["timings"] is ``timings``: store it again now that it is complete.
+        self.idata_.attrs["bayes_gmm"] = json.dumps(config)
         # fit -> _fit -> warn_if_untrustworthy -> warn: point at the caller of fit.
         warn_if_untrustworthy(self.diagnostics_, stacklevel=4)
         return self
@@ -435,7 +434,11 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
     # ------------------------------------------------------------- posterior
 
     def _draws(self):
-        """(weights, means, prec_chol) of all draws, flattened: (S, K), (S, K, d), (S, K, d, d)."""
+        """(weights, means, prec_chol, covariances) of all draws, chains stacked.
+
+        Shapes (S, K), (S, K, d), (S, K, d, d) and (S, K, d, d) (full matrices whatever
+        the covariance type); computed once and cached.
+        """
         check_is_fitted(self, "idata_")
         if getattr(self, "_draw_cache", None) is None:
             post = self.idata_["posterior"]
@@ -446,10 +449,10 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
             means = np.asarray(post["means"]).reshape(S, K, d)
             cov = np.asarray(post["covariances"])
             cov = cov.reshape(S, *cov.shape[2:])
-            covs = _full_covariances(cov, self.covariance_type_, K, d)
+            covs = full_covariances(cov, self.covariance_type_, K, d)
             prec_chol = np.linalg.cholesky(np.linalg.inv(covs))
             self._draw_cache = (weights, means, prec_chol, covs)
-        return self._draw_cache[:3]
+        return self._draw_cache
 
     def posterior_parameters(self, full=False):
         """All posterior draws, chains stacked.
@@ -466,8 +469,7 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         covariances : ndarray
             (S, K, d, d) when ``full``; else the type's shape with a leading S.
         """
-        self._draws()
-        weights, means, _, covs = self._draw_cache
+        weights, means, _, covs = self._draws()
         if full:
             return weights, means, covs
         cov = np.asarray(self.idata_["posterior"]["covariances"])
@@ -496,7 +498,7 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
 
     def _iter_log_dens(self, X, rows, draw_step):
         """Yield (row slice, draw slice, log_dens (s, n, K)) blocks."""
-        weights, means, prec_chol = self._draws()
+        weights, means, prec_chol, _ = self._draws()
         S = weights.shape[0]
         for r0 in range(0, X.shape[0], rows):
             rs = slice(r0, min(r0 + rows, X.shape[0]))
@@ -523,7 +525,7 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         rows, step = self._chunks(X.shape[0], S)
         out = np.zeros((X.shape[0], self.n_components_))
         for rs, _, ld in self._iter_log_dens(X, rows, step):
-            out[rs] += _softmax(ld).sum(axis=0)
+            out[rs] += normalize(ld, axis=-1)[1].sum(axis=0)
         return out / S
 
     def predict(self, X):
@@ -551,8 +553,7 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         """
         import xarray as xr
 
-        if isinstance(prob, bool) or not isinstance(prob, numbers.Real) or not 0 < prob < 1:
-            raise ValueError(f"prob must be a number strictly between 0 and 1, got {prob!r}.")
+        check_probability(prob, "prob")
         X = self._check_X(X)
         S = self._draws()[0].shape[0]
         K = self.n_components_
@@ -564,7 +565,7 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         for rs, ds, ld in self._iter_log_dens(X, rows, step):
             if ds.start == 0:
                 block = np.empty((S, rs.stop - rs.start, K))
-            block[ds] = _softmax(ld)
+            block[ds] = normalize(ld, axis=-1)[1]
             if ds.stop == S:
                 mean[rs] = block.mean(axis=0)
                 lower[rs], upper[rs] = np.quantile(block, q, axis=0)
@@ -581,7 +582,7 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         rows, step = self._chunks(X.shape[0], S)
         out = np.empty((S, X.shape[0]))
         for rs, ds, ld in self._iter_log_dens(X, rows, step):
-            out[ds, rs] = _logsumexp(ld, axis=-1)
+            out[ds, rs] = normalize(ld, axis=-1)[0]
         return out
 
     def score_samples(self, X):
@@ -596,7 +597,7 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         rows, step = self._chunks(X.shape[0], S)
         acc = np.full(X.shape[0], -np.inf)
         for rs, _, ld in self._iter_log_dens(X, rows, step):
-            block = _logsumexp(_logsumexp(ld, axis=-1), axis=0)
+            block = normalize(normalize(ld, axis=-1)[0], axis=0)[0]
             acc[rs] = np.logaddexp(acc[rs], block)
         return acc - np.log(S)
 
@@ -644,8 +645,7 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         n_draws = min(check_int(n_draws, "n_draws", 1), D)
         idx = np.linspace(0, D - 1, n_draws).round().astype(int)
         rng = np.random.default_rng(random_state)
-        weights, means, _ = self._draws()
-        covs = self._draw_cache[3]
+        weights, means, _, covs = self._draws()
         sel = (np.arange(C)[:, None] * D + idx[None]).ravel()
         chol = np.linalg.cholesky(covs[sel])  # (S', K, d, d)
         S2 = sel.size
@@ -871,12 +871,16 @@ def _frame(X, names):
     return pd.DataFrame(X, columns=names)
 
 
-def _jitter_scale(structure, weights, means, covariances, total_weight):
-    """Approximate posterior sd of each unconstrained coordinate (``1/sqrt(n_k)`` scaled)."""
+def _jitter_scale(structure, values, weights, covariances, total_weight):
+    """Approximate posterior sd of each unconstrained coordinate (``1/sqrt(n_k)`` scaled).
+
+    ``values`` are the free variables at (``weights``, ``covariances``) and the means,
+    as :func:`bayes_gmm.model.to_unconstrained` returns them.
+    """
     K, d, ctype = structure.n_components, structure.n_features, structure.covariance_type
     n_k = np.maximum(np.asarray(weights) * total_weight, 1.0)  # (K,)
     inv_sqrt = 1.0 / np.sqrt(n_k)
-    covs = _full_covariances(np.asarray(covariances), ctype, K, d)
+    covs = full_covariances(covariances, ctype, K, d)
     sd = np.sqrt(np.diagonal(covs, axis1=-2, axis2=-1))  # (K, d)
     n_all = float(max(total_weight, 1.0))
     scales = {}
@@ -895,7 +899,6 @@ def _jitter_scale(structure, weights, means, covariances, total_weight):
         if d > 1:
             m = d * (d - 1) // 2
             rows, _ = np.tril_indices(d, -1)
-            values = to_unconstrained(structure, weights, means, covariances)
             u_diag = np.exp(values["prec_chol_logdiag"])
             scales["prec_chol_offdiag"] = u_diag[..., rows] * np.broadcast_to(
                 per, (K, m) if ctype == "full" else (m,)
@@ -911,46 +914,32 @@ def _permute_cov(cov, perm, ctype):
     return cov if ctype == "tied" else cov[perm]
 
 
-def _full_covariances(cov, ctype, K, d):
-    """(..., K, d, d) from a covariance array of type ``ctype`` with any leading batch."""
-    if ctype == "full":
-        return cov
-    if ctype == "tied":
-        return np.broadcast_to(cov[..., None, :, :], (*cov.shape[:-2], K, d, d)).copy()
-    if ctype == "diag":
-        return cov[..., None] * np.eye(d)
-    return cov[..., None, None] * np.eye(d)
+# Dims of one covariance array per type, after any (chain, draw) batch.
+_COV_DIMS = {
+    "full": ("component", "feature", "feature_"),
+    "tied": ("feature", "feature_"),
+    "diag": ("component", "feature"),
+    "spherical": ("component",),
+}
 
 
-def _softmax(a):
-    a = a - a.max(axis=-1, keepdims=True)
-    np.exp(a, out=a)
-    a /= a.sum(axis=-1, keepdims=True)
-    return a
-
-
-def _logsumexp(a, axis):
-    m = np.max(a, axis=axis, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0.0)
-    return np.squeeze(m, axis=axis) + np.log(np.sum(np.exp(a - m), axis=axis))
+def _feature_labels(feature_names, n_features):
+    """The ``feature`` coordinate: the DataFrame's column names, else x0, x1, ..."""
+    if feature_names is not None:
+        return list(feature_names)
+    return [f"x{j}" for j in range(n_features)]
 
 
 def _posterior_dataset(weights, means, covariances, ctype, feature_names):
     import xarray as xr
 
     C, S, K, d = means.shape
-    features = list(feature_names) if feature_names is not None else [f"x{j}" for j in range(d)]
-    cov_dims = {
-        "full": ("chain", "draw", "component", "feature", "feature_"),
-        "tied": ("chain", "draw", "feature", "feature_"),
-        "diag": ("chain", "draw", "component", "feature"),
-        "spherical": ("chain", "draw", "component"),
-    }[ctype]
+    features = _feature_labels(feature_names, d)
     return xr.Dataset(
         {
             "weights": (("chain", "draw", "component"), weights),
             "means": (("chain", "draw", "component", "feature"), means),
-            "covariances": (cov_dims, covariances),
+            "covariances": (("chain", "draw", *_COV_DIMS[ctype]), covariances),
         },
         coords={
             "chain": np.arange(C),
@@ -965,15 +954,7 @@ def _posterior_dataset(weights, means, covariances, ctype, feature_names):
 def _build_tree(posterior, stats, X, w, em, config, feature_names):
     import xarray as xr
 
-    d = X.shape[1]
-    features = list(feature_names) if feature_names is not None else [f"x{j}" for j in range(d)]
-    ctype = config["covariance_type"]
-    cov_dims = {
-        "full": ("component", "feature", "feature_"),
-        "tied": ("feature", "feature_"),
-        "diag": ("component", "feature"),
-        "spherical": ("component",),
-    }[ctype]
+    features = _feature_labels(feature_names, X.shape[1])
     observed = xr.Dataset(
         {"X": (("obs", "feature"), X), "sample_weight": (("obs",), w)},
         coords={"feature": features},
@@ -982,7 +963,7 @@ def _build_tree(posterior, stats, X, w, em, config, feature_names):
         {
             "weights": (("component",), np.asarray(em.weights_)),
             "means": (("component", "feature"), np.asarray(em.means_)),
-            "covariances": (cov_dims, np.asarray(em.covariances_)),
+            "covariances": (_COV_DIMS[config["covariance_type"]], np.asarray(em.covariances_)),
         },
         coords={
             "component": np.arange(config["n_components"]),
