@@ -29,7 +29,9 @@ log-Jacobians added in two ``pm.Potential`` terms ("prior" and "loglik"):
   Thm 2.1.9), times ``prod_i U_ii`` for the log.
 - diag / spherical: ``log_precision`` (K, d) or (K,).
 
-Two implementations of the same density, checked against each other in the tests:
+Two implementations of the same density, checked against each other in the tests
+(tests/test_bayesian_model.py: log density to rtol 1e-12 and gradient to rtol 1e-10,
+both with atol 1e-9, at random points of every structure):
 
 - :func:`build_model`, the PyMC model (``backend="pymc"``: compiled by nutpie with
   numba, 70-90 s per new structure cold, 10-20 s warm);
@@ -59,6 +61,7 @@ import threading
 import time
 
 import numpy as np
+from scipy.special import logsumexp
 
 __all__ = [
     "ModelStructure",
@@ -298,7 +301,7 @@ def _logp_and_grad_numpy(structure, theta, data):
 
     if K > 1:
         eta = np.append(v["weights_logratio"], 0.0)
-        log_w = eta - _lse(eta)
+        log_w = eta - logsumexp(eta)
     else:
         log_w = np.zeros(1)
     if structure.ordered:
@@ -336,7 +339,7 @@ def _logp_and_grad_numpy(structure, theta, data):
     # B_k = sum_n r_nk y_nk (U_k^T y_nk)^T with y_nk = x_n - mu_k and r the weighted
     # responsibilities; the gradient of every parameter is a function of these.
     loglik, Rk, A, B = _likelihood_stats_numpy(
-        X, sw, log_w, mu, np.ascontiguousarray(Uk), half_logdet, ctype in ("diag", "spherical")
+        X, sw, log_w, mu, np.ascontiguousarray(Uk), half_logdet
     )
     logp += loglik
 
@@ -671,10 +674,7 @@ def _kernel_args(structure, data):
 
 def _numba_logp():
     if not _LOGP:
-        try:
-            _LOGP.append(_make_numba_logp())
-        except ImportError:  # pragma: no cover
-            _LOGP.append(None)
+        _LOGP.append(_make_numba_logp())
     return _LOGP[0]
 
 
@@ -682,11 +682,12 @@ def logp_and_grad(structure, theta, data):
     """Log density of :func:`build_model` (up to a constant) and its gradient.
 
     One pass over the data in a numba kernel (compiled once, a few seconds, and
-    cached on disk), falling back to the numpy reference without numba. The
+    cached on disk); :func:`_logp_and_grad_numpy` is its vectorized reference. The
     gradient is the EM engine's sufficient statistics (responsibility sums,
     weighted sums and scatter) pushed through the parameterization, so one
     evaluation costs about one E-step. Tests check it against PyTensor's
-    autodiff of :func:`build_model`.
+    autodiff of :func:`build_model` (value rtol 1e-12, gradient rtol 1e-10, both atol
+    1e-9) and against the numpy reference (value rtol 1e-12, gradient rtol and atol 1e-9).
 
     Parameters
     ----------
@@ -701,18 +702,16 @@ def logp_and_grad(structure, theta, data):
     grad : ndarray of shape (n_free,)
     """
     kernel = _numba_logp()
-    if kernel is None:  # pragma: no cover
-        return _logp_and_grad_numpy(structure, theta, data)
     return kernel(np.ascontiguousarray(theta, dtype=float), *_kernel_args(structure, data))
 
 
-def _likelihood_stats_numpy(X, sw, log_w, mu, U, half_logdet, diagonal):
+def _likelihood_stats_numpy(X, sw, log_w, mu, U, half_logdet):
     """Weighted mixture log-likelihood and the statistics of its gradient.
 
     ``U`` (K, d, d) are the lower precision factors, ``half_logdet = sum_i log U_k,ii``.
     Returns ``loglik``, ``R_k = sum_n r_nk``, ``A_k = sum_n r_nk U_k^T y_nk`` and
     ``B_k = sum_n r_nk y_nk (U_k^T y_nk)^T`` with ``y_nk = x_n - mu_k`` and ``r`` the
-    weighted responsibilities. ``diagonal`` is unused here (the kernel skips zeros).
+    weighted responsibilities.
     """
     d = X.shape[1]
     Y = X[:, None, :] - mu[None]  # (n, K, d)
@@ -726,11 +725,6 @@ def _likelihood_stats_numpy(X, sw, log_w, mu, U, half_logdet, diagonal):
     rZ = r[:, :, None] * Zt
     B = np.einsum("nkd,nke->kde", Y, rZ)
     return loglik, r.sum(axis=0), rZ.sum(axis=0), B
-
-
-def _lse(a):
-    m = a.max()
-    return m + np.log(np.sum(np.exp(a - m)))
 
 
 def make_nutpie_model(structure, data):
@@ -758,11 +752,8 @@ def make_nutpie_model(structure, data):
     kernel = _numba_logp()
 
     def make_logp_fn():
-        def logp(x, **shared):
-            if kernel is None:  # pragma: no cover
-                value, grad = _logp_and_grad_numpy(structure, x, data)
-            else:
-                value, grad = kernel(x, *args)
+        def logp(x):
+            value, grad = kernel(x, *args)
             if not np.isfinite(value):
                 raise ValueError("non-finite log density")  # nutpie treats it as divergent
             return value, grad
@@ -770,8 +761,8 @@ def make_nutpie_model(structure, data):
         return logp
 
     def make_expand_fn(seed1, seed2, chain):
-        def expand(x, **shared):
-            return {n: np.array(x[sl], dtype=float).reshape(s) for n, s, sl in _slices(layout)}
+        def expand(x):
+            return {n: np.array(v, dtype=float) for n, v in unflatten(structure, x).items()}
 
         return expand
 
@@ -779,20 +770,11 @@ def make_nutpie_model(structure, data):
         n_dim,
         make_logp_fn,
         make_expand_fn,
-        [np.dtype("float64")] * len(names),
+        [np.dtype("float64")] * len(layout),
         shapes,
         names,
-        shared_data=dict(data),
         make_initial_point_fn=lambda seed: np.zeros(n_dim),
     )
-
-
-def _slices(layout):
-    pos = 0
-    for name, shape in layout:
-        size = int(np.prod(shape))
-        yield name, shape, slice(pos, pos + size)
-        pos += size
 
 
 # ---------------------------------------------------------------------------
@@ -847,18 +829,6 @@ def get_compiled(structure, backend="numpy", data=None):
 # ---------------------------------------------------------------------------
 # numpy side: parameters <-> unconstrained values, densities
 # ---------------------------------------------------------------------------
-
-
-def _as_component_covariances(covariances, covariance_type, K, d):
-    """(K, d, d) covariance matrices from any sklearn-shaped covariance array."""
-    cov = np.asarray(covariances, dtype=float)
-    if covariance_type == "full":
-        return cov.reshape(K, d, d)
-    if covariance_type == "tied":
-        return np.broadcast_to(cov.reshape(d, d), (K, d, d))
-    if covariance_type == "diag":
-        return np.einsum("kd,de->kde", cov.reshape(K, d), np.eye(d))
-    return cov.reshape(K)[:, None, None] * np.eye(d)
 
 
 def to_unconstrained(structure, weights, means, covariances):
@@ -983,7 +953,8 @@ def covariances_from_prec_chol(prec_chol, covariance_type):
         return var if covariance_type == "diag" else var[..., 0]
     U = prec_chol[..., :1, :, :] if covariance_type == "tied" else prec_chol
     d = U.shape[-1]
-    # Sigma = (U U^T)^-1 = U^-T U^-1: one triangular inverse per matrix.
+    # Sigma = (U U^T)^-1 = U^-T U^-1, with U^-1 from np.linalg.solve against the identity
+    # (a general LU solve per matrix: the triangular structure is not exploited).
     U_inv = np.linalg.solve(U, np.broadcast_to(np.eye(d), U.shape))
     cov = np.swapaxes(U_inv, -1, -2) @ U_inv
     return cov[..., 0, :, :] if covariance_type == "tied" else cov
@@ -1007,8 +978,8 @@ def component_log_density(X, weights, means, prec_chol):
     """
     d = X.shape[1]
     # (U^T (x - mu))_e = sum_{f >= e} U_fe x_f - (U^T mu)_e, accumulated coordinate by
-    # coordinate on (S, n, K) arrays: d (d + 1) / 2 fused passes, no (S, n, K, d) temporary,
-    # about 3x faster than one einsum.
+    # coordinate on (S, n, K) arrays: d (d + 1) / 2 fused passes, no (S, n, K, d) temporary
+    # (which one einsum over the coordinates would need).
     maha = np.zeros((weights.shape[0], X.shape[0], weights.shape[1]))
     for e in range(d):
         mu_u = np.einsum("skf,skf->sk", means[:, :, e:], prec_chol[:, :, e:, e])
