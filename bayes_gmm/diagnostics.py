@@ -113,10 +113,15 @@ class DiagnosticsReport:
 
     @property
     def verdict(self):
-        """'ok' or a one-line list of what failed."""
-        if self.ok:
-            return "ok: all r_hat <= 1.01, ESS >= 400, no divergences, E-BFMI >= 0.3"
-        return "not trustworthy: " + "; ".join(p.split(":")[0] for p in self.problems())
+        """'ok' and the thresholds met, or a one-line list of what failed."""
+        problems = self.problems()
+        if not problems:
+            return (
+                f"ok: all r_hat <= {RHAT_MAX}, ESS >= {ESS_MIN:.0f}, no divergences, "
+                f"E-BFMI >= {BFMI_MIN}, at most {RELABEL_MAX_SHARE:.0%} of the draws of any "
+                "chain relabelled"
+            )
+        return "not trustworthy: " + "; ".join(p.split(":")[0] for p in problems)
 
     def to_frame(self):
         """The report as a one-column pandas DataFrame (for display)."""
