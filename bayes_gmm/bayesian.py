@@ -129,7 +129,8 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         closed-form gradient (:func:`bayes_gmm.model.logp_and_grad`), nothing to
         compile. "pymc": the PyMC model :func:`bayes_gmm.model.build_model`
         compiled by nutpie with numba (identical density, checked in the tests;
-        70-90 s to compile a new structure cold, 10-20 s warm).
+        compiling a new structure took 94 s with empty caches and 15 s with warm
+        ones in ``benchmarks/bench_nuts.py --backend pymc`` on 2 cores).
 
     Attributes
     ----------
@@ -148,7 +149,9 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         The grid result when ``n_components`` was ``None``.
     diagnostics_ : DiagnosticsReport
     timings_ : dict
-        Seconds spent in each stage of the last ``fit``.
+        Seconds spent in each stage of the last ``fit`` ("em", "build", "compile",
+        "sample", "relabel", "diagnostics", "output": the data tree and the pointwise
+        log-likelihood) and in all of it ("total").
     n_features_in_ : int
     feature_names_in_ : ndarray of str
         When ``X`` was a DataFrame.

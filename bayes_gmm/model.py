@@ -34,12 +34,16 @@ Two implementations of the same density, checked against each other in the tests
 both with atol 1e-9, at random points of every structure):
 
 - :func:`build_model`, the PyMC model (``backend="pymc"``: compiled by nutpie with
-  numba, 70-90 s per new structure cold, 10-20 s warm);
+  numba once per structure and process);
 - :func:`logp_and_grad`, a closed-form gradient in one numba kernel (the default,
   ``backend="numpy"``): its gradient is the EM engine's sufficient statistics pushed
   through the parameterization, one pass over the data per evaluation. It compiles once
-  for *every* structure (K, d and the covariance type are run-time arguments), about
-  5-10 s cold and well under a second from numba's disk cache.
+  for *every* structure (K, d and the covariance type are run-time arguments).
+
+Compile times, from ``benchmarks/bench_nuts.py --seeds 1 --no-peer [--cold-cache]
+[--backend pymc]`` (the "compile" column; K=3, d=2, full, one run each on a 2-core
+machine): the PyMC graph 94 s with empty numba/PyTensor caches and 15 s with warm
+ones; the numba kernel 8.3 s with an empty cache and 0.2 s from its disk cache.
 
 Why not ``pm.Mixture`` over ``pm.MvNormal`` with ``pm.LKJCholeskyCov``: working on the
 precision Cholesky factor turns every Mahalanobis distance into a product (no
@@ -794,7 +798,7 @@ def get_compiled(structure, backend="numpy", data=None):
     backend : {"numpy", "pymc"}
         "numpy": :func:`logp_and_grad` through ``nutpie.from_pyfunc`` (no compile).
         "pymc": :func:`build_model` compiled by nutpie with numba, once per
-        structure and process (70-90 s cold, 10-20 s with a warm cache).
+        structure and process (measured times in the module docstring).
     data : dict
         As returned by :func:`model_data`.
 
