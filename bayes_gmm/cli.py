@@ -30,9 +30,9 @@ import warnings
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 
-__all__ = ["build_parser", "main", "parse_covariance", "parse_k", "read_data"]
-
 from bayes_gmm.priors import COVARIANCE_TYPES
+
+__all__ = ["build_parser", "main", "parse_covariance", "parse_k", "read_data"]
 
 PROG = "bayes-gmm"
 # mclust's names for the same structures, so R users can type what they know.
