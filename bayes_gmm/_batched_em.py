@@ -130,34 +130,15 @@ def _e_step(feats, w, weights, means, prec_chol, ctype, tied_moment):
 
 
 def _m_step(stats, A, K, ctype, reg_covar, prior):
-    """``g.from_summaries`` for each of the A starts, vectorized over them."""
-    total = stats.total_weight
-    if ctype != "tied":
-        # Every formula of g.from_summaries is per component except the MAP weights'
-        # denominator, which has the number of components of one start in it.
-        weights, means, covs = g.from_summaries(stats, ctype, reg_covar, prior)
-        if prior is not None:
-            alpha = prior.alpha
-            weights = (stats.weight + alpha - 1.0) / (total + K * (alpha - 1.0))
-        return weights.reshape(A, K), means.reshape(A, K, -1), covs.reshape((A, K, *covs.shape[1:]))
-    weight = stats.weight.reshape(A, K)
-    sum_x = stats.sum_x.reshape(A, K, -1)
-    d = sum_x.shape[-1]
-    nk = weight + 10 * np.finfo(float).eps
-    xbar = sum_x / nk[:, :, None]
-    scatter = stats.sum_xx - np.swapaxes(xbar * nk[:, :, None], 1, 2) @ xbar
-    if prior is None:
-        covs = scatter / nk.sum(axis=1)[:, None, None]
-        covs[:, np.arange(d), np.arange(d)] += reg_covar
-        return nk / total, xbar, covs
-    alpha, kappa, nu = prior.alpha, prior.kappa, prior.nu
-    weights = (weight + alpha - 1.0) / (total + K * (alpha - 1.0))
-    means = (sum_x + kappa * prior.mean) / (weight + kappa)[:, :, None]
-    shrink = kappa * weight / (kappa + weight)
-    delta = xbar - prior.mean
-    covs = prior.scale + scatter + np.swapaxes(delta * shrink[:, :, None], 1, 2) @ delta
-    covs /= nu + d + 1.0 + K + total
-    return weights, means, covs
+    """``g.from_summaries`` for the A starts at once (their statistics stacked as A K rows)."""
+    batched = g.SufficientStatistics(
+        stats.weight.reshape(A, K),
+        stats.sum_x.reshape(A, K, -1),
+        stats.sum_xx if ctype == "tied" else stats.sum_xx.reshape((A, K, *stats.sum_xx.shape[1:])),
+        stats.total_weight,
+        0.0,
+    )
+    return g.from_summaries(batched, ctype, reg_covar, prior)
 
 
 def _singular(covs, ctype, reg_covar, data_scale):

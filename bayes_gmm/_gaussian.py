@@ -467,51 +467,54 @@ def from_summaries(stats, covariance_type, reg_covar, prior=None):
         Centered frame.
     covariances : ndarray
     """
+    # Written for a leading batch of independent starts as well: weight (..., K), sum_x
+    # (..., K, d) and sum_xx with the same leading axes (see bayes_gmm._batched_em).
     # sklearn adds 10 eps so that an empty component does not divide by zero.
     nk = stats.weight + 10 * np.finfo(float).eps
-    K, d = stats.sum_x.shape
-    xbar = stats.sum_x / nk[:, None]
+    K, d = stats.sum_x.shape[-2:]
+    diagonal = (..., np.arange(d), np.arange(d))
+    xbar = stats.sum_x / nk[..., None]
     if covariance_type == "full":
-        scatter = stats.sum_xx - nk[:, None, None] * xbar[:, :, None] * xbar[:, None, :]
+        scatter = stats.sum_xx - nk[..., None, None] * xbar[..., :, None] * xbar[..., None, :]
     elif covariance_type == "tied":
-        scatter = stats.sum_xx - (xbar * nk[:, None]).T @ xbar
+        scatter = stats.sum_xx - np.swapaxes(xbar * nk[..., None], -1, -2) @ xbar
     elif covariance_type == "diag":
-        scatter = stats.sum_xx - nk[:, None] * np.square(xbar)
+        scatter = stats.sum_xx - nk[..., None] * np.square(xbar)
     else:
-        scatter = stats.sum_xx - nk * np.square(xbar).sum(axis=1)
+        scatter = stats.sum_xx - nk * np.square(xbar).sum(axis=-1)
 
     if prior is None:
         weights = nk / stats.total_weight
         means = xbar
         if covariance_type == "full":
-            covariances = scatter / nk[:, None, None]
-            covariances[:, np.arange(d), np.arange(d)] += reg_covar
+            covariances = scatter / nk[..., None, None]
+            covariances[diagonal] += reg_covar
         elif covariance_type == "tied":
-            covariances = scatter / nk.sum()
-            covariances.flat[:: d + 1] += reg_covar
+            covariances = scatter / nk.sum(axis=-1)[..., None, None]
+            covariances[diagonal] += reg_covar
         elif covariance_type == "diag":
-            covariances = scatter / nk[:, None] + reg_covar
+            covariances = scatter / nk[..., None] + reg_covar
         else:
             covariances = scatter / (nk * d) + reg_covar
         return weights, means, covariances
 
     alpha, kappa, nu = prior.alpha, prior.kappa, prior.nu
     weights = (stats.weight + alpha - 1.0) / (stats.total_weight + K * (alpha - 1.0))
-    means = (stats.sum_x + kappa * prior.mean) / (stats.weight + kappa)[:, None]
+    means = (stats.sum_x + kappa * prior.mean) / (stats.weight + kappa)[..., None]
     shrink = kappa * stats.weight / (kappa + stats.weight)
     delta = xbar - prior.mean
     if covariance_type == "full":
-        outer = delta[:, :, None] * delta[:, None, :]
-        covariances = prior.scale + scatter + shrink[:, None, None] * outer
-        covariances /= (nu + d + 2.0 + stats.weight)[:, None, None]
+        outer = delta[..., :, None] * delta[..., None, :]
+        covariances = prior.scale + scatter + shrink[..., None, None] * outer
+        covariances /= (nu + d + 2.0 + stats.weight)[..., None, None]
     elif covariance_type == "tied":
-        covariances = prior.scale + scatter + (delta * shrink[:, None]).T @ delta
+        covariances = prior.scale + scatter + np.swapaxes(delta * shrink[..., None], -1, -2) @ delta
         covariances /= nu + d + 1.0 + K + stats.total_weight
     elif covariance_type == "diag":
-        covariances = prior.scale + scatter + shrink[:, None] * np.square(delta)
-        covariances /= (nu + 3.0 + stats.weight)[:, None]
+        covariances = prior.scale + scatter + shrink[..., None] * np.square(delta)
+        covariances /= (nu + 3.0 + stats.weight)[..., None]
     else:
-        covariances = prior.scale + scatter + shrink * np.square(delta).sum(axis=1)
+        covariances = prior.scale + scatter + shrink * np.square(delta).sum(axis=-1)
         covariances /= nu + 2.0 + d + d * stats.weight
     return weights, means, covariances
 
