@@ -311,13 +311,7 @@ def fit_estimators(estimators, X, sample_weight):
     resolved, prior, log_prior = None, None, None
     if first.prior is not None:
         resolved = first.prior.resolve(X, K, ctype, sample_weight=w)
-        prior = g.CenteredPrior(
-            alpha=resolved.weight_concentration,
-            kappa=resolved.mean_precision,
-            mean=resolved.mean - center,
-            nu=resolved.degrees_of_freedom,
-            scale=resolved.scale,
-        )
+        prior = g.CenteredPrior.from_resolved(resolved, center)
 
         def log_prior(weights, means, covariances):
             return resolved.log_density(weights, means + center, covariances)

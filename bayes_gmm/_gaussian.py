@@ -451,6 +451,17 @@ class CenteredPrior:
     nu: float
     scale: np.ndarray
 
+    @classmethod
+    def from_resolved(cls, resolved, center):
+        """The hyperparameters of ``resolved`` with the prior mean shifted by ``-center``."""
+        return cls(
+            alpha=resolved.weight_concentration,
+            kappa=resolved.mean_precision,
+            mean=resolved.mean - center,
+            nu=resolved.degrees_of_freedom,
+            scale=resolved.scale,
+        )
+
 
 def from_summaries(stats, covariance_type, reg_covar, prior=None):
     """M-step: weights, means and covariances that maximize the expected objective.

@@ -303,13 +303,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         prior = None
         if self.prior is not None:
             self.prior_ = self.prior.resolve(X, K, ctype, sample_weight=w)
-            prior = g.CenteredPrior(
-                alpha=self.prior_.weight_concentration,
-                kappa=self.prior_.mean_precision,
-                mean=self.prior_.mean - center,
-                nu=self.prior_.degrees_of_freedom,
-                scale=self.prior_.scale,
-            )
+            prior = g.CenteredPrior.from_resolved(self.prior_, center)
         do_init = not (self.warm_start and hasattr(self, "converged_"))
         n_init = self.n_init if do_init else 1
         random_state = check_random_state(self.random_state)
