@@ -99,15 +99,14 @@ def _per_start_chol(covs, ctype):
 
 
 def _natural_parameters(means, prec_chol, ctype):
-    """Stacked ``eta`` (A K, m) and ``const`` (A, K) of all starts' components."""
+    """``eta`` (A, K, m) and ``const`` (A, K) of all starts' components."""
+    if ctype == "tied":  # one shared precision per start: natural_parameters takes the batch
+        return g.natural_parameters(means, prec_chol, ctype)
     A, K, d = means.shape
-    if ctype == "tied":  # one shared precision per start
-        eta, const = g.natural_parameters(means, prec_chol, ctype)
-        return eta.reshape(A * K, d), const
     eta, const = g.natural_parameters(
         means.reshape(A * K, d), prec_chol.reshape((A * K, *prec_chol.shape[2:])), ctype
     )
-    return eta, const.reshape(A, K)
+    return eta.reshape(A, K, -1), const.reshape(A, K)
 
 
 def _e_step(feats, w, weights, means, prec_chol, ctype, tied_moment):
@@ -118,11 +117,7 @@ def _e_step(feats, w, weights, means, prec_chol, ctype, tied_moment):
     A, K, d = means.shape
     eta, const = _natural_parameters(means, prec_chol, ctype)
     const = const + np.log(weights)  # log(0) = -inf is allowed (see batched_em)
-    log_prob = (eta @ feats.T).reshape(A, K, -1)
-    log_prob += const[:, :, None]
-    if ctype == "tied":  # the quadratic term every component of a start shares
-        Y = feats @ prec_chol  # (A, n, d)
-        log_prob -= 0.5 * np.square(Y).sum(axis=2)[:, None, :]
+    log_prob = g.linear_log_prob(feats, eta, const, ctype, prec_chol)
     log_norm, resp = g.normalize(log_prob, axis=1)  # per start
     log_likelihood = log_norm.sum(axis=1) if w is None else log_norm @ w
     stats = g.summarize(feats, w, resp.reshape(A * K, -1), ctype, d)

@@ -315,17 +315,20 @@ def natural_parameters(means, prec_chol, covariance_type):
 def linear_log_prob(feats, eta, const, covariance_type, prec_chol=None):
     """Component log-densities ``eta @ feats.T + const`` of a chunk, shape (K, n).
 
+    A batch of starts has ``eta`` (A, K, m), ``const`` (A, K) and, for "tied",
+    ``prec_chol`` (A, d, d); the result is then (A, K, n).
+
     Components run along the first axis so that the log-sum-exp over components reduces
     contiguous rows (3-4x faster than reducing a short last axis). The quadratic form is
     expanded (``x'Ax - 2 x'Am + m'Am``); with centered data the rounding this adds to a
     log-density is about ``eps * |x - center|_A ** 2``, far below anything that matters.
     For "tied" the quadratic term shared by all components is added here.
     """
-    out = eta @ feats.T
-    out += const[:, None]
+    out = eta @ feats.T  # (K, n), or (A, K, n) for a batch of starts
+    out += const[..., None]
     if covariance_type == "tied":
         Y = feats @ prec_chol  # for "tied" the features are the centered rows
-        out -= 0.5 * np.einsum("ij,ij->i", Y, Y)
+        out -= 0.5 * np.einsum("...ij,...ij->...i", Y, Y)[..., None, :]
     return out
 
 
