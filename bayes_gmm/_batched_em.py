@@ -23,14 +23,12 @@ small data, see :func:`fits_in_batch`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from bayes_gmm import _gaussian as g
 from bayes_gmm.em import _Run, held_by_regularization
 
-__all__ = ["BatchResult", "batched_em", "fit_estimators", "fits_in_batch"]
+__all__ = ["batched_em", "fit_estimators", "fits_in_batch"]
 
 #: Largest number of float64 elements in a batch's temporaries (~32 MB).
 MAX_BATCH_ELEMENTS = 2**22
@@ -46,40 +44,6 @@ def fits_in_batch(n_samples, n_starts, n_components, n_features, covariance_type
     if covariance_type == "tied":
         per_row += n_starts * n_features
     return n_samples * per_row <= MAX_BATCH_ELEMENTS
-
-
-@dataclass
-class BatchResult:
-    """Outcome of one start of :func:`batched_em` (centered frame, as ``em._Run``).
-
-    Attributes
-    ----------
-    weights : ndarray of shape (K,)
-    means : ndarray of shape (K, d)
-        Centered by the weighted data mean, as the ``means`` given to :func:`batched_em`.
-    covariances, prec_chol : ndarray
-        Per covariance type, as in :mod:`bayes_gmm._gaussian`.
-    objective : float
-        Log-likelihood (plus the log prior under a prior) at the returned parameters.
-    history : list of float
-        Objective after 0, 1, ..., ``n_iter`` M-steps.
-    converged : bool
-    n_iter : int
-    degenerate : bool
-        The start hit a case this module does not reproduce (see the module docstring);
-        the other fields are then meaningless and the start must be rerun by
-        ``GaussianMixture``.
-    """
-
-    weights: np.ndarray = None
-    means: np.ndarray = None
-    covariances: np.ndarray = None
-    prec_chol: np.ndarray = None
-    objective: float = -np.inf
-    history: list = None
-    converged: bool = False
-    n_iter: int = 0
-    degenerate: bool = False
 
 
 def _per_start_chol(covs, ctype):
@@ -187,8 +151,11 @@ def batched_em(
 
     Returns
     -------
-    list of BatchResult
-        One per start, in order.
+    list of bayes_gmm.em._Run or None
+        One per start, in order, as ``GaussianMixture._run_em`` returns it; None for a
+        start that hit a case this module does not reproduce (a repaired covariance, an
+        emptied component, a covariance held only by ``reg_covar``), which the caller
+        must rerun through ``GaussianMixture`` so that it warns as usual.
     """
     ctype = covariance_type
     X = np.asarray(X, dtype=float)
@@ -202,7 +169,7 @@ def batched_em(
     data_scale = float(np.max(np.var(X, axis=0))) or 1.0
     max_iters = np.broadcast_to(np.asarray(max_iter, dtype=int), (R,))
 
-    results = [BatchResult() for _ in range(R)]
+    results = [None] * R
     history = np.empty((R, int(max_iters.max(initial=0)) + 1))
     # Row a of the arrays below is start active[a]; rows leave when their start finishes.
     active = np.arange(R)
@@ -234,13 +201,17 @@ def batched_em(
                 degenerate = bad.copy()
                 if prior is None:
                     degenerate[finished] |= _singular(covs[finished], ctype, reg_covar, data_scale)
-                for a in finished:
-                    res = results[active[a]]
-                    res.weights, res.means, res.covariances = weights[a], means[a], covs[a]
-                    res.prec_chol, res.objective = prec_chol[a], float(objective[a])
-                    res.history = history[active[a], : iteration + 1].tolist()
-                    res.converged, res.n_iter = bool(converged[a]), iteration
-                    res.degenerate = bool(degenerate[a])
+                for a in finished[~degenerate[finished]]:
+                    results[active[a]] = _Run(
+                        weights[a],
+                        means[a],
+                        covs[a],
+                        prec_chol[a],
+                        objective=float(objective[a]),
+                        history=history[active[a], : iteration + 1].tolist(),
+                        converged=bool(converged[a]),
+                        n_iter=iteration,
+                    )
                 go_on = ~done
                 if not go_on.any():
                     break
@@ -327,16 +298,14 @@ def fit_estimators(estimators, X, sample_weight):
     )
     total_weight = float(w.sum())
     for i, res in zip(index, results, strict=True):
-        if res.degenerate:
+        if res is None:
             continue
         est = estimators[i]
-        run = _Run(res.weights, res.means, res.covariances, res.prec_chol, res.objective)
-        run.history, run.converged, run.n_iter = res.history, res.converged, res.n_iter
         # What est.fit sets besides _store's attributes.
         est.n_features_in_ = d
         if hasattr(est, "feature_names_in_"):
             del est.feature_names_in_
         est.prior_ = resolved
-        est._store(run, center, [res.objective], total_weight)
+        est._store(res, center, [res.objective], total_weight)
         ok[i] = True
     return ok
