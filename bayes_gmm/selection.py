@@ -56,6 +56,7 @@ from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
 from bayes_gmm._batched_em import fit_estimators, fits_in_batch
+from bayes_gmm._gaussian import log_det_precision_cholesky
 from bayes_gmm._validation import (
     DataWarning,
     check_data,
@@ -533,16 +534,9 @@ class _Parent:
     @classmethod
     def from_estimator(cls, est, X, ctype):
         d = est.means_.shape[1]
-        cov = est.covariances_
-        # The component with the largest weight x det(covariance).
-        if ctype == "full":
-            logdet = np.linalg.slogdet(cov)[1]
-        elif ctype == "tied":
-            logdet = np.zeros(len(est.weights_))
-        elif ctype == "diag":
-            logdet = np.log(cov).sum(axis=1)
-        else:
-            logdet = d * np.log(cov)
+        # The component with the largest weight x det(covariance); log det(covariance) is
+        # -2 log det of the precision factor.
+        logdet = -2.0 * log_det_precision_cholesky(est.precisions_cholesky_, ctype, d)
         j = int(np.argmax(np.log(est.weights_) + logdet))
         resp = est.predict_proba(X)[:, j].copy()
         return cls(
