@@ -55,8 +55,8 @@ from sklearn.cluster import KMeans, kmeans_plusplus
 from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
+from bayes_gmm import _gaussian as g
 from bayes_gmm._batched_em import fit_estimators, fits_in_batch
-from bayes_gmm._gaussian import log_det_precision_cholesky
 from bayes_gmm._validation import (
     DataWarning,
     check_data,
@@ -445,26 +445,17 @@ def _params_from_labels(data, labels, K, ctype):
     """
     Xc, w = data.Xc, data.w
     n, d = Xc.shape
-    nk = np.bincount(labels, weights=w, minlength=K)
-    if np.any(nk <= 0):
+    if np.any(np.bincount(labels, weights=w, minlength=K) <= 0):
         return None
-    weighted = np.zeros((K, n))
-    weighted[labels, np.arange(n)] = w
-    means = weighted @ Xc / nk[:, None]
-    # Second moments about the center, per cluster: (K, d, d) from one matrix product.
-    second = (weighted @ (Xc[:, :, None] * Xc[:, None, :]).reshape(n, d * d)).reshape(K, d, d)
-    covs = second / nk[:, None, None] - means[:, :, None] * means[:, None, :]
-    eye = np.eye(d)
-    if ctype == "full":
-        precisions = np.linalg.inv(covs + data.reg_covar * eye)
-    elif ctype == "tied":
-        pooled = np.tensordot(nk, covs, axes=1) / nk.sum()
-        precisions = np.linalg.inv(pooled + data.reg_covar * eye)
-    else:
-        var = np.diagonal(covs, axis1=1, axis2=2)
-        var = var if ctype == "diag" else var.mean(axis=1)
-        precisions = 1.0 / (np.maximum(var, 0.0) + data.reg_covar)
-    return nk / nk.sum(), means + data.center, precisions
+    # One M-step (maximum likelihood, reg_covar) from hard responsibilities.
+    resp = np.zeros((K, n))
+    resp[labels, np.arange(n)] = 1.0
+    stats = g.summarize(g.features(Xc, ctype), w, resp, ctype, d)
+    tied_moment = g.weighted_second_moment(Xc, w) if ctype == "tied" else None
+    g.finish_moments(stats, ctype, tied_moment)
+    weights, means, covs = g.from_summaries(stats, ctype, data.reg_covar)
+    precisions = g.precisions_from_cholesky(g.precision_cholesky(covs, ctype)[0], ctype)
+    return weights, means + data.center, precisions
 
 
 def _split_start(data, parent, ctype):
@@ -536,7 +527,7 @@ class _Parent:
         d = est.means_.shape[1]
         # The component with the largest weight x det(covariance); log det(covariance) is
         # -2 log det of the precision factor.
-        logdet = -2.0 * log_det_precision_cholesky(est.precisions_cholesky_, ctype, d)
+        logdet = -2.0 * g.log_det_precision_cholesky(est.precisions_cholesky_, ctype, d)
         j = int(np.argmax(np.log(est.weights_) + logdet))
         resp = est.predict_proba(X)[:, j].copy()
         return cls(
