@@ -579,6 +579,64 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
             attrs={"prob": float(prob)},
         )
 
+    def most_likely_component(self, X, prob=0.9, membership=None):
+        """Each point's most probable component, with that membership's mean and interval.
+
+        The component is the one with the largest posterior mean membership probability
+        (as in :meth:`predict`); ``probability`` is that posterior mean and ``lower``,
+        ``upper`` bound the equal-tailed credible interval of the same probability.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        prob : float, default=0.9
+            Mass of the interval, in (0, 1).
+        membership : xarray.Dataset, optional
+            ``self.membership(X, prob)`` if already computed, so it is not computed again;
+            it must hold intervals of mass ``prob``.
+
+        Returns
+        -------
+        pandas.DataFrame of shape (n_samples, 4)
+            Columns ``component`` (int), ``probability``, ``lower`` and ``upper``; indexed
+            like ``X`` if it is a DataFrame, else by a RangeIndex. ``attrs["prob"]`` holds
+            ``prob``.
+        """
+        import pandas as pd
+
+        prob = check_probability(prob, "prob")
+        index = X.index if isinstance(X, pd.DataFrame) else None
+        if membership is None:
+            membership = self.membership(X, prob=prob)
+        else:
+            held = membership.attrs.get("prob", prob)
+            if held != prob:
+                raise ValueError(
+                    f"membership holds {held:.0%} intervals, not {prob:.0%}: pass "
+                    f"prob={held} or membership=None to compute the {prob:.0%} intervals."
+                )
+            n_rows = self._check_X(X).shape[0]
+            shape = membership["mean"].shape
+            if shape != (n_rows, self.n_components_):
+                raise ValueError(
+                    f"membership has shape {shape}, but X has {n_rows} rows and the model "
+                    f"{self.n_components_} components. Pass membership(X, prob) of this X."
+                )
+        mean, lower, upper = (membership[v].to_numpy() for v in ("mean", "lower", "upper"))
+        best = np.argmax(mean, axis=1)
+        rows = np.arange(len(best))
+        out = pd.DataFrame(
+            {
+                "component": best,
+                "probability": mean[rows, best],
+                "lower": lower[rows, best],
+                "upper": upper[rows, best],
+            },
+            index=index,
+        )
+        out.attrs["prob"] = prob
+        return out
+
     def _pointwise_log_lik(self, X):
         """log p(x_n | theta_s) for every draw: (S, n), chunked."""
         S = self._draws()[0].shape[0]

@@ -549,23 +549,14 @@ def membership_table(model, frame, prob=0.9, mem=None):
 
     Returns
     -------
-    DataFrame with the data columns and ``component``, ``probability``, ``lower``, ``upper``.
+    DataFrame with the data columns and ``component``, ``probability``, ``lower_<pct>``,
+    ``upper_<pct>`` (``pct`` = ``prob`` in percent), as written to ``membership.csv``.
     """
-    import numpy as np
-
-    if mem is None:
-        mem = model.membership(frame.to_numpy(), prob=prob)
-    elif mem.attrs.get("prob", prob) != prob:
-        raise ValueError(f"mem holds {mem.attrs['prob']:.0%} intervals, not {prob:.0%}")
-    mean, lower, upper = (mem[name].to_numpy() for name in ("mean", "lower", "upper"))
-    best = np.argmax(mean, axis=1)
-    rows = np.arange(len(best))
-    out = frame.copy()
-    out["component"] = best
-    out["probability"] = mean[rows, best]
-    out[f"lower_{round(prob * 100)}"] = lower[rows, best]
-    out[f"upper_{round(prob * 100)}"] = upper[rows, best]
-    return out
+    best = model.most_likely_component(frame, prob=prob, membership=mem)
+    pct = round(prob * 100)
+    best = best.rename(columns={"lower": f"lower_{pct}", "upper": f"upper_{pct}"})
+    # By position: the table is built from this very frame, whatever its index holds.
+    return frame.assign(**{name: best[name].to_numpy() for name in best.columns})
 
 
 def _diagnostics_text(diag):

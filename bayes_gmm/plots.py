@@ -493,10 +493,10 @@ def plot_uncertainty(model, X, ax=None, columns=(0, 1), quantiles=(0.75, 0.95), 
         ax.set_xlabel(names[0])
         ax.set_ylabel("uncertainty = 1 - max probability")
         if mem is not None and (mid | high).any():
-            best = resp.argmax(axis=1)
-            rows = np.arange(len(xs))
-            lo = 1.0 - np.asarray(mem["upper"])[rows, best]
-            hi = 1.0 - np.asarray(mem["lower"])[rows, best]
+            prob = mem.attrs.get("prob", 0.9)
+            best = model.most_likely_component(values, prob=prob, membership=mem)
+            lo = 1.0 - best["upper"].to_numpy()
+            hi = 1.0 - best["lower"].to_numpy()
             sel = mid | high
             ax.vlines(
                 xs[sel],
@@ -505,7 +505,7 @@ def plot_uncertainty(model, X, ax=None, columns=(0, 1), quantiles=(0.75, 0.95), 
                 color="C0",
                 alpha=0.5,
                 lw=1,
-                label=f"{mem.attrs.get('prob', 0.9):.0%} interval",
+                label=f"{prob:.0%} interval",
                 gid="uncertainty-interval",
             )
     else:

@@ -133,6 +133,36 @@ def test_membership_intervals(blobs):
     assert lower[1, 0] > 0.99
 
 
+def test_most_likely_component_matches_membership(blobs):
+    import pandas as pd
+
+    model, X, _ = blobs
+    X = X[::25]  # 20 points, some of them between two blobs
+    mem = model.membership(X, prob=0.8)
+    mean, lower, upper = (mem[k].values for k in ("mean", "lower", "upper"))
+    best = mean.argmax(axis=1)
+    rows = np.arange(len(X))
+    table = model.most_likely_component(X, prob=0.8)
+    assert list(table.columns) == ["component", "probability", "lower", "upper"]
+    assert table.attrs["prob"] == 0.8
+    pd.testing.assert_index_equal(table.index, pd.RangeIndex(len(X)))
+    np.testing.assert_array_equal(table["component"], best)
+    np.testing.assert_array_equal(table["component"], model.predict(X))
+    # Same draws, same arithmetic: equal to rounding.
+    np.testing.assert_allclose(table["probability"], mean[rows, best], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(table["lower"], lower[rows, best], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(table["upper"], upper[rows, best], rtol=0, atol=1e-12)
+    # A given membership is used as is, and a DataFrame's index is kept.
+    frame = pd.DataFrame(X, index=pd.Index(np.arange(len(X)) * 10 + 3, name="id"))
+    given = model.most_likely_component(frame, prob=0.8, membership=mem)
+    pd.testing.assert_index_equal(given.index, frame.index)
+    np.testing.assert_array_equal(given.to_numpy(), table.to_numpy())
+    with pytest.raises(ValueError, match="holds 80% intervals, not 90%"):
+        model.most_likely_component(X, prob=0.9, membership=mem)
+    with pytest.raises(ValueError, match="membership has shape"):
+        model.most_likely_component(X[:5], prob=0.8, membership=mem)
+
+
 def test_score_samples_and_loo(blobs):
     model, X, _ = blobs
     s = model.score_samples(X[:50])
