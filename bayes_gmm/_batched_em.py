@@ -1,24 +1,21 @@
-"""EM for several starts of the same mixture at once, on the same (small) data.
+"""EM for several starts of the same mixture, on the same (small) data, in compiled code.
 
 On small data (a few thousand rows) one EM iteration of :class:`~bayes_gmm.GaussianMixture`
 costs mostly the fixed overhead of its few dozen numpy calls, not arithmetic. A
 model-selection grid runs hundreds of starts of thousands of iterations, so that overhead is
-its running time. Here the R starts of one (K, covariance_type) are stacked along the
-component axis: the E-step of all of them is one matrix product of R K natural parameter
-vectors with the features, and the M-step is one vectorized update, so an iteration costs
-about what one start's costs.
+its running time. Here the starts of one (K, covariance_type) run in a numba kernel
+(:mod:`bayes_gmm._em_kernel`), one call for all of them.
 
 The semantics are those of ``GaussianMixture._run_em`` (same inputs, same convergence rule,
-same objective, same M-step), so a batched start ends at the parameters, objective and
-iteration count that ``GaussianMixture(...).fit`` reaches from the same initial parameters
-(up to rounding: the stacked matrix products may add in a different order). The rare
-degenerate cases (a component losing its weight, a covariance that is not numerically
-positive definite, a singular maximum-likelihood covariance) are not reproduced here: such a
-start is dropped from the batch and flagged, for the caller to run through
-``GaussianMixture`` itself, which handles and reports them.
+same objective, same M-step), so a start ends at the parameters, objective and iteration
+count that ``GaussianMixture(...).fit`` reaches from the same initial parameters (up to
+rounding: the kernel adds in another order than numpy). The rare degenerate cases (a
+component losing its weight, a covariance that is not numerically positive definite, a
+singular maximum-likelihood covariance) are not reproduced here: such a start is flagged,
+for the caller to run through ``GaussianMixture`` itself, which handles and reports them.
 
-All ``(R * K, n)`` temporaries are held at once (no chunking over rows): this is meant for
-small data, see :func:`fits_in_batch`.
+The (K, n) responsibilities and (m, n) features are held at once (no chunking over rows,
+one thread): this is meant for small data, see :func:`fits_in_batch`.
 """
 
 from __future__ import annotations
@@ -35,75 +32,23 @@ MAX_BATCH_ELEMENTS = 2**22
 
 
 def fits_in_batch(n_samples, n_starts, n_components, n_features, covariance_type):
-    """Whether a batch of ``n_starts`` runs keeps its temporaries below ``MAX_BATCH_ELEMENTS``.
+    """Whether the kernel's temporaries stay below ``MAX_BATCH_ELEMENTS`` (small data).
 
-    The temporaries are the (R K, n) log-densities and responsibilities, the (n, m)
-    features and, for "tied", the (R, n, d) whitened rows.
+    The temporaries are the (K, n) responsibilities and the (m, n) features; the starts
+    run one after the other, so ``n_starts`` does not count. Larger data are better served
+    by ``GaussianMixture.fit``, whose E-step is chunked and threaded.
     """
-    per_row = n_starts * n_components + g.feature_width(n_features, covariance_type)
-    if covariance_type == "tied":
-        per_row += n_starts * n_features
+    del n_starts
+    per_row = n_components + g.feature_width(n_features, covariance_type) + 4
     return n_samples * per_row <= MAX_BATCH_ELEMENTS
 
 
-def _per_start_chol(covs, ctype):
-    """Precision factors of (A, ...) stacked covariances, and (A,) which needed a repair."""
-    A = covs.shape[0]
-    bad = np.zeros(A, dtype=bool)
-    if ctype == "tied":
-        # (A, d, d) tied matrices are factored exactly like A "full" components.
-        prec_chol, covs, repaired = g.precision_cholesky(covs, "full")
-        bad[[k for k, _ in repaired]] = True
-        return prec_chol, covs, bad
-    K = covs.shape[1]
-    flat = covs.reshape((A * K, *covs.shape[2:]))
-    prec_chol, flat, repaired = g.precision_cholesky(flat, ctype)
-    bad[[k // K for k, _ in repaired]] = True
-    return prec_chol.reshape(covs.shape), flat.reshape(covs.shape), bad
+def _kernel():
+    # Imported on first use: numba's import (and its first compile) is paid only by
+    # programs that run a selection grid.
+    from bayes_gmm import _em_kernel
 
-
-def _natural_parameters(means, prec_chol, ctype):
-    """``eta`` (A, K, m) and ``const`` (A, K) of all starts' components."""
-    if ctype == "tied":  # one shared precision per start: natural_parameters takes the batch
-        return g.natural_parameters(means, prec_chol, ctype)
-    A, K, d = means.shape
-    eta, const = g.natural_parameters(
-        means.reshape(A * K, d), prec_chol.reshape((A * K, *prec_chol.shape[2:])), ctype
-    )
-    return eta.reshape(A, K, -1), const.reshape(A, K)
-
-
-def _e_step(feats, w, weights, means, prec_chol, ctype, tied_moment):
-    """Log-likelihood (A,) and stacked sufficient statistics of all starts.
-
-    ``w`` is None for unit weights (as in ``em._e_step_block``).
-    """
-    A, K, d = means.shape
-    eta, const = _natural_parameters(means, prec_chol, ctype)
-    const = const + np.log(weights)  # log(0) = -inf is allowed (see batched_em)
-    log_prob = g.linear_log_prob(feats, eta, const, ctype, prec_chol)
-    log_norm, resp = g.normalize(log_prob, axis=1)  # per start
-    log_likelihood = log_norm.sum(axis=1) if w is None else log_norm @ w
-    stats = g.summarize(feats, w, resp.reshape(A * K, -1), ctype, d)
-    return log_likelihood, g.finish_moments(stats, ctype, tied_moment)
-
-
-def _m_step(stats, A, K, ctype, reg_covar, prior):
-    """``g.from_summaries`` for the A starts at once (their statistics stacked as A K rows)."""
-    batched = g.SufficientStatistics(
-        stats.weight.reshape(A, K),
-        stats.sum_x.reshape(A, K, -1),
-        stats.sum_xx if ctype == "tied" else stats.sum_xx.reshape((A, K, *stats.sum_xx.shape[1:])),
-        stats.total_weight,
-        0.0,
-    )
-    return g.from_summaries(batched, ctype, reg_covar, prior)
-
-
-def _singular(covs, ctype, reg_covar, data_scale):
-    """(A,) starts with a covariance held positive definite only by ``reg_covar``."""
-    singular = held_by_regularization(covs, ctype, reg_covar, data_scale)
-    return singular.reshape(covs.shape[0], -1).any(axis=1)
+    return _em_kernel
 
 
 def batched_em(
@@ -118,13 +63,12 @@ def batched_em(
     max_iter,
     reg_covar=1e-6,
     prior=None,
-    log_prior=None,
 ):
-    """Run EM from R starts of the same mixture at once.
+    """Run EM from R starts of the same mixture, in compiled code.
 
     Each start follows ``GaussianMixture._run_em``: the objective is evaluated at the
     current parameters, the start stops when it changed by less than ``tol`` times the
-    total weight, or after ``max_iter`` M-steps; finished starts leave the batch.
+    total weight, or after ``max_iter`` M-steps.
 
     Parameters
     ----------
@@ -143,91 +87,101 @@ def batched_em(
         Maximum number of M-steps, per start if an array.
     reg_covar : float, default=1e-6
         Added to the covariance diagonals when ``prior`` is None.
-    prior : bayes_gmm._gaussian.CenteredPrior or None, default=None
-        MAP estimation under this prior (centered frame).
-    log_prior : callable or None, default=None
-        ``log_prior(weights, means, covariances) -> float`` for one start (centered
-        frame); required with ``prior``, added to the objective.
+    prior : bayes_gmm.priors.ResolvedPrior or None, default=None
+        MAP estimation under this prior (resolved for ``X``); its log density is added to
+        the objective.
 
     Returns
     -------
     list of bayes_gmm.em._Run or None
         One per start, in order, as ``GaussianMixture._run_em`` returns it; None for a
-        start that hit a case this module does not reproduce (a repaired covariance, an
-        emptied component, a covariance held only by ``reg_covar``), which the caller
-        must rerun through ``GaussianMixture`` so that it warns as usual.
+        start that hit a case this module does not reproduce (a covariance that is not
+        numerically positive definite, an emptied component, a covariance held only by
+        ``reg_covar``), which the caller must rerun through ``GaussianMixture`` so that it
+        warns as usual.
     """
+    kernel = _kernel()
     ctype = covariance_type
     X = np.asarray(X, dtype=float)
-    w = np.asarray(sample_weight, dtype=float)
+    w = np.ascontiguousarray(sample_weight, dtype=float)
     R, K = np.shape(weights)
+    d = X.shape[1]
     center = w @ X / w.sum()
-    feats = g.features(X - center, ctype)
-    unit = bool(np.all(w == 1.0))
-    tied_moment = g.weighted_second_moment(feats, w) if ctype == "tied" else None
-    tol_abs = tol * w.sum()
-    data_scale = float(np.max(np.var(X, axis=0))) or 1.0
-    max_iters = np.broadcast_to(np.asarray(max_iter, dtype=int), (R,))
-
-    results = [None] * R
-    history = np.empty((R, int(max_iters.max(initial=0)) + 1))
-    # Row a of the arrays below is start active[a]; rows leave when their start finishes.
-    active = np.arange(R)
-    limit = max_iters.copy()
+    Xc = X - center
+    feats = np.ascontiguousarray(g.features(Xc, ctype).T)
+    tied_moment = g.weighted_second_moment(Xc, w) if ctype == "tied" else np.zeros((d, d))
+    max_iters = np.ascontiguousarray(np.broadcast_to(np.asarray(max_iter, dtype=np.int64), (R,)))
     weights = np.array(weights, dtype=float)
     means = np.array(means, dtype=float)
-    prec_chol, covs, bad = _per_start_chol(np.array(covariances, dtype=float), ctype)
-    previous = np.full(R, -np.inf)
-    # One errstate for the whole run (it costs as much as a small numpy call): a zero
-    # weight's log is -inf, as in em._e_step.
-    with np.errstate(divide="ignore"):
-        for iteration in range(history.shape[1]):
-            log_lik, stats = _e_step(
-                feats, None if unit else w, weights, means, prec_chol, ctype, tied_moment
-            )
-            objective = log_lik
-            if prior is not None:
-                objective = log_lik + np.array(
-                    [log_prior(weights[a], means[a], covs[a]) for a in range(len(active))]
-                )
-            history[active, iteration] = objective
-            converged = np.abs(objective - previous) < tol_abs
-            # Repaired covariances: GaussianMixture warns, so the caller reruns those starts.
-            done = converged | (iteration >= limit) | bad
-            if not done.any():
-                previous = objective
-            else:
-                finished = np.flatnonzero(done)
-                degenerate = bad.copy()
-                if prior is None:
-                    degenerate[finished] |= _singular(covs[finished], ctype, reg_covar, data_scale)
-                for a in finished[~degenerate[finished]]:
-                    results[active[a]] = _Run(
-                        weights[a],
-                        means[a],
-                        covs[a],
-                        prec_chol[a],
-                        objective=float(objective[a]),
-                        history=history[active[a], : iteration + 1].tolist(),
-                        converged=bool(converged[a]),
-                        n_iter=iteration,
-                    )
-                go_on = ~done
-                if not go_on.any():
-                    break
-                active, weights, means = active[go_on], weights[go_on], means[go_on]
-                previous, limit = objective[go_on], limit[go_on]
-                # The starts that go on keep their rows of the stacked statistics.
-                stats_rows = (np.flatnonzero(go_on)[:, None] * K + np.arange(K)).ravel()
-                stats.weight, stats.sum_x = stats.weight[stats_rows], stats.sum_x[stats_rows]
-                if ctype != "tied":
-                    stats.sum_xx = stats.sum_xx[stats_rows]
-            weights, means, covs = _m_step(stats, len(active), K, ctype, reg_covar, prior)
-            prec_chol, covs, bad = _per_start_chol(covs, ctype)
-            if prior is None:  # em.py freezes emptied components; left to GaussianMixture
-                emptied = stats.weight <= 1e-12 * stats.total_weight
-                bad |= emptied.reshape(-1, K).any(axis=1)
+    covs = np.ascontiguousarray(g.full_covariances(covariances, ctype, K, d), dtype=float)
+    if covs is covariances:
+        covs = covs.copy()  # the kernel overwrites it
+    if prior is None:
+        hyper, prior_mean, prior_scale, prior_const = np.ones(3), np.zeros(d), np.eye(d), 0.0
+    else:
+        centered = g.CenteredPrior.from_resolved(prior, center)
+        hyper = np.array([centered.alpha, centered.kappa, centered.nu])
+        prior_mean = np.asarray(centered.mean, dtype=float)
+        prior_scale = g.full_covariances(centered.scale, ctype, 1, d).reshape(d, d)
+        prior_const = prior._log_normalizer
+    history = np.empty((R, int(max_iters.max(initial=0)) + 1))
+    n_iter = np.zeros(R, dtype=np.int64)
+    converged = np.zeros(R, dtype=np.bool_)
+    status = np.zeros(R, dtype=np.int64)
+    kernel.run_starts(
+        kernel.CTYPE_CODES[ctype], feats, w, weights, means, covs, max_iters,
+        tol * w.sum(), reg_covar, tied_moment, prior is not None, hyper, prior_mean,
+        prior_scale, prior_const, history, n_iter, converged, status,
+    )  # fmt: skip
+    ok = np.flatnonzero(status == kernel.OK)
+    covs = _compact(covs[ok], ctype)
+    prec_chol, covs, repaired = _precision_cholesky(covs, ctype)
+    if prior is None:
+        data_scale = float(np.max(np.var(X, axis=0))) or 1.0
+        singular = held_by_regularization(covs, ctype, reg_covar, data_scale)
+        repaired |= singular.reshape(len(ok), -1).any(axis=1)
+    results = [None] * R
+    for j, r in enumerate(ok):
+        if repaired[j]:
+            continue
+        results[r] = _Run(
+            weights[r],
+            means[r],
+            covs[j],
+            prec_chol[j],
+            objective=float(history[r, n_iter[r]]),
+            history=history[r, : n_iter[r] + 1].tolist(),
+            converged=bool(converged[r]),
+            n_iter=int(n_iter[r]),
+        )
     return results
+
+
+def _compact(covs, ctype):
+    """(A, K, d, d) kernel layout -> the scikit-learn shapes of ``ctype`` with a batch axis."""
+    if ctype == "full":
+        return covs
+    if ctype == "tied":
+        return covs[:, 0]
+    diagonals = np.diagonal(covs, axis1=-2, axis2=-1).copy()
+    return diagonals if ctype == "diag" else diagonals[..., 0]
+
+
+def _precision_cholesky(covs, ctype):
+    """Precision factors of (A, ...) stacked covariances, and (A,) which needed a repair."""
+    A = covs.shape[0]
+    bad = np.zeros(A, dtype=bool)
+    if A == 0:
+        return covs, covs, bad
+    if ctype == "tied":  # (A, d, d) tied matrices are factored like A "full" components
+        prec_chol, covs, repaired = g.precision_cholesky(covs, "full")
+        bad[[k for k, _ in repaired]] = True
+        return prec_chol, covs, bad
+    K = covs.shape[1]
+    flat = covs.reshape((A * K, *covs.shape[2:]))
+    prec_chol, flat, repaired = g.precision_cholesky(flat, ctype)
+    bad[[k // K for k, _ in repaired]] = True
+    return prec_chol.reshape(covs.shape), flat.reshape(covs.shape), bad
 
 
 def fit_estimators(estimators, X, sample_weight):
@@ -274,14 +228,9 @@ def fit_estimators(estimators, X, sample_weight):
     ok = [False] * len(estimators)
     if not starts:
         return ok
-    resolved, prior, log_prior = None, None, None
+    resolved = None
     if first.prior is not None:
         resolved = first.prior.resolve(X, K, ctype, sample_weight=w)
-        prior = g.CenteredPrior.from_resolved(resolved, center)
-
-        def log_prior(weights, means, covariances):
-            return resolved.log_density(weights, means + center, covariances)
-
     weights, means, covs = (np.stack(part) for part in zip(*starts, strict=True))
     results = batched_em(
         X,
@@ -293,8 +242,7 @@ def fit_estimators(estimators, X, sample_weight):
         tol=first.tol,
         max_iter=[estimators[i].max_iter for i in index],
         reg_covar=first.reg_covar,
-        prior=prior,
-        log_prior=log_prior,
+        prior=resolved,
     )
     total_weight = float(w.sum())
     for i, res in zip(index, results, strict=True):

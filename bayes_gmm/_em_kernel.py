@@ -1,0 +1,459 @@
+"""Compiled EM for several starts of one mixture on small data (numba).
+
+A model-selection grid runs thousands of EM iterations on a few hundred or thousand rows.
+There one iteration of the vectorized numpy EM costs mostly the fixed overhead of its few
+dozen numpy calls (~90 us), not arithmetic (a few us). This kernel runs whole EM runs in
+compiled code instead: the same E-step (log-densities linear in the features ``T(x)`` of
+:func:`bayes_gmm._gaussian.features`), the same M-step as
+:func:`bayes_gmm._gaussian.from_summaries` (maximum likelihood with ``reg_covar``, or the
+closed-form MAP update), the same objective (plus the log prior density under a prior) and
+the same stopping rule as ``GaussianMixture._run_em``.
+
+One compiled signature serves every covariance structure (selected by an integer code), so
+numba compiles once per installation (a few seconds, then loaded from its disk cache).
+Covariances travel as (R, K, d, d) matrices whatever the structure: "tied" uses
+``covs[r, 0]``, "diag" the diagonals and "spherical" ``covs[r, k, 0, 0]``.
+
+Cases that ``GaussianMixture`` repairs and warns about (a covariance that is not numerically
+positive definite, a component that lost its weight) stop the start with a status code; the
+caller reruns it through ``GaussianMixture``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+CTYPE_CODES = {"full": 0, "tied": 1, "diag": 2, "spherical": 3}
+_FULL, _TIED, _DIAG, _SPHERICAL = 0, 1, 2, 3
+
+#: Status of a start after :func:`run_starts`.
+OK, NOT_POSITIVE_DEFINITE, EMPTIED = 0, 1, 2
+
+_LOG_2PI = math.log(2.0 * math.pi)
+# Reassociation lets the per-row loops and sums vectorize. Not "nnan"/"ninf": a zero
+# weight's log is -inf and must stay so.
+_jit = numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "arcp", "nsz"})
+
+
+# Without reassociation: it would merge the two-part reduction by log 2 back into one
+# rounded product (relative error 1e-13 instead of 1e-16).
+@numba.njit(cache=True, nogil=True, fastmath={"contract"})
+def _exp_shifted(values, out, bits):
+    """``out = exp(values)`` for ``values <= 0``, in a loop that vectorizes.
+
+    ``math.exp`` is a scalar libm call (3-4 ns); this is a Cody-Waite reduction
+    ``x = k log 2 + r`` with a degree-13 Taylor polynomial for ``exp(r)`` (relative error
+    below 1e-15) and ``2**k`` written into the exponent bits. Values below -708 give 0.
+    """
+    inv_ln2 = 1.4426950408889634
+    ln2_hi = 6.93147180369123816490e-01
+    ln2_lo = 1.90821492927058770002e-10
+    for i in range(values.size):
+        x = max(values[i], -708.0)
+        k = math.floor(x * inv_ln2 + 0.5)
+        r = (x - k * ln2_hi) - k * ln2_lo
+        p = 1.0 / 6227020800.0
+        p = p * r + 1.0 / 479001600.0
+        p = p * r + 1.0 / 39916800.0
+        p = p * r + 1.0 / 3628800.0
+        p = p * r + 1.0 / 362880.0
+        p = p * r + 1.0 / 40320.0
+        p = p * r + 1.0 / 5040.0
+        p = p * r + 1.0 / 720.0
+        p = p * r + 1.0 / 120.0
+        p = p * r + 1.0 / 24.0
+        p = p * r + 1.0 / 6.0
+        p = p * r + 0.5
+        p = p * r + 1.0
+        p = p * r + 1.0
+        out[i] = p if values[i] >= -708.0 else 0.0
+        bits[i] = (np.int64(k) + 1023) << 52
+    scale = bits.view(np.float64)
+    for i in range(values.size):
+        out[i] *= scale[i]
+
+
+@_jit
+def _factor(cov, chol, inv_chol):
+    """Lower Cholesky factor of ``cov`` and its inverse; False if not positive definite."""
+    d = cov.shape[0]
+    for j in range(d):
+        s = cov[j, j]
+        for m in range(j):
+            s -= chol[j, m] * chol[j, m]
+        if not s > 0.0:
+            return False
+        diag = math.sqrt(s)
+        chol[j, j] = diag
+        for i in range(j + 1, d):
+            s = cov[i, j]
+            for m in range(j):
+                s -= chol[i, m] * chol[j, m]
+            chol[i, j] = s / diag
+    # Forward substitution, column by column of the identity.
+    for c in range(d):
+        for i in range(d):
+            if i < c:
+                inv_chol[i, c] = 0.0
+                continue
+            s = 1.0 if i == c else 0.0
+            for m in range(c, i):
+                s -= chol[i, m] * inv_chol[m, c]
+            inv_chol[i, c] = s / chol[i, i]
+    return True
+
+
+@_jit
+def _precision(cov, prec, chol, inv_chol):
+    """``prec = inv(cov)`` (via Cholesky); returns (ok, log det of the covariance)."""
+    d = cov.shape[0]
+    if not _factor(cov, chol, inv_chol):
+        return False, 0.0
+    log_det = 0.0
+    for j in range(d):
+        log_det += 2.0 * math.log(chol[j, j])
+    for a in range(d):
+        for b in range(a, d):
+            s = 0.0
+            for m in range(b, d):
+                s += inv_chol[m, a] * inv_chol[m, b]
+            prec[a, b] = s
+            prec[b, a] = s
+    return True, log_det
+
+
+@_jit
+def _natural_parameters(ctype, log_weights, means, covs, eta, const, prec, log_dets, work):
+    """Natural parameters of every component (as ``_gaussian.natural_parameters``).
+
+    Fills ``eta`` (K, m), ``const`` (K,) (with the log weights added), ``prec`` (K, d, d)
+    (for "tied" only ``prec[0]``; for "diag"/"spherical" the diagonal) and ``log_dets``
+    (K,) log det of the covariances. Returns False if a covariance is not positive
+    definite.
+    """
+    K, d = means.shape
+    chol, inv_chol = work[0], work[1]
+    for k in range(K):
+        if ctype == _FULL or (ctype == _TIED and k == 0):
+            ok, log_det = _precision(covs[k], prec[k], chol, inv_chol)
+            if not ok:
+                return False
+            log_dets[k] = log_det
+        elif ctype == _TIED:
+            prec[k] = prec[0]
+            log_dets[k] = log_dets[0]
+        else:
+            log_det = 0.0
+            for j in range(d):
+                var = covs[k, j, j] if ctype == _DIAG else covs[k, 0, 0]
+                if not var > 0.0:
+                    return False
+                prec[k, j, j] = 1.0 / var
+                log_det += math.log(var)
+            log_dets[k] = log_det
+        quad = 0.0
+        for a in range(d):
+            if ctype == _FULL or ctype == _TIED:
+                s = 0.0
+                for b in range(d):
+                    s += prec[k, a, b] * means[k, b]
+            else:
+                s = prec[k, a, a] * means[k, a]
+            eta[k, a] = s
+            quad += s * means[k, a]
+        if ctype == _FULL:
+            col = d
+            for a in range(d):
+                for b in range(a, d):
+                    eta[k, col] = -0.5 * prec[k, a, b] * (1.0 if a == b else 2.0)
+                    col += 1
+        elif ctype == _DIAG:
+            for a in range(d):
+                eta[k, d + a] = -0.5 * prec[k, a, a]
+        elif ctype == _SPHERICAL:
+            eta[k, d] = -0.5 * prec[k, 0, 0]
+        const[k] = log_weights[k] - 0.5 * quad - 0.5 * log_dets[k] - 0.5 * d * _LOG_2PI
+    return True
+
+
+@_jit
+def _e_step(ctype, feats, w, eta, const, prec, resp, top, total, shifted, bits, stats, nk):
+    """Responsibilities, their weighted sums ``nk`` and moments ``stats = resp @ feats.T``.
+
+    ``feats`` is (m, n), rows along the last axis so that every loop over rows vectorizes.
+    Returns the weighted log-likelihood.
+    """
+    K, m = eta.shape
+    n = feats.shape[1]
+    for k in range(K):
+        row = resp[k]
+        for i in range(n):
+            row[i] = const[k]
+        for j in range(m):
+            e = eta[k, j]
+            f = feats[j]
+            for i in range(n):
+                row[i] += e * f[i]
+    for i in range(n):
+        top[i] = resp[0, i]
+    for k in range(1, K):
+        for i in range(n):
+            top[i] = max(top[i], resp[k, i])
+    for i in range(n):
+        if not math.isfinite(top[i]):
+            top[i] = 0.0
+        total[i] = 0.0
+    for k in range(K):
+        row = resp[k]
+        # Shifted into a separate buffer: in place, the exp loop would not vectorize.
+        for i in range(n):
+            shifted[i] = row[i] - top[i]
+        _exp_shifted(shifted, row, bits)
+        for i in range(n):
+            total[i] += row[i]
+    log_lik = 0.0
+    for i in range(n):
+        log_lik += w[i] * (top[i] + math.log(total[i]))
+        total[i] = w[i] / total[i]
+    if ctype == _TIED:  # the quadratic term shared by all components: -x' A x / 2
+        d = prec.shape[1]
+        for i in range(n):
+            q = 0.0
+            for a in range(d):
+                s = 0.0
+                for b in range(d):
+                    s += prec[0, a, b] * feats[b, i]
+                q += s * feats[a, i]
+            log_lik -= 0.5 * w[i] * q
+    for k in range(K):
+        row = resp[k]
+        s = 0.0
+        for i in range(n):
+            row[i] *= total[i]
+            s += row[i]
+        nk[k] = s
+        for j in range(m):
+            f = feats[j]
+            s = 0.0
+            for i in range(n):
+                s += row[i] * f[i]
+            stats[k, j] = s
+    return log_lik
+
+
+@_jit
+def _log_prior(ctype, weights, means, covs, prec, log_dets, prior, prior_mean, prior_scale):
+    """``ResolvedPrior.log_density`` without its constant (centered frame)."""
+    K, d = means.shape
+    alpha, kappa, nu = prior[0], prior[1], prior[2]
+    log_p = 0.0
+    if alpha != 1.0:
+        for k in range(K):
+            log_p += (alpha - 1.0) * math.log(weights[k])
+    for k in range(K):
+        maha = 0.0
+        for a in range(d):
+            da = means[k, a] - prior_mean[a]
+            if ctype == _FULL or ctype == _TIED:
+                for b in range(d):
+                    maha += da * prec[k, a, b] * (means[k, b] - prior_mean[b])
+            else:
+                maha += da * da * prec[k, a, a]
+        log_p -= 0.5 * log_dets[k] + 0.5 * kappa * maha
+        if ctype == _FULL or (ctype == _TIED and k == 0):
+            trace = 0.0
+            for a in range(d):
+                for b in range(d):
+                    trace += prior_scale[a, b] * prec[k, b, a]
+            log_p -= 0.5 * (nu + d + 1.0) * log_dets[k] + 0.5 * trace
+        elif ctype == _DIAG:
+            for a in range(d):
+                var = covs[k, a, a]
+                log_p -= (0.5 * nu + 1.0) * math.log(var) + 0.5 * prior_scale[a, a] / var
+        elif ctype == _SPHERICAL:
+            var = covs[k, 0, 0]
+            log_p -= (0.5 * nu + 1.0) * math.log(var) + 0.5 * prior_scale[0, 0] / var
+    return log_p
+
+
+@_jit
+def _m_step(ctype, nk, stats, total_weight, tied_moment, reg_covar, use_prior, prior, prior_mean,
+            prior_scale, weights, means, covs):  # fmt: skip
+    """``_gaussian.from_summaries`` for one start; False if a component lost its weight."""
+    K, d = means.shape
+    alpha, kappa, nu = prior[0], prior[1], prior[2]
+    eps = 10.0 * np.finfo(np.float64).eps
+    for k in range(K):
+        if not use_prior and nk[k] <= 1e-12 * total_weight:
+            return False
+    if ctype == _TIED:
+        for a in range(d):
+            for b in range(d):
+                covs[0, a, b] = tied_moment[a, b]
+    for k in range(K):
+        n_k = nk[k] + eps
+        if use_prior:
+            weights[k] = (nk[k] + alpha - 1.0) / (total_weight + K * (alpha - 1.0))
+            shrink = kappa * nk[k] / (kappa + nk[k])
+        else:
+            weights[k] = n_k / total_weight
+            shrink = 0.0
+        # Scatter about the component mean plus, under a prior, the pull towards its mean.
+        for a in range(d):
+            xbar_a = stats[k, a] / n_k
+            delta_a = xbar_a - prior_mean[a]
+            if use_prior:
+                means[k, a] = (stats[k, a] + kappa * prior_mean[a]) / (nk[k] + kappa)
+            else:
+                means[k, a] = xbar_a
+            if ctype == _FULL:
+                col = d + a * d - a * (a - 1) // 2
+                for b in range(a, d):
+                    xbar_b = stats[k, b] / n_k
+                    v = stats[k, col + b - a] - n_k * xbar_a * xbar_b
+                    v += shrink * delta_a * (xbar_b - prior_mean[b])
+                    covs[k, a, b] = v
+                    covs[k, b, a] = v
+            elif ctype == _TIED:
+                for b in range(d):
+                    xbar_b = stats[k, b] / n_k
+                    covs[0, a, b] -= n_k * xbar_a * xbar_b
+                    covs[0, a, b] += shrink * delta_a * (xbar_b - prior_mean[b])
+            elif ctype == _DIAG:
+                v = stats[k, d + a] - n_k * xbar_a * xbar_a + shrink * delta_a * delta_a
+                covs[k, a, a] = v
+            elif a == 0:  # spherical: one scatter for all coordinates
+                v = stats[k, d]
+                for b in range(d):
+                    xbar_b = stats[k, b] / n_k
+                    delta_b = xbar_b - prior_mean[b]
+                    v += -n_k * xbar_b * xbar_b + shrink * delta_b * delta_b
+                covs[k, 0, 0] = v
+        if ctype == _TIED:
+            continue
+        if use_prior:
+            if ctype == _FULL:
+                denom = nu + d + 2.0 + nk[k]
+            elif ctype == _DIAG:
+                denom = nu + 3.0 + nk[k]
+            else:
+                denom = nu + 2.0 + d + d * nk[k]
+        else:
+            denom = n_k if ctype != _SPHERICAL else n_k * d
+        for a in range(d):
+            if ctype == _FULL:
+                for b in range(d):
+                    covs[k, a, b] = (
+                        covs[k, a, b] + (prior_scale[a, b] if use_prior else 0.0)
+                    ) / denom
+                covs[k, a, a] += 0.0 if use_prior else reg_covar
+            elif ctype == _DIAG:
+                covs[k, a, a] = (covs[k, a, a] + (prior_scale[a, a] if use_prior else 0.0)) / denom
+                covs[k, a, a] += 0.0 if use_prior else reg_covar
+        if ctype == _SPHERICAL:
+            covs[k, 0, 0] = (covs[k, 0, 0] + (prior_scale[0, 0] if use_prior else 0.0)) / denom
+            covs[k, 0, 0] += 0.0 if use_prior else reg_covar
+    if ctype == _TIED:
+        if use_prior:
+            denom = nu + d + 1.0 + K + total_weight
+        else:
+            denom = 0.0
+            for k in range(K):
+                denom += nk[k] + eps
+        for a in range(d):
+            for b in range(d):
+                covs[0, a, b] = (covs[0, a, b] + (prior_scale[a, b] if use_prior else 0.0)) / denom
+            covs[0, a, a] += 0.0 if use_prior else reg_covar
+    return True
+
+
+@_jit
+def run_starts(ctype, feats, w, weights, means, covs, max_iter, tol, reg_covar, tied_moment,
+               use_prior, prior, prior_mean, prior_scale, prior_const, history, n_iter,
+               converged, status):  # fmt: skip
+    """Run EM from each of R starts (one after the other) until ``tol`` or ``max_iter``.
+
+    Parameters
+    ----------
+    ctype : int
+        ``CTYPE_CODES[covariance_type]``.
+    feats : ndarray of shape (m, n)
+        Features of the centered rows, transposed.
+    w : ndarray of shape (n,)
+        Sample weights.
+    weights, means, covs : ndarray of shape (R, K), (R, K, d), (R, K, d, d)
+        The starts, overwritten with the parameters at which each run stopped.
+    max_iter : ndarray of int of shape (R,)
+    tol : float
+        Absolute: a run stops when its objective changed by less.
+    reg_covar : float
+    tied_moment : ndarray of shape (d, d)
+        ``sum_i w_i x_i x_i'`` ("tied" only).
+    use_prior : bool
+    prior : ndarray of shape (3,)
+        ``alpha, kappa, nu``.
+    prior_mean : ndarray of shape (d,)
+        Centered frame (zeros without a prior).
+    prior_scale : ndarray of shape (d, d)
+        "diag" reads its diagonal, "spherical" ``[0, 0]``.
+    prior_const : float
+        The parameter-free part of the log prior density.
+    history : ndarray of shape (R, max(max_iter) + 1)
+        Filled with each run's objective per iteration.
+    n_iter, converged, status : ndarray of shape (R,)
+        Outputs: M-steps done, whether ``tol`` was reached, ``OK`` / ``NOT_POSITIVE_DEFINITE``
+        / ``EMPTIED``.
+    """
+    R, K, d = means.shape
+    m, n = feats.shape
+    total_weight = 0.0
+    for i in range(n):
+        total_weight += w[i]
+    eta = np.empty((K, m))
+    const = np.empty(K)
+    prec = np.zeros((K, d, d))
+    log_dets = np.empty(K)
+    log_weights = np.empty(K)
+    work = np.zeros((2, d, d))
+    resp = np.empty((K, n))
+    top, total, shifted = np.empty(n), np.empty(n), np.empty(n)
+    bits = np.empty(n, dtype=np.int64)
+    stats = np.empty((K, m))
+    nk = np.empty(K)
+    for r in range(R):
+        previous = -np.inf
+        status[r] = OK
+        converged[r] = False
+        for iteration in range(max_iter[r] + 1):
+            for k in range(K):
+                log_weights[k] = math.log(weights[r, k]) if weights[r, k] > 0.0 else -np.inf
+            if not _natural_parameters(
+                ctype, log_weights, means[r], covs[r], eta, const, prec, log_dets, work
+            ):
+                status[r] = NOT_POSITIVE_DEFINITE
+                break
+            objective = _e_step(
+                ctype, feats, w, eta, const, prec, resp, top, total, shifted, bits, stats, nk
+            )
+            if use_prior:
+                objective += prior_const + _log_prior(
+                    ctype, weights[r], means[r], covs[r], prec, log_dets, prior, prior_mean,
+                    prior_scale,
+                )  # fmt: skip
+            history[r, iteration] = objective
+            n_iter[r] = iteration
+            if abs(objective - previous) < tol:
+                converged[r] = True
+                break
+            if iteration == max_iter[r]:
+                break
+            previous = objective
+            if not _m_step(
+                ctype, nk, stats, total_weight, tied_moment, reg_covar, use_prior, prior,
+                prior_mean, prior_scale, weights[r], means[r], covs[r],
+            ):  # fmt: skip
+                status[r] = EMPTIED
+                break
