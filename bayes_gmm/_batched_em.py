@@ -25,7 +25,7 @@ import numpy as np
 from bayes_gmm import _gaussian as g
 from bayes_gmm.em import _Run, held_by_regularization
 
-__all__ = ["batched_em", "fit_estimators", "fits_in_batch"]
+__all__ = ["batched_em", "fits_in_batch"]
 
 #: Largest number of float64 elements in a batch's temporaries (~32 MB).
 MAX_BATCH_ELEMENTS = 2**22
@@ -182,78 +182,3 @@ def _precision_cholesky(covs, ctype):
     prec_chol, flat, repaired = g.precision_cholesky(flat, ctype)
     bad[[k // K for k, _ in repaired]] = True
     return prec_chol.reshape(covs.shape), flat.reshape(covs.shape), bad
-
-
-def fit_estimators(estimators, X, sample_weight):
-    """Fit GaussianMixture estimators of the same model together, as their ``fit`` would.
-
-    The estimators must share ``n_components``, ``covariance_type``, ``tol``,
-    ``reg_covar`` and ``prior``, and either all have explicit ``weights_init``,
-    ``means_init`` and ``precisions_init`` or all be fitted and have ``warm_start=True``
-    (``max_iter`` may differ). Warnings are not emitted: ``ConvergenceWarning`` shows in
-    ``converged_``.
-
-    Parameters
-    ----------
-    estimators : list of GaussianMixture
-    X : ndarray of shape (n_samples, n_features)
-        Validated float data (no feature names).
-    sample_weight : ndarray of shape (n_samples,)
-
-    Returns
-    -------
-    list of bool
-        Per estimator: True when it was fitted here; False when its initial parameters
-        are invalid or its run was degenerate, in which case it is left untouched and the
-        caller must call its own ``fit`` (which raises or warns as usual).
-    """
-    n, d = X.shape
-    first = estimators[0]
-    ctype, K = first.covariance_type, first.n_components
-    w = sample_weight
-    center = w @ X / w.sum()
-    starts, index = [], []
-    for i, est in enumerate(estimators):
-        if est.warm_start and hasattr(est, "converged_"):
-            starts.append((est.weights_, est.means_ - center, est.covariances_))
-            index.append(i)
-            continue
-        try:
-            inits = est._check_parameters(n, d)
-        except (TypeError, ValueError):
-            continue
-        if len(inits) == 3:
-            starts.append((inits["weights"], inits["means"] - center, inits["covariances"]))
-            index.append(i)
-    ok = [False] * len(estimators)
-    if not starts:
-        return ok
-    resolved = None
-    if first.prior is not None:
-        resolved = first.prior.resolve(X, K, ctype, sample_weight=w)
-    weights, means, covs = (np.stack(part) for part in zip(*starts, strict=True))
-    results = batched_em(
-        X,
-        w,
-        ctype,
-        weights,
-        means,
-        covs,
-        tol=first.tol,
-        max_iter=[estimators[i].max_iter for i in index],
-        reg_covar=first.reg_covar,
-        prior=resolved,
-    )
-    total_weight = float(w.sum())
-    for i, res in zip(index, results, strict=True):
-        if res is None:
-            continue
-        est = estimators[i]
-        # What est.fit sets besides _store's attributes.
-        est.n_features_in_ = d
-        if hasattr(est, "feature_names_in_"):
-            del est.feature_names_in_
-        est.prior_ = resolved
-        est._store(res, center, [res.objective], total_weight)
-        ok[i] = True
-    return ok

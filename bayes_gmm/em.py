@@ -455,6 +455,19 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 stacklevel=4,
             )
 
+    def _store_run(self, run, center, total_weight, n_features, prior):
+        """Make this estimator the result of ``run``, as ``fit`` on validated arrays would.
+
+        For runs made outside ``fit`` (the selection grid's compiled EM): sets what ``fit``
+        sets besides :meth:`_store` (no feature names; ``prior`` is the resolved prior).
+        """
+        self.n_features_in_ = n_features
+        if hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        self.prior_ = prior
+        self._store(run, center, [run.objective], total_weight)
+        return self
+
     def _store(self, run, center, objectives, total_weight):
         order = np.argsort(run.means[:, 0], kind="stable")
         ctype = self.covariance_type

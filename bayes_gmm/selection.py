@@ -56,7 +56,7 @@ from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
 from bayes_gmm import _gaussian as g
-from bayes_gmm._batched_em import fit_estimators, fits_in_batch
+from bayes_gmm._batched_em import batched_em, fits_in_batch
 from bayes_gmm._validation import (
     DataWarning,
     check_data,
@@ -65,7 +65,7 @@ from bayes_gmm._validation import (
     check_sample_weight,
     warn_constant_columns,
 )
-from bayes_gmm.em import DegenerateFitWarning, GaussianMixture, n_parameters
+from bayes_gmm.em import DegenerateFitWarning, GaussianMixture, _Run, n_parameters
 from bayes_gmm.priors import COVARIANCE_TYPES, GaussianMixturePrior
 
 __all__ = ["CRITERIA", "ModelSelection", "select_model"]
@@ -439,23 +439,21 @@ def _partitions(data, K, n_init, entropy):
 
 
 def _params_from_labels(data, labels, K, ctype):
-    """Weights, means and precisions of the clusters of a hard partition (with reg_covar).
+    """Weights, centered means and covariances of the clusters of a hard partition.
 
-    Returns None when a cluster is empty (not a usable start).
+    One maximum-likelihood M-step (with ``reg_covar``) from hard responsibilities. Returns
+    None when a cluster is empty (not a usable start).
     """
     Xc, w = data.Xc, data.w
     n, d = Xc.shape
     if np.any(np.bincount(labels, weights=w, minlength=K) <= 0):
         return None
-    # One M-step (maximum likelihood, reg_covar) from hard responsibilities.
     resp = np.zeros((K, n))
     resp[labels, np.arange(n)] = 1.0
     stats = g.summarize(g.features(Xc, ctype), w, resp, ctype, d)
     tied_moment = g.weighted_second_moment(Xc, w) if ctype == "tied" else None
     g.finish_moments(stats, ctype, tied_moment)
-    weights, means, covs = g.from_summaries(stats, ctype, data.reg_covar)
-    precisions = g.precisions_from_cholesky(g.precision_cholesky(covs, ctype)[0], ctype)
-    return weights, means + data.center, precisions
+    return g.from_summaries(stats, ctype, data.reg_covar)
 
 
 def _split_start(data, parent, ctype):
@@ -465,6 +463,7 @@ def _split_start(data, parent, ctype):
     keep its covariance and half its weight each; their means sit half a standard
     deviation on either side along the component's principal axis in the data (weighted
     by its responsibilities, which works for every structure, "spherical" included).
+    Returns centered (weights, means, covariances).
     """
     j = parent.index
     w = data.w * parent.resp_top
@@ -472,98 +471,122 @@ def _split_start(data, parent, ctype):
     if not nk > 0:
         return None
     mean_j = parent.means[j]
-    diff = data.X - mean_j
+    diff = data.Xc - mean_j
     evals, evecs = np.linalg.eigh((diff * w[:, None]).T @ diff / nk)
     if not evals[-1] > 0:
         return None
     shift = 0.5 * np.sqrt(evals[-1]) * evecs[:, -1]
     weights = np.concatenate([np.delete(parent.weights, j), parent.weights[[j, j]] / 2])
     means = np.concatenate([np.delete(parent.means, j, axis=0), [mean_j - shift, mean_j + shift]])
-    precisions = parent.precisions
+    covs = parent.covariances
     if ctype != "tied":
-        precisions = np.concatenate([np.delete(precisions, j, axis=0), precisions[[j, j]]])
-    return weights, means, precisions
+        covs = np.concatenate([np.delete(covs, j, axis=0), covs[[j, j]]])
+    return weights, means, covs
 
 
 #: From the most constrained structure to the most flexible.
 _FLEXIBILITY = ("spherical", "diag", "tied", "full")
 
 
-def _convert_start(parent, source, target, reg_covar):
+def _convert_start(parent, source, target):
     """A start for structure ``target`` from a solution of structure ``source``, same K."""
     K, d = parent.means.shape
-    cov = parent.covariances
-    if source == "full":
-        full = cov
-    elif source == "tied":
-        full = np.broadcast_to(cov, (K, d, d))
-    elif source == "diag":
-        full = cov[:, :, None] * np.eye(d)
-    else:
-        full = cov[:, None, None] * np.eye(d)
+    full = g.full_covariances(parent.covariances, source, K, d)
     if target == "full":
-        precisions = np.linalg.inv(full)
+        covs = full
     elif target == "tied":
-        precisions = np.linalg.inv(np.tensordot(parent.weights, full, axes=1))
+        covs = np.tensordot(parent.weights, full, axes=1)
     else:
         var = np.diagonal(full, axis1=1, axis2=2)
-        precisions = 1.0 / (var if target == "diag" else var.mean(axis=1))
-    return parent.weights, parent.means, precisions
+        covs = var.copy() if target == "diag" else var.mean(axis=1)
+    return parent.weights, parent.means, covs
 
 
 @dataclass
 class _Parent:
-    """What the split start at K + 1 needs from an explored cell."""
+    """What the starts of later cells need from an explored cell (centered frame)."""
 
     weights: np.ndarray
     means: np.ndarray
-    precisions: np.ndarray
     covariances: np.ndarray
     index: int  # the component to split
     resp_top: np.ndarray  # its responsibilities on the exploration data
 
     @classmethod
-    def from_estimator(cls, est, X, ctype):
+    def from_estimator(cls, est, data, ctype):
         d = est.means_.shape[1]
         # The component with the largest weight x det(covariance); log det(covariance) is
         # -2 log det of the precision factor.
         logdet = -2.0 * g.log_det_precision_cholesky(est.precisions_cholesky_, ctype, d)
         j = int(np.argmax(np.log(est.weights_) + logdet))
-        resp = est.predict_proba(X)[:, j].copy()
-        return cls(
-            est.weights_.copy(),
-            est.means_.copy(),
-            est.precisions_.copy(),
-            est.covariances_.copy(),
-            j,
-            resp,
-        )
+        resp = est._log_norm_and_resp(data.X)[1][:, j].copy()
+        return cls(est.weights_.copy(), est.means_ - data.center, est.covariances_.copy(), j, resp)
 
 
 # --------------------------------------------------------------------------- fitting
-def _fit_all(estimators, data):
-    """``_fit_quietly`` each estimator, in one batch where possible.
+def _run_starts(data, K, ctype, starts, prior, max_iter):
+    """EM to ``EXPLORE_TOL`` from each start; per start ``(run or None, reason)``.
 
-    The estimators (same K and structure, small data) run their EM together
-    (:func:`bayes_gmm._batched_em.fit_estimators`: the same iterations, one numpy call for
-    all of them instead of one per estimator, which is what EM costs on small data); those
-    the batch leaves alone (invalid start, degenerate run) are fitted one by one, so they
-    fail with the usual reason.
+    ``starts`` are centered (weights, means, covariances); ``max_iter`` is one int per
+    start. On small data the starts run together in the compiled kernel
+    (:func:`bayes_gmm._batched_em.batched_em`, the iterations of ``GaussianMixture.fit``
+    without its per-iteration numpy overhead). Starts it leaves alone (a degenerate run),
+    and all starts on data too large for it, are fitted by ``GaussianMixture`` one by
+    one, so that they fail with its reason.
     """
-    done = [False] * len(estimators)
-    if estimators:
-        first = estimators[0]
-        n, d = data.X.shape
-        if fits_in_batch(n, len(estimators), first.n_components, d, first.covariance_type):
-            # fit_estimators leaves invalid or degenerate starts alone (False) rather than
-            # raising, so an exception here is a bug and must not be hidden by the refits.
-            with warnings.catch_warnings(record=True):  # as _fit_quietly: numpy's are moot
-                warnings.simplefilter("always")
-                done = fit_estimators(estimators, data.X, data.w)
-    return [
-        (est, "") if ok else _fit_quietly(est, data.X, data.w)
-        for est, ok in zip(estimators, done, strict=True)
-    ]
+    n, d = data.X.shape
+    results = [None] * len(starts)
+    if starts and fits_in_batch(n, len(starts), K, d, ctype):
+        weights, means, covs = (np.stack(part) for part in zip(*starts, strict=True))
+        resolved = None if prior is None else prior.resolve(data.X, K, ctype, sample_weight=data.w)
+        results = batched_em(
+            data.X,
+            data.w,
+            ctype,
+            weights,
+            means,
+            covs,
+            tol=EXPLORE_TOL,
+            max_iter=max_iter,
+            reg_covar=data.reg_covar,
+            prior=resolved,
+        )
+    out = []
+    for run, start, limit in zip(results, starts, max_iter, strict=True):
+        out.append((run, "") if run is not None else _run_one(data, K, ctype, start, prior, limit))
+    return out
+
+
+def _run_one(data, K, ctype, start, prior, max_iter):
+    """:func:`_run_starts` for one start through ``GaussianMixture.fit``."""
+    weights, means, covs = start
+    # Through the Cholesky factor: exactly symmetric, as precisions_init must be.
+    precisions = g.precisions_from_cholesky(g.precision_cholesky(covs, ctype)[0], ctype)
+    est = GaussianMixture(
+        K,
+        covariance_type=ctype,
+        tol=EXPLORE_TOL,
+        reg_covar=data.reg_covar,
+        max_iter=max_iter,
+        weights_init=weights,
+        means_init=means + data.center,
+        precisions_init=precisions,
+        prior=prior,
+    )
+    fitted, reason = _fit_quietly(est, data.X, data.w)
+    if fitted is None:
+        return None, reason
+    run = _Run(
+        est.weights_,
+        est.means_ - data.center,
+        est.covariances_,
+        est.precisions_cholesky_,
+        objective=est.log_likelihood_,
+        history=list(est.history_),
+        converged=est.converged_,
+        n_iter=est.n_iter_,
+    )
+    return run, ""
 
 
 def _fit_quietly(estimator, X, w):
@@ -581,69 +604,67 @@ def _fit_quietly(estimator, X, w):
 
 
 def _explore(data, K, ctype, starts, prior, max_iter):
-    """Run the starts to ``EXPLORE_TOL``; return the best estimator and the counts.
+    """Run the starts to ``EXPLORE_TOL``; return the best as an estimator, and the counts.
 
     Every start first runs at most ``SHORT_ITER`` iterations; only those then within
     ``SHORT_MARGIN`` (per sample) of the leader run on to convergence, so that starts
     heading for a clearly worse optimum stop early (the "short EM" strategy of Biernacki,
     Celeux and Govaert, 2003, with a margin instead of a single winner). The starts of
-    each stage run together (:func:`_fit_all`).
+    each stage run together (:func:`_run_starts`).
     """
     total_w = float(data.w.sum())
+    starts = [(kind, params) for kind, params in starts if params is not None]
+    short = min(SHORT_ITER, max_iter)
     runs, reasons = [], []
-    pending = []
-    for kind, params in starts:
-        if params is None:
-            continue
-        weights, means, precisions = params
-        est = GaussianMixture(
-            K,
-            covariance_type=ctype,
-            tol=EXPLORE_TOL,
-            reg_covar=data.reg_covar,
-            max_iter=min(SHORT_ITER, max_iter),
-            weights_init=weights,
-            means_init=means,
-            precisions_init=precisions,
-            prior=prior,
-        )
-        pending.append((kind, est))
-    fitted_all = _fit_all([est for _, est in pending], data)
-    for (kind, _), (fitted, reason) in zip(pending, fitted_all, strict=True):
-        if fitted is None:
+    done = _run_starts(data, K, ctype, [p for _, p in starts], prior, [short] * len(starts))
+    for (kind, _), (run, reason) in zip(starts, done, strict=True):
+        if run is None:
             reasons.append(reason)
         else:
-            runs.append([kind, fitted, fitted.n_iter_])
+            runs.append([kind, run, run.n_iter])
     if runs and max_iter > SHORT_ITER:
-        leader = max(run[1].log_likelihood_ for run in runs)
+        leader = max(run.objective for _, run, _ in runs)
         going_on = [
-            run
-            for run in runs
-            if not (run[1].converged_ or run[1].log_likelihood_ < leader - SHORT_MARGIN * total_w)
+            entry
+            for entry in runs
+            if not (entry[1].converged or entry[1].objective < leader - SHORT_MARGIN * total_w)
         ]
-        for run in going_on:
-            run[1].set_params(max_iter=max_iter - run[1].n_iter_, tol=EXPLORE_TOL, warm_start=True)
-        for run, (fitted, reason) in zip(
-            going_on, _fit_all([run[1] for run in going_on], data), strict=True
-        ):
-            run[1].set_params(warm_start=False)
-            if fitted is None:
-                run[1] = None
+        done = _run_starts(
+            data,
+            K,
+            ctype,
+            [(run.weights, run.means, run.covariances) for _, run, _ in going_on],
+            prior,
+            [max_iter - n_iter for _, _, n_iter in going_on],
+        )
+        for entry, (run, reason) in zip(going_on, done, strict=True):
+            if run is None:
+                entry[1] = None
                 reasons.append(reason)
             else:
-                run[2] += fitted.n_iter_
-        runs = [run for run in runs if run[1] is not None]
+                entry[1] = run
+                entry[2] += run.n_iter
+        runs = [entry for entry in runs if entry[1] is not None]
     info = {"n_starts": len(runs) + len(reasons), "n_best": 0}
     if not runs:
         info["reason"] = reasons[0] if reasons else "no usable starting point"
         return None, info
-    objectives = np.array([run[1].log_likelihood_ for run in runs])
+    objectives = np.array([run.objective for _, run, _ in runs])
     best_i = int(np.argmax(objectives))
     kind, best, n_iter = runs[best_i]
-    best.set_params(max_iter=max_iter)
     reached = objectives[best_i] - objectives <= REACHED_TOL * total_w
     info.update(n_best=int(reached.sum()), best_start=kind, n_iter=n_iter)
-    return best, info
+    est = GaussianMixture(
+        K,
+        covariance_type=ctype,
+        tol=EXPLORE_TOL,
+        reg_covar=data.reg_covar,
+        max_iter=max_iter,
+        prior=prior,
+    )
+    resolved = None if prior is None else prior.resolve(data.X, K, ctype, sample_weight=data.w)
+    est._store_run(best, data.center, total_w, data.X.shape[1], resolved)
+    return est, info
 
 
 def _continue(est, data, tol):
@@ -726,12 +747,12 @@ def _run_grid(data, sub, ks, types, names, settings, progress):
                 starts.append(("split", _split_start(sub, parents[(ctype, K - 1)], ctype)))
             for other in fit_order[: fit_order.index(ctype)]:
                 if (other, K) in parents:
-                    params = _convert_start(parents[(other, K)], other, ctype, sub.reg_covar)
+                    params = _convert_start(parents[(other, K)], other, ctype)
                     starts.append((f"from {other}", params))
             est, info = _explore(sub, K, ctype, starts, s["prior"], s["max_iter"])
             row.update(info)
             if est is not None:
-                parents[(ctype, K)] = _Parent.from_estimator(est, sub.X, ctype)
+                parents[(ctype, K)] = _Parent.from_estimator(est, sub, ctype)
                 if sub is not data:
                     est, reason = _continue(est, data, EXPLORE_TOL)
                     if est is None:

@@ -1,4 +1,5 @@
-"""Batched EM equals GaussianMixture.fit start by start (every structure, MLE and MAP)."""
+"""The compiled EM of several starts equals GaussianMixture.fit start by start (every structure,
+MLE and MAP)."""
 
 import copy
 import warnings
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 from bayes_gmm import GaussianMixture, GaussianMixturePrior
-from bayes_gmm._batched_em import fit_estimators
+from bayes_gmm._batched_em import batched_em
 from bayes_gmm.datasets import load_faithful
 
 COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
@@ -74,13 +75,35 @@ def test_batched_equals_one_by_one(ctype, prior, warm):
         warnings.simplefilter("ignore")  # ConvergenceWarning of the 5-iteration start
         for est in reference:
             est.fit(X, sample_weight=w)
-    assert all(fit_estimators(estimators, X, w))
+    center = w @ X / w.sum()
+    if warm:
+        starts = [(e.weights_, e.means_ - center, e.covariances_) for e in estimators]
+    else:
+        starts = [
+            (e.weights_init, e.means_init - center, np.linalg.inv(e.precisions_init))
+            if ctype in ("full", "tied")
+            else (e.weights_init, e.means_init - center, 1.0 / e.precisions_init)
+            for e in estimators
+        ]
+    resolved = None if prior is None else prior.resolve(X, K, ctype, sample_weight=w)
+    runs = batched_em(
+        X,
+        w,
+        ctype,
+        *(np.stack(part) for part in zip(*starts, strict=True)),
+        tol=1e-6,
+        max_iter=max_iters,
+        prior=resolved,
+    )
+    assert all(run is not None for run in runs)
     n_iters = set()
-    for ours, ref in zip(estimators, reference, strict=True):
+    for run, ref in zip(runs, reference, strict=True):
+        ours = GaussianMixture(K, covariance_type=ctype, prior=prior)
+        ours._store_run(run, center, w.sum(), X.shape[1], resolved)
         assert ours.n_iter_ == ref.n_iter_
         assert ours.converged_ == ref.converged_
         n_iters.add(ours.n_iter_)
-        # 1e-10: the stacked matrix products may add in another order than one start's.
+        # 1e-10: the kernel adds in another order than numpy.
         for name in ("weights_", "means_", "covariances_", "precisions_cholesky_", "history_"):
             np.testing.assert_allclose(getattr(ours, name), getattr(ref, name), rtol=1e-10)
         assert ours.log_likelihood_ == pytest.approx(ref.log_likelihood_, rel=1e-12)
@@ -91,16 +114,27 @@ def test_batched_equals_one_by_one(ctype, prior, warm):
 def test_degenerate_start_is_left_to_the_caller():
     X = load_faithful(as_frame=False)
     w = np.ones(X.shape[0])
-    good = _starts(X, 2, "full", 1, seed=0)[0]
+    center = X.mean(axis=0)
+    weights, means, prec = _starts(X, 2, "full", 1, seed=0)[0]
+    covs = np.linalg.inv(prec)
     # A component at a far-away point loses all its weight: GaussianMixture freezes it
-    # and warns; the batch leaves that start untouched.
-    far = (good[0], np.array([good[1][0], [1e4, 1e4]]), good[2])
-    estimators = [
-        GaussianMixture(2, weights_init=a, means_init=b, precisions_init=c)
-        for a, b, c in (good, far)
-    ]
-    assert fit_estimators(estimators, X, w) == [True, False]
-    assert not hasattr(estimators[1], "converged_")
+    # and warns; the kernel stops that start and leaves it to the caller (None).
+    far = np.array([means[0], [1e4, 1e4]])
+    # A covariance that is not positive definite: GaussianMixture repairs it and warns.
+    indefinite = covs.copy()
+    indefinite[1] = [[1.0, 2.0], [2.0, 1.0]]
+    runs = batched_em(
+        X,
+        w,
+        "full",
+        np.stack([weights] * 3),
+        np.stack([means, far, means]) - center,
+        np.stack([covs, covs, indefinite]),
+        tol=1e-6,
+        max_iter=100,
+    )
+    assert runs[0] is not None and runs[0].converged
+    assert runs[1] is None and runs[2] is None
 
 
 def test_kernel_exp_is_accurate():
