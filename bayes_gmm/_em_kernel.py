@@ -180,7 +180,9 @@ def _natural_parameters(ctype, log_weights, means, covs, eta, const, prec, log_d
 
 
 @_jit
-def _e_step(ctype, feats, w, eta, const, prec, resp, top, total, shifted, bits, stats, nk):
+def _e_step(
+    ctype, feats, w, unit_weights, eta, const, prec, resp, top, total, shifted, bits, stats, nk
+):
     """Responsibilities, their weighted sums ``nk`` and moments ``stats = resp @ feats.T``.
 
     ``feats`` is (m, n), rows along the last axis so that every loop over rows vectorizes.
@@ -215,9 +217,21 @@ def _e_step(ctype, feats, w, eta, const, prec, resp, top, total, shifted, bits, 
         for i in range(n):
             total[i] += row[i]
     log_lik = 0.0
-    for i in range(n):
-        log_lik += w[i] * (top[i] + math.log(total[i]))
-        total[i] = w[i] / total[i]
+    if unit_weights:
+        # One scalar log per block of rows instead of one per row (the log is not
+        # vectorized): each total is in [1, K], so a product of 32 stays finite for K < 4e9.
+        for start in range(0, n, 32):
+            product = 1.0
+            for i in range(start, min(start + 32, n)):
+                product *= total[i]
+            log_lik += math.log(product)
+        for i in range(n):
+            log_lik += top[i]
+            total[i] = 1.0 / total[i]
+    else:
+        for i in range(n):
+            log_lik += w[i] * (top[i] + math.log(total[i]))
+            total[i] = w[i] / total[i]
     if ctype == _TIED:  # the quadratic term shared by all components: -x' A x / 2
         d = prec.shape[1]
         for i in range(n):
@@ -410,8 +424,10 @@ def run_starts(ctype, feats, w, weights, means, covs, max_iter, tol, reg_covar, 
     R, K, d = means.shape
     m, n = feats.shape
     total_weight = 0.0
+    unit_weights = True
     for i in range(n):
         total_weight += w[i]
+        unit_weights = unit_weights and w[i] == 1.0
     eta = np.empty((K, m))
     const = np.empty(K)
     prec = np.zeros((K, d, d))
@@ -436,8 +452,9 @@ def run_starts(ctype, feats, w, weights, means, covs, max_iter, tol, reg_covar, 
                 status[r] = NOT_POSITIVE_DEFINITE
                 break
             objective = _e_step(
-                ctype, feats, w, eta, const, prec, resp, top, total, shifted, bits, stats, nk
-            )
+                ctype, feats, w, unit_weights, eta, const, prec, resp, top, total, shifted, bits,
+                stats, nk,
+            )  # fmt: skip
             if use_prior:
                 objective += prior_const + _log_prior(
                     ctype, weights[r], means[r], covs[r], prec, log_dets, prior, prior_mean,

@@ -52,7 +52,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from sklearn.exceptions import ConvergenceWarning
-from threadpoolctl import threadpool_limits
 
 from bayes_gmm import _gaussian as g
 from bayes_gmm._batched_em import batched_em, fits_in_batch
@@ -1018,7 +1017,7 @@ def select_model(
         # One BLAS thread: the products here are small (K x d x d), and threaded BLAS
         # spends more on start-up and contention than it saves (it was several times
         # slower on the 1e5 x 5 case of bench_selection.py on a busy 2-core machine).
-        stack.enter_context(threadpool_limits(1))
+        stack.enter_context(g.single_threaded())
         stack.enter_context(warnings.catch_warnings())
         warnings.simplefilter("ignore", DataWarning)  # said once above, not once per fit
         warnings.simplefilter("ignore", ConvergenceWarning)  # the table says it instead
