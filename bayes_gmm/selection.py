@@ -27,7 +27,9 @@ covariances). A cell also starts
 Every start runs ``SHORT_ITER`` EM iterations; those then within ``SHORT_MARGIN`` (per
 sample) of the leader run on to ``EXPLORE_TOL`` (the others, heading for clearly worse
 optima, stop there; on Old Faithful this saved a large share of the time and changed no
-cell when it was introduced). The
+cell when it was introduced). The starts of a stage run in one call of a compiled EM
+kernel (:mod:`bayes_gmm._batched_em`: the iterations of ``GaussianMixture.fit`` without
+its per-iteration numpy overhead, which is most of the time on small data). The
 best start (highest objective) is kept, and the table reports how many starts reached it
 (``n_best`` of ``n_starts``; a low ratio flags a likelihood with several local optima).
 Then the cells that could still win are run on to the final ``tol``: visited best first, a

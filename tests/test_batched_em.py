@@ -9,7 +9,7 @@ import pytest
 
 from bayes_gmm import GaussianMixture, GaussianMixturePrior
 from bayes_gmm._batched_em import batched_em
-from bayes_gmm.datasets import load_faithful
+from bayes_gmm.datasets import load_faithful, make_mixture
 
 COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
 
@@ -42,11 +42,15 @@ def _starts(X, K, ctype, n_starts, seed):
 @pytest.mark.parametrize("ctype", COVARIANCE_TYPES)
 @pytest.mark.parametrize("prior", [None, GaussianMixturePrior(weight_concentration=2.0)])
 @pytest.mark.parametrize("warm", [False, True])
-def test_batched_equals_one_by_one(ctype, prior, warm):
-    X = load_faithful(as_frame=False)
-    # Non-uniform integer weights exercise the weighted path (and equal repeated rows).
-    w = np.random.default_rng(1).integers(1, 3, size=X.shape[0]).astype(float)
-    K = 3
+@pytest.mark.parametrize("data", ["faithful", "4-D"])
+def test_batched_equals_one_by_one(ctype, prior, warm, data):
+    if data == "faithful":
+        X, K = load_faithful(as_frame=False), 3
+        # Non-uniform integer weights exercise the weighted path (and equal repeated rows).
+        w = np.random.default_rng(1).integers(1, 3, size=X.shape[0]).astype(float)
+    else:  # unit weights (the kernel's other log-likelihood path), d > 2 triangles
+        X, K = make_mixture(300, 4, 4, random_state=0)[0], 4
+        w = np.ones(X.shape[0])
     max_iters = [5, 40, 200, 500]
     estimators = []
     for (weights, means, prec), max_iter in zip(
