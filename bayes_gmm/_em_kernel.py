@@ -33,6 +33,7 @@ _FULL, _TIED, _DIAG, _SPHERICAL = 0, 1, 2, 3
 OK, NOT_POSITIVE_DEFINITE, EMPTIED = 0, 1, 2
 
 _LOG_2PI = math.log(2.0 * math.pi)
+_EPS = float(np.finfo(np.float64).eps)
 # Reassociation lets the per-row loops and sums vectorize. Not "nnan"/"ninf": a zero
 # weight's log is -inf and must stay so.
 _jit = numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "arcp", "nsz"})
@@ -143,7 +144,9 @@ def _natural_parameters(ctype, log_weights, means, covs, eta, const, prec, log_d
                 return False
             log_dets[k] = log_det
         elif ctype == _TIED:
-            prec[k] = prec[0]
+            for a in range(d):
+                for b in range(d):
+                    prec[k, a, b] = prec[0, a, b]
             log_dets[k] = log_dets[0]
         else:
             log_det = 0.0
@@ -299,7 +302,7 @@ def _m_step(ctype, nk, stats, total_weight, tied_moment, reg_covar, use_prior, p
     """``_gaussian.from_summaries`` for one start; False if a component lost its weight."""
     K, d = means.shape
     alpha, kappa, nu = prior[0], prior[1], prior[2]
-    eps = 10.0 * np.finfo(np.float64).eps
+    eps = 10.0 * _EPS
     for k in range(K):
         if not use_prior and nk[k] <= 1e-12 * total_weight:
             return False
