@@ -592,21 +592,20 @@ class _Parent:
 
 
 # --------------------------------------------------------------------------- fitting
-def _run_starts(data, K, ctype, starts, prior, max_iter):
+def _run_starts(data, K, ctype, starts, prior, resolved, max_iter):
     """EM to ``EXPLORE_TOL`` from each start; per start ``(run or None, reason)``.
 
-    ``starts`` are centered (weights, means, covariances); ``max_iter`` is one int per
-    start. On small data the starts run together in the compiled kernel
-    (:func:`bayes_gmm._batched_em.batched_em`, the iterations of ``GaussianMixture.fit``
-    without its per-iteration numpy overhead). Starts it leaves alone (a degenerate run),
-    and all starts on data too large for it, are fitted by ``GaussianMixture`` one by
-    one, so that they fail with its reason.
+    ``starts`` are centered (weights, means, covariances); ``resolved`` is ``prior``
+    resolved for the data (or None); ``max_iter`` is one int per start. On small data the
+    starts run together in the compiled kernel (:func:`bayes_gmm._batched_em.batched_em`:
+    the iterations of ``GaussianMixture.fit`` without its per-iteration numpy overhead).
+    Starts it leaves alone (a degenerate run), and all starts on data too large for it,
+    are fitted by ``GaussianMixture`` one by one, so that they fail with its reason.
     """
     n, d = data.X.shape
     results = [None] * len(starts)
     if starts and fits_in_batch(n, len(starts), K, d, ctype):
         weights, means, covs = (np.stack(part) for part in zip(*starts, strict=True))
-        resolved = None if prior is None else prior.resolve(data.X, K, ctype, sample_weight=data.w)
         results = batched_em(
             data.X,
             data.w,
@@ -630,16 +629,15 @@ def _run_one(data, K, ctype, start, prior, max_iter):
     weights, means, covs = start
     # Through the Cholesky factor: exactly symmetric, as precisions_init must be.
     precisions = g.precisions_from_cholesky(g.precision_cholesky(covs, ctype)[0], ctype)
-    est = GaussianMixture(
+    est = _estimator(
+        data,
         K,
-        covariance_type=ctype,
-        tol=EXPLORE_TOL,
-        reg_covar=data.reg_covar,
-        max_iter=max_iter,
+        ctype,
+        prior,
+        max_iter,
         weights_init=weights,
         means_init=means + data.center,
         precisions_init=precisions,
-        prior=prior,
     )
     fitted, reason = _fit_quietly(est, data.X, data.w)
     if fitted is None:
@@ -683,8 +681,11 @@ def _explore(data, K, ctype, starts, prior, max_iter):
     total_w = float(data.w.sum())
     starts = [(kind, params) for kind, params in starts if params is not None]
     short = min(SHORT_ITER, max_iter)
+    resolved = None if prior is None else prior.resolve(data.X, K, ctype, sample_weight=data.w)
     runs, reasons = [], []
-    done = _run_starts(data, K, ctype, [p for _, p in starts], prior, [short] * len(starts))
+    done = _run_starts(
+        data, K, ctype, [p for _, p in starts], prior, resolved, [short] * len(starts)
+    )
     for (kind, _), (run, reason) in zip(starts, done, strict=True):
         if run is None:
             reasons.append(reason)
@@ -703,6 +704,7 @@ def _explore(data, K, ctype, starts, prior, max_iter):
             ctype,
             [(run.weights, run.means, run.covariances) for _, run, _ in going_on],
             prior,
+            resolved,
             [max_iter - n_iter for _, _, n_iter in going_on],
         )
         for entry, (run, reason) in zip(going_on, done, strict=True):
@@ -722,17 +724,22 @@ def _explore(data, K, ctype, starts, prior, max_iter):
     kind, best, n_iter = runs[best_i]
     reached = objectives[best_i] - objectives <= REACHED_TOL * total_w
     info.update(n_best=int(reached.sum()), best_start=kind, n_iter=n_iter)
-    est = GaussianMixture(
+    est = _estimator(data, K, ctype, prior, max_iter)
+    est._store_run(best, data.center, total_w, data.X.shape[1], resolved)
+    return est, info
+
+
+def _estimator(data, K, ctype, prior, max_iter, **inits):
+    """The grid's ``GaussianMixture`` for one cell (explored to ``EXPLORE_TOL``)."""
+    return GaussianMixture(
         K,
         covariance_type=ctype,
         tol=EXPLORE_TOL,
         reg_covar=data.reg_covar,
         max_iter=max_iter,
         prior=prior,
+        **inits,
     )
-    resolved = None if prior is None else prior.resolve(data.X, K, ctype, sample_weight=data.w)
-    est._store_run(best, data.center, total_w, data.X.shape[1], resolved)
-    return est, info
 
 
 def _continue(est, data, tol):
