@@ -27,18 +27,17 @@ from bayes_gmm.em import _Run, held_by_regularization
 
 __all__ = ["batched_em", "fits_in_batch"]
 
-#: Largest number of float64 elements in a batch's temporaries (~32 MB).
+#: Largest number of float64 elements in the kernel's temporaries (~32 MB).
 MAX_BATCH_ELEMENTS = 2**22
 
 
-def fits_in_batch(n_samples, n_starts, n_components, n_features, covariance_type):
+def fits_in_batch(n_samples, n_components, n_features, covariance_type):
     """Whether the kernel's temporaries stay below ``MAX_BATCH_ELEMENTS`` (small data).
 
-    The temporaries are the (K, n) responsibilities and the (m, n) features; the starts
-    run one after the other, so ``n_starts`` does not count. Larger data are better served
-    by ``GaussianMixture.fit``, whose E-step is chunked and threaded.
+    The temporaries are the (K, n) responsibilities and the (m, n) features (the starts
+    run one after the other, so their number does not count). Larger data are better
+    served by ``GaussianMixture.fit``, whose E-step is chunked and threaded.
     """
-    del n_starts
     per_row = n_components + g.feature_width(n_features, covariance_type) + 4
     return n_samples * per_row <= MAX_BATCH_ELEMENTS
 

@@ -604,7 +604,7 @@ def _run_starts(data, K, ctype, starts, prior, resolved, max_iter):
     """
     n, d = data.X.shape
     results = [None] * len(starts)
-    if starts and fits_in_batch(n, len(starts), K, d, ctype):
+    if starts and fits_in_batch(n, K, d, ctype):
         weights, means, covs = (np.stack(part) for part in zip(*starts, strict=True))
         results = batched_em(
             data.X,
