@@ -476,6 +476,12 @@ def plot_uncertainty(model, X, ax=None, columns=(0, 1), quantiles=(0.75, 0.95), 
     """
     values, names = _as_array(X)
     mem = proba if _is_membership(proba) else None
+    if mem is not None and not hasattr(model, "most_likely_component"):
+        raise TypeError(
+            "proba is the Dataset of BayesianGaussianMixture.membership, but model is a "
+            f"{type(model).__name__}: pass the Bayesian model that computed it, or an array "
+            "of probabilities."
+        )
     if mem is None and proba is None and values.shape[1] == 1 and hasattr(model, "membership"):
         # A Bayesian fit knows how uncertain the uncertainty is: one call gives both.
         mem = model.membership(values, prob=0.9)

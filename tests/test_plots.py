@@ -273,6 +273,10 @@ def test_plot_uncertainty_1d_shows_membership_intervals(bayes1):
     hi = np.array([seg[1][1] for seg in segments])
     np.testing.assert_allclose(lo, 1 - upper[rows, best], rtol=0, atol=1e-12)
     np.testing.assert_allclose(hi, 1 - lower[rows, best], rtol=0, atol=1e-12)
+    # A Bayesian membership Dataset with an EM model mixes two fits: refused, with advice.
+    em = GaussianMixture(2, random_state=0).fit(X)
+    with pytest.raises(TypeError, match="pass the Bayesian model"):
+        plots.plot_uncertainty(em, X, proba=mem)
 
 
 def test_plots_use_given_memberships_instead_of_recomputing(bayes1, bayes3, faithful, monkeypatch):
