@@ -110,8 +110,8 @@ def batched_em(
     feats = np.ascontiguousarray(g.features(Xc, ctype).T)
     tied_moment = g.weighted_second_moment(Xc, w) if ctype == "tied" else np.zeros((d, d))
     max_iters = np.ascontiguousarray(np.broadcast_to(np.asarray(max_iter, dtype=np.int64), (R,)))
-    weights = np.array(weights, dtype=float)
-    means = np.array(means, dtype=float)
+    weights = np.array(weights, dtype=float, order="C")
+    means = np.array(means, dtype=float, order="C")
     covs = np.ascontiguousarray(g.full_covariances(covariances, ctype, K, d), dtype=float)
     if covs is covariances:
         covs = covs.copy()  # the kernel overwrites it
@@ -119,18 +119,21 @@ def batched_em(
         hyper, prior_mean, prior_scale, prior_const = np.ones(3), np.zeros(d), np.eye(d), 0.0
     else:
         centered = g.CenteredPrior.from_resolved(prior, center)
-        hyper = np.array([centered.alpha, centered.kappa, centered.nu])
-        prior_mean = np.asarray(centered.mean, dtype=float)
+        hyper = np.array([centered.alpha, centered.kappa, centered.nu], dtype=float)
+        prior_mean = np.ascontiguousarray(centered.mean, dtype=float)
         prior_scale = g.full_covariances(centered.scale, ctype, 1, d).reshape(d, d)
-        prior_const = prior._log_normalizer
+        prior_const = float(prior._log_normalizer)
     history = np.empty((R, int(max_iters.max(initial=0)) + 1))
     n_iter = np.zeros(R, dtype=np.int64)
     converged = np.zeros(R, dtype=np.bool_)
     status = np.zeros(R, dtype=np.int64)
+    # Every argument has one fixed type and C layout, so that numba never compiles a second
+    # specialization (seconds) because, say, reg_covar came as an int.
     kernel.run_starts(
         kernel.CTYPE_CODES[ctype], feats, w, weights, means, covs, max_iters,
-        tol * w.sum(), reg_covar, tied_moment, prior is not None, hyper, prior_mean,
-        prior_scale, prior_const, history, n_iter, converged, status,
+        float(tol * w.sum()), float(reg_covar), np.ascontiguousarray(tied_moment),
+        prior is not None, hyper, prior_mean, np.ascontiguousarray(prior_scale), prior_const,
+        history, n_iter, converged, status,
     )  # fmt: skip
     ok = np.flatnonzero(status == kernel.OK)
     covs = _compact(covs[ok], ctype)

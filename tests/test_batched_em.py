@@ -154,3 +154,32 @@ def test_kernel_exp_is_accurate():
     np.testing.assert_allclose(out[inside], np.exp(values[inside]), rtol=2e-15, atol=0)
     # Below -708 exp is under 3.3e-308: the kernel's 0 differs from it by less.
     assert np.all(out[~inside] == 0.0)
+
+
+def test_kernel_is_compiled_once_whatever_the_input_types():
+    """Odd dtypes and memory layouts reach the kernel as its one compiled signature."""
+    from bayes_gmm import _em_kernel
+
+    X = load_faithful(as_frame=False)
+    weights, means, prec = _starts(X, 2, "full", 1, seed=0)[0]
+    covs = np.asfortranarray(np.linalg.inv(prec))
+    prior = GaussianMixturePrior(covariance_prior=np.asfortranarray([[2.0, 0.5], [0.5, 9.0]]))
+    for ctype, kwargs in [
+        ("full", dict(reg_covar=0)),  # an int
+        ("full", dict(prior=prior.resolve(X, 2, "full"))),
+        ("diag", dict(prior=prior.resolve(X, 2, "diag"))),
+    ]:
+        start = covs if ctype == "full" else np.diagonal(covs, axis1=1, axis2=2).T.copy().T
+        runs = batched_em(
+            np.asfortranarray(X),
+            np.ones(X.shape[0], dtype=int),
+            ctype,
+            np.asfortranarray(weights[None]),
+            np.asfortranarray((means - X.mean(axis=0))[None]),
+            start[None],
+            tol=1e-3,
+            max_iter=np.int32(50),
+            **kwargs,
+        )
+        assert runs[0] is not None
+    assert len(_em_kernel.run_starts.signatures) == 1
