@@ -789,6 +789,7 @@ def _run_grid(data, sub, ks, types, names, settings, progress):
     criterion and refine.
     """
     s = settings
+    n_rows = int(np.count_nonzero(data.w > 0))
     n_distinct = len(np.unique(data.X[data.w > 0], axis=0))
     d = data.X.shape[1]
     cells, estimators, parents = {}, {}, {}
@@ -811,6 +812,14 @@ def _run_grid(data, sub, ks, types, names, settings, progress):
                     f"K={K} exceeds the number of distinct rows with positive weight "
                     f"({n_distinct}): some component would be empty"
                 )
+            elif row["n_parameters"] >= n_rows:
+                # Such a model can fit the rows almost exactly: its likelihood, and with
+                # it every criterion, says nothing (12 normal points chose tied K=9).
+                row["reason"] = (
+                    f"{row['n_parameters']} free parameters, not fewer than the {n_rows} rows "
+                    "with positive weight: the model is not estimable from these data"
+                )
+            if row.get("reason"):
                 progress.update(f"{ctype} K={K}")
                 continue
             if partitions is None:  # once per K, shared by the structures
@@ -898,7 +907,8 @@ def select_model(
     Every combination of ``covariance_types`` and ``n_components`` is fitted by EM from
     several starting points (see the module docstring); the winner minimizes
     ``criterion``. A cell that cannot be fitted (an error, a degenerate fit, K larger than
-    the number of distinct rows) keeps its row in the table with NaN numbers and the reason.
+    the number of distinct rows, at least as many free parameters as rows) keeps its row in
+    the table with NaN numbers and the reason.
 
     Parameters
     ----------

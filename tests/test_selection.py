@@ -206,6 +206,20 @@ def test_duplicated_rows_give_failed_and_degenerate_cells():
     assert sel.best_params == ("full", 1)
 
 
+def test_cells_with_more_parameters_than_rows_are_failed_rows():
+    # Twelve standard normal points: tied K=9 (29 parameters) fits them almost exactly and
+    # had the best BIC; such cells are now marked, and the winner has one component.
+    X = np.random.default_rng(0).normal(size=(12, 2))
+    sel = select_model(X, random_state=0)
+    t = sel.table
+    too_many = t["n_parameters"] >= 12
+    assert too_many.any() and (~too_many & (t["n_components"] > 1)).any()
+    assert t.loc[too_many, "bic"].isna().all()
+    assert t.loc[too_many, "reason"].str.contains("not estimable").all()
+    assert t.loc[~too_many, "reason"].fillna("").eq("").all()
+    assert sel.best_params[1] == 1
+
+
 def test_all_cells_failed_gives_no_winner():
     X = np.repeat([[0.0, 0.0], [1.0, 1.0]], 5, axis=0)
     sel = select_model(X, n_components=[3, 4], covariance_types=("diag",))
