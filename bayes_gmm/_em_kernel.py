@@ -10,7 +10,8 @@ closed-form MAP update), the same objective (plus the log prior density under a 
 the same stopping rule as ``GaussianMixture._run_em``.
 
 One compiled signature serves every covariance structure (selected by an integer code), so
-numba compiles once per installation (a few seconds, then loaded from its disk cache).
+numba compiles once per installation (about 7 s on 2 cores; later processes load it from
+its disk cache).
 Covariances travel as (R, K, d, d) matrices whatever the structure: "tied" uses
 ``covs[r, 0]``, "diag" the diagonals and "spherical" ``covs[r, k, 0, 0]``.
 
