@@ -20,12 +20,14 @@ one thread): this is meant for small data, see :func:`fits_in_batch`.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from bayes_gmm import _gaussian as g
 from bayes_gmm.em import _Run, held_by_regularization
 
-__all__ = ["batched_em", "fits_in_batch"]
+__all__ = ["batched_em", "fits_in_batch", "kernel_loaded"]
 
 #: Largest number of float64 elements in the kernel's temporaries (~32 MB).
 MAX_BATCH_ELEMENTS = 2**22
@@ -40,6 +42,12 @@ def fits_in_batch(n_samples, n_components, n_features, covariance_type):
     """
     per_row = n_components + g.feature_width(n_features, covariance_type) + 4
     return n_samples * per_row <= MAX_BATCH_ELEMENTS
+
+
+def kernel_loaded():
+    """Whether this process has loaded (or compiled) the kernel (its first call takes time)."""
+    module = sys.modules.get("bayes_gmm._em_kernel")
+    return module is not None and bool(module.run_starts.signatures)
 
 
 def _kernel():

@@ -56,7 +56,7 @@ import pandas as pd
 from sklearn.exceptions import ConvergenceWarning
 
 from bayes_gmm import _gaussian as g
-from bayes_gmm._batched_em import batched_em, fits_in_batch
+from bayes_gmm._batched_em import batched_em, fits_in_batch, kernel_loaded
 from bayes_gmm._validation import (
     DataWarning,
     check_data,
@@ -313,18 +313,32 @@ class _Progress:
     def __init__(self, total, enabled):
         self.total, self.enabled, self.done = total, enabled, 0
         self.start = time.perf_counter()
+        self.width = 0
 
     def update(self, label):
+        """A cell is done."""
         self.done += 1
+        self.show(label)
+
+    def note(self, message):
+        """A line of its own above the bar."""
+        if self.enabled:
+            sys.stderr.write(("\r" + " " * self.width + "\r") * bool(self.width) + message + "\n")
+            sys.stderr.flush()
+
+    def show(self, label):
+        """Redraw with ``label`` (what is being done now, or was just done)."""
         if not self.enabled:
             return
         width = 24
         filled = int(width * self.done / max(self.total, 1))
         elapsed = time.perf_counter() - self.start
-        sys.stderr.write(
+        line = (
             f"\rselect_model [{'#' * filled}{'.' * (width - filled)}] "
-            f"{self.done}/{self.total} {label:<16} {elapsed:6.1f}s"
+            f"{self.done}/{self.total} {elapsed:6.1f}s {label}"
         )
+        self.width = max(self.width, len(line))
+        sys.stderr.write(line.ljust(self.width))  # blanks out a longer previous label
         sys.stderr.flush()
 
     def close(self):
@@ -796,6 +810,7 @@ def _run_grid(data, sub, ks, types, names, settings, progress):
     # Within a K the constrained structures go first, so that the flexible ones can also
     # start from their solutions.
     fit_order = sorted(types, key=_FLEXIBILITY.index)
+    announce_kernel = not kernel_loaded()
     for K in ks:
         partitions = None
         for ctype in fit_order:
@@ -822,6 +837,13 @@ def _run_grid(data, sub, ks, types, names, settings, progress):
             if row.get("reason"):
                 progress.update(f"{ctype} K={K}")
                 continue
+            if announce_kernel:  # else the bar would stand still while numba compiles
+                progress.note(
+                    "loading the compiled EM kernel (its first use after installing compiles "
+                    "it, ~7 s)"
+                )
+                announce_kernel = False
+            progress.show(f"{ctype} K={K}")
             if partitions is None:  # once per K, shared by the structures
                 partitions = _partitions(sub, K, 1 if K == 1 else s["n_init"], s["entropy"])
             starts = [

@@ -304,6 +304,16 @@ def test_progress_bar_only_when_asked(faithful, capsys):
     )
     err = capsys.readouterr().err
     assert "select_model" in err and "2/2" in err
+    assert "compiled EM" not in err  # the kernel is loaded in this process by now
+
+
+def test_progress_bar_says_when_the_kernel_loads(faithful, capsys, monkeypatch):
+    from bayes_gmm import selection
+
+    monkeypatch.setattr(selection, "kernel_loaded", lambda: False)
+    select_model(faithful, n_components=[1], covariance_types=("tied",), verbose=True)
+    err = capsys.readouterr().err
+    assert "loading the compiled EM kernel" in err and "compiles it, ~7 s" in err
 
 
 @pytest.mark.parametrize(
