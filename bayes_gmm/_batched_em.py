@@ -117,7 +117,7 @@ def batched_em(
     Xc = X - center
     feats = np.ascontiguousarray(g.features(Xc, ctype).T)
     tied_moment = g.weighted_second_moment(Xc, w) if ctype == "tied" else np.zeros((d, d))
-    max_iters = np.ascontiguousarray(np.broadcast_to(np.asarray(max_iter, dtype=np.int64), (R,)))
+    max_iters = np.array(np.broadcast_to(max_iter, (R,)), dtype=np.int64)  # a writable copy
     weights = np.array(weights, dtype=float, order="C")
     means = np.array(means, dtype=float, order="C")
     covs = np.ascontiguousarray(g.full_covariances(covariances, ctype, K, d), dtype=float)
@@ -135,8 +135,9 @@ def batched_em(
     n_iter = np.zeros(R, dtype=np.int64)
     converged = np.zeros(R, dtype=np.bool_)
     status = np.zeros(R, dtype=np.int64)
-    # Every argument has one fixed type and C layout, so that numba never compiles a second
-    # specialization (seconds) because, say, reg_covar came as an int.
+    # Every argument has one type, C layout and is writable, so that numba never compiles a
+    # second specialization (seconds) because, say, reg_covar came as an int or max_iter as
+    # a read-only array.
     kernel.run_starts(
         kernel.CTYPE_CODES[ctype], feats, w, weights, means, covs, max_iters,
         float(tol * w.sum()), float(reg_covar), np.ascontiguousarray(tied_moment),

@@ -164,22 +164,23 @@ def test_kernel_is_compiled_once_whatever_the_input_types():
     weights, means, prec = _starts(X, 2, "full", 1, seed=0)[0]
     covs = np.asfortranarray(np.linalg.inv(prec))
     prior = GaussianMixturePrior(covariance_prior=np.asfortranarray([[2.0, 0.5], [0.5, 9.0]]))
-    for ctype, kwargs in [
-        ("full", dict(reg_covar=0)),  # an int
-        ("full", dict(prior=prior.resolve(X, 2, "full"))),
-        ("diag", dict(prior=prior.resolve(X, 2, "diag"))),
+    for ctype, kwargs, max_iter in [
+        ("full", dict(reg_covar=0), 50),  # an int
+        ("full", dict(prior=prior.resolve(X, 2, "full")), np.broadcast_to(50, (2,))),  # read-only
+        ("diag", dict(prior=prior.resolve(X, 2, "diag")), [np.int32(50)] * 2),
     ]:
         start = covs if ctype == "full" else np.diagonal(covs, axis1=1, axis2=2).T.copy().T
+        two = np.asfortranarray([start, start])  # two starts, Fortran-ordered
         runs = batched_em(
             np.asfortranarray(X),
             np.ones(X.shape[0], dtype=int),
             ctype,
-            np.asfortranarray(weights[None]),
-            np.asfortranarray((means - X.mean(axis=0))[None]),
-            start[None],
+            np.asfortranarray([weights, weights]),
+            np.asfortranarray([means, means]) - X.mean(axis=0),
+            two,
             tol=1e-3,
-            max_iter=np.int32(50),
+            max_iter=max_iter,
             **kwargs,
         )
-        assert runs[0] is not None
+        assert runs[0] is not None and runs[1] is not None
     assert len(_em_kernel.run_starts.signatures) == 1
