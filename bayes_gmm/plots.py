@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from bayes_gmm._gaussian import full_covariances
 from bayes_gmm._validation import check_data
 
 __all__ = [
@@ -59,12 +60,6 @@ class _Params(NamedTuple):
     covariances: np.ndarray
 
 
-def _full_covariances(covariances, covariance_type, n_components, n_features):
-    from bayes_gmm._gaussian import full_covariances
-
-    return full_covariances(covariances, covariance_type, n_components, n_features)
-
-
 def _em_estimator(model):
     """The EM fit behind ``model``: itself for EM estimators, the stored one for Bayesian ones."""
     if hasattr(model, "means_") and hasattr(model, "weights_"):
@@ -83,7 +78,7 @@ def _point_params(model):
     est = _em_estimator(model)
     means = np.atleast_2d(np.asarray(est.means_, dtype=float))
     K, d = means.shape
-    cov = _full_covariances(est.covariances_, est.covariance_type, K, d)
+    cov = full_covariances(est.covariances_, est.covariance_type, K, d)
     return _Params(np.asarray(est.weights_, float)[None], means[None], np.asarray(cov)[None])
 
 
