@@ -14,6 +14,7 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
+from bayes_gmm._gaussian import full_covariances
 from bayes_gmm._validation import check_int, check_real
 from bayes_gmm.priors import _check_covariance_type
 
@@ -139,16 +140,6 @@ def _draw_scales(rng, n_components, n_features, covariance_type):
     return rng.uniform(0.5, 1.5, K)
 
 
-def _as_full(covariances, covariance_type, n_components, n_features):
-    if covariance_type == "full":
-        return covariances
-    if covariance_type == "tied":
-        return np.broadcast_to(covariances, (n_components, n_features, n_features)).copy()
-    if covariance_type == "diag":
-        return np.stack([np.diag(v) for v in covariances])
-    return covariances[:, None, None] * np.eye(n_features)
-
-
 def _check_covariances(covariances, covariance_type, K, d):
     expected = {"full": (K, d, d), "tied": (d, d), "diag": (K, d), "spherical": (K,)}[
         covariance_type
@@ -159,7 +150,7 @@ def _check_covariances(covariances, covariance_type, K, d):
             f"covariances for covariance_type={covariance_type!r} must have shape {expected}, "
             f"got {cov.shape}."
         )
-    full = _as_full(cov, covariance_type, K, d)
+    full = full_covariances(cov, covariance_type, K, d)
     sym = np.allclose(full, np.swapaxes(full, -1, -2))
     if not sym or np.any(np.linalg.eigvalsh((full + np.swapaxes(full, -1, -2)) / 2) <= 0):
         raise ValueError("covariances must be symmetric positive definite.")
@@ -253,7 +244,7 @@ def make_mixture(
         covariances = _draw_scales(rng, K, d, covariance_type)
     else:
         covariances = _check_covariances(covariances, covariance_type, K, d)
-    full = _as_full(covariances, covariance_type, K, d)
+    full = full_covariances(covariances, covariance_type, K, d)
 
     if means is None:
         separation = check_real(separation, "separation", 0)
