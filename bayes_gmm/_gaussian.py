@@ -190,8 +190,8 @@ def log_det_precision_cholesky(prec_chol, covariance_type, n_features):
     """``log det P`` per component (half the log-determinant of the precision)."""
     if covariance_type == "full":
         return np.sum(np.log(np.diagonal(prec_chol, axis1=1, axis2=2)), axis=1)
-    if covariance_type == "tied":  # (d, d), or a batch of starts (A, d, d)
-        return np.sum(np.log(np.diagonal(prec_chol, axis1=-2, axis2=-1)), axis=-1)
+    if covariance_type == "tied":
+        return np.sum(np.log(np.diag(prec_chol)))
     if covariance_type == "diag":
         return np.sum(np.log(prec_chol), axis=1)
     return n_features * np.log(prec_chol)
@@ -281,8 +281,7 @@ def natural_parameters(means, prec_chol, covariance_type):
     """``eta`` and ``c`` with ``log N(x | mean_k, cov_k) = eta[k] @ features(x) + c[k]``.
 
     For "tied" the term ``-x' A x / 2`` shared by all components is left out (see
-    :func:`linear_log_prob`); "tied" also takes a batch of starts, ``means`` (A, K, d) and
-    ``prec_chol`` (A, d, d), giving ``eta`` (A, K, d) and ``const`` (A, K).
+    :func:`linear_log_prob`).
 
     Returns
     -------
@@ -296,9 +295,8 @@ def natural_parameters(means, prec_chol, covariance_type):
         prec_means = np.einsum("kij,kj->ki", precisions, means)
         eta = np.hstack([prec_means, -0.5 * _pack_symmetric(precisions)])
     elif covariance_type == "tied":
-        prec_means = means @ (prec_chol @ np.swapaxes(prec_chol, -1, -2))
+        prec_means = means @ (prec_chol @ prec_chol.T)
         eta = prec_means
-        log_det = np.asarray(log_det)[..., None]  # one per start
     elif covariance_type == "diag":
         prec = prec_chol**2
         prec_means = prec * means
@@ -307,7 +305,7 @@ def natural_parameters(means, prec_chol, covariance_type):
         prec = prec_chol**2
         prec_means = prec[:, None] * means
         eta = np.hstack([prec_means, -0.5 * prec[:, None]])
-    const = -0.5 * np.einsum("...ki,...ki->...k", means, prec_means) + log_det
+    const = -0.5 * np.einsum("ki,ki->k", means, prec_means) + log_det
     const -= 0.5 * d * _LOG_2PI
     return np.ascontiguousarray(eta), const
 
@@ -315,20 +313,17 @@ def natural_parameters(means, prec_chol, covariance_type):
 def linear_log_prob(feats, eta, const, covariance_type, prec_chol=None):
     """Component log-densities ``eta @ feats.T + const`` of a chunk, shape (K, n).
 
-    A batch of starts has ``eta`` (A, K, m), ``const`` (A, K) and, for "tied",
-    ``prec_chol`` (A, d, d); the result is then (A, K, n).
-
     Components run along the first axis so that the log-sum-exp over components reduces
     contiguous rows (3-4x faster than reducing a short last axis). The quadratic form is
     expanded (``x'Ax - 2 x'Am + m'Am``); with centered data the rounding this adds to a
     log-density is about ``eps * |x - center|_A ** 2``, far below anything that matters.
     For "tied" the quadratic term shared by all components is added here.
     """
-    out = eta @ feats.T  # (K, n), or (A, K, n) for a batch of starts
-    out += const[..., None]
+    out = eta @ feats.T
+    out += const[:, None]
     if covariance_type == "tied":
         Y = feats @ prec_chol  # for "tied" the features are the centered rows
-        out -= 0.5 * np.einsum("...ij,...ij->...i", Y, Y)[..., None, :]
+        out -= 0.5 * np.einsum("ij,ij->i", Y, Y)
     return out
 
 
@@ -340,7 +335,7 @@ def normalize(log_prob, axis=0):
     log_prob : ndarray of shape (K, n), or with the components along ``axis``
         Weighted component log-densities; overwritten with the responsibilities.
     axis : int, default=0
-        The component axis (1 for a batch of starts, shape (starts, K, n)).
+        The component axis.
 
     Returns
     -------
@@ -481,54 +476,52 @@ def from_summaries(stats, covariance_type, reg_covar, prior=None):
         Centered frame.
     covariances : ndarray
     """
-    # Written for a leading batch of independent starts as well: weight (..., K), sum_x
-    # (..., K, d) and sum_xx with the same leading axes (see bayes_gmm._batched_em).
     # sklearn adds 10 eps so that an empty component does not divide by zero.
     nk = stats.weight + 10 * np.finfo(float).eps
-    K, d = stats.sum_x.shape[-2:]
+    K, d = stats.sum_x.shape
     diagonal = (..., np.arange(d), np.arange(d))
-    xbar = stats.sum_x / nk[..., None]
+    xbar = stats.sum_x / nk[:, None]
     if covariance_type == "full":
-        scatter = stats.sum_xx - nk[..., None, None] * xbar[..., :, None] * xbar[..., None, :]
+        scatter = stats.sum_xx - nk[:, None, None] * xbar[:, :, None] * xbar[:, None, :]
     elif covariance_type == "tied":
-        scatter = stats.sum_xx - np.swapaxes(xbar * nk[..., None], -1, -2) @ xbar
+        scatter = stats.sum_xx - (xbar * nk[:, None]).T @ xbar
     elif covariance_type == "diag":
-        scatter = stats.sum_xx - nk[..., None] * np.square(xbar)
+        scatter = stats.sum_xx - nk[:, None] * np.square(xbar)
     else:
-        scatter = stats.sum_xx - nk * np.square(xbar).sum(axis=-1)
+        scatter = stats.sum_xx - nk * np.square(xbar).sum(axis=1)
 
     if prior is None:
         weights = nk / stats.total_weight
         means = xbar
         if covariance_type == "full":
-            covariances = scatter / nk[..., None, None]
+            covariances = scatter / nk[:, None, None]
             covariances[diagonal] += reg_covar
         elif covariance_type == "tied":
-            covariances = scatter / nk.sum(axis=-1)[..., None, None]
+            covariances = scatter / nk.sum()
             covariances[diagonal] += reg_covar
         elif covariance_type == "diag":
-            covariances = scatter / nk[..., None] + reg_covar
+            covariances = scatter / nk[:, None] + reg_covar
         else:
             covariances = scatter / (nk * d) + reg_covar
         return weights, means, covariances
 
     alpha, kappa, nu = prior.alpha, prior.kappa, prior.nu
     weights = (stats.weight + alpha - 1.0) / (stats.total_weight + K * (alpha - 1.0))
-    means = (stats.sum_x + kappa * prior.mean) / (stats.weight + kappa)[..., None]
+    means = (stats.sum_x + kappa * prior.mean) / (stats.weight + kappa)[:, None]
     shrink = kappa * stats.weight / (kappa + stats.weight)
     delta = xbar - prior.mean
     if covariance_type == "full":
-        outer = delta[..., :, None] * delta[..., None, :]
-        covariances = prior.scale + scatter + shrink[..., None, None] * outer
-        covariances /= (nu + d + 2.0 + stats.weight)[..., None, None]
+        outer = delta[:, :, None] * delta[:, None, :]
+        covariances = prior.scale + scatter + shrink[:, None, None] * outer
+        covariances /= (nu + d + 2.0 + stats.weight)[:, None, None]
     elif covariance_type == "tied":
-        covariances = prior.scale + scatter + np.swapaxes(delta * shrink[..., None], -1, -2) @ delta
+        covariances = prior.scale + scatter + (delta * shrink[:, None]).T @ delta
         covariances /= nu + d + 1.0 + K + stats.total_weight
     elif covariance_type == "diag":
-        covariances = prior.scale + scatter + shrink[..., None] * np.square(delta)
-        covariances /= (nu + 3.0 + stats.weight)[..., None]
+        covariances = prior.scale + scatter + shrink[:, None] * np.square(delta)
+        covariances /= (nu + 3.0 + stats.weight)[:, None]
     else:
-        covariances = prior.scale + scatter + shrink * np.square(delta).sum(axis=-1)
+        covariances = prior.scale + scatter + shrink * np.square(delta).sum(axis=1)
         covariances /= nu + 2.0 + d + d * stats.weight
     return weights, means, covariances
 
