@@ -29,7 +29,7 @@ from bayes_gmm._validation import (
     check_sample_weight,
     warn_constant_columns,
 )
-from bayes_gmm.priors import COVARIANCE_TYPES, GaussianMixturePrior
+from bayes_gmm.priors import _check_covariance_type, _check_prior
 
 __all__ = ["DegenerateFitWarning", "GaussianMixture", "n_parameters"]
 
@@ -201,10 +201,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def _check_parameters(self, n_samples, n_features):
         check_n_components(self.n_components, n_samples)
-        if self.covariance_type not in COVARIANCE_TYPES:
-            raise ValueError(
-                f"covariance_type must be one of {COVARIANCE_TYPES}, got {self.covariance_type!r}."
-            )
+        _check_covariance_type(self.covariance_type)
         check_real(self.tol, "tol", minimum=0.0)
         check_real(self.reg_covar, "reg_covar", minimum=0.0)
         check_int(self.max_iter, "max_iter", minimum=0)
@@ -212,17 +209,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         check_int(self.verbose_interval, "verbose_interval", minimum=1)
         if self.init_params not in INIT_PARAMS:
             raise ValueError(f"init_params must be one of {INIT_PARAMS}, got {self.init_params!r}.")
-        if self.prior is not None:
-            if not isinstance(self.prior, GaussianMixturePrior):
-                raise TypeError(
-                    "prior must be None (maximum likelihood) or a bayes_gmm."
-                    f"GaussianMixturePrior, got {type(self.prior).__name__}."
-                )
-            if self.prior.weight_concentration < 1:
-                raise ValueError(
-                    "EM needs prior.weight_concentration >= 1 for the MAP weights to exist, got "
-                    f"{self.prior.weight_concentration}. Use 1 (flat) or larger."
-                )
+        _check_prior(self.prior)
         K, d = self.n_components, n_features
         inits = {}
         if self.weights_init is not None:

@@ -43,6 +43,23 @@ def _check_covariance_type(covariance_type):
         )
 
 
+def _check_prior(prior):
+    """None (maximum likelihood) or a :class:`GaussianMixturePrior` EM can maximize."""
+    if prior is None:
+        return None
+    if not isinstance(prior, GaussianMixturePrior):
+        raise TypeError(
+            "prior must be None (maximum likelihood) or a bayes_gmm.GaussianMixturePrior, got "
+            f"{type(prior).__name__}."
+        )
+    if prior.weight_concentration < 1:
+        raise ValueError(
+            "EM needs prior.weight_concentration >= 1 for the MAP weights to exist, got "
+            f"{prior.weight_concentration}. Use 1 (flat) or larger."
+        )
+    return prior
+
+
 @dataclass(frozen=True)
 class GaussianMixturePrior:
     """Conjugate prior for a Gaussian mixture (Dirichlet x Normal-inverse-Wishart).
