@@ -66,7 +66,7 @@ from bayes_gmm._validation import (
     warn_constant_columns,
 )
 from bayes_gmm.em import DegenerateFitWarning, GaussianMixture, _Run, n_parameters
-from bayes_gmm.priors import COVARIANCE_TYPES, GaussianMixturePrior
+from bayes_gmm.priors import COVARIANCE_TYPES, _check_prior
 
 __all__ = ["CRITERIA", "ModelSelection", "select_model"]
 
@@ -1003,18 +1003,13 @@ def select_model(
     """
     criterion = _check_criterion(criterion)
     ks, types = _check_grid(n_components, covariance_types)
-    check_int(n_init, "n_init", 1)
-    check_real(tol, "tol", 0.0)
-    check_real(reg_covar, "reg_covar", 0.0)
-    check_int(max_iter, "max_iter", 1)
-    n_init, tol, reg_covar, max_iter = int(n_init), float(tol), float(reg_covar), int(max_iter)
+    n_init = check_int(n_init, "n_init", 1)
+    tol = check_real(tol, "tol", 0.0)
+    reg_covar = check_real(reg_covar, "reg_covar", 0.0)
+    max_iter = check_int(max_iter, "max_iter", 1)
     if refine not in ("contenders", "all"):
         raise ValueError(f'refine must be "contenders" or "all", got {refine!r}.')
-    if prior is not None and not isinstance(prior, GaussianMixturePrior):
-        raise TypeError(
-            "prior must be None (maximum likelihood) or a bayes_gmm.GaussianMixturePrior, got "
-            f"{type(prior).__name__}."
-        )
+    _check_prior(prior)  # up front: a prior EM cannot maximize would fail every cell
     feature_names = None
     if hasattr(X, "columns"):
         names = np.asarray(X.columns, dtype=object)

@@ -343,6 +343,9 @@ def test_invalid_data(faithful):
         select_model(X)
     with pytest.raises(TypeError, match="prior must be"):
         select_model(faithful, prior={"kappa": 1})
+    # Refused before the grid runs (it used to fail every cell with this reason instead).
+    with pytest.raises(ValueError, match="weight_concentration >= 1"):
+        select_model(faithful, prior=GaussianMixturePrior(weight_concentration=0.5))
 
 
 # --------------------------------------------------------------------------- strategies
