@@ -267,7 +267,7 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         K, ctype = int(em.n_components), em.covariance_type
         self.selection_ = selection
         structure = ModelStructure(K, n_features, ctype, self.relabel == "ordered")
-        resolved = prior.resolve(X, K, ctype, sample_weight=None if sample_weight is None else w)
+        resolved = em.prior_  # the EM fit resolved the same prior on the same data
 
         compiled, compile_times = get_compiled(structure, self.backend, model_data(X, w, resolved))
         timings.update(compile_times)
@@ -910,7 +910,7 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         model._draw_cache = None
         X = np.asarray(tree["observed_data"]["X"])
         w = np.asarray(tree["observed_data"]["sample_weight"])
-        model.prior_ = prior.resolve(X, K, ctype, sample_weight=None if np.all(w == 1) else w)
+        model.prior_ = prior.resolve(X, K, ctype, sample_weight=w)
         return model
 
 
