@@ -584,15 +584,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         K, d = self.means_.shape
         names = getattr(self, "feature_names_in_", None)
         names = [str(n) for n in names] if names is not None else [f"x{j}" for j in range(d)]
-        ctype = self.covariance_type
-        if ctype == "full":
-            var = np.diagonal(self.covariances_, axis1=1, axis2=2)
-        elif ctype == "tied":
-            var = np.tile(np.diag(self.covariances_), (K, 1))
-        elif ctype == "diag":
-            var = self.covariances_
-        else:
-            var = np.repeat(self.covariances_[:, None], d, axis=1)
+        full = g.full_covariances(self.covariances_, self.covariance_type, K, d)
+        var = np.diagonal(full, axis1=1, axis2=2)
         table = {"weight": self.weights_}
         table.update({f"mean[{n}]": self.means_[:, j] for j, n in enumerate(names)})
         table.update({f"sd[{n}]": np.sqrt(var[:, j]) for j, n in enumerate(names)})
@@ -635,15 +628,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
         mclust's BIC is minus this value.
         """
-        X = self._check_predict_input(X)
-        log_norm, _ = self._log_norm_and_resp(X)
-        return float(-2.0 * log_norm.sum() + self.n_parameters() * np.log(X.shape[0]))
+        return self._criteria(self._check_predict_input(X))["bic"]
 
     def aic(self, X):
         """Akaike information criterion, ``-2 logL + 2 p`` (lower is better)."""
-        X = self._check_predict_input(X)
-        log_norm, _ = self._log_norm_and_resp(X)
-        return float(-2.0 * log_norm.sum() + 2.0 * self.n_parameters())
+        return self._criteria(self._check_predict_input(X))["aic"]
 
     def icl(self, X):
         """Integrated completed likelihood: BIC plus the classification-entropy penalty.
@@ -651,10 +640,29 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         ``icl = bic - 2 sum_i log max_k r_ik`` (lower is better); ``icl >= bic``, with
         equality when every responsibility is 0 or 1.
         """
-        X = self._check_predict_input(X)
+        return self._criteria(self._check_predict_input(X))["icl"]
+
+    def _criteria(self, X, sample_weight=None):
+        """Log-likelihood, BIC, AIC and ICL on validated ``X`` (one pass over the rows).
+
+        With ``sample_weight`` a weight counts as that many copies of the row, so ``n`` in
+        the BIC is the total weight.
+        """
         log_norm, resp = self._log_norm_and_resp(X)
-        bic = -2.0 * log_norm.sum() + self.n_parameters() * np.log(X.shape[0])
-        return float(bic - 2.0 * np.log(resp.max(axis=1)).sum())
+        with np.errstate(divide="ignore"):
+            log_top = np.log(resp.max(axis=1))
+        if sample_weight is None:
+            loglik, n, top = log_norm.sum(), X.shape[0], log_top.sum()
+        else:
+            loglik, n, top = sample_weight @ log_norm, sample_weight.sum(), sample_weight @ log_top
+        p = self.n_parameters()
+        bic = -2.0 * loglik + p * np.log(n)
+        return {
+            "log_likelihood": float(loglik),
+            "bic": float(bic),
+            "aic": float(-2.0 * loglik + 2.0 * p),
+            "icl": float(bic - 2.0 * top),
+        }
 
 
 @dataclass

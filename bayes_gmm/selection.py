@@ -775,21 +775,6 @@ def _remaining_gain(history):
     return last * rate / (1.0 - rate)
 
 
-def _criteria(est, data, ctype):
-    """Log-likelihood, BIC, AIC and ICL of the fitted ``est`` on all the data."""
-    # One pass for both (the data were validated once for the whole grid).
-    log_norm, resp = est._log_norm_and_resp(data.X)
-    total_w = float(data.w.sum())
-    loglik = float(data.w @ log_norm)
-    K, d = est.means_.shape
-    p = n_parameters(K, d, ctype)
-    bic = -2.0 * loglik + p * np.log(total_w)
-    aic = -2.0 * loglik + 2.0 * p
-    with np.errstate(divide="ignore"):
-        icl = bic - 2.0 * float(data.w @ np.log(resp.max(axis=1)))
-    return {"log_likelihood": loglik, "bic": bic, "aic": aic, "icl": icl}
-
-
 def _failed(row, reason):
     row.update({k: np.nan for k in ("log_likelihood", "bic", "aic", "icl")}, reason=reason)
     row.pop("converged", None)
@@ -866,7 +851,7 @@ def _run_grid(data, sub, ks, types, names, settings, progress):
                     else:
                         row["n_iter"] += est.n_iter_
             if est is not None:
-                row.update(_criteria(est, data, ctype), converged=est.converged_, tol=EXPLORE_TOL)
+                row.update(est._criteria(data.X, data.w), converged=est.converged_, tol=EXPLORE_TOL)
                 estimators[(ctype, K)] = est
             row["fit_time"] = time.perf_counter() - t0
             progress.update(f"{ctype} K={K}")
@@ -902,7 +887,7 @@ def _refine(data, cells, estimators, s):
             _failed(row, reason)
             del estimators[key]
             continue
-        row.update(_criteria(est, data, key[0]), converged=est.converged_, tol=tol)
+        row.update(est._criteria(data.X, data.w), converged=est.converged_, tol=tol)
         row["n_iter"] += est.n_iter_
         row["fit_time"] += time.perf_counter() - t0
         best = min(best, row[criterion])
