@@ -840,17 +840,10 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
 
     def _saved_config(self):
         config = dict(json.loads(self.idata_.attrs["bayes_gmm"]))
+        # Every field of the report, so that load rebuilds it with DiagnosticsReport(**...).
+        report = self.diagnostics_
         config["diagnostics"] = {
-            "max_rhat": self.diagnostics_.max_rhat,
-            "min_ess_bulk": self.diagnostics_.min_ess_bulk,
-            "min_ess_tail": self.diagnostics_.min_ess_tail,
-            "worst_rhat": self.diagnostics_.worst_rhat,
-            "worst_ess_bulk": self.diagnostics_.worst_ess_bulk,
-            "worst_ess_tail": self.diagnostics_.worst_ess_tail,
-            "n_divergent": self.diagnostics_.n_divergent,
-            "bfmi": [float(b) for b in self.diagnostics_.bfmi],
-            "relabelled": [int(r) for r in self.diagnostics_.relabelled],
-            "n_draws": self.diagnostics_.n_draws,
+            f.name: _to_json(getattr(report, f.name)) for f in dataclasses.fields(report)
         }
         return config
 
@@ -917,6 +910,11 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
 # ---------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------
+
+
+def _to_json(value):
+    """A report field as JSON can hold it (arrays as lists)."""
+    return value.tolist() if isinstance(value, np.ndarray) else value
 
 
 def _feature_names(X):
