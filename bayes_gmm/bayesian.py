@@ -341,7 +341,7 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         timings["output"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t_start
         self.timings_ = timings
-        # config["timings"] is ``timings``: store it again now that it is complete.
+        # Stored only now: config["timings"] is ``timings``, complete from here on.
         self.idata_.attrs["bayes_gmm"] = json.dumps(config)
         # fit -> _fit -> warn_if_untrustworthy -> warn: point at the caller of fit.
         warn_if_untrustworthy(self.diagnostics_, stacklevel=4)
@@ -1039,7 +1039,6 @@ def _build_tree(posterior, stats, X, w, em, config, feature_names):
             "em_estimate": em_ds,
         }
     )
-    tree.attrs["bayes_gmm"] = json.dumps(config)
     return tree
 
 
