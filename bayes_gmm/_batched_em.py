@@ -120,17 +120,19 @@ def batched_em(
     max_iters = np.array(np.broadcast_to(max_iter, (R,)), dtype=np.int64)  # a writable copy
     weights = np.array(weights, dtype=float, order="C")
     means = np.array(means, dtype=float, order="C")
-    covs = np.ascontiguousarray(g.full_covariances(covariances, ctype, K, d), dtype=float)
-    if covs is covariances:
-        covs = covs.copy()  # the kernel overwrites it
+    # A copy (the kernel overwrites it), in the kernel's (R, K, d, d) layout.
+    covs = np.array(g.full_covariances(covariances, ctype, K, d), dtype=float, order="C")
     if prior is None:
-        hyper, prior_mean, prior_scale, prior_const = np.ones(3), np.zeros(d), np.eye(d), 0.0
+        hyper, prior_mean, prior_scale, prior_const = np.ones(3), np.zeros(d), np.zeros((d, d)), 0.0
     else:
         centered = g.CenteredPrior.from_resolved(prior, center)
         hyper = np.array([centered.alpha, centered.kappa, centered.nu], dtype=float)
         prior_mean = np.ascontiguousarray(centered.mean, dtype=float)
-        prior_scale = g.full_covariances(centered.scale, ctype, 1, d).reshape(d, d)
+        prior_scale = np.ascontiguousarray(
+            g.full_covariances(centered.scale, ctype, 1, d).reshape(d, d), dtype=float
+        )
         prior_const = float(prior._log_normalizer)
+        reg_covar = 0.0  # the prior's scale keeps covariances positive definite instead
     history = np.empty((R, int(max_iters.max(initial=0)) + 1))
     n_iter = np.zeros(R, dtype=np.int64)
     converged = np.zeros(R, dtype=np.bool_)
@@ -140,8 +142,8 @@ def batched_em(
     # a read-only array.
     kernel.run_starts(
         kernel.CTYPE_CODES[ctype], feats, w, weights, means, covs, max_iters,
-        float(tol * w.sum()), float(reg_covar), np.ascontiguousarray(tied_moment),
-        prior is not None, hyper, prior_mean, np.ascontiguousarray(prior_scale), prior_const,
+        float(tol * w.sum()), float(reg_covar), tied_moment, prior is not None, hyper,
+        prior_mean, prior_scale, prior_const,
         history, n_iter, converged, status,
     )  # fmt: skip
     ok = np.flatnonzero(status == kernel.OK)

@@ -300,7 +300,11 @@ def _log_prior(ctype, weights, means, covs, prec, log_dets, prior, prior_mean, p
 @_jit
 def _m_step(ctype, nk, stats, total_weight, tied_moment, reg_covar, use_prior, prior, prior_mean,
             prior_scale, weights, means, covs):  # fmt: skip
-    """``_gaussian.from_summaries`` for one start; False if a component lost its weight."""
+    """``_gaussian.from_summaries`` for one start; False if a component lost its weight.
+
+    The caller passes a zero ``prior_scale`` without a prior and a zero ``reg_covar`` with
+    one, so both are simply added.
+    """
     K, d = means.shape
     alpha, kappa, nu = prior[0], prior[1], prior[2]
     eps = 10.0 * _EPS
@@ -364,16 +368,14 @@ def _m_step(ctype, nk, stats, total_weight, tied_moment, reg_covar, use_prior, p
         for a in range(d):
             if ctype == _FULL:
                 for b in range(d):
-                    covs[k, a, b] = (
-                        covs[k, a, b] + (prior_scale[a, b] if use_prior else 0.0)
-                    ) / denom
-                covs[k, a, a] += 0.0 if use_prior else reg_covar
+                    covs[k, a, b] = (covs[k, a, b] + prior_scale[a, b]) / denom
+                covs[k, a, a] += reg_covar
             elif ctype == _DIAG:
-                covs[k, a, a] = (covs[k, a, a] + (prior_scale[a, a] if use_prior else 0.0)) / denom
-                covs[k, a, a] += 0.0 if use_prior else reg_covar
+                covs[k, a, a] = (covs[k, a, a] + prior_scale[a, a]) / denom
+                covs[k, a, a] += reg_covar
         if ctype == _SPHERICAL:
-            covs[k, 0, 0] = (covs[k, 0, 0] + (prior_scale[0, 0] if use_prior else 0.0)) / denom
-            covs[k, 0, 0] += 0.0 if use_prior else reg_covar
+            covs[k, 0, 0] = (covs[k, 0, 0] + prior_scale[0, 0]) / denom
+            covs[k, 0, 0] += reg_covar
     if ctype == _TIED:
         if use_prior:
             denom = nu + d + 1.0 + K + total_weight
@@ -383,8 +385,8 @@ def _m_step(ctype, nk, stats, total_weight, tied_moment, reg_covar, use_prior, p
                 denom += nk[k] + eps
         for a in range(d):
             for b in range(d):
-                covs[0, a, b] = (covs[0, a, b] + (prior_scale[a, b] if use_prior else 0.0)) / denom
-            covs[0, a, a] += 0.0 if use_prior else reg_covar
+                covs[0, a, b] = (covs[0, a, b] + prior_scale[a, b]) / denom
+            covs[0, a, a] += reg_covar
     return True
 
 
@@ -408,6 +410,7 @@ def run_starts(ctype, feats, w, weights, means, covs, max_iter, tol, reg_covar, 
     tol : float
         Absolute: a run stops when its objective changed by less.
     reg_covar : float
+        Added to the covariance diagonals (pass 0 with a prior).
     tied_moment : ndarray of shape (d, d)
         ``sum_i w_i x_i x_i'`` ("tied" only).
     use_prior : bool
@@ -416,7 +419,7 @@ def run_starts(ctype, feats, w, weights, means, covs, max_iter, tol, reg_covar, 
     prior_mean : ndarray of shape (d,)
         Centered frame (zeros without a prior).
     prior_scale : ndarray of shape (d, d)
-        "diag" reads its diagonal, "spherical" ``[0, 0]``.
+        "diag" reads its diagonal, "spherical" ``[0, 0]`` (zeros without a prior).
     prior_const : float
         The parameter-free part of the log prior density.
     history : ndarray of shape (R, max(max_iter) + 1)
