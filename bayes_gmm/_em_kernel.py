@@ -41,7 +41,7 @@ _jit = numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "arcp
 
 
 # Without reassociation: it would merge the two-part reduction by log 2 back into one
-# rounded product (relative error 1e-13 instead of 1e-16).
+# rounded product (measured relative error 2e-14 instead of 2e-16).
 @numba.njit(cache=True, nogil=True, fastmath={"contract"})
 def _exp_shifted(values, out, bits):
     """``out = exp(values)`` for ``values <= 0``, in a loop that vectorizes.
