@@ -20,6 +20,8 @@ import itertools
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from bayes_gmm._gaussian import log_det_precision_cholesky
+
 __all__ = ["apply_permutations", "kl_cost", "pivot_permutations"]
 
 
@@ -45,7 +47,7 @@ def kl_cost(means, covariances, pivot_means, pivot_prec_chol):
     diff = means[:, :, None, :] - pivot_means[None, None]  # (S, j, k, d)
     z = np.einsum("sjka,kab->sjkb", diff, pivot_prec_chol)
     maha = np.sum(z**2, axis=-1)
-    logdet_pivot = -2.0 * np.sum(np.log(np.diagonal(pivot_prec_chol, axis1=-2, axis2=-1)), -1)
+    logdet_pivot = -2.0 * log_det_precision_cholesky(pivot_prec_chol, "full", d)
     _, logdet_draw = np.linalg.slogdet(covariances)  # (S, j)
     return 0.5 * (trace + maha - d + logdet_pivot[None, None, :] - logdet_draw[:, :, None])
 
