@@ -37,6 +37,13 @@ __all__ = ["build_parser", "main", "parse_covariance", "parse_k", "read_data"]
 PROG = "bayes-gmm"
 # mclust's names for the same structures, so R users can type what they know.
 _MCLUST_NAMES = {"vvv": "full", "eee": "tied", "vvi": "diag", "vii": "spherical"}
+# The grid's defaults, which are also the grid that ``demo`` always runs.
+_GRID_DEFAULTS = {
+    "k": list(range(1, 10)),
+    "covariance": COVARIANCE_TYPES,
+    "criterion": "bic",
+    "prior": "none",
+}
 
 
 class CLIError(Exception):
@@ -134,14 +141,14 @@ def build_parser():
     grid.add_argument(
         "--k",
         type=parse_k,
-        default=list(range(1, 10)),
+        default=_GRID_DEFAULTS["k"],
         metavar="K",
         help="numbers of components to try: 3, 1:9 (default) or 2,3,5",
     )
     grid.add_argument(
         "--covariance",
         type=parse_covariance,
-        default=COVARIANCE_TYPES,
+        default=_GRID_DEFAULTS["covariance"],
         metavar="TYPES",
         help="covariance structures to try, comma-separated: full,tied,diag,spherical "
         "(default: all four)",
@@ -149,13 +156,13 @@ def build_parser():
     grid.add_argument(
         "--criterion",
         choices=("bic", "aic", "icl"),
-        default="bic",
+        default=_GRID_DEFAULTS["criterion"],
         help="criterion that picks the model (default: bic; lower is better)",
     )
     grid.add_argument(
         "--prior",
         choices=("default", "none"),
-        default="none",
+        default=_GRID_DEFAULTS["prior"],
         help="EM grid by maximum likelihood ('none', default, as mclust) or MAP under the "
         "package's default conjugate prior ('default'); the posterior always uses that prior",
     )
@@ -191,7 +198,7 @@ def build_parser():
         description="Old Faithful: selection grid, the chosen model's posterior by NUTS, "
         "diagnostics verdict, and a results folder (default: bayes_gmm_results) with figures.",
     )
-    p_demo.set_defaults(func=_run_demo)
+    p_demo.set_defaults(func=_run_demo, **_GRID_DEFAULTS)
 
     p_fit = sub.add_parser(
         "fit",
@@ -617,10 +624,6 @@ def _run_fit(args, rep):
 def _run_demo(args, rep):
     from bayes_gmm.datasets import load_faithful
 
-    args.k = list(range(1, 10))
-    args.covariance = COVARIANCE_TYPES
-    args.criterion = "bic"
-    args.prior = "none"
     _default_out(args, "bayes_gmm_results")
     frame = load_faithful()
     columns = ", ".join(f"{name} [min]" for name in frame.columns)
