@@ -440,11 +440,10 @@ def _k_text(ks):
 def _print_selection(selection, best, criterion, rep):
     import pandas as pd
 
-    ranking = selection.ranking
+    shown = selection.ranking  # the five best rows
     with pd.option_context("display.width", 120, "display.max_columns", 20):
         rep.result(f"Model selection ({criterion.upper()}, lower is better), best rows:")
-        shown = ranking.head(5)
-        if "reason" in shown and not shown["reason"].astype(str).str.strip().any():
+        if not shown["reason"].astype(str).str.strip().any():
             shown = shown.drop(columns="reason")
         rep.result(shown.to_string(float_format=lambda v: f"{v:.2f}"))
     cov, k = best
