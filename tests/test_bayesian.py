@@ -118,6 +118,19 @@ def test_predict_proba_is_the_draw_average(blobs):
     # The subset average approximates the full average; these points are unambiguous.
     np.testing.assert_allclose(full, proba, atol=1e-3)
     assert np.all(model.predict(TRUE_2D_MEANS) == [0, 1, 2])
+    # Near a point every draw gives probability ~1, whatever the density; between the
+    # blobs the draws disagree, and the average over all of them by hand is the same
+    # number to rounding (pdf products here, log-sum-exp in predict_proba).
+    between = np.array([[-2.0, 2.0], [0.0, 0.0], [2.0, 2.0]])
+    dens = np.stack(
+        [
+            [w[k] * multivariate_normal(m[k], c[k]).pdf(between) for k in range(3)]
+            for w, m, c in zip(weights, means, covs, strict=True)
+        ]
+    )  # (S, K, 3)
+    by_hand = (dens / dens.sum(axis=1, keepdims=True)).mean(axis=0).T
+    assert by_hand.max() < 0.99  # the points are ambiguous
+    np.testing.assert_allclose(model.predict_proba(between), by_hand, rtol=0, atol=1e-12)
 
 
 def test_membership_intervals(blobs):
