@@ -89,6 +89,18 @@ def test_faithful_tied_three_matches_mclust_bic():
     assert gm.bic(X) == pytest.approx(2314.3, abs=0.05)
 
 
+def test_default_tol_reaches_the_optimum_sklearn_tol_stops_short():
+    # The numbers the README and the tol docstring quote for the default tol.
+    X = load_faithful()
+    bic = {
+        tol: GaussianMixture(3, covariance_type="tied", random_state=0, tol=tol).fit(X).bic(X)
+        for tol in (1e-3, 1e-5)
+    }
+    assert bic[1e-3] == pytest.approx(2343.1, abs=0.05)
+    assert bic[1e-5] == pytest.approx(2314.3, abs=0.05)
+    assert GaussianMixture().tol == 1e-5
+
+
 # ----------------------------------------------------------------------------- objective
 @st.composite
 def mixture_data(draw):
