@@ -32,14 +32,19 @@ def _describe_nonfinite(X):
     cols = np.flatnonzero(bad.any(axis=0))
     kind = "NaN" if np.isnan(X).any() else "infinite values"
     shown = ", ".join(str(r) for r in rows[:5]) + (", ..." if rows.size > 5 else "")
+    hint = (
+        ', or pass missing="em" to fit with NaN treated as missing at random'
+        if kind == "NaN"
+        else ""
+    )
     return (
         f"Input X contains {kind} in {rows.size} row(s) (first: {shown}) and column(s) "
         f"{cols.tolist()}. Drop or impute those rows first (for example "
-        "`X = X[np.isfinite(X).all(axis=1)]`, or `df.dropna()` for a DataFrame)."
+        f"`X = X[np.isfinite(X).all(axis=1)]`, or `df.dropna()` for a DataFrame){hint}."
     )
 
 
-def check_data(X, *, min_samples=1, name="X", dtype=(np.float64, np.float32)):
+def check_data(X, *, min_samples=1, name="X", dtype=(np.float64, np.float32), allow_nan=False):
     """Turn array-like input into a finite 2-D float array, or explain why not.
 
     This does not set ``n_features_in_``; estimators use scikit-learn's
@@ -52,12 +57,14 @@ def check_data(X, *, min_samples=1, name="X", dtype=(np.float64, np.float32)):
     min_samples : int, default=1
     name : str
         The argument's name, used in messages.
+    allow_nan : bool, default=False
+        Let NaN through (missing values); infinite values are still refused.
 
     Returns
     -------
     ndarray of shape (n_samples, n_features)
     """
-    X = check_finite_numeric(X, name=name)
+    X = check_finite_numeric(X, name=name, allow_nan=allow_nan)
     if X.ndim == 1:
         X = X[:, None]
     if X.ndim != 2:
@@ -75,8 +82,11 @@ def check_data(X, *, min_samples=1, name="X", dtype=(np.float64, np.float32)):
     return X
 
 
-def check_finite_numeric(X, name="X"):
-    """Reject strings, objects, complex numbers, NaN and inf with an actionable message."""
+def check_finite_numeric(X, name="X", allow_nan=False):
+    """Reject strings, objects, complex numbers, NaN and inf with an actionable message.
+
+    ``allow_nan=True`` lets NaN through (read as missing values); inf is still refused.
+    """
     if hasattr(X, "dtypes") and hasattr(X, "columns"):  # a DataFrame: name the bad columns
         from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
@@ -131,7 +141,7 @@ def check_finite_numeric(X, name="X"):
             f"Found array with {what}: {name} is empty. Pass at least one sample with at least "
             "one feature."
         )
-    if not np.all(np.isfinite(arr)):
+    if not np.all(np.isfinite(arr)) and not (allow_nan and not np.isinf(arr).any()):
         arr2 = arr if arr.ndim == 2 else arr.reshape(len(arr), -1)
         raise ValueError(_describe_nonfinite(arr2))
     return arr

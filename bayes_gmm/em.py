@@ -21,6 +21,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from bayes_gmm import _gaussian as g
+from bayes_gmm import _missing
 from bayes_gmm._validation import (
     check_finite_numeric,
     check_int,
@@ -36,6 +37,7 @@ __all__ = ["DegenerateFitWarning", "GaussianMixture", "n_parameters"]
 n_parameters = g.n_parameters
 
 INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
+MISSING = ("error", "em")
 
 
 class DegenerateFitWarning(UserWarning):
@@ -102,6 +104,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     prior : GaussianMixturePrior or None, default=None
         ``None`` for maximum likelihood; a :class:`~bayes_gmm.priors.GaussianMixturePrior`
         for MAP estimation (its ``weight_concentration`` must be >= 1).
+    missing : {"error", "em"}, default="error"
+        What a NaN in ``X`` means. "error": it is refused. "em": a value missing at random;
+        EM uses each row's observed coordinates and the conditional expectations of the
+        missing ones (Ghahramani & Jordan, 1994), the log-likelihood and the criteria are
+        the observed-data ones, and ``predict_proba`` etc. accept rows with NaN. Rows with
+        every value missing are refused. Without NaN the fit is the ordinary one.
 
     Attributes
     ----------
@@ -171,6 +179,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         verbose=0,
         verbose_interval=10,
         prior=None,
+        missing="error",
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -187,17 +196,23 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.verbose = verbose
         self.verbose_interval = verbose_interval
         self.prior = prior
+        self.missing = missing
 
     # ------------------------------------------------------------------ validation
     def _validate_X(self, X, reset):
-        check_finite_numeric(X)
-        return validate_data(
+        allow_nan = self.missing == "em"
+        check_finite_numeric(X, allow_nan=allow_nan)
+        X = validate_data(
             self,
             X,
             reset=reset,
             dtype=np.float64,
             ensure_min_samples=2 if reset else 1,
+            ensure_all_finite="allow-nan" if allow_nan else True,
         )
+        if allow_nan and np.isnan(X).any():
+            _missing.check_missing_rows(X)
+        return X
 
     def _check_parameters(self, n_samples, n_features):
         check_n_components(self.n_components, n_samples)
@@ -277,10 +292,17 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def _fit(self, X, sample_weight):
         """Fit on ``X`` and return it validated."""
+        if self.missing not in MISSING:  # before validation lets NaN through
+            raise ValueError(f"missing must be one of {MISSING}, got {self.missing!r}.")
         X = self._validate_X(X, reset=True)
         n_samples, n_features = X.shape
         inits = self._check_parameters(n_samples, n_features)
         w = check_sample_weight(sample_weight, n_samples)
+        X_missing = None
+        if self.missing == "em" and np.isnan(X).any():
+            # Starts, the prior's data-driven hyperparameters and the warnings' data scale
+            # use the column-mean-imputed data; EM itself uses the observed values only.
+            X_missing, X = X, _missing.impute_column_means(X, w)
         warn_constant_columns(X, getattr(self, "feature_names_in_", None), stacklevel=4)
         ctype, K = self.covariance_type, self.n_components
         rows = g.chunk_rows(n_samples, K, n_features, ctype)
@@ -296,6 +318,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         random_state = check_random_state(self.random_state)
         data_scale = float(np.max(np.var(X, axis=0))) or 1.0
         context = _Context(X, w, center, ctype, self.reg_covar, prior, rows, K)
+        if X_missing is not None:
+            context.missing = X_missing - center
 
         with g.blas_threads_for(K, n_features, ctype):
             best, objectives = self._run_inits(
@@ -312,7 +336,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             )
         self._warn_degenerate(best, data_scale)
         self._store(best, center, objectives, w.sum())
-        return X
+        return X if X_missing is None else X_missing
 
     def _run_inits(self, ctx, n_init, do_init, random_state, inits, center):
         """EM from each initialization; the best run and every run's final objective."""
@@ -478,6 +502,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def _log_norm_and_resp(self, X):
         """Per-row log p(x) and responsibilities of validated data, in chunks."""
         ctype = self.covariance_type
+        if self.missing == "em" and np.isnan(X).any():
+            return _missing.log_norm_and_resp(
+                X, self.weights_, self.means_, self.covariances_, ctype
+            )
         center = self.weights_ @ self.means_
         eta, const = g.natural_parameters(self.means_ - center, self.precisions_cholesky_, ctype)
         with np.errstate(divide="ignore"):
@@ -680,6 +708,8 @@ class _Context:
     tied_moment: np.ndarray = None
     features: np.ndarray = None
     unit_weights: bool = False
+    #: The centered rows with NaN for missing values (``missing="em"``); ``X`` is then imputed.
+    missing: np.ndarray = None
 
     def __post_init__(self):
         n, d = self.X.shape
@@ -717,6 +747,11 @@ def _e_step(ctx, weights, means, prec_chol):
     in its matrix products), each streamed chunk by chunk; the blocks' statistics are
     added in a fixed order.
     """
+    if ctx.missing is not None:
+        covariances = _missing.covariances_from_cholesky(prec_chol, ctx.ctype)
+        return _missing.expected_statistics(
+            ctx.missing, ctx.w, weights, means, covariances, ctx.ctype
+        )
     eta, const = g.natural_parameters(means, prec_chol, ctx.ctype)
     with np.errstate(divide="ignore"):
         const = const + np.log(weights)

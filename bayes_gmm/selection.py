@@ -56,6 +56,7 @@ import pandas as pd
 from sklearn.exceptions import ConvergenceWarning
 
 from bayes_gmm import _gaussian as g
+from bayes_gmm import _missing
 from bayes_gmm._batched_em import batched_em, fits_in_batch, kernel_loaded
 from bayes_gmm._validation import (
     DataWarning,
@@ -893,6 +894,23 @@ def _refine(data, cells, estimators, s):
         best = min(best, row[criterion])
 
 
+def _finish_on_observed(cells, estimators, X, w, tol):
+    """Run every cell on from its imputed-data fit with ``missing="em"`` on ``X`` (with NaN)."""
+    for key, est in list(estimators.items()):
+        row = cells[key]
+        t0 = time.perf_counter()
+        est.set_params(missing="em", tol=tol, warm_start=True)
+        fitted, reason = _fit_quietly(est, X, w)
+        est.set_params(warm_start=False)
+        if fitted is None:
+            _failed(row, reason)
+            del estimators[key]
+            continue
+        row.update(est._criteria(X, w), converged=est.converged_, tol=tol)
+        row["n_iter"] += est.n_iter_
+        row["fit_time"] += time.perf_counter() - t0
+
+
 def select_model(
     X,
     n_components=range(1, 10),
@@ -908,6 +926,7 @@ def select_model(
     max_iter=1000,
     refine="contenders",
     verbose=None,
+    missing="error",
 ):
     """Fit a grid of Gaussian mixtures and choose K and the covariance structure.
 
@@ -958,6 +977,11 @@ def select_model(
         ``tol`` column says which). "all": every cell.
     verbose : bool or None, default=None
         Draw a progress bar on stderr. ``None``: only in an interactive terminal.
+    missing : {"error", "em"}, default="error"
+        "em" reads NaN as missing at random (see :class:`~bayes_gmm.GaussianMixture`'s
+        ``missing``): the starts are explored on the column-mean-imputed data, then every
+        cell runs EM on the observed values to ``tol``, and the criteria are the
+        observed-data ones. Rows with every value missing are refused.
 
     Returns
     -------
@@ -1000,9 +1024,16 @@ def select_model(
         names = np.asarray(X.columns, dtype=object)
         if all(isinstance(c, str) for c in names):
             feature_names = names
-    Xa = np.ascontiguousarray(check_data(X, min_samples=2), dtype=np.float64)
+    if missing not in ("error", "em"):
+        raise ValueError(f'missing must be "error" or "em", got {missing!r}.')
+    Xa = check_data(X, min_samples=2, allow_nan=missing == "em")
+    Xa = np.ascontiguousarray(Xa, dtype=np.float64)
     n_samples, n_features = Xa.shape
     w = check_sample_weight(sample_weight, n_samples)
+    X_missing = None
+    if missing == "em" and np.isnan(Xa).any():
+        _missing.check_missing_rows(Xa)
+        X_missing, Xa = Xa, _missing.impute_column_means(Xa, w)
     warn_constant_columns(Xa, feature_names, stacklevel=2)
     entropy = _seed_entropy(random_state)
 
@@ -1044,6 +1075,8 @@ def select_model(
         warnings.simplefilter("ignore", ConvergenceWarning)  # the table says it instead
         stack.callback(progress.close)
         cells, estimators = _run_grid(data, sub, ks, types, names, settings, progress)
+        if X_missing is not None:
+            _finish_on_observed(cells, estimators, X_missing, w, tol)
     if feature_names is not None:
         for est in estimators.values():
             est.feature_names_in_ = feature_names
