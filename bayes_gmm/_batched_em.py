@@ -74,8 +74,9 @@ def batched_em(
     """Run EM from R starts of the same mixture, in compiled code.
 
     Each start follows ``GaussianMixture._run_em``: the objective is evaluated at the
-    current parameters, the start stops when it changed by less than ``tol`` times the
-    total weight, or after ``max_iter`` M-steps.
+    current parameters; once it changed by less than ``tol`` times the total weight, one
+    more M-step is taken (scikit-learn's rule) and the start stops there, or after
+    ``max_iter`` M-steps.
 
     Parameters
     ----------

@@ -450,6 +450,7 @@ def run_starts(ctype, feats, w, weights, means, covs, max_iter, tol, reg_covar, 
         previous = -np.inf
         status[r] = OK
         converged[r] = False
+        converging = False  # the M-step after the change below tol is taken, as in sklearn
         for iteration in range(max_iter[r] + 1):
             for k in range(K):
                 log_weights[k] = math.log(weights[r, k]) if weights[r, k] > 0.0 else -np.inf
@@ -469,11 +470,10 @@ def run_starts(ctype, feats, w, weights, means, covs, max_iter, tol, reg_covar, 
                 )  # fmt: skip
             history[r, iteration] = objective
             n_iter[r] = iteration
-            if abs(objective - previous) < tol:
-                converged[r] = True
+            if converging or iteration == max_iter[r]:
+                converged[r] = converging
                 break
-            if iteration == max_iter[r]:
-                break
+            converging = abs(objective - previous) < tol
             previous = objective
             if not _m_step(
                 ctype, nk, stats, total_weight, tied_moment, reg_covar, use_prior, prior,

@@ -49,15 +49,24 @@ def sklearn_initial_parameters(X, K, ctype, seed):
 
 # ----------------------------------------------------------------------------- peers
 @pytest.mark.parametrize("ctype", COVARIANCE_TYPES)
-def test_same_start_same_answer_as_sklearn(ctype):
+@pytest.mark.parametrize(
+    ("max_iter", "tol"),
+    [(25, 0.0), (500, 1e-3), (500, 1e-6), (3, 1e-3)],
+    ids=["max_iter-reached", "converged-tol1e-3", "converged-tol1e-6", "stopped-early"],
+)
+def test_same_start_same_answer_as_sklearn(ctype, max_iter, tol):
+    # Converged or not: the same parameters, n_iter_, converged_ and lower_bounds_.
     X, _ = three_blobs(n=400, d=3, seed=1)
     init = sklearn_initial_parameters(X, 3, ctype, seed=2)
-    ours = GaussianMixture(3, covariance_type=ctype, max_iter=25, tol=0.0, **init)
-    theirs = SkGaussianMixture(3, covariance_type=ctype, max_iter=25, tol=0.0, **init)
+    ours = GaussianMixture(3, covariance_type=ctype, max_iter=max_iter, tol=tol, **init)
+    theirs = SkGaussianMixture(3, covariance_type=ctype, max_iter=max_iter, tol=tol, **init)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         ours.fit(X)
         theirs.fit(X)
+    assert ours.n_iter_ == theirs.n_iter_
+    assert ours.converged_ == theirs.converged_ == (max_iter == 500)
+    np.testing.assert_allclose(ours.lower_bounds_, theirs.lower_bounds_, rtol=1e-8, atol=0)
     order = np.argsort(theirs.means_[:, 0])
     rel = dict(rtol=1e-8, atol=0)
     np.testing.assert_allclose(ours.weights_, theirs.weights_[order], **rel)
@@ -96,8 +105,11 @@ def test_default_tol_reaches_the_optimum_sklearn_tol_stops_short():
         tol: GaussianMixture(3, covariance_type="tied", random_state=0, tol=tol).fit(X).bic(X)
         for tol in (1e-3, 1e-5)
     }
-    assert bic[1e-3] == pytest.approx(2343.1, abs=0.05)
+    assert bic[1e-3] == pytest.approx(2342.8, abs=0.05)
     assert bic[1e-5] == pytest.approx(2314.3, abs=0.05)
+    # scikit-learn stops at the same place with its tol (and a max_iter that is not reached).
+    theirs = SkGaussianMixture(3, covariance_type="tied", random_state=0, max_iter=500).fit(X)
+    assert theirs.bic(X) == pytest.approx(bic[1e-3], rel=1e-10)
     assert GaussianMixture().tol == 1e-5
 
 
@@ -194,6 +206,49 @@ def test_integer_weights_equal_repeated_rows(ctype):
     np.testing.assert_allclose(weighted.means_, repeated.means_, rtol=1e-10)
     np.testing.assert_allclose(weighted.covariances_, repeated.covariances_, rtol=1e-10)
     np.testing.assert_allclose(weighted.log_likelihood_, repeated.log_likelihood_, rtol=1e-10)
+
+
+def test_two_blobs_converged_fit_equals_sklearn():
+    # The example: a converged fit used to stop one M-step before scikit-learn.
+    rng = np.random.RandomState(0)
+    X = np.vstack([rng.randn(200, 2), rng.randn(200, 2) + 1.5])
+    init = dict(
+        weights_init=[0.5, 0.5],
+        means_init=[[-1.0, 0.0], [3.0, 0.0]],
+        precisions_init=np.repeat(np.eye(2)[None], 2, axis=0),
+        tol=1e-3,
+    )
+    ours = GaussianMixture(2, **init).fit(X)
+    theirs = SkGaussianMixture(2, **init).fit(X)
+    assert ours.converged_ and theirs.converged_
+    assert ours.n_iter_ == theirs.n_iter_ == 7
+    np.testing.assert_allclose(ours.means_, theirs.means_, rtol=1e-8)
+    np.testing.assert_allclose(ours.covariances_, theirs.covariances_, rtol=1e-8)
+    # log_likelihood_ is at the returned parameters; lower_bound_ too (sklearn's is the
+    # bound before its last M-step, which lower_bounds_[-1] holds here as there).
+    assert ours.log_likelihood_ == pytest.approx(theirs.score_samples(X).sum(), rel=1e-12)
+    assert ours.lower_bound_ == pytest.approx(theirs.score(X), rel=1e-12)
+    assert ours.lower_bounds_[-1] == pytest.approx(theirs.lower_bound_, rel=1e-12)
+    assert ours.lower_bound_ > theirs.lower_bound_
+
+
+def test_warm_start_refits_follow_sklearn_step_by_step():
+    # Refits with max_iter=1 take the same steps and converge at the same refit.
+    X, _ = three_blobs(n=300, seed=3)
+    init = sklearn_initial_parameters(X, 3, "full", seed=1)
+    ours = GaussianMixture(3, warm_start=True, max_iter=1, tol=1e-3, **init)
+    theirs = SkGaussianMixture(3, warm_start=True, max_iter=1, tol=1e-3, **init)
+    steps = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for _ in range(40):
+            ours.fit(X)
+            theirs.fit(X)
+            order = np.argsort(theirs.means_[:, 0])
+            np.testing.assert_allclose(ours.means_, theirs.means_[order], rtol=1e-8)
+            assert ours.converged_ == theirs.converged_
+            steps.append(ours.converged_)
+    assert not steps[0] and steps[-1]  # the refits did converge, at the same refit
 
 
 def test_warm_start_continues_from_the_last_solution():
