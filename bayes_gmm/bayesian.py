@@ -746,15 +746,18 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
     def summary(self, ci_prob=0.94, **kwargs):
         """ArviZ summary (mean, sd, interval, ESS, r_hat) of weights, means and covariances.
 
+        Each covariance entry appears once (diagonal and upper triangle), and numbers are
+        rounded from their sd (``round_to="none"`` keeps them raw).
+
         Returns
         -------
         pandas.DataFrame
         """
-        import arviz as az
+        from bayes_gmm._display import posterior_summary
 
         check_is_fitted(self, "idata_")
         post = self.idata_["posterior"].to_dataset()[["weights", "means", "covariances"]]
-        return az.summary(post, ci_prob=ci_prob, **kwargs)
+        return posterior_summary(post, ci_prob=ci_prob, **kwargs)
 
     def diagnostics(self):
         """Convergence report: max r_hat, min bulk/tail ESS, divergences, E-BFMI,

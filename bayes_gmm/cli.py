@@ -21,7 +21,9 @@ place at the end, so a failed or interrupted run never leaves a half-written fol
 from __future__ import annotations
 
 import argparse
+import csv
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -44,6 +46,11 @@ _GRID_DEFAULTS = {
     "criterion": "bic",
     "prior": "none",
 }
+# --prior's values; "default" was the old name of "conjugate" (it was never the default).
+_PRIOR_CHOICES = ("none", "conjugate")
+_PRIOR_ALIASES = {"default": "conjugate"}
+# Delimiters a CSV file may use instead of the comma (sniffed from its first lines).
+_DELIMITERS = ",;\t|"
 
 
 class CLIError(Exception):
@@ -81,7 +88,11 @@ def parse_covariance(text):
     out = []
     for name in names:
         name = _MCLUST_NAMES.get(name, name)
-        if name not in COVARIANCE_TYPES:
+        if _is_mclust_name(name):
+            # Another of mclust's model names (VEV, EVE, ...): select_model decides whether
+            # it supports it, and says so in one line if not.
+            name = name.upper()
+        elif name not in COVARIANCE_TYPES:
             raise argparse.ArgumentTypeError(
                 f"invalid covariance structure {name!r}: choose from "
                 f"{', '.join(COVARIANCE_TYPES)} (or mclust's VVV, EEE, VVI, VII), "
@@ -92,6 +103,20 @@ def parse_covariance(text):
     if not out:
         raise argparse.ArgumentTypeError("no covariance structure given")
     return tuple(out)
+
+
+def _is_mclust_name(name):
+    return len(name) == 3 and set(name.upper()) <= set("EVI")
+
+
+def _parse_prior(text):
+    name = str(text).strip().lower()
+    if _PRIOR_ALIASES.get(name, name) not in _PRIOR_CHOICES:
+        raise argparse.ArgumentTypeError(
+            f"invalid prior {text!r}: choose 'none' (maximum likelihood, the default) or "
+            "'conjugate' (MAP under the package's conjugate prior)"
+        )
+    return name  # an old alias is kept as typed, so that the run can say it is deprecated
 
 
 def _positive_int(text):
@@ -161,10 +186,12 @@ def build_parser():
     )
     grid.add_argument(
         "--prior",
-        choices=("default", "none"),
+        type=_parse_prior,
         default=_GRID_DEFAULTS["prior"],
-        help="EM grid by maximum likelihood ('none', default, as mclust) or MAP under the "
-        "package's default conjugate prior ('default'); the posterior always uses that prior",
+        metavar="{none,conjugate}",
+        help="EM grid by maximum likelihood ('none', the default, as mclust) or MAP under the "
+        "package's conjugate prior ('conjugate'; 'default' is its deprecated old name); the "
+        "posterior always uses that prior",
     )
 
     data = argparse.ArgumentParser(add_help=False)
@@ -254,7 +281,8 @@ def read_data(path, columns=None, dropna=False):
     if path.is_dir():
         raise CLIError(f"'{path}' is a folder, not a CSV file")
     try:
-        frame = pd.read_csv(path)
+        options = _csv_dialect(path)
+        frame = pd.read_csv(path, **options)
     except pd.errors.EmptyDataError:
         raise CLIError(f"'{path}' is empty; expected a CSV file with a header row") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as exc:
@@ -281,11 +309,17 @@ def read_data(path, columns=None, dropna=False):
             row = int(bad.to_numpy().nonzero()[0][0])
             example = f" (e.g. {frame[col].iloc[row]!r} in data row {row + 1})"
         numeric = [str(c) for c in frame.columns if c not in non_numeric]
-        hint = (
-            f"choose numeric columns with --columns {','.join(numeric)}"
-            if numeric
-            else "convert them to numbers"
-        )
+        delimiter = _likely_delimiter(frame[col])
+        if delimiter is not None:
+            hint = (
+                f"the file looks {_DELIMITER_NAMES[delimiter]}-separated, not comma-separated; "
+                "save it with commas"
+            )
+        elif numeric:
+            # Quoted, so that the suggestion can be pasted into a shell as it is.
+            hint = f"choose numeric columns with --columns {shlex.quote(','.join(numeric))}"
+        else:
+            hint = "convert them to numbers"
         raise CLIError(
             f"column(s) {', '.join(map(str, non_numeric))} of '{path}' are not numeric"
             f"{example}; {hint}"
@@ -310,7 +344,54 @@ def read_data(path, columns=None, dropna=False):
         raise CLIError(
             f"column(s) {', '.join(cols)} of '{path}' contain infinite values; remove them"
         )
-    return frame.astype(float).reset_index(drop=True)
+    frame = frame.astype(float).reset_index(drop=True)
+    frame.attrs["delimiter"] = options.get("sep", ",")
+    return frame
+
+
+_DELIMITER_NAMES = {";": "semicolon", "\t": "tab", "|": "pipe", ",": "comma"}
+
+
+def _csv_dialect(path):
+    """``read_csv`` options for the file's delimiter (and decimal comma), sniffed from its head.
+
+    A comma-separated file (or one the sniffer cannot judge) gets pandas' defaults.
+    """
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            sample = handle.read(64 * 1024)
+    except (OSError, UnicodeDecodeError):
+        return {}  # read_csv reports the problem
+    lines = [line for line in sample.splitlines() if line.strip()][:50]
+    if len(lines) < 2:
+        return {}
+    try:
+        dialect = csv.Sniffer().sniff("\n".join(lines), delimiters=_DELIMITERS)
+    except csv.Error:
+        return {}
+    sep = dialect.delimiter
+    if sep == "," or lines[0].count(sep) <= lines[0].count(","):
+        return {}
+    options = {"sep": sep}
+    # Files separated by semicolons usually write decimals with a comma (2,5).
+    body = "\n".join(lines[1:])
+    if sep == ";" and "," in body and "." not in body:
+        options["decimal"] = ","
+    return options
+
+
+def _likely_delimiter(column):
+    """The delimiter a non-numeric column holds between numbers (``'2;3.5'``), if any."""
+    import pandas as pd
+
+    text = column.dropna().astype(str).head(20)
+    for sep in _DELIMITERS.replace(",", ""):
+        parts = text.str.split(sep, regex=False)
+        if len(text) and (parts.str.len() > 1).all():
+            first = pd.to_numeric(parts.str[0], errors="coerce")
+            if first.notna().all():
+                return sep
+    return None
 
 
 def _check_rows_for_k(frame, ks, source):
@@ -336,6 +417,34 @@ def _refuse_existing(target, overwrite):
             f"output folder '{target}' already exists; pass --overwrite to replace it or "
             "--out to choose another"
         )
+
+
+def check_output(target, overwrite=False):
+    """Fail now, before any computing, if the results folder could not be written at the end.
+
+    Refuses an existing folder (without ``overwrite``), an existing file, a path below a
+    file, and a place where no folder can be created (tried with an empty temporary folder
+    in the nearest existing parent, removed at once).
+    """
+    target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise CLIError(f"output path '{target}' exists and is not a folder; choose another --out")
+    _refuse_existing(target, overwrite)
+    parent = target.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise CLIError(
+            f"cannot write '{target}': '{parent}' is a file, not a folder; choose another --out"
+        )
+    try:
+        Path(tempfile.mkdtemp(prefix=f".{target.name}.check-", dir=parent)).rmdir()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise CLIError(
+            f"cannot write the results folder '{target}' ({reason} in '{parent}'); "
+            "choose another --out"
+        ) from None
 
 
 @contextmanager
@@ -371,13 +480,20 @@ def results_folder(target, overwrite=False):
 
 
 class _Reporter:
-    """Progress on stderr (silenced by --quiet); results on stdout."""
+    """Progress on stderr (silenced by --quiet); results on stdout.
+
+    Progress bars (the grid's, the sampler's) redraw a line in place: they are drawn only
+    when stderr is a terminal, since in a file or a pipe they become one long line.
+    """
 
     def __init__(self, quiet, stdout=None, stderr=None):
         self.quiet = quiet
         self.out = stdout if stdout is not None else sys.stdout
         self.err = stderr if stderr is not None else sys.stderr
         self._t0 = time.perf_counter()
+        isatty = getattr(self.err, "isatty", None)
+        self.bars = not quiet and bool(isatty and isatty())
+        self._warned = set()
 
     def progress(self, message):
         if not self.quiet:
@@ -387,11 +503,35 @@ class _Reporter:
     def result(self, text=""):
         print(text, file=self.out, flush=True)
 
+    def warning(self, message):
+        """A library warning as one line (its first), each distinct one once."""
+        text = str(message).strip()
+        first = text.splitlines()[0] if text else ""
+        if first and first not in self._warned:
+            self._warned.add(first)
+            print(f"{PROG}: warning: {first}", file=self.err, flush=True)
+
+    @contextmanager
+    def warnings_as_lines(self, skip=()):
+        """Show every warning raised inside as one line (not Python's two-line format)."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                yield
+            finally:
+                for w in caught:
+                    if not issubclass(w.category, tuple(skip)):
+                        self.warning(w.message)
+
 
 # --------------------------------------------------------------------------- pipeline
 
 
-def _prior(name):
+def _prior(name, rep):
+    if name in _PRIOR_ALIASES:
+        new = _PRIOR_ALIASES[name]
+        rep.warning(f"--prior {name} is deprecated and will be removed; use --prior {new}")
+        name = new
     if name == "none":
         return None
     from bayes_gmm.priors import GaussianMixturePrior
@@ -399,7 +539,7 @@ def _prior(name):
     return GaussianMixturePrior()
 
 
-def _run_grid(X, args, rep):
+def _run_grid(frame, args, rep):
     from bayes_gmm import select_model
 
     n_cells = len(args.k) * len(args.covariance)
@@ -407,25 +547,79 @@ def _run_grid(X, args, rep):
         f"selection grid: K in {_k_text(args.k)} x {', '.join(args.covariance)} "
         f"({n_cells} EM fits, criterion {args.criterion.upper()})"
     )
-    selection = select_model(
-        X,
-        n_components=args.k,
-        covariance_types=args.covariance,
-        criterion=args.criterion,
-        prior=_prior(args.prior),
-        random_state=args.seed,
-        verbose=not rep.quiet,
-    )
-    cov, k = _best(selection)
+    prior = _prior(args.prior, rep)
+    # The frame, not its values: warnings then name columns as the data does.
+    with rep.warnings_as_lines():
+        selection = select_model(
+            frame,
+            n_components=args.k,
+            covariance_types=args.covariance,
+            criterion=args.criterion,
+            prior=prior,
+            random_state=args.seed,
+            verbose=rep.bars,
+        )
+    cov, k = _best(selection, rep)
     rep.progress(f"grid done: best {cov} with K = {k}")
     return selection, (cov, k)
 
 
-def _best(selection):
+def failed_cells_text(selection, limit=5):
+    """``"N of M cells failed"`` and the reasons, each with its cells; ``""`` if none failed.
+
+    Parameters
+    ----------
+    selection : ModelSelection
+    limit : int, default=5
+        Distinct reasons shown; more are counted.
+
+    Returns
+    -------
+    str
+    """
+    table = selection.table
+    failed = table[table[selection.criterion].isna()]
+    if failed.empty:
+        return ""
+    lines = [f"{len(failed)} of {len(table)} cells of the grid failed:"]
+    # A reason's first clause; reasons that differ only in the cell's K or in which
+    # components collapsed are one reason (selection.csv keeps them whole).
+    general = (
+        failed["reason"]
+        .fillna("")
+        .astype(str)
+        .str.split(r"; |, e\.g\.|(?<!e\.g)\. ", n=1, regex=True)
+        .str[0]
+        .str.replace(r"\bK=\d+\b", "K", regex=True)
+        .str.replace(r"component\(s\) \[[\d, ]*\]", "component(s)", regex=True)
+    )
+    groups = list(failed.groupby(general.to_numpy(), sort=False))
+    groups.sort(key=lambda item: -len(item[1]))  # the most frequent reasons first
+    for reason, rows in groups[:limit]:
+        lines.append(f"  {_cells_text(rows)}: {reason or 'no reason recorded'}")
+    if len(groups) > limit:
+        lines.append(f"  ... and {len(groups) - limit} other reason(s): see selection.csv")
+    return "\n".join(lines)
+
+
+def _cells_text(rows):
+    """Cells compactly: ``K=4..9 x full, tied`` when they form a grid, else a short list."""
+    ks = sorted({int(k) for k in rows["n_components"]})
+    types = list(dict.fromkeys(rows["covariance_type"]))
+    if len(rows) == len(ks) * len(types) and len(ks) > 1 and len(types) > 1:
+        return f"K={_k_text(ks)} x {', '.join(types)}"
+    cells = [
+        f"{c} K={k}" for c, k in zip(rows["covariance_type"], rows["n_components"], strict=True)
+    ]
+    return ", ".join(cells[:4]) + (f" and {len(cells) - 4} more" if len(cells) > 4 else "")
+
+
+def _best(selection, rep):
     if selection.best_params is None:
+        rep.result(failed_cells_text(selection))
         raise CLIError(
-            "no cell of the selection grid could be fitted (too few distinct rows for K, or "
-            "degenerate data); try a smaller --k or check the data"
+            "no cell of the selection grid could be fitted (the reasons are listed above); "
+            "try a smaller --k or check the data"
         )
     cov, k = selection.best_params
     return cov, int(k)
@@ -446,6 +640,9 @@ def _print_selection(selection, best, criterion, rep):
         if not shown["reason"].astype(str).str.strip().any():
             shown = shown.drop(columns="reason")
         rep.result(shown.to_string(float_format=lambda v: f"{v:.2f}"))
+    failed = failed_cells_text(selection)
+    if failed:
+        rep.result("\n" + failed)
     cov, k = best
     rep.result(f"\nChosen model: covariance_type={cov!r}, n_components={k}")
 
@@ -484,26 +681,17 @@ def _fit_posterior(X, best, args, rep):
         tune=args.tune,
         chains=args.chains,
         random_state=args.seed,
-        progressbar=not rep.quiet,
+        progressbar=rep.bars,
     )
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    # Sampling problems are listed with the diagnostics (one "- problem" line each); any
+    # other warning is shown once, on one line.
+    with rep.warnings_as_lines(skip=(SamplingWarning,)):
         model.fit(X)
-    # Sampling problems are listed with the diagnostics (one "- problem" line each); show
-    # any other warning once, on one line.
-    shown = set()
-    for w in caught:
-        if issubclass(w.category, SamplingWarning):
-            continue
-        first = str(w.message).strip().splitlines()[0] if str(w.message).strip() else ""
-        if first and first not in shown:
-            shown.add(first)
-            rep.progress(f"warning: {first}")
     rep.progress("sampling done")
     return model
 
 
-def _write_posterior_outputs(model, frame, folder, rep):
+def _write_posterior_outputs(model, frame, folder, rep, command="fit"):
     import matplotlib.pyplot as plt
 
     from bayes_gmm import plots
@@ -522,7 +710,7 @@ def _write_posterior_outputs(model, frame, folder, rep):
     # With more than two features, show the pair along which the components separate best.
     pair = plots.separating_pair(model) if X.shape[1] > 2 else (0, 1)
     if X.shape[1] == 1:
-        figures["density.png"] = lambda: plots.plot_density(model, X)
+        figures["density.png"] = lambda: plots.plot_density(model, frame)
     else:
         figures["clusters.png"] = lambda: plots.plot_clusters(
             model, frame, columns=pair, proba=mem["mean"].to_numpy()
@@ -538,6 +726,7 @@ def _write_posterior_outputs(model, frame, folder, rep):
         fig = plots.figure_of(draw())
         fig.savefig(folder / name, dpi=110, bbox_inches="tight")
         plt.close(fig)
+    (folder / "README.txt").write_text(_results_readme(command, figures))
     return summary, diag
 
 
@@ -555,50 +744,104 @@ def membership_table(model, frame, prob=0.9, mem=None):
 
     Returns
     -------
-    DataFrame with the data columns and ``component``, ``probability``, ``lower_<pct>``,
-    ``upper_<pct>`` (``pct`` = ``prob`` in percent), as written to ``membership.csv``.
+    DataFrame with the data columns and ``component``, ``mean_probability``,
+    ``lower_<pct>``, ``upper_<pct>`` (``pct`` = ``prob`` in percent), as written to
+    ``membership.csv``. The mean is the posterior mean of the membership probability
+    (``predict_proba``); the bounds are the equal-tailed interval of the same probability.
+    Near 0 or 1 its draws are skewed, and a mean may then lie just outside that interval.
     """
     best = model.most_likely_component(frame, prob=prob, membership=mem)
     pct = round(prob * 100)
-    best = best.rename(columns={"lower": f"lower_{pct}", "upper": f"upper_{pct}"})
+    best = best.rename(
+        columns={
+            "probability": "mean_probability",
+            "lower": f"lower_{pct}",
+            "upper": f"upper_{pct}",
+        }
+    )
     # By position: the table is built from this very frame, whatever its index holds.
     return frame.assign(**{name: best[name].to_numpy() for name in best.columns})
 
 
+_RESULTS_README = """\
+Results of bayes-gmm {command} ({version}).
+
+selection.csv    the EM grid: one row per (covariance_type, n_components) cell, with its
+                 log-likelihood, number of parameters, BIC, AIC, ICL (lower is better),
+                 convergence, and the reason a cell failed (empty when it did not)
+selection.png    the criterion against K, one line per structure, the winner circled
+posterior.zarr   the posterior draws (ArviZ DataTree); BayesianGaussianMixture.load() rebuilds
+                 the model
+summary.csv      per parameter: posterior mean, sd, the 94% equal-tailed interval (eti94_lb,
+                 eti94_ub), bulk and tail effective sample sizes, r_hat and Monte Carlo
+                 standard errors; numbers rounded from the sd; each covariance entry once
+                 (diagonal and upper triangle)
+membership.csv   per data row: the data, the most likely component, the posterior mean of its
+                 membership probability (mean_probability, as predict_proba gives) and the
+                 equal-tailed 90% interval of that probability (lower_90, upper_90). Near 0 or
+                 1 the draws are skewed, so a mean can lie slightly outside its interval.
+diagnostics.txt  the convergence checks, the verdict, and what to do about any failed check
+{figures}
+"""
+_FIGURE_README = {
+    "clusters.png": "the data, EM ellipses and ellipses of posterior draws, per component",
+    "density.png": "the data's histogram, the EM density and the posterior's 90% band",
+    "uncertainty.png": "each point's membership uncertainty (1 - largest probability)",
+    "trace.png": "per parameter: the draws of each chain, and their densities",
+    "rank.png": "rank plots per chain (uniform when the chains agree)",
+    "forest.png": "posterior means and intervals of the parameters, per chain",
+}
+
+
+def _results_readme(command, figures):
+    lines = [f"{name:<16} {_FIGURE_README[name]}" for name in figures if name in _FIGURE_README]
+    return _RESULTS_README.format(command=command, version=_version(), figures="\n".join(lines))
+
+
 def _diagnostics_text(diag):
-    """The report table, then one line per failed check with what to try."""
-    lines = [str(diag)]
-    lines += [f"- {problem}" for problem in diag.problems()]
-    return "\n".join(lines)
+    """The report: its checks, the verdict, then one line per failed check with what to do."""
+    return str(diag)
 
 
 def _pipeline(frame, args, rep):
     """Grid -> posterior -> outputs; shared by ``fit`` and ``demo``."""
     import pandas as pd
 
-    selection, best = _run_grid(frame.to_numpy(), args, rep)
+    from bayes_gmm._display import format_summary
+
+    selection, best = _run_grid(frame, args, rep)
     _print_selection(selection, best, args.criterion, rep)
     with results_folder(args.out, overwrite=args.overwrite) as folder:
         _save_selection_outputs(selection, args.criterion, folder)
         model = _fit_posterior(frame, best, args, rep)
         rep.progress(f"writing results into {args.out}")
-        summary, diag = _write_posterior_outputs(model, frame, folder, rep)
+        summary, diag = _write_posterior_outputs(model, frame, folder, rep, args.command)
     with pd.option_context("display.width", 120, "display.max_columns", 20):
         rep.result("\nPosterior summary:")
-        rep.result(summary.to_string())
-    rep.result("\nDiagnostics:")
+        rep.result(format_summary(summary).to_string())
+    rep.result("")
     rep.result(_diagnostics_text(diag))
-    rep.result(f"\nVerdict: {diag.verdict}")
     rep.result(f"\nResults written to {args.out}/")
     return 0
 
 
-def _run_select(args, rep):
+def _read(args, rep):
     frame = read_data(args.data, args.columns, args.dropna)
     _check_rows_for_k(frame, args.k, f"'{args.data}'")
+    sep = frame.attrs.get("delimiter", ",")
+    how = f", {_DELIMITER_NAMES[sep]}-separated" if sep != "," else ""
+    rep.progress(
+        f"data: {len(frame)} rows x {frame.shape[1]} columns ({', '.join(map(str, frame.columns))})"
+        f" from '{args.data}'{how}"
+    )
+    return frame
+
+
+def _run_select(args, rep):
+    frame = _read(args, rep)
     if args.out is not None:
-        _refuse_existing(args.out, args.overwrite)  # fail before the grid runs, not after
-    selection, best = _run_grid(frame.to_numpy(), args, rep)
+        check_output(args.out, args.overwrite)  # fail before the grid runs, not after
+    selection, best = _run_grid(frame, args, rep)
     _print_selection(selection, best, args.criterion, rep)
     if args.out is not None:
         with results_folder(args.out, overwrite=args.overwrite) as folder:
@@ -610,12 +853,11 @@ def _run_select(args, rep):
 def _default_out(args, stem):
     if args.out is None:
         args.out = Path(stem)
-    _refuse_existing(args.out, args.overwrite)  # fail before any work, not after
+    check_output(args.out, args.overwrite)  # fail before any work, not after
 
 
 def _run_fit(args, rep):
-    frame = read_data(args.data, args.columns, args.dropna)
-    _check_rows_for_k(frame, args.k, f"'{args.data}'")
+    frame = _read(args, rep)
     _default_out(args, args.data.with_name(f"{args.data.stem}_bayes_gmm"))
     return _pipeline(frame, args, rep)
 

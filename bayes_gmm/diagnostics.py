@@ -63,89 +63,172 @@ class DiagnosticsReport:
             return 0.0
         return float(np.max(self.relabelled) / self.n_draws)
 
-    def problems(self):
-        """One message per failed check, saying what failed and what to try."""
+    def _failures(self):
+        """``(headline, rest)`` per failed check; the headline is what the verdict lists."""
         out = []
         if not self.max_rhat <= RHAT_MAX:
             out.append(
-                f"r_hat = {self.max_rhat:.3f} > {RHAT_MAX} for {_names(self.worst_rhat)}: the "
-                "chains disagree. Run longer (increase tune and draws), or check whether the "
-                "number of components is too large (an empty or duplicated component)."
+                (
+                    f"r_hat {self.max_rhat:.3f} > {RHAT_MAX}",
+                    f" for {_names(self.worst_rhat)}: the chains disagree. On a short run "
+                    "this is common even when the posterior is right, so first rerun with "
+                    "more tune and draws (e.g. twice as many) and check that r_hat falls; if "
+                    "it stays high, the model may have too many components (an empty or "
+                    "duplicated one): compare with fewer.",
+                )
             )
         low_ess = min(self.min_ess_bulk, self.min_ess_tail)
         if not low_ess >= ESS_MIN:
             names = list(dict.fromkeys(self.worst_ess_bulk + self.worst_ess_tail))
             out.append(
-                f"effective sample size {low_ess:.0f} < {ESS_MIN:.0f} (bulk min "
-                f"{self.min_ess_bulk:.0f}, tail min {self.min_ess_tail:.0f}) for "
-                f"{_names(names)}: increase draws (or chains) so the intervals are reliable."
+                (
+                    f"ESS {low_ess:.0f} < {ESS_MIN:.0f}",
+                    f" (bulk min {self.min_ess_bulk:.0f}, tail min {self.min_ess_tail:.0f}) "
+                    f"for {_names(names)}: the effective sample size is too small for reliable "
+                    "intervals; increase draws (or chains).",
+                )
             )
         if self.n_divergent > 0:
             out.append(
-                f"{self.n_divergent} divergent transition(s): the sampler met curvature it "
-                "could not follow, so the draws may be biased. Increase target_accept (e.g. "
-                "0.95 or 0.99) and tune; persistent divergences often mean a component with "
-                "very few points (try fewer components or a stronger prior)."
+                (
+                    f"{self.n_divergent} divergent transition(s)",
+                    ": the sampler met curvature it could not follow, so the draws may be "
+                    "biased. Increase target_accept (e.g. 0.95 or 0.99) and tune; persistent "
+                    "divergences often mean a component with very few points (try fewer "
+                    "components or a stronger prior).",
+                )
             )
         low_bfmi = np.flatnonzero(~(self.bfmi >= BFMI_MIN))
         if low_bfmi.size:
             out.append(
-                f"E-BFMI below {BFMI_MIN} in chain(s) {low_bfmi.tolist()} "
-                f"({np.round(self.bfmi[low_bfmi], 2).tolist()}): the momentum resampling "
-                "explores the energy poorly. Increase tune; if it persists, the posterior "
-                "has heavy tails (a nearly empty component): try fewer components."
+                (
+                    f"E-BFMI below {BFMI_MIN} in chain(s) {low_bfmi.tolist()}",
+                    f" ({np.round(self.bfmi[low_bfmi], 2).tolist()}): the momentum "
+                    "resampling explores the energy poorly. Increase tune; if it persists, "
+                    "the posterior has heavy tails (a nearly empty component): try fewer "
+                    "components.",
+                )
             )
         if self.relabelled_share > RELABEL_MAX_SHARE:
             per_chain = (self.relabelled / max(self.n_draws, 1) * 100).round(1).tolist()
             out.append(
-                f"{per_chain} % of the draws per chain had to be relabelled to match the EM "
-                "estimate: the components' labels are not well identified (overlapping "
-                "components or another mode). Treat per-component summaries with care; try "
-                "fewer components, or relabel='ordered' when the first coordinate separates "
-                "the components."
+                (
+                    f"{self.relabelled_share:.0%} of a chain's draws relabelled",
+                    f" (per chain: {', '.join(f'{v:g}%' for v in per_chain)}) to match the EM "
+                    "estimate. The relabelled draws are permuted back, so label-invariant "
+                    "results (the density, score_samples, the log-likelihood, sorted weights) "
+                    "are unaffected. Per-component results (weights[k], means[k], "
+                    "memberships) are a problem only if the components overlap so much that "
+                    "their labels are not identified: look at plot_trace_dist for chains that "
+                    "jump between values. If they do, report label-invariant quantities, or "
+                    "try fewer components, or relabel='ordered' when the first coordinate "
+                    "separates the components.",
+                )
             )
         return out
+
+    def problems(self):
+        """One message per failed check, saying what failed and what to do."""
+        return [head + rest for head, rest in self._failures()]
 
     @property
     def ok(self):
         """True when every check passes."""
-        return not self.problems()
+        return not self._failures()
 
     @property
     def verdict(self):
-        """'ok' and the thresholds met, or a one-line list of what failed."""
-        problems = self.problems()
-        if not problems:
-            return (
-                f"ok: all r_hat <= {RHAT_MAX}, ESS >= {ESS_MIN:.0f}, no divergences, "
-                f"E-BFMI >= {BFMI_MIN}, at most {RELABEL_MAX_SHARE:.0%} of the draws of any "
-                "chain relabelled"
-            )
-        return "not trustworthy: " + "; ".join(p.split(":")[0] for p in problems)
+        """One line: ``'ok: ...'``, or ``'not trustworthy: '`` and the failed checks."""
+        failures = self._failures()
+        if not failures:
+            return "ok: every check passes"
+        return "not trustworthy: " + "; ".join(head for head, _ in failures)
+
+    def _rows(self):
+        """``(check, value, requirement, passed)`` per check, for the text and HTML tables."""
+        bfmi_min = float(np.min(self.bfmi)) if self.bfmi.size else np.nan
+        relabelled = ", ".join(str(int(v)) for v in self.relabelled) or "-"
+        return [
+            ("max r_hat", f"{self.max_rhat:.3f}", f"<= {RHAT_MAX}", self.max_rhat <= RHAT_MAX),
+            (
+                "min ESS bulk, tail",
+                f"{self.min_ess_bulk:.0f}, {self.min_ess_tail:.0f}",
+                f">= {ESS_MIN:.0f}",
+                min(self.min_ess_bulk, self.min_ess_tail) >= ESS_MIN,
+            ),
+            ("divergences", str(self.n_divergent), "0", self.n_divergent == 0),
+            (
+                "min E-BFMI",
+                f"{bfmi_min:.2f}",
+                f">= {BFMI_MIN}",
+                bool(np.all(self.bfmi >= BFMI_MIN)),
+            ),
+            (
+                "relabelled draws",
+                f"{relabelled} of {self.n_draws} per chain",
+                f"<= {RELABEL_MAX_SHARE:.0%} per chain",
+                self.relabelled_share <= RELABEL_MAX_SHARE,
+            ),
+        ]
 
     def to_frame(self):
-        """The report as a one-column pandas DataFrame (for display)."""
+        """The checks as a DataFrame: value, requirement and status per check."""
         import pandas as pd
 
-        rows = {
-            "max r_hat": round(self.max_rhat, 4),
-            "min ESS bulk": round(self.min_ess_bulk, 1),
-            "min ESS tail": round(self.min_ess_tail, 1),
-            "divergences": self.n_divergent,
-            "min E-BFMI": round(float(np.min(self.bfmi)), 3) if self.bfmi.size else np.nan,
-            "relabelled draws per chain": self.relabelled.tolist(),
-            "verdict": self.verdict,
-        }
-        return pd.DataFrame({"value": pd.Series(rows, dtype=object)})
+        rows = self._rows()
+        return pd.DataFrame(
+            {
+                "value": [r[1] for r in rows],
+                "requirement": [r[2] for r in rows],
+                "status": ["ok" if r[3] else "FAILED" for r in rows],
+            },
+            index=pd.Index([r[0] for r in rows], name="check"),
+        )
+
+    def _header(self):
+        return f"Diagnostics of {self.relabelled.size} chain(s) x {self.n_draws} draws"
+
+    def __str__(self):
+        rows = self._rows()
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        lines = [self._header()]
+        for check, value, need, passed in rows:
+            lines.append(
+                f"  {check:<{widths[0]}}  {value:<{widths[1]}}  "
+                f"{'ok' if passed else 'FAILED':<6}  ({need})".rstrip()
+            )
+        lines.append(f"Verdict: {self.verdict}")
+        lines += [f"- {problem}" for problem in self.problems()]
+        return "\n".join(lines)
 
     def __repr__(self):
-        return "DiagnosticsReport\n" + self.to_frame().to_string(header=False)
+        return str(self)
 
     def _repr_html_(self):
-        return self.to_frame()._repr_html_()
+        import html
+
+        cell = 'style="text-align:left;padding:1px 10px 1px 0"'
+        body = "".join(
+            f"<tr><td {cell}>{html.escape(check)}</td><td {cell}>{html.escape(value)}</td>"
+            f"<td {cell}>{'ok' if passed else '<b>FAILED</b>'}</td>"
+            f"<td {cell}>{html.escape(need)}</td></tr>"
+            for check, value, need, passed in self._rows()
+        )
+        problems = "".join(f"<li>{html.escape(p)}</li>" for p in self.problems())
+        return (
+            f"<div><p>{html.escape(self._header())}</p>"
+            f'<table style="border-collapse:collapse">{body}</table>'
+            f"<p><b>Verdict: {html.escape(self.verdict)}</b></p>"
+            + (f"<ul>{problems}</ul>" if problems else "")
+            + "</div>"
+        )
 
 
 def _names(names):
+    from bayes_gmm._display import is_mirrored_entry
+
+    # A covariance matrix is symmetric: name each of its entries once.
+    names = [name for name in names if not is_mirrored_entry(name)]
     return ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
 
 

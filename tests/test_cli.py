@@ -130,6 +130,50 @@ def test_non_numeric_column_names_it_and_suggests_columns(csv):
     assert "--columns x,y" in line
 
 
+def test_suggested_columns_can_be_pasted_into_a_shell(csv):
+    import shlex
+
+    body = "\n".join(f"{i},{(i * 7) % 5},{'ab'[i % 2]}" for i in range(12))
+    path = csv("sepal length (cm),sepal width (cm),species\n" + body)
+    code, _, err = run(["select", path])
+    line = one_line_error(err)
+    assert code == 1
+    suggestion = line.split("choose numeric columns with ")[1]
+    assert suggestion == "--columns 'sepal length (cm),sepal width (cm)'"
+    # What the shell hands over is what --columns parses into the numeric columns.
+    argv = shlex.split(suggestion)
+    code, _, err = run(["select", path, *argv, "--k", "1", "-q"])
+    assert code == 0, err
+
+
+def test_semicolon_separated_file_is_read(csv):
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(40, 2)) + np.repeat([[0, 0], [6, 6]], 20, axis=0)
+    text = "a;b\n" + "\n".join(f"{x:.3f};{y:.3f}" for x, y in rows)
+    frame = cli.read_data(csv(text))
+    assert list(frame.columns) == ["a", "b"]
+    np.testing.assert_allclose(frame.to_numpy(), rows, atol=5e-4)
+    assert frame.attrs["delimiter"] == ";"
+    # European style: semicolons between fields, a comma for the decimals.
+    euro = "a;b\n" + "\n".join(f"{x:.3f};{y:.3f}".replace(".", ",") for x, y in rows)
+    np.testing.assert_allclose(cli.read_data(csv(euro, "euro.csv")).to_numpy(), rows, atol=5e-4)
+    code, out, err = run(["select", csv(text, "semi.csv"), "--k", "1:3", "-q"])
+    assert code == 0, err
+    assert "n_components=2" in out
+
+
+def test_undetected_delimiter_is_named_in_the_error(csv):
+    # One column only, so nothing to sniff between: the values show the semicolon.
+    path = csv("a;species\n2;setosa\n3;virginica\n")
+    code, _, err = run(["select", path])
+    line = one_line_error(err)
+    assert code == 1
+    assert "species" in line and "not numeric" in line  # the sniffed file, column by column
+    path = csv("x\n2;5\n3;4\n4;1\n", "one.csv")
+    line = one_line_error(run(["select", path])[2])
+    assert "semicolon-separated" in line
+
+
 def test_stray_text_in_a_numeric_column(csv):
     path = csv("x,y\n1,2\n2,3\n3,oops\n4,5\n")
     code, _, err = run(["select", path])
@@ -191,6 +235,143 @@ def test_existing_output_folder_is_refused_before_any_work(csv, tmp_path, monkey
         line = one_line_error(err)
         assert code == 1 and "already exists" in line and "--overwrite" in line
     assert (out / "keep.txt").read_text() == "precious"
+
+
+@pytest.mark.parametrize("where", ["file", "below_file", "proc"])
+def test_unwritable_output_is_refused_before_any_work(csv, tmp_path, monkeypatch, where):
+    path = csv("x,y\n" + "\n".join(f"{i},{i % 7}" for i in range(30)))
+    blocker = tmp_path / "results.txt"
+    blocker.write_text("precious")
+    out = {
+        "file": blocker,
+        "below_file": blocker / "sub" / "results",
+        "proc": Path("/proc/nope"),
+    }[where]
+    if where == "proc" and not Path("/proc").is_dir():
+        pytest.skip("no /proc on this system")
+
+    def boom(*args, **kwargs):
+        raise AssertionError("ran the grid")
+
+    monkeypatch.setattr(cli, "_run_grid", boom)
+    for command in ("select", "fit"):
+        code, _, err = run([command, path, "--out", out])
+        line = one_line_error(err)
+        assert code == 1 and "--out" in line
+    assert blocker.read_text() == "precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.csv", "results.txt"]
+
+
+def test_check_output_leaves_nothing_behind(tmp_path):
+    cli.check_output(tmp_path / "new" / "deeper" / "results")
+    assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- grid messages
+
+
+def test_constant_column_warning_is_one_line_naming_the_column(csv):
+    rng = np.random.default_rng(1)
+    x = np.r_[rng.normal(0, 1, 20), rng.normal(8, 1, 20)]
+    path = csv("x,flat\n" + "\n".join(f"{v:.4f},5" for v in x))
+    code, out, err = run(["select", path, "--k", "1:2", "--covariance", "diag"])
+    # Each cell is degenerate (the likelihood grows without bound in the flat column):
+    # the run says so and why, instead of ranking meaningless numbers.
+    assert code == 1 and "2 of 2 cells of the grid failed" in out
+    lines = [line for line in err.splitlines() if "warning" in line.lower()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("bayes-gmm: warning: Column(s) ['flat'] of X are constant")
+    assert ".py:" not in err  # no library source line
+
+
+def test_failed_cells_are_counted_with_their_reasons(csv):
+    rows = ["1.0,2.0", "3.0,1.0", "5.0,7.0"] * 10  # 3 distinct rows, 30 rows
+    path = csv("a,b\n" + "\n".join(rows))
+    code, out, err = run(["select", path, "-q"])
+    import re
+
+    table_text = out
+
+    match = re.search(r"(\d+) of (\d+) cells of the grid failed:", table_text)
+    assert match, out
+    n_failed, n_cells = map(int, match.groups())
+    assert n_cells == 36 and n_failed >= 24  # K = 4..9 cannot have a point per component
+    assert "  K=4..9 x full, tied, diag, spherical: K exceeds the number of distinct" in out
+    reasons = [line for line in table_text.splitlines() if line.startswith("  ")]
+    assert 1 <= len(reasons) <= 6
+    if code == 1:  # every cell failed: the error points to the reasons above
+        assert "reasons are listed above" in one_line_error(err)
+
+
+def test_failed_cells_text_groups_reasons():
+    import types
+
+    table = pd.DataFrame(
+        {
+            "covariance_type": ["full", "tied", "full", "tied", "full"],
+            "n_components": [1, 1, 2, 2, 3],
+            "bic": [10.0, np.nan, np.nan, np.nan, np.nan],
+            "reason": ["", "singular", "empty", "empty", "empty"],
+        }
+    )
+    sel = types.SimpleNamespace(table=table, criterion="bic")
+    text = cli.failed_cells_text(sel)
+    assert text.splitlines() == [
+        "4 of 5 cells of the grid failed:",
+        "  full K=2, tied K=2, full K=3: empty",
+        "  tied K=1: singular",
+    ]
+    # Reasons that differ only in K are one, and a full block of cells is named as one.
+    table["reason"] = ["K=1 too big", "K=1 too big", "K=2 too big", "K=2 too big", ""]
+    table["bic"] = [np.nan] * 4 + [1.0]
+    assert cli.failed_cells_text(sel).splitlines()[1] == "  K=1,2 x full, tied: K too big"
+    table["bic"] = 1.0
+    assert cli.failed_cells_text(sel) == ""
+
+
+def test_prior_is_named_conjugate_and_the_old_name_still_works(tmp_path, monkeypatch):
+    seen = []
+    real = cli._prior
+
+    def spy(name, rep):
+        prior = real(name, rep)
+        seen.append(prior)
+        return prior
+
+    monkeypatch.setattr(cli, "_prior", spy)
+    data = tmp_path / "faithful.csv"
+    load_faithful().to_csv(data, index=False)
+    code, _, err = run(["select", data, "--k", "2", "--covariance", "tied", "--prior", "conjugate"])
+    assert code == 0, err
+    assert "deprecated" not in err
+    code, _, err = run(["select", data, "--k", "2", "--covariance", "tied", "--prior", "default"])
+    assert code == 0, err
+    assert "bayes-gmm: warning: --prior default is deprecated" in err
+    assert "--prior conjugate" in err
+    assert [type(p).__name__ for p in seen] == ["GaussianMixturePrior"] * 2
+    code, _, err = run(["select", data, "--prior", "flat"])
+    assert code == 2 and "'conjugate'" in err
+    code, out, _ = run(["select", "--help"])
+    assert "{none,conjugate}" in out
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_bars_only_on_a_terminal(tmp_path, monkeypatch):
+    data = tmp_path / "faithful.csv"
+    load_faithful().to_csv(data, index=False)
+    assert cli._Reporter(False, stderr=_Terminal()).bars
+    assert not cli._Reporter(True, stderr=_Terminal()).bars
+    assert not cli._Reporter(False, stderr=io.StringIO()).bars
+    # Into a file (not a terminal): progress lines, but no bar and no kernel note.
+    code, _, err = run(["select", data, "--k", "1:3"])
+    assert code == 0
+    assert "\r" not in err and "select_model [" not in err
+    assert "loading the compiled EM kernel" not in err
+    assert "selection grid" in err
 
 
 # --------------------------------------------------------------------------- results folder
@@ -323,29 +504,37 @@ def test_fit_writes_every_result(tmp_path):
         "trace.png",
         "rank.png",
         "forest.png",
+        "README.txt",
     }
     assert {p.name for p in out.iterdir()} == expected
+    readme = (out / "README.txt").read_text()
+    for name in expected - {"README.txt"}:  # every file is explained
+        assert f"\n{name} " in readme, name
     for png in out.glob("*.png"):
         assert png.stat().st_size > 5_000, png.name
     assert "Chosen model: covariance_type='tied', n_components=3" in stdout
-    assert "Posterior summary" in stdout and "Verdict: " in stdout
+    assert "Posterior summary" in stdout and stdout.count("Verdict: ") == 1
     assert "posterior: NUTS, 2 chains x (150 tune + 100 draws)" in err
 
     assert len(pd.read_csv(out / "selection.csv")) == 8  # 4 structures x K = 2, 3
     summary = pd.read_csv(out / "summary.csv", index_col=0)
     assert {"weights[0]", "means[2, waiting]"} <= set(summary.index)
+    # Each covariance entry once: tied, 2 features -> 3 entries of the shared matrix.
+    covariances = [name for name in summary.index if name.startswith("covariances")]
+    assert len(covariances) == 3, covariances
+    assert len(summary) == 3 + 6 + 3
     membership = pd.read_csv(out / "membership.csv")
     assert len(membership) == 270  # two rows dropped
     assert list(membership.columns) == [
         "eruptions",
         "waiting",
         "component",
-        "probability",
+        "mean_probability",
         "lower_90",
         "upper_90",
     ]
     assert membership["component"].between(0, 2).all()
-    p = membership[["lower_90", "probability", "upper_90"]].to_numpy()
+    p = membership[["lower_90", "mean_probability", "upper_90"]].to_numpy()
     # A posterior mean can sit outside an equal-tailed interval (skewed draws near 0 or 1),
     # so only the interval's order and the range are checked.
     assert np.all((0 <= p) & (p <= 1)) and np.all(p[:, 0] <= p[:, 2])
@@ -353,7 +542,7 @@ def test_fit_writes_every_result(tmp_path):
 
     model = BayesianGaussianMixture.load(out / "posterior.zarr")
     X = membership[["eruptions", "waiting"]].to_numpy()
-    np.testing.assert_allclose(model.predict_proba(X).max(axis=1), membership["probability"])
+    np.testing.assert_allclose(model.predict_proba(X).max(axis=1), membership["mean_probability"])
     diag = model.diagnostics()
     text = (out / "diagnostics.txt").read_text()
     assert diag.verdict in text
@@ -367,19 +556,30 @@ def test_fit_writes_every_result(tmp_path):
     assert "warning:" not in err
 
 
-def test_fit_one_dimensional_draws_a_density(tmp_path):
+def test_fit_one_dimensional_draws_a_density(tmp_path, monkeypatch):
+    from bayes_gmm import plots
     from bayes_gmm.datasets import make_foot_sizes
 
     X, _ = make_foot_sizes(140, 60, random_state=0)
     data = tmp_path / "feet.csv"
     pd.DataFrame({"foot_mm": X[:, 0]}).to_csv(data, index=False)
     out = tmp_path / "feet"
+    seen_xlabels = []
+    real = plots.plot_density
+
+    def spy(*args, **kwargs):
+        ax = real(*args, **kwargs)
+        seen_xlabels.append(ax.get_xlabel())
+        return ax
+
+    monkeypatch.setattr(plots, "plot_density", spy)
     code, stdout, err = run(["fit", data, "--k", "1:3", "--out", out, "--quiet", *FAST])
     assert code == 0, err
     assert err == ""
     names = {p.name for p in out.iterdir()}
     assert "density.png" in names and "clusters.png" not in names
     assert "n_components=2" in stdout
+    assert seen_xlabels == ["foot_mm"]  # the column's name, not x0
 
 
 def test_failed_run_leaves_no_folder(tmp_path, monkeypatch):
