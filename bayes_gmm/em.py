@@ -21,7 +21,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from bayes_gmm import _gaussian as g
-from bayes_gmm import _missing
+from bayes_gmm import _missing, _streaming
 from bayes_gmm._validation import (
     check_finite_numeric,
     check_int,
@@ -110,6 +110,13 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         missing ones (Ghahramani & Jordan, 1994), the log-likelihood and the criteria are
         the observed-data ones, and ``predict_proba`` etc. accept rows with NaN. Rows with
         every value missing are refused. Without NaN the fit is the ordinary one.
+    learning_offset : float, default=10.0
+    learning_decay : float, default=0.7
+        Step size of :meth:`partial_fit` (online EM): batch ``t`` after the first gets
+        weight ``rho_t = (learning_offset + t) ** -learning_decay`` in the running
+        sufficient statistics. ``learning_decay`` must lie in (0.5, 1] (the steps then sum
+        to infinity and their squares do not, so online EM converges); a larger offset damps
+        the first batches. scikit-learn's ``LatentDirichletAllocation`` names them alike.
 
     Attributes
     ----------
@@ -180,6 +187,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         verbose_interval=10,
         prior=None,
         missing="error",
+        learning_offset=10.0,
+        learning_decay=0.7,
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -197,6 +206,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.verbose_interval = verbose_interval
         self.prior = prior
         self.missing = missing
+        self.learning_offset = learning_offset
+        self.learning_decay = learning_decay
 
     # ------------------------------------------------------------------ validation
     def _validate_X(self, X, reset):
@@ -279,6 +290,72 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self._fit(X, sample_weight)
         return self
 
+    def partial_fit(self, X, y=None, sample_weight=None):
+        """Update the fit with one batch of rows: online (stepwise) EM.
+
+        The first call on an unfitted estimator fits its batch by EM (``n_init``,
+        ``init_params``, a ``prior``: as :meth:`fit`); each later call does one E-step on its
+        batch, mixes the batch's sufficient statistics into the running ones with weight
+        ``rho_t = (learning_offset + t) ** -learning_decay``, and takes the M-step (MAP under
+        ``prior``, whose data-driven hyperparameters come from the first batch). After
+        :meth:`fit`, the first call starts the running statistics from its batch at the
+        fitted parameters. ``n_features_in_`` is fixed by the first call.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            One batch (NaN allowed with ``missing="em"``).
+        y : ignored
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        self
+
+        Notes
+        -----
+        ``n_iter_`` counts the first batch's EM iterations plus one per update,
+        ``history_`` appends, per update, the log-likelihood per unit of weight of the
+        batch at the parameters before the update, and ``log_likelihood_``
+        is the running average of those times the total weight seen (an estimate: online
+        EM never sees all the data at one parameter value). ``converged_`` is ``False``.
+        """
+        check_real(self.learning_offset, "learning_offset", minimum=0.0)
+        if not 0.5 < check_real(self.learning_decay, "learning_decay", minimum=0.0) <= 1.0:
+            raise ValueError(f"learning_decay must lie in (0.5, 1], got {self.learning_decay}.")
+        state = getattr(self, "_online", None)
+        if not hasattr(self, "converged_"):
+            X = self._fit(X, sample_weight)
+            state = None
+        else:
+            X = self._validate_X(X, reset=False)
+        w = check_sample_weight(sample_weight, X.shape[0])
+        if state is None:
+            center = self.weights_ @ self.means_
+            prior = None
+            if self.prior_ is not None:
+                prior = g.CenteredPrior.from_resolved(self.prior_, center)
+            params = self._centered_parameters(center)
+            self._online = _streaming.OnlineEM.start(
+                X, w, center, params, self.covariance_type, self.reg_covar, prior
+            )
+            return self
+        center = state.center
+        (weights, means, covs), batch_loglik = state.step(
+            X, w, self._centered_parameters(center), self.learning_offset, self.learning_decay
+        )
+        prec_chol, covs, _ = g.precision_cholesky(covs, self.covariance_type)
+        state.permute(np.argsort(means[:, 0], kind="stable"))  # as _store orders them
+        run = _Run(weights, means, covs, prec_chol, n_iter=self.n_iter_ + 1)
+        run.history = [*self.history_, batch_loglik / w.sum()]
+        run.objective = state.stats.log_likelihood * state.n_seen
+        self._store(run, center, self.init_log_likelihoods_, state.n_seen)
+        return self
+
+    def _centered_parameters(self, center):
+        """(weights, means - center, precision factors, covariances) of the fitted model."""
+        return self.weights_, self.means_ - center, self.precisions_cholesky_, self.covariances_
+
     def fit_predict(self, X, y=None, sample_weight=None):
         """Fit, then return the most likely component of each row of ``X``.
 
@@ -295,6 +372,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         if self.missing not in MISSING:  # before validation lets NaN through
             raise ValueError(f"missing must be one of {MISSING}, got {self.missing!r}.")
         X = self._validate_X(X, reset=True)
+        self.__dict__.pop("_online", None)  # a new fit ends any stream
         n_samples, n_features = X.shape
         inits = self._check_parameters(n_samples, n_features)
         w = check_sample_weight(sample_weight, n_samples)

@@ -1,0 +1,84 @@
+"""The E-step of one block of rows, as a pure function of the block and the parameters.
+
+The same code serves every place that sees the data a block at a time: the batches of
+``partial_fit`` and the chunks of a Dask array (run on the workers). Its output,
+:class:`~bayes_gmm._gaussian.SufficientStatistics` in the form ``from_summaries`` reads,
+is additive over blocks, so a map-reduce of blocks is one EM pass.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bayes_gmm import _gaussian as g
+from bayes_gmm import _missing
+
+__all__ = ["block_statistics", "scale_statistics", "zero_statistics"]
+
+
+def block_statistics(X, sample_weight, center, weights, means, prec_chol, covariances, ctype):
+    """Sufficient statistics of the rows ``X`` at the given parameters (one E-step).
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+        Raw (uncentered) rows; NaN marks a missing value (then the E-step of
+        :mod:`bayes_gmm._missing` is used for this block).
+    sample_weight : ndarray of shape (n,) or None
+    center : ndarray of shape (d,)
+        The fixed frame the statistics and ``means`` are expressed in.
+    weights, means, prec_chol, covariances
+        Parameters, ``means`` centered by ``center``.
+    ctype : str
+
+    Returns
+    -------
+    SufficientStatistics
+        Finished (``sum_xx`` in the shape ``from_summaries`` reads), with the weighted
+        log-likelihood of the block. An empty block gives zeros.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    n, d = X.shape
+    K = means.shape[0]
+    w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    if n == 0:
+        return zero_statistics(K, d, ctype)
+    Xc = X - center
+    if np.isnan(Xc).any():
+        return _missing.expected_statistics(Xc, w, weights, means, covariances, ctype)
+    eta, const = g.natural_parameters(means, prec_chol, ctype)
+    with np.errstate(divide="ignore"):
+        const = const + np.log(weights)
+    unit = sample_weight is None
+    rows = g.chunk_rows(n, K, d, ctype)
+    stats = None
+    for start in range(0, n, rows):
+        stop = min(start + rows, n)
+        feats = g.features(Xc[start:stop], ctype)
+        log_norm, resp = g.normalize(g.linear_log_prob(feats, eta, const, ctype, prec_chol))
+        wc = None if unit else w[start:stop]
+        chunk = g.summarize(feats, wc, resp, ctype, d)
+        chunk.log_likelihood = float(log_norm.sum() if unit else wc @ log_norm)
+        if stats is None:
+            stats = chunk
+        else:
+            stats += chunk
+    tied = g.weighted_second_moment(Xc, w) if ctype == "tied" else None
+    return g.finish_moments(stats, ctype, tied)
+
+
+def zero_statistics(K, d, ctype):
+    """Statistics of no rows (the identity of ``+=``)."""
+    shape = {"full": (K, d, d), "tied": (d, d), "diag": (K, d), "spherical": (K,)}[ctype]
+    return g.SufficientStatistics(np.zeros(K), np.zeros((K, d)), np.zeros(shape), 0.0, 0.0)
+
+
+def scale_statistics(stats, factor):
+    """A copy of ``stats`` with every sum multiplied by ``factor``."""
+    return g.SufficientStatistics(
+        stats.weight * factor,
+        stats.sum_x * factor,
+        stats.sum_xx * factor,
+        stats.total_weight * factor,
+        stats.log_likelihood * factor,
+    )
