@@ -10,6 +10,8 @@ and stream over chunks of rows.
 from __future__ import annotations
 
 import itertools
+import numbers
+import time
 import warnings
 from dataclasses import dataclass, field
 
@@ -238,38 +240,64 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         _check_prior(self.prior)
         K, d = self.n_components, n_features
         inits = {}
+        # Each message starts with scikit-learn's words (code may match them), then says
+        # what to pass instead.
         if self.weights_init is not None:
-            w = np.asarray(self.weights_init, dtype=float)
-            if w.shape != (K,) or np.any(w < 0) or not np.isclose(w.sum(), 1.0):
+            w = check_finite_numeric(self.weights_init, name="weights_init").astype(float)
+            if w.shape != (K,):
                 raise ValueError(
-                    f"weights_init must have shape ({K},), be non-negative and sum to 1; got "
-                    f"shape {w.shape} summing to {w.sum():.6g}."
+                    f"The parameter 'weights' should have the shape of ({K},), but got "
+                    f"{w.shape}: weights_init needs one weight per component."
+                )
+            if np.any(w < 0) or np.any(w > 1):
+                raise ValueError(
+                    # scikit-learn's text, whose labels are swapped: "max" precedes the min.
+                    "The parameter 'weights' should be in the range [0, 1], but got max value "
+                    f"{w.min():.5f}, min value {w.max():.5f}: weights_init holds the mixing "
+                    f"proportions, from {w.min():.5g} to {w.max():.5g} here; pass values in "
+                    "[0, 1] that sum to 1."
+                )
+            if not np.isclose(w.sum(), 1.0):
+                raise ValueError(
+                    "The parameter 'weights' should be normalized, but got sum(weights) = "
+                    f"{w.sum():.5f}: weights_init must sum to 1; divide it by its sum."
                 )
             inits["weights"] = w
         if self.means_init is not None:
             m = check_finite_numeric(self.means_init, name="means_init").astype(float)
             if m.shape != (K, d):
-                raise ValueError(f"means_init must have shape ({K}, {d}), got {m.shape}.")
+                raise ValueError(
+                    f"The parameter 'means' should have the shape of ({K}, {d}), but got "
+                    f"{m.shape}: means_init needs one row per component and one column per "
+                    "feature of X."
+                )
             inits["means"] = m
         if self.precisions_init is not None:
-            shape = {"full": (K, d, d), "tied": (d, d), "diag": (K, d), "spherical": (K,)}[
-                self.covariance_type
-            ]
+            ctype = self.covariance_type
+            shape = {"full": (K, d, d), "tied": (d, d), "diag": (K, d), "spherical": (K,)}[ctype]
             p = check_finite_numeric(self.precisions_init, name="precisions_init").astype(float)
             if p.shape != shape:
                 raise ValueError(
-                    f"precisions_init must have shape {shape} for covariance_type="
-                    f"{self.covariance_type!r}, got {p.shape}."
+                    f"The parameter '{ctype} precision' should have the shape of {shape}, but "
+                    f"got {p.shape}: that is precisions_init's shape for covariance_type="
+                    f"{ctype!r} with {K} components and {d} features."
                 )
-            if self.covariance_type in ("full", "tied"):
+            if ctype in ("full", "tied"):
                 mats = p if p.ndim == 3 else p[None]
                 if not np.allclose(mats, np.swapaxes(mats, 1, 2)) or np.any(
                     np.linalg.eigvalsh(mats) <= 0
                 ):
-                    raise ValueError("precisions_init must be symmetric positive definite.")
+                    raise ValueError(
+                        f"'{ctype} precision' should be symmetric, positive-definite: each "
+                        "matrix of precisions_init is the inverse of a covariance matrix; pass "
+                        "e.g. np.linalg.inv(covariance)."
+                    )
             elif np.any(p <= 0):
-                raise ValueError("precisions_init must be positive.")
-            inits["covariances"] = g.covariances_from_precisions(p, self.covariance_type)
+                raise ValueError(
+                    f"'{ctype} precision' should be positive: precisions_init holds inverse "
+                    "variances, which are > 0."
+                )
+            inits["covariances"] = g.covariances_from_precisions(p, ctype)
         return inits
 
     # ------------------------------------------------------------------ fitting
@@ -406,9 +434,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
         if not best.converged and self.max_iter > 0:
             warnings.warn(
-                f"EM did not converge in max_iter={self.max_iter} iterations (best of "
-                f"{n_init} initialization(s)); the last change of the objective per sample was "
-                "above tol. Increase max_iter, loosen tol, or check the data's scale.",
+                "Best performing initialization did not converge. Try different init "
+                "parameters, or increase max_iter, tol, or check for degenerate data. (EM ran "
+                f"max_iter={self.max_iter} iterations, best of {n_init} initialization(s); the "
+                "last change of the objective per sample was above tol; also check the data's "
+                "scale.)",
                 ConvergenceWarning,
                 stacklevel=3,
             )
@@ -421,6 +451,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         best, objectives = None, []
         for init in range(n_init):
             previous = -np.inf
+            if self.verbose:
+                print(f"Initialization {init}")
+                self._verbose_clock = [time.time()] * 2  # start of the init, last report
             if do_init:
                 weights, means, covs = self._initial_parameters(ctx, random_state, inits)
             else:
@@ -433,10 +466,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             run = self._run_em(ctx, weights, means, covs, previous)
             objectives.append(run.objective)
             if self.verbose:
-                print(
-                    f"Initialization {init}: objective {run.objective:.6f} after {run.n_iter} "
-                    f"iterations, converged={run.converged}"
-                )
+                self._print_init_end(run, ctx.w.sum())
             if best is None or run.objective > best.objective:
                 best = run
         return best, objectives
@@ -459,7 +489,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             resp = random_state.uniform(size=(n_samples, K))
             resp /= resp.sum(axis=1)[:, None]
         elif self.init_params == "random_from_data":
-            p = w / w.sum()
+            # Unweighted, the same rows as scikit-learn; a weight makes a row likelier.
+            p = None if ctx.unit_weights else w / w.sum()
             index = random_state.choice(n_samples, size=K, replace=False, p=p)
             resp[index, np.arange(K)] = 1.0
         else:
@@ -491,11 +522,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             stats = _e_step(ctx, run.weights, run.means, run.prec_chol)
             objective = stats.log_likelihood + self._log_prior(ctx, run)
             run.history.append(objective)
-            if self.verbose >= 2 and iteration % self.verbose_interval == 0:
-                print(f"  Iteration {iteration}: objective {objective:.6f}")
             if converged or iteration == self.max_iter:
                 run.converged = converged
                 break
+            if self.verbose and (iteration + 1) % self.verbose_interval == 0:
+                self._print_iteration(iteration + 1, (objective - previous) / ctx.w.sum())
             converged = abs(objective - previous) < tol
             previous = objective
             weights, means, covs = g.from_summaries(stats, ctx.ctype, ctx.reg_covar, ctx.prior)
@@ -507,6 +538,28 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             run.n_iter = iteration + 1
         run.objective = run.history[-1]
         return run
+
+    def _print_iteration(self, n_iter, change):
+        """scikit-learn's per-iteration line; ``change`` is per unit of sample weight."""
+        if self.verbose == 1:
+            print(f"  Iteration {n_iter}")
+        else:
+            now = time.time()
+            lapse, self._verbose_clock[1] = now - self._verbose_clock[1], now
+            print(f"  Iteration {n_iter}\t time lapse {lapse:.5f}s\t ll change {change:.5f}")
+
+    def _print_init_end(self, run, total_weight):
+        """scikit-learn's line at the end of an initialization (its lower bound, too)."""
+        status = "converged" if run.converged else "did not converge"
+        if self.verbose == 1:
+            print(f"Initialization {status}.")
+        else:
+            lapse = time.time() - self._verbose_clock[0]
+            bound = run.history[-2 if len(run.history) > 1 else -1] / total_weight
+            print(
+                f"Initialization {status}. time lapse {lapse:.5f}s\t lower bound {bound:.5f}."
+                f" Objective at the returned parameters {run.objective:.5f}."
+            )
 
     def _log_prior(self, ctx, run):
         if self.prior_ is None:
@@ -658,7 +711,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         ----------
         n_samples : int, default=1
         random_state : int, numpy Generator or RandomState, or None
-            ``None`` draws from a fresh generator, so repeated calls differ.
+            ``None`` uses the estimator's ``random_state``, as scikit-learn does: with an
+            int there, every call returns the same draws.
 
         Returns
         -------
@@ -667,11 +721,19 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             The component each row was drawn from.
         """
         check_is_fitted(self)
-        check_int(n_samples, "n_samples", minimum=1)
-        if isinstance(random_state, np.random.RandomState | np.random.Generator):
+        if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral) or (
+            n_samples < 1
+        ):
+            raise ValueError(
+                f"Invalid value for 'n_samples': {n_samples!r} . The sampling requires at least "
+                "one sample: pass an integer n_samples >= 1."
+            )
+        if random_state is None:
+            random_state = self.random_state
+        if isinstance(random_state, np.random.Generator):
             rng = random_state
         else:
-            rng = np.random.default_rng(random_state)
+            rng = check_random_state(random_state)
         K, d = self.means_.shape
         labels = rng.choice(K, size=n_samples, p=self.weights_)
         z = rng.standard_normal((n_samples, d))

@@ -388,10 +388,20 @@ def test_sample_is_shuffled_and_has_the_model_moments():
         se = np.sqrt(np.diag(gm.covariances_[k]) / len(rows))
         assert np.all(np.abs(rows.mean(axis=0) - gm.means_[k]) < 4 * se)
     np.testing.assert_allclose(np.bincount(labels) / 20_000, gm.weights_, atol=0.015)
-    a, _ = gm.sample(5)
-    b, _ = gm.sample(5)
-    assert not np.array_equal(a, b)  # a fresh generator per call
     np.testing.assert_array_equal(gm.sample(5, random_state=3)[0], gm.sample(5, random_state=3)[0])
+
+
+def test_sample_draws_from_the_estimators_random_state():
+    # As scikit-learn: an int random_state makes every sample() call the same; a
+    # RandomState instance (or None) moves on between calls.
+    X, _ = three_blobs(seed=13)
+    gm = GaussianMixture(3, random_state=0).fit(X)
+    np.testing.assert_array_equal(gm.sample(50)[0], gm.sample(50)[0])
+    np.testing.assert_array_equal(gm.sample(50)[0], gm.sample(50, random_state=0)[0])
+    gm.set_params(random_state=np.random.RandomState(0))
+    assert not np.array_equal(gm.sample(50)[0], gm.sample(50)[0])
+    with pytest.raises(ValueError, match=r"Invalid value for 'n_samples': 0 .*n_samples >= 1"):
+        gm.sample(0)
 
 
 # ----------------------------------------------------------------------------- input
@@ -459,9 +469,16 @@ def test_bad_sample_weights(weights, match):
         ({"max_iter": 2.5}, "max_iter must be an integer"),
         ({"n_init": 0}, "n_init must be an integer >= 1"),
         ({"init_params": "kmedoids"}, "init_params must be one of"),
-        ({"weights_init": [0.5, 0.6]}, "weights_init must"),
-        ({"means_init": np.zeros((3, 2))}, r"means_init must have shape \(2, 2\)"),
-        ({"precisions_init": -np.ones((2, 2, 2))}, "positive definite"),
+        ({"weights_init": [0.5, 0.6]}, r"sum\(weights\) = 1.10000: weights_init must sum to 1"),
+        ({"weights_init": [[0.5], [0.5]]}, r"shape of \(2,\), but got \(2, 1\): weights_init"),
+        ({"weights_init": [1.5, -0.5]}, "range .*from -0.5 to 1.5 here"),
+        ({"means_init": np.zeros((3, 2))}, r"shape of \(2, 2\), but got \(3, 2\): means_init"),
+        ({"precisions_init": -np.ones((2, 2, 2))}, "positive-definite: each matrix"),
+        (
+            {"covariance_type": "diag", "precisions_init": np.ones(2)},
+            r"'diag precision' should have the shape of \(2, 2\), but got \(2,\)",
+        ),
+        ({"covariance_type": "spherical", "precisions_init": -np.ones(2)}, "inverse variances"),
         ({"prior": {"kappa": 1}}, "GaussianMixturePrior"),
         ({"prior": GaussianMixturePrior(weight_concentration=0.5)}, "weight_concentration >= 1"),
     ],
