@@ -825,22 +825,26 @@ def _pipeline(frame, args, rep):
     return 0
 
 
-def _read(args, rep):
+def _read(args):
     frame = read_data(args.data, args.columns, args.dropna)
     _check_rows_for_k(frame, args.k, f"'{args.data}'")
+    return frame
+
+
+def _describe(frame, args, rep):
     sep = frame.attrs.get("delimiter", ",")
     how = f", {_DELIMITER_NAMES[sep]}-separated" if sep != "," else ""
     rep.progress(
         f"data: {len(frame)} rows x {frame.shape[1]} columns ({', '.join(map(str, frame.columns))})"
         f" from '{args.data}'{how}"
     )
-    return frame
 
 
 def _run_select(args, rep):
-    frame = _read(args, rep)
+    frame = _read(args)
     if args.out is not None:
         check_output(args.out, args.overwrite)  # fail before the grid runs, not after
+    _describe(frame, args, rep)
     selection, best = _run_grid(frame, args, rep)
     _print_selection(selection, best, args.criterion, rep)
     if args.out is not None:
@@ -857,8 +861,9 @@ def _default_out(args, stem):
 
 
 def _run_fit(args, rep):
-    frame = _read(args, rep)
+    frame = _read(args)
     _default_out(args, args.data.with_name(f"{args.data.stem}_bayes_gmm"))
+    _describe(frame, args, rep)
     return _pipeline(frame, args, rep)
 
 
