@@ -14,25 +14,26 @@ import numbers
 import time
 import warnings
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.cluster import KMeans, kmeans_plusplus
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from bayes_gmm import _gaussian as g
 from bayes_gmm import _missing, _streaming
 from bayes_gmm._validation import (
     check_finite_numeric,
-    check_int,
     check_n_components,
     check_real,
     check_sample_weight,
     warn_constant_columns,
 )
-from bayes_gmm.priors import _check_covariance_type, _check_prior
+from bayes_gmm.priors import GaussianMixturePrior, _check_covariance_type, _check_prior
 
 __all__ = ["DegenerateFitWarning", "GaussianMixture", "n_parameters"]
 
@@ -40,6 +41,22 @@ n_parameters = g.n_parameters
 
 INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
 MISSING = ("error", "em")
+
+#: What each parameter is for, added to scikit-learn's terser InvalidParameterError.
+_PARAMETER_ADVICE = {
+    "n_components": "It is the number of components K; bayes_gmm.select_model chooses K by BIC.",
+    "covariance_type": "mclust's names: 'full' is VVV, 'tied' EEE, 'diag' VVI, 'spherical' VII.",
+    "tol": "It is the stopping threshold on the change of the objective per sample (e.g. 1e-5).",
+    "reg_covar": (
+        "It is added to every covariance's diagonal: 0 for none, or regularize with "
+        "prior=GaussianMixturePrior() instead."
+    ),
+    "max_iter": "It counts M-steps; max_iter=0 returns the initialization.",
+    "prior": "Pass None for maximum likelihood or bayes_gmm.GaussianMixturePrior() for MAP.",
+    "missing": f'missing must be one of {MISSING}: "em" fits with NaN read as missing at random.',
+    "learning_decay": "learning_decay must lie in (0.5, 1] for online EM (partial_fit) to "
+    "converge.",
+}
 
 
 class DegenerateFitWarning(UserWarning):
@@ -170,6 +187,27 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     2314.3
     """
 
+    _parameter_constraints: ClassVar[dict] = {
+        "n_components": [Interval(numbers.Integral, 1, None, closed="left")],
+        "covariance_type": [StrOptions({"full", "tied", "diag", "spherical"})],
+        "tol": [Interval(numbers.Real, 0.0, None, closed="left")],
+        "reg_covar": [Interval(numbers.Real, 0.0, None, closed="left")],
+        "max_iter": [Interval(numbers.Integral, 0, None, closed="left")],
+        "n_init": [Interval(numbers.Integral, 1, None, closed="left")],
+        "init_params": [StrOptions(set(INIT_PARAMS))],
+        "weights_init": ["array-like", None],
+        "means_init": ["array-like", None],
+        "precisions_init": ["array-like", None],
+        "random_state": ["random_state"],
+        "warm_start": ["boolean"],
+        "verbose": ["verbose"],
+        "verbose_interval": [Interval(numbers.Integral, 1, None, closed="left")],
+        "prior": [GaussianMixturePrior, None],
+        "missing": [StrOptions(set(MISSING))],
+        "learning_offset": [Interval(numbers.Real, 0.0, None, closed="left")],
+        "learning_decay": [Interval(numbers.Real, 0.5, 1.0, closed="right")],
+    }
+
     def __init__(
         self,
         n_components=1,
@@ -227,14 +265,21 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             _missing.check_missing_rows(X)
         return X
 
+    def _validate_parameters(self):
+        """scikit-learn's parameter validation (InvalidParameterError), with our advice."""
+        try:
+            self._validate_params()
+        except InvalidParameterError as exc:
+            name = str(exc).split("'")[1] if "'" in str(exc) else ""
+            if name in _PARAMETER_ADVICE:
+                raise InvalidParameterError(f"{exc} {_PARAMETER_ADVICE[name]}") from None
+            raise
+
     def _check_parameters(self, n_samples, n_features):
         check_n_components(self.n_components, n_samples)
         _check_covariance_type(self.covariance_type)
         check_real(self.tol, "tol", minimum=0.0)
         check_real(self.reg_covar, "reg_covar", minimum=0.0)
-        check_int(self.max_iter, "max_iter", minimum=0)
-        check_int(self.n_init, "n_init", minimum=1)
-        check_int(self.verbose_interval, "verbose_interval", minimum=1)
         if self.init_params not in INIT_PARAMS:
             raise ValueError(f"init_params must be one of {INIT_PARAMS}, got {self.init_params!r}.")
         _check_prior(self.prior)
@@ -348,9 +393,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         is the running average of those times the total weight seen (an estimate: online
         EM never sees all the data at one parameter value). ``converged_`` is ``False``.
         """
-        check_real(self.learning_offset, "learning_offset", minimum=0.0)
-        if not 0.5 < check_real(self.learning_decay, "learning_decay", minimum=0.0) <= 1.0:
-            raise ValueError(f"learning_decay must lie in (0.5, 1], got {self.learning_decay}.")
+        self._validate_parameters()
         state = getattr(self, "_online", None)
         if not hasattr(self, "converged_"):
             X = self._fit(X, sample_weight)
@@ -397,8 +440,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def _fit(self, X, sample_weight):
         """Fit on ``X`` and return it validated."""
-        if self.missing not in MISSING:  # before validation lets NaN through
-            raise ValueError(f"missing must be one of {MISSING}, got {self.missing!r}.")
+        self._validate_parameters()  # first: missing decides whether validation lets NaN in
         X = self._validate_X(X, reset=True)
         self.__dict__.pop("_online", None)  # a new fit ends any stream
         n_samples, n_features = X.shape
@@ -721,8 +763,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             The component each row was drawn from.
         """
         check_is_fitted(self)
-        if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral) or (
-            n_samples < 1
+        if (
+            isinstance(n_samples, bool)
+            or not isinstance(n_samples, numbers.Integral)
+            or (n_samples < 1)
         ):
             raise ValueError(
                 f"Invalid value for 'n_samples': {n_samples!r} . The sampling requires at least "

@@ -12,6 +12,7 @@ from sklearn.datasets import load_iris
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import adjusted_rand_score
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
+from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from bayes_gmm import GaussianMixture, GaussianMixturePrior
@@ -462,13 +463,19 @@ def test_bad_sample_weights(weights, match):
 @pytest.mark.parametrize(
     ("params", "match"),
     [
-        ({"n_components": 0}, "n_components must be >= 1"),
-        ({"covariance_type": "VVV"}, "covariance_type must be one of"),
-        ({"tol": -1.0}, "tol must be"),
-        ({"reg_covar": np.nan}, "reg_covar must be"),
-        ({"max_iter": 2.5}, "max_iter must be an integer"),
-        ({"n_init": 0}, "n_init must be an integer >= 1"),
-        ({"init_params": "kmedoids"}, "init_params must be one of"),
+        ({"n_components": 0}, r"'n_components' parameter .* range \[1, inf\).*select_model"),
+        ({"covariance_type": "VVV"}, r"'covariance_type' parameter .*'full' is VVV"),
+        ({"tol": -1.0}, r"'tol' parameter .* Got -1.0 instead. It is the stopping threshold"),
+        ({"tol": np.inf}, "'tol' parameter .* Got inf instead"),
+        ({"reg_covar": np.nan}, "'reg_covar' parameter .* 0 for none"),
+        ({"max_iter": 2.5}, "'max_iter' parameter .* must be an int"),
+        ({"n_init": 0}, r"'n_init' parameter .* range \[1, inf\)"),
+        ({"init_params": "kmedoids"}, "'init_params' parameter .* must be a str among"),
+        ({"missing": "drop"}, "missing must be one of .* NaN read as missing"),
+        (
+            {"learning_decay": 0.5},
+            r"range \(0.5, 1.0\]. Got 0.5 instead. learning_decay must lie in",
+        ),
         ({"weights_init": [0.5, 0.6]}, r"sum\(weights\) = 1.10000: weights_init must sum to 1"),
         ({"weights_init": [[0.5], [0.5]]}, r"shape of \(2,\), but got \(2, 1\): weights_init"),
         ({"weights_init": [1.5, -0.5]}, "range .*from -0.5 to 1.5 here"),
@@ -484,7 +491,10 @@ def test_bad_sample_weights(weights, match):
     ],
 )
 def test_invalid_parameters(params, match):
-    with pytest.raises((ValueError, TypeError), match=match):
+    # scikit-learn's InvalidParameterError (a ValueError and TypeError) and its message,
+    # plus what the parameter is for.
+    error = InvalidParameterError if "parameter" in match else (ValueError, TypeError)
+    with pytest.raises(error, match=match):
         GaussianMixture(**{"n_components": 2, **params}).fit(three_blobs()[0])
 
 
