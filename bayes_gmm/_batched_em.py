@@ -26,6 +26,7 @@ import numpy as np
 
 from bayes_gmm import _gaussian as g
 from bayes_gmm.em import _Run, held_by_regularization
+from bayes_gmm.structures import canonical_name, get_structure
 
 __all__ = ["batched_em", "fits_in_batch", "kernel_loaded"]
 
@@ -82,7 +83,8 @@ def batched_em(
     ----------
     X : ndarray of shape (n, d)
     sample_weight : ndarray of shape (n,)
-    covariance_type : {"full", "tied", "diag", "spherical"}
+    covariance_type : str
+        scikit-learn's four names or mclust's codes (:mod:`bayes_gmm.structures`).
     weights : ndarray of shape (R, K)
     means : ndarray of shape (R, K, d)
         Centered by the weighted data mean ``sample_weight @ X / sample_weight.sum()``.
@@ -94,7 +96,8 @@ def batched_em(
     max_iter : int or array-like of int of shape (R,)
         Maximum number of M-steps, per start if an array.
     reg_covar : float, default=1e-6
-        Added to the covariance diagonals when ``prior`` is None.
+        Added to the covariance diagonals when ``prior`` is None (scikit-learn's four
+        structures only, as ``GaussianMixture``).
     prior : bayes_gmm.priors.ResolvedPrior or None, default=None
         MAP estimation under this prior (resolved for ``X``); its log density is added to
         the objective.
@@ -109,7 +112,11 @@ def batched_em(
         warns as usual.
     """
     kernel = _kernel()
-    ctype = covariance_type
+    structure = get_structure(covariance_type)
+    ctype = canonical_name(covariance_type)
+    layout = structure.layout
+    if not structure.is_sklearn:
+        reg_covar = 0.0
     X = np.asarray(X, dtype=float)
     w = np.ascontiguousarray(sample_weight, dtype=float)
     R, K = np.shape(weights)
@@ -148,8 +155,8 @@ def batched_em(
         history, n_iter, converged, status,
     )  # fmt: skip
     ok = np.flatnonzero(status == kernel.OK)
-    covs = _compact(covs[ok], ctype)
-    prec_chol, covs, repaired = _precision_cholesky(covs, ctype)
+    covs = _compact(covs[ok], layout)
+    prec_chol, covs, repaired = _precision_cholesky(covs, layout)
     if prior is None:
         data_scale = float(np.max(np.var(X, axis=0))) or 1.0
         singular = held_by_regularization(covs, ctype, reg_covar, data_scale)

@@ -27,7 +27,12 @@ import math
 import numba
 import numpy as np
 
-CTYPE_CODES = {"full": 0, "tied": 1, "diag": 2, "spherical": 3}
+from bayes_gmm._structured import CODES as _STRUCTURED_CODES
+from bayes_gmm._structured import structured_covariances
+
+#: scikit-learn's four structures have their own M-step here; mclust's other ten (codes 4
+#: to 13) are evaluated as "full" and take their covariances from ``_structured``.
+CTYPE_CODES = {"full": 0, "tied": 1, "diag": 2, "spherical": 3, **_STRUCTURED_CODES}
 _FULL, _TIED, _DIAG, _SPHERICAL = 0, 1, 2, 3
 
 #: Status of a start after :func:`run_starts`.
@@ -430,6 +435,7 @@ def run_starts(ctype, feats, w, weights, means, covs, max_iter, tol, reg_covar, 
     """
     R, K, d = means.shape
     m, n = feats.shape
+    nu_d2 = prior[2] + d + 2.0  # the "full" MAP update's extra count
     total_weight = 0.0
     unit_weights = True
     for i in range(n):
@@ -446,26 +452,31 @@ def run_starts(ctype, feats, w, weights, means, covs, max_iter, tol, reg_covar, 
     bits = np.empty(n, dtype=np.int64)
     stats = np.empty((K, m))
     nk = np.empty(K)
+    # mclust's other models: stored and evaluated as "full", with their own covariances.
+    layout = ctype if ctype <= _SPHERICAL else _FULL
+    previous = np.empty((K, d, d))
+    scatter = np.empty((K, d, d))
+    counts = np.empty(K)
     for r in range(R):
-        previous = -np.inf
         status[r] = OK
         converged[r] = False
         converging = False  # the M-step after the change below tol is taken, as in sklearn
+        previous_objective = -np.inf
         for iteration in range(max_iter[r] + 1):
             for k in range(K):
                 log_weights[k] = math.log(weights[r, k]) if weights[r, k] > 0.0 else -np.inf
             if not _natural_parameters(
-                ctype, log_weights, means[r], covs[r], eta, const, prec, log_dets, work
+                layout, log_weights, means[r], covs[r], eta, const, prec, log_dets, work
             ):
                 status[r] = NOT_POSITIVE_DEFINITE
                 break
             objective = _e_step(
-                ctype, feats, w, unit_weights, eta, const, prec, resp, top, total, shifted, bits,
+                layout, feats, w, unit_weights, eta, const, prec, resp, top, total, shifted, bits,
                 stats, nk,
             )  # fmt: skip
             if use_prior:
                 objective += prior_const + _log_prior(
-                    ctype, weights[r], means[r], covs[r], prec, log_dets, prior, prior_mean,
+                    layout, weights[r], means[r], covs[r], prec, log_dets, prior, prior_mean,
                     prior_scale,
                 )  # fmt: skip
             history[r, iteration] = objective
@@ -473,11 +484,24 @@ def run_starts(ctype, feats, w, weights, means, covs, max_iter, tol, reg_covar, 
             if converging or iteration == max_iter[r]:
                 converged[r] = converging
                 break
-            converging = abs(objective - previous) < tol
-            previous = objective
+            converging = abs(objective - previous_objective) < tol
+            previous_objective = objective
+            if layout != ctype:
+                previous[:] = covs[r]
             if not _m_step(
-                ctype, nk, stats, total_weight, tied_moment, reg_covar, use_prior, prior,
+                layout, nk, stats, total_weight, tied_moment, reg_covar, use_prior, prior,
                 prior_mean, prior_scale, weights[r], means[r], covs[r],
             ):  # fmt: skip
                 status[r] = EMPTIED
                 break
+            if layout != ctype:
+                # Back from the "full" update's covariances to its scatter and counts (as
+                # _gaussian.from_summaries does), then the model's own covariances.
+                for k in range(K):
+                    counts[k] = (nu_d2 + nk[k]) if use_prior else nk[k] + 10.0 * _EPS
+                    for a in range(d):
+                        for b in range(d):
+                            scatter[k, a, b] = covs[r, k, a, b] * counts[k]
+                if not structured_covariances(ctype, scatter, counts, previous, covs[r]):
+                    status[r] = NOT_POSITIVE_DEFINITE
+                    break

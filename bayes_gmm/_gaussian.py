@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bayes_gmm.structures import get_structure, layout_of
+
 _LOG_2PI = np.log(2.0 * np.pi)
 #: Target number of float64 elements in one chunk's widest temporary (~2 MB); larger
 #: chunks were not faster in benchmarks/bench_em.py.
@@ -34,28 +36,25 @@ FEATURE_CACHE_BYTES = 2**30
 
 
 def n_parameters(n_components, n_features, covariance_type):
-    """Number of free parameters of a mixture.
+    """Number of free parameters of a mixture (see ``Structure.n_parameters``).
 
     ``K - 1`` weights, ``K d`` means and the covariance parameters: ``K d (d + 1) / 2``
-    (full), ``d (d + 1) / 2`` (tied), ``K d`` (diag) or ``K`` (spherical).
+    (full), ``d (d + 1) / 2`` (tied), ``K d`` (diag), ``K`` (spherical), and mclust's
+    count of volumes, shapes and orientations for its other models.
 
     Examples
     --------
     >>> n_parameters(3, 2, "tied")
     11
+    >>> n_parameters(2, 4, "VEV")
+    26
     """
-    K, d = int(n_components), int(n_features)
-    cov = {
-        "full": K * d * (d + 1) // 2,
-        "tied": d * (d + 1) // 2,
-        "diag": K * d,
-        "spherical": K,
-    }[covariance_type]
-    return cov + K * d + K - 1
+    return get_structure(covariance_type).n_parameters(n_components, n_features)
 
 
 def feature_width(n_features, covariance_type):
     """Number of columns of :func:`features`."""
+    covariance_type = layout_of(covariance_type)
     d = n_features
     return {
         "full": d + d * (d + 1) // 2,
@@ -70,6 +69,7 @@ def chunk_rows(n_samples, n_components, n_features, covariance_type="full"):
 
     The widest temporaries are the (rows, K) responsibilities and the (rows, m) features.
     """
+    covariance_type = layout_of(covariance_type)
     width = max(n_components, feature_width(n_features, covariance_type))
     return int(max(256, min(n_samples, CHUNK_ELEMENTS // max(1, width))))
 
@@ -122,6 +122,7 @@ def single_threaded():
 
 def blas_threads_for(n_components, n_features, covariance_type):
     """:func:`single_threaded` for small problems, no change for large ones."""
+    covariance_type = layout_of(covariance_type)
     if feature_width(n_features, covariance_type) * n_components > SMALL_PROBLEM_WORK:
         return contextlib.nullcontext()
     return single_threaded()
@@ -141,6 +142,7 @@ def precision_cholesky(covariances, covariance_type):
         ``(component, added_to_diagonal)`` for each component whose covariance was not
         numerically positive definite; component ``-1`` stands for the tied matrix.
     """
+    covariance_type = layout_of(covariance_type)
     repaired = []
     if covariance_type in ("full", "tied"):
         covs = covariances if covariance_type == "full" else covariances[None]
@@ -188,6 +190,7 @@ def _robust_cholesky(cov):
 
 def log_det_precision_cholesky(prec_chol, covariance_type, n_features):
     """``log det P`` per component (half the log-determinant of the precision)."""
+    covariance_type = layout_of(covariance_type)
     if covariance_type == "full":
         return np.sum(np.log(np.diagonal(prec_chol, axis1=1, axis2=2)), axis=1)
     if covariance_type == "tied":
@@ -199,6 +202,7 @@ def log_det_precision_cholesky(prec_chol, covariance_type, n_features):
 
 def precisions_from_cholesky(prec_chol, covariance_type):
     """Precision matrices (or vectors) ``P @ P.T`` from their factors."""
+    covariance_type = layout_of(covariance_type)
     if covariance_type == "full":
         return prec_chol @ np.swapaxes(prec_chol, 1, 2)
     if covariance_type == "tied":
@@ -208,6 +212,7 @@ def precisions_from_cholesky(prec_chol, covariance_type):
 
 def covariances_from_precisions(precisions, covariance_type):
     """Invert user-given precisions (``precisions_init``) into covariances."""
+    covariance_type = layout_of(covariance_type)
     if covariance_type in ("full", "tied"):
         return np.linalg.inv(precisions)
     return 1.0 / precisions
@@ -230,6 +235,7 @@ def features(Xc, covariance_type):
     -------
     ndarray of shape (n, feature_width(d, covariance_type))
     """
+    covariance_type = layout_of(covariance_type)
     n, d = Xc.shape
     out = np.empty((n, feature_width(d, covariance_type)))
     out[:, :d] = Xc
@@ -288,6 +294,7 @@ def natural_parameters(means, prec_chol, covariance_type):
     eta : ndarray of shape (K, feature_width)
     const : ndarray of shape (K,)
     """
+    covariance_type = layout_of(covariance_type)
     d = means.shape[-1]
     log_det = log_det_precision_cholesky(prec_chol, covariance_type, d)
     if covariance_type == "full":
@@ -319,6 +326,7 @@ def linear_log_prob(feats, eta, const, covariance_type, prec_chol=None):
     log-density is about ``eps * |x - center|_A ** 2``, far below anything that matters.
     For "tied" the quadratic term shared by all components is added here.
     """
+    covariance_type = layout_of(covariance_type)
     out = eta @ feats.T
     out += const[:, None]
     if covariance_type == "tied":
@@ -404,6 +412,7 @@ def summarize(feats, sample_weight, resp, covariance_type, n_features):
         (:func:`weighted_second_moment`).
     n_features : int
     """
+    covariance_type = layout_of(covariance_type)
     if sample_weight is not None:
         resp *= sample_weight
     total = float(feats.shape[0] if sample_weight is None else sample_weight.sum())
@@ -426,6 +435,7 @@ def finish_moments(stats, covariance_type, tied_moment=None):
     Unpacks the "full" second moments into (K, d, d) matrices and puts the pooled
     ``tied_moment`` (:func:`weighted_second_moment`) in place for "tied".
     """
+    covariance_type = layout_of(covariance_type)
     if covariance_type == "full":
         stats.sum_xx = _unpack_symmetric(stats.sum_xx, stats.sum_x.shape[1])
     elif covariance_type == "tied":
@@ -461,13 +471,21 @@ class CenteredPrior:
         )
 
 
-def from_summaries(stats, covariance_type, reg_covar, prior=None):
+def from_summaries(stats, covariance_type, reg_covar, prior=None, previous=None):
     """M-step: weights, means and covariances that maximize the expected objective.
 
     Under a prior (``CenteredPrior``) the closed-form MAP update of the conjugate
     Dirichlet x Normal-inverse-Wishart model is used and ``reg_covar`` is not added:
     the prior's scale already keeps every covariance positive definite, and adding
     anything would break the monotone increase of the log-posterior.
+
+    mclust's models beyond scikit-learn's four take their covariances from
+    ``Structure.covariances_from_scatter`` (under a prior, the posterior scatter and
+    counts of the "full" update), starting its inner iterations at ``previous`` (the
+    current (K, d, d) covariances); ``reg_covar`` is not added to them (as in mclust), so
+    that they keep their structure. Where a component collapsed (a singular scatter the
+    model cannot use) the unconstrained covariances are returned, for the caller's
+    repair and warning.
 
     Returns
     -------
@@ -476,6 +494,19 @@ def from_summaries(stats, covariance_type, reg_covar, prior=None):
         Centered frame.
     covariances : ndarray
     """
+    structure = get_structure(covariance_type)
+    if not structure.is_sklearn:
+        weights, means, scatter = from_summaries(stats, "full", 0.0, prior)
+        if prior is None:
+            counts = stats.weight + 10 * np.finfo(float).eps
+        else:
+            counts = prior.nu + scatter.shape[-1] + 2.0 + stats.weight
+        scatter *= counts[:, None, None]  # back from covariances to the scatter
+        covariances = structure.covariances_from_scatter(scatter, counts, previous)
+        if covariances is None:  # collapsed: the unconstrained estimate, repaired and warned
+            covariances = scatter / counts[:, None, None]  # about by precision_cholesky
+        return weights, means, covariances
+    covariance_type = structure.layout
     # sklearn adds 10 eps so that an empty component does not divide by zero.
     nk = stats.weight + 10 * np.finfo(float).eps
     K, d = stats.sum_x.shape
@@ -542,6 +573,7 @@ def full_covariances(covariances, covariance_type, n_components, n_features):
     ndarray of shape (..., n_components, n_features, n_features)
         A new array except for "full", which returns ``covariances`` as a float array.
     """
+    covariance_type = layout_of(covariance_type)
     cov = np.asarray(covariances, dtype=float)
     if covariance_type == "full":
         return cov

@@ -33,7 +33,8 @@ from bayes_gmm._validation import (
     check_sample_weight,
     warn_constant_columns,
 )
-from bayes_gmm.priors import GaussianMixturePrior, _check_covariance_type, _check_prior
+from bayes_gmm.priors import GaussianMixturePrior, _check_prior
+from bayes_gmm.structures import MCLUST_MODELS, canonical_name, get_structure, layout_of
 
 __all__ = ["DegenerateFitWarning", "GaussianMixture", "n_parameters"]
 
@@ -45,7 +46,10 @@ MISSING = ("error", "em")
 #: What each parameter is for, added to scikit-learn's terser InvalidParameterError.
 _PARAMETER_ADVICE = {
     "n_components": "It is the number of components K; bayes_gmm.select_model chooses K by BIC.",
-    "covariance_type": "mclust's names: 'full' is VVV, 'tied' EEE, 'diag' VVI, 'spherical' VII.",
+    "covariance_type": (
+        "mclust's names: 'full' is VVV, 'tied' EEE, 'diag' VVI, 'spherical' VII; its other "
+        "models are accepted by their upper-case codes (bayes_gmm.structures)."
+    ),
     "tol": "It is the stopping threshold on the change of the objective per sample (e.g. 1e-5).",
     "reg_covar": (
         "It is added to every covariance's diagonal: 0 for none, or regularize with "
@@ -92,10 +96,14 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     ----------
     n_components : int, default=1
         Number of mixture components K.
-    covariance_type : {"full", "tied", "diag", "spherical"}, default="full"
+    covariance_type : str, default="full"
         "full": each component has its own covariance matrix; "tied": one matrix shared
         by all; "diag": each has its own diagonal matrix; "spherical": each has its own
-        single variance. (mclust's VVV, EEE, VVI and VII.)
+        single variance (mclust's VVV, EEE, VVI and VII). Also any of mclust's 14 codes
+        ("EII", "VII", "EEI", "VEI", "EVI", "VVI", "EEE", "VEE", "EVE", "VVE", "EEV",
+        "VEV", "EVV", "VVV"; see :mod:`bayes_gmm.structures`). The ten without a
+        scikit-learn name store full (K, d, d) covariances and are fitted as mclust fits
+        them: without ``reg_covar``, which would break their structure.
     tol : float, default=1e-5
         Convergence threshold on the change of the objective per unit of sample weight
         (per sample when unweighted), as scikit-learn's ``tol``. The default is tighter
@@ -143,7 +151,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     means_ : ndarray of shape (n_components, n_features)
         Sorted by the first coordinate, so equal optima are reported identically.
     covariances_ : ndarray
-        (K, d, d) full, (d, d) tied, (K, d) diag, (K,) spherical.
+        (K, d, d) full, (d, d) tied, (K, d) diag, (K,) spherical; (K, d, d) for mclust's
+        other models.
     precisions_ : ndarray
         Inverses of ``covariances_``, same shapes.
     precisions_cholesky_ : ndarray
@@ -189,7 +198,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     _parameter_constraints: ClassVar[dict] = {
         "n_components": [Interval(numbers.Integral, 1, None, closed="left")],
-        "covariance_type": [StrOptions({"full", "tied", "diag", "spherical"})],
+        "covariance_type": [StrOptions({"full", "tied", "diag", "spherical", *MCLUST_MODELS})],
         "tol": [Interval(numbers.Real, 0.0, None, closed="left")],
         "reg_covar": [Interval(numbers.Real, 0.0, None, closed="left")],
         "max_iter": [Interval(numbers.Integral, 0, None, closed="left")],
@@ -277,7 +286,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def _check_parameters(self, n_samples, n_features):
         check_n_components(self.n_components, n_samples)
-        _check_covariance_type(self.covariance_type)
+        layout = get_structure(self.covariance_type).layout
         check_real(self.tol, "tol", minimum=0.0)
         check_real(self.reg_covar, "reg_covar", minimum=0.0)
         if self.init_params not in INIT_PARAMS:
@@ -319,7 +328,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             inits["means"] = m
         if self.precisions_init is not None:
             ctype = self.covariance_type
-            shape = {"full": (K, d, d), "tied": (d, d), "diag": (K, d), "spherical": (K,)}[ctype]
+            shape = {"full": (K, d, d), "tied": (d, d), "diag": (K, d), "spherical": (K,)}[layout]
             p = check_finite_numeric(self.precisions_init, name="precisions_init").astype(float)
             if p.shape != shape:
                 raise ValueError(
@@ -327,7 +336,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                     f"got {p.shape}: that is precisions_init's shape for covariance_type="
                     f"{ctype!r} with {K} components and {d} features."
                 )
-            if ctype in ("full", "tied"):
+            if layout in ("full", "tied"):
                 mats = p if p.ndim == 3 else p[None]
                 if not np.allclose(mats, np.swapaxes(mats, 1, 2)) or np.any(
                     np.linalg.eigvalsh(mats) <= 0
@@ -408,7 +417,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 prior = g.CenteredPrior.from_resolved(self.prior_, center)
             params = self._centered_parameters(center)
             self._online = _streaming.OnlineEM.start(
-                X, w, center, params, self.covariance_type, self.reg_covar, prior
+                X, w, center, params, canonical_name(self.covariance_type), self._reg_covar(), prior
             )
             return self
         center = state.center
@@ -452,7 +461,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             # use the column-mean-imputed data; EM itself uses the observed values only.
             X_missing, X = X, _missing.impute_column_means(X, w)
         warn_constant_columns(X, getattr(self, "feature_names_in_", None), stacklevel=4)
-        ctype, K = self.covariance_type, self.n_components
+        ctype, K = canonical_name(self.covariance_type), self.n_components
         rows = g.chunk_rows(n_samples, K, n_features, ctype)
 
         center = w @ X / w.sum()
@@ -465,7 +474,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         n_init = self.n_init if do_init else 1
         random_state = check_random_state(self.random_state)
         data_scale = float(np.max(np.var(X, axis=0))) or 1.0
-        context = _Context(X, w, center, ctype, self.reg_covar, prior, rows, K)
+        context = _Context(X, w, center, ctype, self._reg_covar(), prior, rows, K)
         if X_missing is not None:
             context.missing = X_missing - center
 
@@ -571,7 +580,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 self._print_iteration(iteration + 1, (objective - previous) / ctx.w.sum())
             converged = abs(objective - previous) < tol
             previous = objective
-            weights, means, covs = g.from_summaries(stats, ctx.ctype, ctx.reg_covar, ctx.prior)
+            weights, means, covs = g.from_summaries(
+                stats, ctx.ctype, ctx.reg_covar, ctx.prior, previous=run.covariances
+            )
             if ctx.prior is None:
                 _keep_empty_components(stats, run, means, covs, ctx.ctype)
             prec_chol, covs, repaired = g.precision_cholesky(covs, ctx.ctype)
@@ -603,6 +614,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 f" Objective at the returned parameters {run.objective:.5f}."
             )
 
+    def _reg_covar(self):
+        """``reg_covar``, for the structures it is added to (scikit-learn's four)."""
+        return self.reg_covar if get_structure(self.covariance_type).is_sklearn else 0.0
+
     def _log_prior(self, ctx, run):
         if self.prior_ is None:
             return 0.0
@@ -619,10 +634,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         if self.prior is None:
             singular = np.atleast_1d(
                 held_by_regularization(
-                    run.covariances, self.covariance_type, self.reg_covar, data_scale
+                    run.covariances, self.covariance_type, self._reg_covar(), data_scale
                 )
             )
-            if self.covariance_type == "tied":
+            if layout_of(self.covariance_type) == "tied":
                 collapsed.update([-1] if singular[0] else [])
             else:
                 collapsed.update(int(k) for k in np.flatnonzero(singular))
@@ -663,7 +678,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def _store(self, run, center, objectives, total_weight):
         order = np.argsort(run.means[:, 0], kind="stable")
-        ctype = self.covariance_type
+        ctype = layout_of(self.covariance_type)
         self.weights_ = run.weights[order]
         self.means_ = run.means[order] + center
         if ctype == "tied":
@@ -684,7 +699,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     # ------------------------------------------------------------------ prediction
     def _log_norm_and_resp(self, X):
         """Per-row log p(x) and responsibilities of validated data, in chunks."""
-        ctype = self.covariance_type
+        ctype = layout_of(self.covariance_type)
         if self.missing == "em" and np.isnan(X).any():
             return _missing.log_norm_and_resp(
                 X, self.weights_, self.means_, self.covariances_, ctype
@@ -781,7 +796,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         K, d = self.means_.shape
         labels = rng.choice(K, size=n_samples, p=self.weights_)
         z = rng.standard_normal((n_samples, d))
-        ctype = self.covariance_type
+        ctype = layout_of(self.covariance_type)
         for k in range(K):  # one pass per component; labels are i.i.d. so rows stay shuffled
             rows = labels == k
             if ctype == "full":
@@ -942,10 +957,9 @@ def _e_step(ctx, weights, means, prec_chol):
     added in a fixed order.
     """
     if ctx.missing is not None:
-        covariances = _missing.covariances_from_cholesky(prec_chol, ctx.ctype)
-        return _missing.expected_statistics(
-            ctx.missing, ctx.w, weights, means, covariances, ctx.ctype
-        )
+        layout = layout_of(ctx.ctype)  # _missing works on the four storage layouts
+        covariances = _missing.covariances_from_cholesky(prec_chol, layout)
+        return _missing.expected_statistics(ctx.missing, ctx.w, weights, means, covariances, layout)
     eta, const = g.natural_parameters(means, prec_chol, ctx.ctype)
     with np.errstate(divide="ignore"):
         const = const + np.log(weights)
@@ -987,6 +1001,7 @@ def held_by_regularization(covariances, covariance_type, reg_covar, data_scale):
     ``data_scale``, the largest variance of the data. Works on any leading batch axes:
     returns one flag per covariance matrix (full, tied) or per component (diag, spherical).
     """
+    covariance_type = layout_of(covariance_type)
     if covariance_type in ("full", "tied"):
         smallest = np.linalg.eigvalsh(covariances).min(axis=-1)
     else:

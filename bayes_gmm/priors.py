@@ -139,14 +139,21 @@ class GaussianMixturePrior:
         X : ndarray of shape (n_samples, n_features)
             Validated, finite data.
         n_components : int
-        covariance_type : {"full", "tied", "diag", "spherical"}
+        covariance_type : str
+            scikit-learn's four names, or one of mclust's models with a conjugate prior
+            (``bayes_gmm.structures``: EII, EEI, VEI, EVI, EEV, VEV besides the four). Those
+            six take the "full" prior, a Normal-inverse-Wishart on each component's
+            covariance, whose MAP update the model's M-step then constrains.
         sample_weight : ndarray of shape (n_samples,), default=None
 
         Returns
         -------
         ResolvedPrior
+            ``covariance_type`` is the storage layout ("full" for mclust's other models).
         """
-        _check_covariance_type(covariance_type)
+        from bayes_gmm.structures import check_map_supported
+
+        covariance_type = check_map_supported(covariance_type).layout
         X = np.asarray(X, dtype=float)
         n_samples, n_features = X.shape
         w = np.ones(n_samples) if sample_weight is None else np.asarray(sample_weight, float)

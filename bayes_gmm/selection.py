@@ -68,14 +68,28 @@ from bayes_gmm._validation import (
 )
 from bayes_gmm.em import DegenerateFitWarning, GaussianMixture, _Run, n_parameters
 from bayes_gmm.priors import COVARIANCE_TYPES, _check_prior
+from bayes_gmm.structures import (
+    MCLUST_MODELS,
+    SKLEARN_NAMES,
+    get_structure,
+    is_structure,
+    layout_of,
+)
 
 __all__ = ["CRITERIA", "ModelSelection", "select_model"]
 
 #: The criteria ``select_model`` can choose by; all three are always in the table.
 CRITERIA = ("bic", "aic", "icl")
 
-#: mclust's names of the four structures (volume, shape, orientation: Equal/Variable/Identity).
-MCLUST_NAMES = {"full": "VVV", "tied": "EEE", "diag": "VVI", "spherical": "VII"}
+#: mclust's names of scikit-learn's four structures (volume, shape, orientation:
+#: Equal/Variable/Identity); :mod:`bayes_gmm.structures` has all 14.
+MCLUST_NAMES = dict(SKLEARN_NAMES)
+
+#: What ``select_model`` fits when ``covariance_types`` is not given (for d >= 2; in 1-D
+#: scikit-learn's four names, which are mclust's "E" and "V" there). mclust's ``Mclust``
+#: fits all 14 (``covariance_types="all"``); the default stays scikit-learn's four until
+#: ``BayesianGaussianMixture`` accepts the mclust codes a selection hands it.
+DEFAULT_COVARIANCE_TYPES = COVARIANCE_TYPES
 
 #: Tolerance of the exploratory EM runs (change of the objective per sample). Only the best
 #: start of a cell is then run on to the final ``tol``.
@@ -141,8 +155,9 @@ class ModelSelection:
         ``{(covariance_type, n_components): GaussianMixture}`` for every cell that fitted.
     n_samples, n_features : int
     collapsed : dict
-        In one dimension the four structures are two models (see :func:`select_model`):
-        maps each requested structure that was not fitted to the one that stands for it.
+        Maps each requested structure that was not fitted to the one that stands for it:
+        a model named twice ("full" and "VVV"), and in one dimension every model with the
+        same volume letter (mclust's "E" and "V", see :func:`select_model`).
     elapsed : float
         Seconds the grid took.
     """
@@ -241,12 +256,19 @@ class ModelSelection:
         criterion = _check_criterion(criterion or self.criterion)
         if ax is None:
             _, ax = plt.subplots(figsize=(6.4, 4.2))
-        markers = {"full": "o", "tied": "s", "diag": "^", "spherical": "v"}
-        for ctype, rows in self.table.groupby("covariance_type", sort=False):
+        markers = "osv^<>DPXph*d8"  # one per model, with 14 colours: 14 lines stay apart
+        colors = plt.get_cmap("tab20").colors
+        groups = self.table.groupby("covariance_type", sort=False)
+        for i, (ctype, rows) in enumerate(groups):
             rows = rows.sort_values("n_components")
-            label = f"{ctype} ({rows['mclust'].iloc[0]})"
+            mclust = rows["mclust"].iloc[0]
+            label = ctype if ctype == mclust else f"{ctype} ({mclust})"
             ax.plot(
-                rows["n_components"], rows[criterion], marker=markers.get(ctype, "o"), label=label
+                rows["n_components"],
+                rows[criterion],
+                marker=markers[i % len(markers)],
+                color=colors[i % len(colors)],
+                label=label,
             )
         scores = self.table[criterion]
         if scores.notna().any():
@@ -263,7 +285,7 @@ class ModelSelection:
         ax.set_xlabel("number of components K")
         ax.set_ylabel(f"{criterion.upper()} (lower is better)")
         ax.set_xticks(sorted(self.table["n_components"].unique()))
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="small", ncol=2 if len(groups) > 6 else 1)
         ax.set_title(f"Model selection by {criterion.upper()}")
         return ax
 
@@ -285,7 +307,7 @@ class ModelSelection:
             )
         if self.collapsed:
             lines.append(
-                "1-D data: "
+                ("1-D data: " if self.n_features == 1 else "")
                 + ", ".join(f"{a!r} is the same model as {b!r}" for a, b in self.collapsed.items())
                 + " (not fitted twice)"
             )
@@ -378,23 +400,38 @@ def _check_grid(n_components, covariance_types):
         )
     ks = sorted({int(k) for k in ks})
 
+    if covariance_types is None:
+        return ks, None
+    if isinstance(covariance_types, str) and covariance_types == "all":
+        return ks, list(MCLUST_MODELS)
     if isinstance(covariance_types, str):
         covariance_types = [covariance_types]
     types = list(dict.fromkeys(covariance_types))
-    unknown = [t for t in types if t not in COVARIANCE_TYPES]
+    unknown = [t for t in types if not is_structure(t)]
     if not types or unknown:
         raise ValueError(
-            f"covariance_types must be a non-empty subset of {COVARIANCE_TYPES}; "
+            f"covariance_types must be a non-empty list of mclust's models {MCLUST_MODELS} "
+            f"or scikit-learn's names {COVARIANCE_TYPES}; "
             + (f"unknown: {unknown!r}." if unknown else "it is empty.")
         )
     return ks, types
 
 
-def _collapse_1d(types):
-    """In 1-D, keep one structure per distinct model: "tied" (E) and one of the others (V)."""
-    unequal = [t for t in ("full", "diag", "spherical") if t in types]
-    keep = [t for t in types if t == "tied" or (unequal and t == unequal[0])]
-    collapsed = {t: unequal[0] for t in unequal[1:]}
+def _collapse(types, n_features):
+    """Keep one name per distinct model, the first given.
+
+    A model given twice ("full" and "VVV") is fitted once; in 1-D only the volume
+    letter counts (mclust's "E" and "V"): "tied" and "EII" are the same model there.
+    """
+    keep, collapsed, first = [], {}, {}
+    for t in types:
+        structure = get_structure(t)
+        key = structure.volume if n_features == 1 else structure.name
+        if key in first:
+            collapsed[t] = first[key]
+        else:
+            first[key] = t
+            keep.append(t)
     return keep, collapsed
 
 
@@ -534,7 +571,7 @@ def _params_from_labels(data, labels, K, ctype):
     resp = np.zeros((K, n))
     resp[labels, np.arange(n)] = 1.0
     stats = g.summarize(g.features(Xc, ctype), w, resp, ctype, d)
-    tied_moment = g.weighted_second_moment(Xc, w) if ctype == "tied" else None
+    tied_moment = g.weighted_second_moment(Xc, w) if layout_of(ctype) == "tied" else None
     g.finish_moments(stats, ctype, tied_moment)
     return g.from_summaries(stats, ctype, data.reg_covar)
 
@@ -562,26 +599,60 @@ def _split_start(data, parent, ctype):
     weights = np.concatenate([np.delete(parent.weights, j), parent.weights[[j, j]] / 2])
     means = np.concatenate([np.delete(parent.means, j, axis=0), [mean_j - shift, mean_j + shift]])
     covs = parent.covariances
-    if ctype != "tied":
+    if layout_of(ctype) != "tied":
         covs = np.concatenate([np.delete(covs, j, axis=0), covs[[j, j]]])
     return weights, means, covs
 
 
-#: From the most constrained structure to the most flexible.
-_FLEXIBILITY = ("spherical", "diag", "tied", "full")
+def _fit_order(types):
+    """mclust's order (by number of parameters), so that each model comes after the
+    models nested in it and can start from their solutions."""
+    return sorted(types, key=lambda t: MCLUST_MODELS.index(get_structure(t).name))
+
+
+def _conversion_sources(fit_order, ctype, K, parents):
+    """The fitted structures at the same K that ``ctype`` starts from.
+
+    scikit-learn's four start from each other as they always did (each from those
+    before it); any other pair only from the nested model with the highest objective
+    (with 14 models, every source would multiply the starts).
+    """
+    before = fit_order[: fit_order.index(ctype)]
+    target = get_structure(ctype)
+    sources = [o for o in before if (o, K) in parents]
+    out = [o for o in sources if target.is_sklearn and get_structure(o).is_sklearn]
+    nested = [
+        o
+        for o in sources
+        if o not in out and target.nests(get_structure(o)) and get_structure(o) != target
+    ]
+    if nested:
+        out.append(max(nested, key=lambda o: parents[(o, K)].objective))
+    return out
 
 
 def _convert_start(parent, source, target):
-    """A start for structure ``target`` from a solution of structure ``source``, same K."""
+    """A start for structure ``target`` from a solution of structure ``source``, same K.
+
+    For mclust's models beyond scikit-learn's, the source's covariances (weighted as
+    scatter matrices) go through the target's M-step, which starts from them: when the
+    source is nested in the target, the start is at least as good as the source.
+    """
     K, d = parent.means.shape
     full = g.full_covariances(parent.covariances, source, K, d)
-    if target == "full":
+    structure = get_structure(target)
+    if not structure.is_sklearn:
+        counts = np.maximum(parent.weights, 1e-12)
+        covs = structure.covariances_from_scatter(full * counts[:, None, None], counts, full)
+        return None if covs is None else (parent.weights, parent.means, covs)
+    layout = structure.layout
+    if layout == "full":
         covs = full
-    elif target == "tied":
+    elif layout == "tied":
         covs = np.tensordot(parent.weights, full, axes=1)
     else:
         var = np.diagonal(full, axis1=1, axis2=2)
-        covs = var.copy() if target == "diag" else var.mean(axis=1)
+        covs = var.copy() if layout == "diag" else var.mean(axis=1)
     return parent.weights, parent.means, covs
 
 
@@ -594,6 +665,7 @@ class _Parent:
     covariances: np.ndarray
     index: int  # the component to split
     resp_top: np.ndarray  # its responsibilities on the exploration data
+    objective: float  # on the exploration data
 
     @classmethod
     def from_estimator(cls, est, data, ctype):
@@ -603,7 +675,14 @@ class _Parent:
         logdet = -2.0 * g.log_det_precision_cholesky(est.precisions_cholesky_, ctype, d)
         j = int(np.argmax(np.log(est.weights_) + logdet))
         resp = est._log_norm_and_resp(data.X)[1][:, j].copy()
-        return cls(est.weights_.copy(), est.means_ - data.center, est.covariances_.copy(), j, resp)
+        return cls(
+            est.weights_.copy(),
+            est.means_ - data.center,
+            est.covariances_.copy(),
+            j,
+            resp,
+            est.log_likelihood_,
+        )
 
 
 # --------------------------------------------------------------------------- fitting
@@ -795,7 +874,7 @@ def _run_grid(data, sub, ks, types, names, settings, progress):
     cells, estimators, parents = {}, {}, {}
     # Within a K the constrained structures go first, so that the flexible ones can also
     # start from their solutions.
-    fit_order = sorted(types, key=_FLEXIBILITY.index)
+    fit_order = _fit_order(types)
     announce_kernel = not kernel_loaded()
     for K in ks:
         partitions = None
@@ -812,6 +891,11 @@ def _run_grid(data, sub, ks, types, names, settings, progress):
                 row["reason"] = (
                     f"K={K} exceeds the number of distinct rows with positive weight "
                     f"({n_distinct}): some component would be empty"
+                )
+            elif s["prior"] is not None and not get_structure(ctype).has_map:
+                row["reason"] = (
+                    f"no conjugate prior for {get_structure(ctype).name} (nor in mclust's "
+                    "priorControl): not fitted under a prior"
                 )
             elif row["n_parameters"] >= n_rows:
                 # Such a model can fit the rows almost exactly: its likelihood, and with
@@ -837,10 +921,9 @@ def _run_grid(data, sub, ks, types, names, settings, progress):
             ]
             if (ctype, K - 1) in parents:
                 starts.append(("split", _split_start(sub, parents[(ctype, K - 1)], ctype)))
-            for other in fit_order[: fit_order.index(ctype)]:
-                if (other, K) in parents:
-                    params = _convert_start(parents[(other, K)], other, ctype)
-                    starts.append((f"from {other}", params))
+            for other in _conversion_sources(fit_order, ctype, K, parents):
+                params = _convert_start(parents[(other, K)], other, ctype)
+                starts.append((f"from {other}", params))
             est, info = _explore(sub, K, ctype, starts, s["prior"], s["max_iter"])
             row.update(info)
             if est is not None:
@@ -914,7 +997,7 @@ def _finish_on_observed(cells, estimators, X, w, tol):
 def select_model(
     X,
     n_components=range(1, 10),
-    covariance_types=COVARIANCE_TYPES,
+    covariance_types=None,
     criterion="bic",
     prior=None,
     n_init=3,
@@ -942,8 +1025,13 @@ def select_model(
         Finite numbers; a DataFrame's column names are kept on the fitted estimators.
     n_components : int or iterable of int, default=range(1, 10)
         The numbers of components to try.
-    covariance_types : iterable of str, default=("full", "tied", "diag", "spherical")
-        Any of scikit-learn's four structures (mclust's VVV, EEE, VVI, VII).
+    covariance_types : "all" or iterable of str, default=None
+        Any of mclust's 14 models ("EII", "VII", "EEI", "VEI", "EVI", "VVI", "EEE", "VEE",
+        "EVE", "VVE", "EEV", "VEV", "EVV", "VVV") and scikit-learn's names ("full" =
+        "VVV", "tied" = "EEE", "diag" = "VVI", "spherical" = "VII"); the table's
+        ``covariance_type`` column holds each name as given. "all": mclust's 14 models
+        (as mclust's ``Mclust``). ``None``: ``DEFAULT_COVARIANCE_TYPES``, for now
+        scikit-learn's four (until ``BayesianGaussianMixture`` takes every model's name).
     criterion : {"bic", "aic", "icl"}, default="bic"
         What the winner minimizes. All three are computed for every cell.
     prior : GaussianMixturePrior or None, default=None
@@ -1037,12 +1125,10 @@ def select_model(
     warn_constant_columns(Xa, feature_names, stacklevel=2)
     entropy = _seed_entropy(random_state)
 
-    collapsed = {}
-    if n_features == 1:
-        types, collapsed = _collapse_1d(types)
-    names = {
-        t: ("E" if t == "tied" else "V") if n_features == 1 else MCLUST_NAMES[t] for t in types
-    }
+    if types is None:
+        types = list(COVARIANCE_TYPES if n_features == 1 else DEFAULT_COVARIANCE_TYPES)
+    types, collapsed = _collapse(types, n_features)
+    names = {t: get_structure(t).display_name(n_features == 1) for t in types}
 
     data = _make_data(Xa, w, reg_covar)
     sub = data

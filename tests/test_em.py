@@ -464,7 +464,7 @@ def test_bad_sample_weights(weights, match):
     ("params", "match"),
     [
         ({"n_components": 0}, r"'n_components' parameter .* range \[1, inf\).*select_model"),
-        ({"covariance_type": "VVV"}, r"'covariance_type' parameter .*'full' is VVV"),
+        ({"covariance_type": "vvv"}, r"'covariance_type' parameter .*'full' is VVV"),
         ({"tol": -1.0}, r"'tol' parameter .* Got -1.0 instead. It is the stopping threshold"),
         ({"tol": np.inf}, "'tol' parameter .* Got inf instead"),
         ({"reg_covar": np.nan}, "'reg_covar' parameter .* 0 for none"),

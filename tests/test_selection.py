@@ -36,7 +36,7 @@ def faithful():
 
 @pytest.fixture(scope="module")
 def faithful_selection(faithful):
-    return select_model(faithful, random_state=0)
+    return select_model(faithful, covariance_types=TYPES, random_state=0)
 
 
 # --------------------------------------------------------------------------- parameter counts
@@ -131,11 +131,15 @@ def test_icl_equals_bic_when_responsibilities_are_hard():
 
 
 def test_criteria_can_choose_aic_and_icl(faithful):
-    sel = select_model(faithful, n_components=range(1, 5), criterion="aic", random_state=0)
+    sel = select_model(
+        faithful, n_components=range(1, 5), covariance_types=TYPES, criterion="aic", random_state=0
+    )
     t = sel.table
     assert sel.best_params == tuple(t.loc[t["aic"].idxmin(), ["covariance_type", "n_components"]])
     assert "delta_aic" in sel.ranking
-    icl = select_model(faithful, n_components=range(1, 5), criterion="icl", random_state=0)
+    icl = select_model(
+        faithful, n_components=range(1, 5), covariance_types=TYPES, criterion="icl", random_state=0
+    )
     assert icl.best_params[1] <= sel.best_params[1]  # ICL penalizes overlap: never more K
 
 
@@ -269,10 +273,9 @@ def test_integer_sample_weight_equals_repeated_rows(faithful):
 
 
 def test_map_prior_grid(faithful):
-    sel = select_model(
-        faithful, n_components=range(1, 4), prior=GaussianMixturePrior(), random_state=0
-    )
-    mle = select_model(faithful, n_components=range(1, 4), random_state=0)
+    kw = dict(n_components=range(1, 4), covariance_types=TYPES, random_state=0)
+    sel = select_model(faithful, prior=GaussianMixturePrior(), **kw)
+    mle = select_model(faithful, **kw)
     assert sel.best_estimator.prior_ is not None
     # The table holds the data log-likelihood, which the MLE maximizes.
     assert np.all(sel.table["log_likelihood"] <= mle.table["log_likelihood"] + 1e-6)
@@ -320,7 +323,7 @@ def test_progress_bar_says_when_the_kernel_loads(faithful, capsys, monkeypatch):
     ("kwargs", "match"),
     [
         ({"criterion": "bick"}, "criterion must be one of"),
-        ({"covariance_types": ("full", "VVV")}, "unknown: \\['VVV'\\]"),
+        ({"covariance_types": ("full", "vvv")}, "unknown: \\['vvv'\\]"),
         ({"covariance_types": ()}, "it is empty"),
         ({"n_components": [0, 1]}, "positive integers"),
         ({"n_components": [2.5]}, "positive integers"),

@@ -1,0 +1,235 @@
+"""The covariance structures: mclust's 14 models, one object each.
+
+mclust decomposes each component's covariance as ``Sigma_k = lambda_k D_k A_k D_k'``:
+volume ``lambda_k`` (a scalar), orientation ``D_k`` (orthogonal) and shape ``A_k``
+(diagonal, determinant 1) (Celeux & Govaert 1995). A model's three letters say whether
+each is Equal for all components, Variable, or the Identity: "VEV" has variable volumes,
+one shape and variable orientations. scikit-learn's four structures are four of them:
+"full" = VVV, "tied" = EEE, "diag" = VVI, "spherical" = VII.
+
+A :class:`Structure` owns what differs between models: its names, its number of free
+parameters, its storage ``layout`` (which of scikit-learn's four array shapes, E-steps and
+precision factors it uses: the ten models scikit-learn lacks store full (K, d, d)
+covariances), its M-step from weighted scatter matrices (maximum likelihood and MAP), and
+whether mclust defines a conjugate prior for it and whether the Bayesian model supports it.
+
+Examples
+--------
+>>> from bayes_gmm.structures import get_structure
+>>> s = get_structure("tied")
+>>> s.name, s.alias, s.n_parameters(3, 2)
+('EEE', 'tied', 11)
+>>> get_structure("VEV").closest_posterior_structure().name
+'VVV'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "MCLUST_MODELS",
+    "POSTERIOR_STRUCTURES",
+    "SKLEARN_NAMES",
+    "Structure",
+    "get_structure",
+    "is_structure",
+]
+
+#: mclust's 14 models in mclust's order (its tables' columns).
+MCLUST_MODELS = (
+    "EII", "VII", "EEI", "VEI", "EVI", "VVI", "EEE",
+    "VEE", "EVE", "VVE", "EEV", "VEV", "EVV", "VVV",
+)  # fmt: skip
+
+#: scikit-learn's names and the mclust models they are.
+SKLEARN_NAMES = {"full": "VVV", "tied": "EEE", "diag": "VVI", "spherical": "VII"}
+
+#: Models with a conjugate prior in mclust's ``priorControl`` (its Fortran has a MAP
+#: M-step, ``me*p``, for exactly these).
+_MAP_MODELS = ("EII", "VII", "EEI", "VEI", "EVI", "VVI", "EEE", "EEV", "VEV", "VVV")
+
+#: Models for which the Bayesian model has (or is to have, issue 9) a proper prior and an
+#: unconstrained parameterization.
+POSTERIOR_STRUCTURES = ("EII", "VII", "EEI", "VVI", "EEE", "VVV")
+
+_LETTER_ORDER = {"I": 0, "E": 1, "V": 2}
+
+
+@dataclass(frozen=True)
+class Structure:
+    """One covariance structure (an mclust model).
+
+    Attributes
+    ----------
+    name : str
+        mclust's code, e.g. "VEV".
+    alias : str or None
+        scikit-learn's name ("full", "tied", "diag", "spherical") where there is one.
+    layout : {"full", "tied", "diag", "spherical"}
+        How covariances are stored and evaluated: scikit-learn's shapes for its four
+        structures, (K, d, d) "full" matrices for the other ten.
+    """
+
+    name: str
+    alias: str | None
+    layout: str
+
+    @property
+    def volume(self):
+        """The volume letter, "E" or "V"."""
+        return self.name[0]
+
+    @property
+    def shape(self):
+        """The shape letter, "I", "E" or "V"."""
+        return self.name[1]
+
+    @property
+    def orientation(self):
+        """The orientation letter, "I", "E" or "V"."""
+        return self.name[2]
+
+    @property
+    def has_map(self):
+        """Whether mclust defines a conjugate prior (MAP fit) for this model."""
+        return self.name in _MAP_MODELS
+
+    @property
+    def posterior_supported(self):
+        """Whether ``BayesianGaussianMixture`` can sample this structure's posterior."""
+        return self.name in POSTERIOR_STRUCTURES
+
+    @property
+    def is_sklearn(self):
+        """One of scikit-learn's four structures (its own shapes and compiled M-step)."""
+        return self.alias is not None
+
+    def display_name(self, one_dimensional=False):
+        """mclust's name: the code, or "E" / "V" for one-dimensional data."""
+        return self.volume if one_dimensional else self.name
+
+    def n_covariance_parameters(self, n_components, n_features):
+        """Free parameters of the K covariances: volumes, shapes and orientations."""
+        K, d = int(n_components), int(n_features)
+        count = {"E": 1, "V": K}[self.volume]
+        count += {"I": 0, "E": d - 1, "V": K * (d - 1)}[self.shape]
+        count += {"I": 0, "E": d * (d - 1) // 2, "V": K * d * (d - 1) // 2}[self.orientation]
+        return count
+
+    def n_parameters(self, n_components, n_features):
+        """Free parameters of the mixture: K - 1 weights, K d means, the covariances."""
+        K, d = int(n_components), int(n_features)
+        return self.n_covariance_parameters(K, d) + K * d + K - 1
+
+    def nests(self, other):
+        """Whether ``other`` is a special case of this model (letter by letter I < E < V)."""
+        return all(
+            _LETTER_ORDER[a] <= _LETTER_ORDER[b] for a, b in zip(other.name, self.name, strict=True)
+        )
+
+    def closest_posterior_structure(self):
+        """The structure to sample instead: itself if supported, else the smallest
+        supported model that contains it (VEI, EVI -> VVI; the rest -> VVV)."""
+        if self.posterior_supported:
+            return self
+        for name in POSTERIOR_STRUCTURES:  # ordered from the most constrained
+            candidate = STRUCTURES[name]
+            if candidate.nests(self):
+                return candidate
+        return STRUCTURES["VVV"]
+
+    def covariances_from_scatter(self, scatter, counts, previous=None):
+        """M-step of the ten models beyond scikit-learn's: (K, d, d) covariances.
+
+        Minimizes ``sum_k n_k log det S_k + tr(W_k inv(S_k))`` over the model's
+        covariances (maximum likelihood; under a conjugate prior pass the posterior's
+        scatter and counts). Iterative models start from ``previous`` (the current
+        covariances; default ``scatter / counts``) so that the objective cannot drop.
+
+        Parameters
+        ----------
+        scatter : ndarray of shape (K, d, d)
+        counts : ndarray of shape (K,)
+        previous : ndarray of shape (K, d, d), default=None
+
+        Returns
+        -------
+        ndarray of shape (K, d, d), or None where a scatter matrix is singular in a
+        direction the model needs (a collapsed component).
+        """
+        if self.is_sklearn:
+            raise ValueError(f"{self.name} has its own M-step in bayes_gmm._gaussian.")
+        from bayes_gmm._structured import CODES, structured_covariances
+
+        scatter = np.ascontiguousarray(scatter, dtype=float)
+        counts = np.ascontiguousarray(counts, dtype=float)
+        if previous is None:
+            previous = scatter / counts[:, None, None]
+        previous = np.ascontiguousarray(previous, dtype=float)
+        out = np.empty_like(scatter)
+        if not structured_covariances(CODES[self.name], scatter, counts, previous, out):
+            return None
+        return out
+
+
+STRUCTURES = {
+    name: Structure(
+        name,
+        next((a for a, m in SKLEARN_NAMES.items() if m == name), None),
+        next((a for a, m in SKLEARN_NAMES.items() if m == name), "full"),
+    )
+    for name in MCLUST_MODELS
+}
+_LOOKUP = {**STRUCTURES, **{alias: STRUCTURES[name] for alias, name in SKLEARN_NAMES.items()}}
+
+
+def is_structure(name):
+    """Whether ``name`` is an mclust code or a scikit-learn covariance type."""
+    return isinstance(name, str) and name in _LOOKUP
+
+
+def get_structure(name):
+    """The :class:`Structure` of an mclust code ("VEV") or a scikit-learn name ("full").
+
+    Raises
+    ------
+    ValueError
+        For any other value, listing the valid names.
+    """
+    if isinstance(name, Structure):
+        return name
+    if isinstance(name, str) and name in _LOOKUP:
+        return _LOOKUP[name]
+    hint = ""
+    if isinstance(name, str) and name.upper() in _LOOKUP:
+        hint = f" (mclust's codes are upper case: {name.upper()!r})"
+    raise ValueError(
+        f"covariance_type must be one of scikit-learn's {tuple(SKLEARN_NAMES)} or mclust's "
+        f"models {MCLUST_MODELS}, got {name!r}{hint}."
+    )
+
+
+def canonical_name(name):
+    """scikit-learn's name where there is one ("EEE" -> "tied"), else mclust's code."""
+    structure = get_structure(name)
+    return structure.alias or structure.name
+
+
+def layout_of(name):
+    """The storage layout ("full", "tied", "diag", "spherical") of a structure's name."""
+    return get_structure(name).layout
+
+
+def check_map_supported(name):
+    """Raise unless mclust defines a conjugate prior for ``name`` (MAP estimation)."""
+    structure = get_structure(name)
+    if not structure.has_map:
+        raise ValueError(
+            f"No conjugate prior is defined for covariance_type={name!r} (as in mclust's "
+            f"priorControl); MAP estimation supports {_MAP_MODELS} and the scikit-learn names "
+            f"{tuple(SKLEARN_NAMES)}. Fit it without a prior, or choose one of those."
+        )
+    return structure

@@ -1,0 +1,250 @@
+"""Tests of bayes_gmm.structures: mclust's 14 covariance models, one object each."""
+
+import pathlib
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from sklearn.exceptions import ConvergenceWarning
+
+from bayes_gmm import GaussianMixture, GaussianMixturePrior
+from bayes_gmm._batched_em import batched_em
+from bayes_gmm.em import DegenerateFitWarning
+from bayes_gmm.structures import (
+    MCLUST_MODELS,
+    POSTERIOR_STRUCTURES,
+    SKLEARN_NAMES,
+    get_structure,
+)
+
+DATA = pathlib.Path(__file__).parent / "data" / "mclust"
+NEW_MODELS = [m for m in MCLUST_MODELS if m not in SKLEARN_NAMES.values()]
+
+
+def _iris():
+    return pd.read_csv(DATA / "iris.csv").to_numpy()
+
+
+# --------------------------------------------------------------------------- names, counts
+def test_names_and_aliases():
+    assert len(MCLUST_MODELS) == 14 and len(set(MCLUST_MODELS)) == 14
+    for alias, code in SKLEARN_NAMES.items():
+        assert get_structure(alias) is get_structure(code)
+        assert get_structure(code).alias == alias and get_structure(code).layout == alias
+    for code in NEW_MODELS:
+        s = get_structure(code)
+        assert s.alias is None and s.layout == "full" and s.name == code
+    with pytest.raises(ValueError, match="upper case: 'VEV'"):
+        get_structure("vev")
+    with pytest.raises(ValueError, match="covariance_type must be one of"):
+        get_structure("banana")
+
+
+@pytest.mark.parametrize("d", [2, 4])
+def test_parameter_counts_equal_mclust_nparams(d):
+    # mclust's nMclustParams for every model and G = 1..16 (tests/data/mclust/make_tables.R).
+    table = pd.read_csv(DATA / f"nparams_d{d}.csv")
+    for model in MCLUST_MODELS:
+        ours = [get_structure(model).n_parameters(K, d) for K in table["G"]]
+        np.testing.assert_array_equal(ours, table[model], err_msg=model)
+
+
+def test_posterior_support_and_the_closest_supported_structure():
+    assert POSTERIOR_STRUCTURES == ("EII", "VII", "EEI", "VVI", "EEE", "VVV")
+    closest = {m: get_structure(m).closest_posterior_structure().name for m in MCLUST_MODELS}
+    for m in POSTERIOR_STRUCTURES:
+        assert closest[m] == m
+    assert closest["VEI"] == closest["EVI"] == "VVI"
+    for m in ("VEE", "EVE", "VVE", "EEV", "VEV", "EVV"):
+        assert closest[m] == "VVV"
+    # The closest structure always contains the model.
+    for m in MCLUST_MODELS:
+        assert get_structure(closest[m]).nests(get_structure(m))
+
+
+def test_map_only_where_mclust_defines_a_prior():
+    X = _iris()
+    # mclust's Fortran has a MAP M-step (me*p) for exactly these.
+    assert [m for m in MCLUST_MODELS if get_structure(m).has_map] == [
+        "EII", "VII", "EEI", "VEI", "EVI", "VVI", "EEE", "EEV", "VEV", "VVV"
+    ]  # fmt: skip
+    for model in ("VEE", "EVE", "VVE", "EVV"):
+        with pytest.raises(ValueError, match=r"No conjugate prior.*'EEV', 'VEV'"):
+            GaussianMixture(2, covariance_type=model, prior=GaussianMixturePrior()).fit(X)
+
+
+# --------------------------------------------------------------------------- M-steps
+def _scatter(rng, K, d):
+    A = rng.normal(size=(K, d, d + 3))
+    scales = rng.uniform(0.2, 5.0, size=K)
+    return (A @ np.swapaxes(A, 1, 2)) * scales[:, None, None], rng.uniform(5.0, 40.0, size=K)
+
+
+def _objective(W, n, S):
+    _, logdet = np.linalg.slogdet(S)
+    return float(n @ logdet + np.trace(np.linalg.solve(S, W), axis1=1, axis2=2).sum())
+
+
+def _decompose(S):
+    """Volumes, shapes (descending eigenvalues / volume) and eigenvectors of each matrix."""
+    values, vectors = np.linalg.eigh(S)
+    values, vectors = values[:, ::-1], vectors[:, :, ::-1]
+    volumes = np.exp(np.log(values).mean(axis=1))
+    return volumes, values / volumes[:, None], vectors
+
+
+def _assert_structure(model, S):
+    K, d, _ = S.shape
+    volumes, shapes, _ = _decompose(S)
+    v, a, o = model
+    if v == "E":
+        np.testing.assert_allclose(volumes, volumes[0], rtol=1e-8)
+    diagonal = np.allclose(S, np.eye(d) * np.diagonal(S, axis1=1, axis2=2)[:, None, :])
+    if o == "I":
+        assert diagonal
+    if a == "I":
+        np.testing.assert_allclose(shapes, 1.0, rtol=1e-8)
+    if a == "E":
+        np.testing.assert_allclose(shapes, shapes[:1].repeat(K, 0), rtol=1e-7)
+    if o == "E":  # a common orientation: the matrices commute
+        for k in range(1, K):
+            np.testing.assert_allclose(S[0] @ S[k], S[k] @ S[0], atol=1e-8 * np.abs(S).max() ** 2)
+
+
+@pytest.mark.parametrize("model", NEW_MODELS)
+def test_m_step_has_the_models_structure_and_beats_simpler_models(model):
+    rng = np.random.default_rng(0)
+    W, n = _scatter(rng, 3, 4)
+    S = get_structure(model).covariances_from_scatter(W, n)
+    _assert_structure(model, S)
+    # Every model nested in this one is a special case: its optimum cannot be better.
+    for other in MCLUST_MODELS:
+        s = get_structure(other)
+        if other != model and get_structure(model).nests(s) and not s.is_sklearn:
+            assert _objective(W, n, S) <= _objective(W, n, s.covariances_from_scatter(W, n)) + 1e-8
+    # ...and the unconstrained optimum W_k / n_k is at least as good as this one.
+    assert _objective(W, n, W / n[:, None, None]) <= _objective(W, n, S) + 1e-8
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    model=st.sampled_from(NEW_MODELS),
+    K=st.integers(1, 4),
+    d=st.integers(2, 4),
+)
+def test_m_step_never_worse_than_the_covariances_it_starts_from(seed, model, K, d):
+    """The inner iterations start at the previous covariances, so EM cannot go down."""
+    rng = np.random.default_rng(seed)
+    structure = get_structure(model)
+    W, n = _scatter(rng, K, d)
+    W_other, n_other = _scatter(rng, K, d)
+    previous = structure.covariances_from_scatter(W_other, n_other)  # any model member
+    S = structure.covariances_from_scatter(W, n, previous)
+    assert _objective(W, n, S) <= _objective(W, n, previous) + 1e-9 * abs(_objective(W, n, S))
+    _assert_structure(model, S)
+
+
+# --------------------------------------------------------------------------- EM
+@st.composite
+def _mixture_data(draw):
+    seed = draw(st.integers(0, 2**31 - 1))
+    d = draw(st.integers(2, 3))
+    K = draw(st.integers(1, 3))
+    n = draw(st.integers(15 * K * (d + 1), 200))
+    rng = np.random.default_rng(seed)
+    X = rng.normal(0, 3, size=(K, d))[rng.integers(K, size=n)] + rng.standard_normal((n, d))
+    X = X @ rng.normal(size=(d, d))  # correlated, so that orientations matter
+    return X, K, seed
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=_mixture_data(), model=st.sampled_from(MCLUST_MODELS), use_prior=st.booleans())
+def test_objective_never_decreases_for_every_model(data, model, use_prior):
+    X, K, seed = data
+    use_prior = use_prior and get_structure(model).has_map
+    gm = GaussianMixture(
+        K,
+        covariance_type=model,
+        init_params="random",
+        max_iter=60,
+        tol=0.0,
+        reg_covar=0.0,
+        random_state=seed,
+        prior=GaussianMixturePrior() if use_prior else None,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.simplefilter("error", DegenerateFitWarning)
+        try:
+            gm.fit(X)
+        except DegenerateFitWarning:
+            assume(False)
+    history = gm.history_
+    scale = np.maximum(1.0, np.abs(history[:-1]))
+    assert np.all(np.diff(history) >= -1e-10 * scale)
+    assert history[-1] == gm.log_likelihood_
+
+
+@pytest.mark.parametrize("model", NEW_MODELS)
+def test_compiled_kernel_equals_numpy_em(model):
+    X = _iris()
+    w = np.ones(len(X))
+    priors = [None, GaussianMixturePrior()] if get_structure(model).has_map else [None]
+    for prior in priors:
+        start = GaussianMixture(3, covariance_type=model, random_state=1, max_iter=0, prior=prior)
+        start.fit(X)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            ref = GaussianMixture(
+                3, covariance_type=model, random_state=1, max_iter=40, tol=0.0, prior=prior
+            ).fit(X)
+        (run,) = batched_em(
+            X,
+            w,
+            model,
+            start.weights_[None],
+            (start.means_ - X.mean(axis=0))[None],
+            start.covariances_[None],
+            tol=0.0,
+            max_iter=40,
+            prior=start.prior_,
+        )
+        assert run.n_iter == ref.n_iter_ == 40
+        np.testing.assert_allclose(run.history, ref.history_, rtol=1e-11)
+
+
+@pytest.mark.parametrize("model", MCLUST_MODELS)
+def test_iris_two_components_equal_mclust(model):
+    """GaussianMixture alone reaches mclust's BIC for every model on iris, K = 2."""
+    X = _iris()
+    mclust = pd.read_csv(DATA / "iris.bic.csv").set_index("G").loc[2, model]
+    gm = GaussianMixture(2, covariance_type=model, n_init=10, random_state=0, tol=1e-8).fit(X)
+    assert gm.bic(X) <= -mclust + 1e-3
+    assert gm.bic(X) >= -mclust - 1.0  # VVE: mclust stops 0.8 short of the optimum
+    shape = (2, 4, 4) if not get_structure(model).is_sklearn else gm.covariances_.shape
+    assert gm.covariances_.shape == shape
+    if not get_structure(model).is_sklearn:
+        _assert_structure(model, gm.covariances_)
+
+
+def test_mclust_code_and_scikit_learn_name_give_the_same_fit():
+    X = _iris()
+    for alias, code in SKLEARN_NAMES.items():
+        a = GaussianMixture(3, covariance_type=alias, random_state=0).fit(X)
+        b = GaussianMixture(3, covariance_type=code, random_state=0).fit(X)
+        np.testing.assert_array_equal(a.covariances_, b.covariances_)
+        assert a.bic(X) == b.bic(X)
+
+
+@pytest.mark.parametrize("model", NEW_MODELS)
+def test_duplicated_rows_warn_and_stay_usable(model):
+    # Three distinct points, each repeated: three components collapse onto them.
+    X = np.repeat([[0.0, 0.0], [5.0, 1.0], [2.0, 7.0]], 10, axis=0)
+    with pytest.warns(DegenerateFitWarning):
+        gm = GaussianMixture(3, covariance_type=model, random_state=0).fit(X)
+    assert np.all(np.isfinite(gm.score_samples(X)))
+    assert np.all(np.isfinite(gm.covariances_))
