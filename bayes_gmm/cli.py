@@ -707,16 +707,17 @@ def _write_posterior_outputs(model, frame, folder, rep, command="fit"):
     (folder / "diagnostics.txt").write_text(_diagnostics_text(diag) + "\n")
 
     figures = {}
+    units = frame.attrs.get("units")  # known for the demo's data
     # With more than two features, show the pair along which the components separate best.
     pair = plots.separating_pair(model) if X.shape[1] > 2 else (0, 1)
     if X.shape[1] == 1:
-        figures["density.png"] = lambda: plots.plot_density(model, frame)
+        figures["density.png"] = lambda: plots.plot_density(model, frame, units=units)
     else:
         figures["clusters.png"] = lambda: plots.plot_clusters(
-            model, frame, columns=pair, proba=mem["mean"].to_numpy()
+            model, frame, columns=pair, proba=mem["mean"].to_numpy(), units=units
         )
     figures["uncertainty.png"] = lambda: plots.plot_uncertainty(
-        model, frame, columns=pair, proba=mem
+        model, frame, columns=pair, proba=mem, units=units
     )
     figures["trace.png"] = lambda: plots.plot_trace_dist(model)
     figures["rank.png"] = lambda: plots.plot_rank(model)
@@ -872,7 +873,8 @@ def _run_demo(args, rep):
 
     _default_out(args, "bayes_gmm_results")
     frame = load_faithful()
-    columns = ", ".join(f"{name} [min]" for name in frame.columns)
+    frame.attrs["units"] = dict.fromkeys(frame.columns, "min")
+    columns = ", ".join(f"{name} [{unit}]" for name, unit in frame.attrs["units"].items())
     rep.progress(f"Old Faithful: {len(frame)} eruptions x ({columns})")
     return _pipeline(frame, args, rep)
 

@@ -106,6 +106,16 @@ def _as_array(X):
     return values, names
 
 
+def _unit(name, units):
+    return units.get(name) if isinstance(units, dict) else units
+
+
+def _axis_label(name, units):
+    """``name [unit]`` when ``units`` (a string for every column, or a mapping) gives one."""
+    unit = _unit(name, units)
+    return f"{name} [{unit}]" if unit else name
+
+
 def _pick_columns(columns, names, n_features):
     cols = []
     for c in columns:
@@ -249,7 +259,7 @@ def plot_selection(selection, criterion=None, ax=None, zoom=False):
 # --------------------------------------------------------------------------- density
 
 
-def plot_density(model, X, ax=None, column=0, bins="auto", prob=0.9, n_draws=300):
+def plot_density(model, X, ax=None, column=0, bins="auto", prob=0.9, n_draws=300, units=None):
     """Histogram of one feature with the fitted mixture density and its components.
 
     For a Bayesian fit: the posterior predictive density (mean over draws) with its
@@ -269,6 +279,8 @@ def plot_density(model, X, ax=None, column=0, bins="auto", prob=0.9, n_draws=300
         Mass of the credible band.
     n_draws : int, default=300
         Posterior draws used for the band.
+    units : str or dict, optional
+        The unit of the feature (or ``{column: unit}``), shown on the axis.
 
     Returns
     -------
@@ -308,8 +320,9 @@ def plot_density(model, X, ax=None, column=0, bins="auto", prob=0.9, n_draws=300
             label=f"component {k}",
             gid="density-component",
         )
-    ax.set_xlabel(names[j])
-    ax.set_ylabel("density")
+    ax.set_xlabel(_axis_label(names[j], units))
+    unit = _unit(names[j], units)
+    ax.set_ylabel(f"density [1/{unit}]" if unit else "density")
     ax.set_title("Mixture density" + (" (posterior)" if post is not None else " (EM)"))
     ax.legend(fontsize="small")
     return ax
@@ -328,8 +341,10 @@ def plot_clusters(
     random_state=0,
     legend=True,
     proba=None,
+    certain=0.9,
+    units=None,
 ):
-    """Scatter coloured by most likely component, faded where membership is uncertain.
+    """Scatter coloured by most likely component; open markers where membership is unsure.
 
     Covariance ellipses (each holding ``prob`` of its component's mass) are drawn for the
     EM estimate (thick) and, for a Bayesian fit, for ``n_draws`` posterior draws (thin),
@@ -352,12 +367,18 @@ def plot_clusters(
     proba : array-like of shape (n_samples, n_components), optional
         Membership probabilities of ``X`` if already computed (or the Dataset of
         :meth:`BayesianGaussianMixture.membership`); default ``model.predict_proba(X)``.
+    certain : float, default=0.9
+        Points whose largest membership probability reaches it are filled; the others are
+        drawn open (a ring in their most likely component's colour).
+    units : str or dict, optional
+        The data's unit (or ``{column: unit}``), shown on the axes.
 
     Returns
     -------
     matplotlib Axes
-        The points are one PathCollection (gid ``"clusters-points"``); ellipses have gid
-        ``"ellipse-em"`` or ``"ellipse-posterior"``.
+        The points are one PathCollection (gid ``"clusters-points"``), the EM means
+        another (``"clusters-means"``); ellipses have gid ``"ellipse-em"`` or
+        ``"ellipse-posterior"``.
     """
     from matplotlib.lines import Line2D
 
@@ -368,21 +389,24 @@ def plot_clusters(
     if len(cols) != 2 or cols[0] == cols[1]:
         raise ValueError(f"columns must name two different features, got {columns!r}")
     resp = _membership(model, X, proba)
-    ax = _new_axes(ax)
+    ax = _new_axes(ax, figsize=(8.4, 4.8) if legend else (6.4, 4.8))
     K = resp.shape[1]
     labels = resp.argmax(axis=1)
     certainty = resp.max(axis=1)
     colors = np.array(_component_colors(K))
-    rgba = colors[labels].copy()
-    # Certainty runs from 1/K (a coin toss) to 1; map it to opacity 0.15..0.9.
-    scaled = (certainty - 1.0 / K) / (1.0 - 1.0 / K) if K > 1 else np.ones_like(certainty)
-    rgba[:, 3] = 0.15 + 0.75 * np.clip(scaled, 0, 1)
+    edge = colors[labels].copy()
+    face = edge.copy()
+    unsure = certainty < certain
+    face[unsure, 3] = 0.0  # open markers: readable at a glance, unlike a fainter shade
+    edge[:, 3] = 0.9
+    face[~unsure, 3] = 0.75
     ax.scatter(
         values[:, cols[0]],
         values[:, cols[1]],
-        c=rgba,
-        s=18,
-        edgecolors="none",
+        facecolors=face,
+        edgecolors=edge,
+        linewidths=np.where(unsure, 1.1, 0.0),
+        s=np.where(unsure, 26, 18),
         gid="clusters-points",
     )
     sub = np.ix_(cols, cols)
@@ -423,25 +447,41 @@ def plot_clusters(
         gid="clusters-means",
     )
     ax.autoscale_view()
-    ax.set_xlabel(names[cols[0]])
-    ax.set_ylabel(names[cols[1]])
-    ax.set_title(f"Clusters (K = {K}); faded points: uncertain membership")
+    ax.set_xlabel(_axis_label(names[cols[0]], units))
+    ax.set_ylabel(_axis_label(names[cols[1]], units))
+    ax.set_title(f"Clusters (K = {K}): {int(unsure.sum())} of {len(unsure)} points unsure")
     if legend:
         handles = [
             Line2D([], [], marker="o", ls="", color=colors[k], label=f"component {k}")
             for k in range(K)
         ]
-        handles.append(Line2D([], [], color="0.2", lw=2.2, label=f"EM {prob:.0%} ellipse"))
+        handles += [
+            Line2D([], [], marker="o", ls="", mfc="0.4", mec="0.4", label=f"p >= {certain:g}"),
+            Line2D([], [], marker="o", ls="", mfc="none", mec="0.3", label=f"p < {certain:g}"),
+            Line2D([], [], marker="X", ls="", ms=9, mfc="0.6", mec="black", label="EM mean"),
+            Line2D([], [], color="0.2", lw=2.2, label=f"EM {prob:.0%} ellipse"),
+        ]
         if post is not None:
-            handles.append(Line2D([], [], color="0.2", lw=0.6, alpha=0.5, label="posterior draws"))
-        ax.legend(handles=handles, fontsize="small")
+            handles.append(
+                Line2D([], [], color="0.2", lw=0.6, alpha=0.5, label="posterior draws' ellipses")
+            )
+        ax.legend(
+            handles=handles,
+            fontsize="small",
+            title="p: largest membership probability",
+            title_fontsize="small",
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+        )
     return ax
 
 
 # --------------------------------------------------------------------------- uncertainty
 
 
-def plot_uncertainty(model, X, ax=None, columns=(0, 1), quantiles=(0.75, 0.95), proba=None):
+def plot_uncertainty(
+    model, X, ax=None, columns=(0, 1), quantiles=(0.75, 0.95), proba=None, units=None
+):
     """The points whose membership is least certain (mclust's uncertainty plot).
 
     Uncertainty is ``1 - max_k p(component k | x)`` (posterior-averaged for a Bayesian
@@ -462,6 +502,8 @@ def plot_uncertainty(model, X, ax=None, columns=(0, 1), quantiles=(0.75, 0.95), 
         ``model.predict_proba(X)``), or the Dataset of
         :meth:`BayesianGaussianMixture.membership`, whose intervals the 1-D plot then
         uses (default there: ``model.membership(X, prob=0.9)``, computed once).
+    units : str or dict, optional
+        The data's unit (or ``{column: unit}``), shown on the axes.
 
     Returns
     -------
@@ -482,7 +524,7 @@ def plot_uncertainty(model, X, ax=None, columns=(0, 1), quantiles=(0.75, 0.95), 
         mem = model.membership(values, prob=0.9)
     resp = _membership(model, X, proba if mem is None else mem)
     unc = 1.0 - resp.max(axis=1)
-    ax = _new_axes(ax)
+    ax = _new_axes(ax, figsize=(8.4, 4.8))
     q_mid, q_high = np.quantile(unc, quantiles)
     # Points with essentially no uncertainty never count as "uncertain", whatever the quantile.
     floor = 1e-3
@@ -491,7 +533,7 @@ def plot_uncertainty(model, X, ax=None, columns=(0, 1), quantiles=(0.75, 0.95), 
     low = ~(high | mid)
     if values.shape[1] == 1:
         xs, ys = values[:, 0], unc
-        ax.set_xlabel(names[0])
+        ax.set_xlabel(_axis_label(names[0], units))
         ax.set_ylabel("uncertainty = 1 - max probability")
         if mem is not None and (mid | high).any():
             prob = mem.attrs.get("prob", 0.9)
@@ -512,9 +554,18 @@ def plot_uncertainty(model, X, ax=None, columns=(0, 1), quantiles=(0.75, 0.95), 
     else:
         cols = _pick_columns(columns, names, values.shape[1])
         xs, ys = values[:, cols[0]], values[:, cols[1]]
-        ax.set_xlabel(names[cols[0]])
-        ax.set_ylabel(names[cols[1]])
-    ax.scatter(xs[low], ys[low], s=8, c="0.75", edgecolors="none", gid="uncertainty-low")
+        ax.set_xlabel(_axis_label(names[cols[0]], units))
+        ax.set_ylabel(_axis_label(names[cols[1]], units))
+    n = len(unc)
+    ax.scatter(
+        xs[low],
+        ys[low],
+        s=8,
+        c="0.75",
+        edgecolors="none",
+        gid="uncertainty-low",
+        label=f"below {max(q_mid, floor):.2g}: {int(low.sum())} of {n} points",
+    )
     ax.scatter(
         xs[mid],
         ys[mid],
@@ -522,7 +573,7 @@ def plot_uncertainty(model, X, ax=None, columns=(0, 1), quantiles=(0.75, 0.95), 
         c="0.4",
         edgecolors="none",
         gid="uncertainty-mid",
-        label=f"above {quantiles[0]:.0%} quantile ({int(mid.sum() + high.sum())})",
+        label=_level_label(q_mid, floor, quantiles[0], mid.sum()),
     )
     ax.scatter(
         xs[high],
@@ -531,11 +582,26 @@ def plot_uncertainty(model, X, ax=None, columns=(0, 1), quantiles=(0.75, 0.95), 
         c="black",
         edgecolors="none",
         gid="uncertainty-high",
-        label=f"above {quantiles[1]:.0%} quantile ({int(high.sum())})",
+        label=_level_label(q_high, floor, quantiles[1], high.sum()),
     )
-    ax.set_title(f"Membership uncertainty (max {unc.max():.2f})")
-    ax.legend(fontsize="small", title="uncertainty")
+    title = f"Membership uncertainty, 1 - largest probability (max {unc.max():.2g})"
+    if not (mid | high).any():
+        title += f"\nno point above {floor:g}: every membership is clear"
+    ax.set_title(title)
+    ax.legend(
+        fontsize="small",
+        title="uncertainty = 1 - max probability",
+        title_fontsize="small",
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+    )
     return ax
+
+
+def _level_label(quantile_value, floor, quantile, count):
+    if quantile_value > floor:
+        return f">= {quantile_value:.2g} (top {1 - quantile:.0%}): {int(count)}"
+    return f">= {floor:g}: {int(count)}"
 
 
 # --------------------------------------------------------------------------- diagnostics
@@ -559,8 +625,6 @@ def _display_tree(model, var_names):
     import xarray as xr
 
     tree = _idata(model)
-    if var_names is not None:
-        return tree, list(var_names)
     post = tree["posterior"].to_dataset()
     data = {}
     if "weights" in post:
@@ -568,12 +632,22 @@ def _display_tree(model, var_names):
     if "means" in post and "feature" in post["means"].dims:
         for f in post["feature"].values:
             data[f"means[{f}]"] = post["means"].sel(feature=f, drop=True)
-    if not data:
+    if var_names is not None:
+        names = list(var_names)
+        if not any(name in data and name not in post for name in names):
+            return tree, names  # the stored variables as they are
+        # Per-feature means asked for by name: the same split tree, with what else was asked.
+        data.update({name: post[name] for name in names if name in post and name not in data})
+        missing = [name for name in names if name not in data]
+        if missing:
+            raise ValueError(f"unknown variable(s) {missing}; available: {sorted(data)}")
+        data = {name: data[name] for name in names}
+    elif not data:
         return tree, list(post.data_vars)
     groups = {"posterior": xr.Dataset(data)}
     if "sample_stats" in tree.children:
         groups["sample_stats"] = tree["sample_stats"].to_dataset()
-    return xr.DataTree.from_dict(groups), list(data)
+    return xr.DataTree.from_dict(groups), list(data) if var_names is None else names
 
 
 def figure_of(obj):
@@ -605,10 +679,29 @@ def plot_trace_dist(model, var_names=None, **kwargs):
     import arviz_plots as azp
 
     tree, names = _display_tree(model, var_names)
-    if "component" in tree["posterior"].dims:
+    has_components = "component" in tree["posterior"].dims
+    if has_components:
         # Component k keeps its colour in every panel; chains differ by line style.
         kwargs.setdefault("aes", {"color": ["component"], "linestyle": ["chain"]})
-    return azp.plot_trace_dist(tree, var_names=names, backend="matplotlib", **kwargs)
+    else:
+        kwargs.setdefault("aes", {"color": ["chain"]})
+    kwargs.setdefault("figure_kwargs", {"layout": "constrained"})
+    pc = azp.plot_trace_dist(tree, var_names=names, backend="matplotlib", **kwargs)
+    # Every row named on both panels (arviz labels the value axis of the densities only,
+    # and the trace's y label collides with long names): a title per panel instead.
+    for i, name in enumerate(names):
+        dist, trace = (pc.viz["plot"][name].sel(column=c).item() for c in ("dist", "trace"))
+        dist.set_xlabel("")
+        trace.set_ylabel("")
+        dist.set_title(f"{name}: density per chain", loc="left", fontsize="medium")
+        trace.set_title(f"{name}: draws", loc="left", fontsize="medium")
+        if i < len(names) - 1:
+            trace.set_xlabel("")
+    aes = kwargs["aes"]
+    legends = [dim for dims in aes.values() for dim in dims if dim in tree["posterior"].dims]
+    for j, dim in enumerate(dict.fromkeys(legends)):
+        pc.add_legend(dim, loc="upper left", bbox_to_anchor=(1.0, 1.0 - 0.25 * j))
+    return pc
 
 
 def plot_rank(model, var_names=None, **kwargs):
@@ -631,7 +724,16 @@ def plot_rank(model, var_names=None, **kwargs):
 
     tree, names = _display_tree(model, var_names)
     kwargs.setdefault("figure_kwargs", {"layout": "constrained"})  # titles clear of ticks
-    return azp.plot_rank(tree, var_names=names, backend="matplotlib", **kwargs)
+    pc = azp.plot_rank(tree, var_names=names, backend="matplotlib", **kwargs)
+    pc.add_legend("chain", loc="outside upper right")
+    figure_of(pc).suptitle(
+        "Rank ECDF minus uniform, per chain: chains that mix well stay close to 0 and "
+        "cross each other; p is the test of uniformity",
+        x=0.01,
+        ha="left",
+        fontsize="medium",
+    )
+    return pc
 
 
 def plot_forest(model, var_names=None, combined=True, **kwargs):
@@ -661,4 +763,21 @@ def plot_forest(model, var_names=None, combined=True, **kwargs):
         names = ["weights"]
     else:
         tree, names = _display_tree(model, var_names)
-    return azp.plot_forest(tree, var_names=names, combined=combined, backend="matplotlib", **kwargs)
+    post = tree["posterior"].to_dataset()
+    n_rows = sum(
+        int(np.prod([post[v].sizes[d] for d in post[v].dims if d not in ("chain", "draw")]))
+        for v in names
+    ) * (1 if combined else post.sizes["chain"])
+    ci_probs = kwargs.setdefault("ci_probs", (0.5, 0.94))  # 0.94: as summary() reports
+    kwargs.setdefault(
+        "figure_kwargs", {"figsize": (7.0, 1.3 + 0.32 * n_rows), "layout": "constrained"}
+    )
+    pc = azp.plot_forest(tree, var_names=names, combined=combined, backend="matplotlib", **kwargs)
+    fig = figure_of(pc)
+    fig.suptitle(f"Posterior of {', '.join(names)}", x=0.02, ha="left")
+    value_ax = fig.axes[-1]
+    value_ax.set_xlabel(
+        f"value: point = posterior mean; thick bar = {ci_probs[0]:.0%}, thin bar = "
+        f"{ci_probs[1]:.0%} equal-tailed interval" + ("" if combined else "; one row per chain")
+    )
+    return pc

@@ -51,11 +51,25 @@ def test_plot_clusters_em(em3, faithful, tmp_path):
     render(ax, tmp_path, "clusters")
     (points,) = by_gid(ax, "clusters-points")
     assert points.get_offsets().shape == (272, 2)
-    colors = points.get_facecolors()
-    # One colour per component, and opacity follows certainty.
-    assert len({tuple(np.round(c[:3], 3)) for c in colors}) == 3
+    edges, faces = points.get_edgecolors(), points.get_facecolors()
+    # One colour per component; points less sure than 90% are open rings.
+    assert len({tuple(np.round(c[:3], 3)) for c in edges}) == 3
     certainty = em3.predict_proba(faithful).max(axis=1)
-    assert np.corrcoef(colors[:, 3], certainty)[0, 1] > 0.99
+    np.testing.assert_array_equal(faces[:, 3] == 0, certainty < 0.9)
+    assert 0 < (certainty < 0.9).sum() < 272
+    assert f"{(certainty < 0.9).sum()} of 272 points unsure" in ax.get_title()
+    # Everything drawn is in the legend, the EM means included.
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == [
+        "component 0",
+        "component 1",
+        "component 2",
+        "p >= 0.9",
+        "p < 0.9",
+        "EM mean",
+        "EM 90% ellipse",
+    ]
+    assert "largest membership probability" in ax.get_legend().get_title().get_text()
     ellipses = by_gid(ax, "ellipse-em", Ellipse)
     assert len(ellipses) == 3
     assert by_gid(ax, "ellipse-posterior") == []
@@ -150,6 +164,41 @@ def test_plot_uncertainty_em(em3, faithful, tmp_path):
     high_pts = groups["high"]
     idx = [int(np.flatnonzero((faithful.to_numpy() == p).all(axis=1))[0]) for p in high_pts]
     np.testing.assert_allclose(np.sort(unc[idx]), top)
+
+
+def test_plot_uncertainty_says_what_uncertainty_is(em3, faithful):
+    ax = plots.plot_uncertainty(em3, faithful, units="min")
+    assert "1 - largest probability" in ax.get_title()
+    legend = ax.get_legend()
+    assert legend.get_title().get_text() == "uncertainty = 1 - max probability"
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert labels[0].startswith("below ") and labels[0].endswith(" of 272 points")
+    assert "(top 25%)" in labels[1] and "(top 5%)" in labels[2]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("eruptions [min]", "waiting [min]")
+
+
+def test_plot_uncertainty_when_nothing_is_uncertain():
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    Y = pd.DataFrame(np.r_[rng.normal(0, 1, (100, 2)), rng.normal(30, 1, (100, 2))])
+    em = GaussianMixture(2, random_state=0).fit(Y)
+    ax = plots.plot_uncertainty(em, Y)
+    assert "every membership is clear" in ax.get_title()
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    # No "above the 75% quantile (1)" for a point that is not uncertain at all.
+    assert labels == ["below 0.001: 200 of 200 points", ">= 0.001: 0", ">= 0.001: 0"]
+
+
+def test_units_label_the_axes(em3, faithful, feet):
+    ax = plots.plot_clusters(em3, faithful, units={"eruptions": "min", "waiting": "min"})
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("eruptions [min]", "waiting [min]")
+    ax = plots.plot_clusters(em3, faithful, units={"waiting": "min"})
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("eruptions", "waiting [min]")
+    X, _ = feet
+    em = GaussianMixture(2, random_state=0).fit(X)
+    ax = plots.plot_density(em, X, units="mm")
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("x0 [mm]", "density [1/mm]")
 
 
 def test_plot_uncertainty_1d(feet):
@@ -315,7 +364,7 @@ def test_plots_use_given_memberships_instead_of_recomputing(bayes1, bayes3, fait
     assert calls == {"predict_proba": 0, "membership": 0}
     (points,) = by_gid(ax, "clusters-points")
     certainty = proba.max(axis=1)
-    assert np.corrcoef(points.get_facecolors()[:, 3], certainty)[0, 1] > 0.99
+    np.testing.assert_array_equal(points.get_facecolors()[:, 3] == 0, certainty < 0.9)
     with pytest.raises(ValueError, match=r"proba must have shape \(n_samples, n_components\)"):
         plots.plot_clusters(bayes3, faithful, proba=proba[:10])
 
@@ -333,14 +382,43 @@ def test_arviz_wrappers(bayes3, name, tmp_path):
         # and in each one line per chain and component.
         assert len(fig.axes) == 6
         assert all(len(a.lines) == 2 * 3 for a in fig.axes)
+        # Every panel is named (not only the last density), and no long y label crowds
+        # the traces; legends say which colour is which component, which line which chain.
+        titles = sorted(a.get_title(loc="left") for a in fig.axes)
+        assert titles == sorted(
+            f"{v}: {what}"
+            for v in ("weights", "means[eruptions]", "means[waiting]")
+            for what in ("density per chain", "draws")
+        )
+        assert all(a.get_ylabel() == "" for a in fig.axes)
+        legend_titles = {lg.get_title().get_text() for lg in fig.legends}
+        assert legend_titles == {"component", "chain"}
     elif name == "plot_rank":
         # One rank-ECDF panel per scalar: 3 weights + 3 x 2 means, one line per chain.
         drawn = [a for a in fig.axes if a.lines]
         assert len(drawn) == 9 and all(len(a.lines) == 2 for a in drawn)
+        assert [lg.get_title().get_text() for lg in fig.legends] == ["chain"]
+        assert "per chain" in fig.get_suptitle()
     else:
         # The weights' forest: three intervals (trunk and twig each) and three points.
         assert n_lines == 2 * 3
+        assert fig.get_suptitle() == "Posterior of weights"
+        xlabel = fig.axes[-1].get_xlabel()
+        assert "posterior mean" in xlabel
+        assert "thick bar = 50%" in xlabel and "thin bar = 94%" in xlabel
+        assert fig.get_size_inches()[1] < 3  # three rows: no tall empty figure
     plt.close(fig)
+
+
+def test_plot_forest_of_one_features_means(bayes3):
+    pc = plots.plot_forest(bayes3, var_names=["means[waiting]"], combined=False)
+    fig = plots.figure_of(pc)
+    assert fig.get_suptitle() == "Posterior of means[waiting]"
+    assert "one row per chain" in fig.axes[-1].get_xlabel()
+    # 3 components x 2 chains, each a trunk and a twig.
+    assert sum(len(a.lines) for a in fig.axes) == 2 * 3 * 2
+    with pytest.raises(ValueError, match="unknown variable"):
+        plots.plot_forest(bayes3, var_names=["means[nope]", "means[waiting]"])
 
 
 def test_arviz_wrappers_reject_an_em_fit(em3):
