@@ -266,7 +266,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             self,
             X,
             reset=reset,
-            dtype=np.float64,
+            dtype=[np.float64, np.float32],
             ensure_min_samples=2 if reset else 1,
             ensure_all_finite="allow-nan" if allow_nan else True,
         )
@@ -408,7 +408,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             X = self._fit(X, sample_weight)
             state = None
         else:
-            X = self._validate_X(X, reset=False)
+            X = self._validate_X(X, reset=False).astype(np.float64, copy=False)
         w = check_sample_weight(sample_weight, X.shape[0])
         if state is None:
             center = self.weights_ @ self.means_
@@ -429,7 +429,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         run = _Run(weights, means, covs, prec_chol, n_iter=self.n_iter_ + 1)
         run.history = [*self.history_, batch_loglik / w.sum()]
         run.objective = state.stats.log_likelihood * state.n_seen
-        self._store(run, center, self.init_log_likelihoods_, state.n_seen)
+        self._store(run, center, self.init_log_likelihoods_, state.n_seen, self.means_.dtype)
         return self
 
     def _centered_parameters(self, center):
@@ -451,6 +451,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """Fit on ``X`` and return it validated."""
         self._validate_parameters()  # first: missing decides whether validation lets NaN in
         X = self._validate_X(X, reset=True)
+        # float32 data gets float32 parameters (as scikit-learn); EM itself runs in float64.
+        dtype, X = X.dtype, X.astype(np.float64, copy=False)
         self.__dict__.pop("_online", None)  # a new fit ends any stream
         n_samples, n_features = X.shape
         inits = self._check_parameters(n_samples, n_features)
@@ -494,7 +496,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 stacklevel=3,
             )
         self._warn_degenerate(best, data_scale)
-        self._store(best, center, objectives, w.sum())
+        self._store(best, center, objectives, w.sum(), dtype)
         return X if X_missing is None else X_missing
 
     def _run_inits(self, ctx, n_init, do_init, random_state, inits, center):
@@ -508,7 +510,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             if do_init:
                 weights, means, covs = self._initial_parameters(ctx, random_state, inits)
             else:
-                weights, means, covs = self.weights_, self.means_ - center, self.covariances_
+                weights, means, covs = (
+                    np.asarray(a, dtype=np.float64)
+                    for a in (self.weights_, self.means_ - center, self.covariances_)
+                )
                 # As scikit-learn: the first change is measured against the objective before
                 # the previous fit's last M-step, so refits with max_iter=1 converge exactly
                 # where one long fit would.
@@ -676,7 +681,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self._store(run, center, [run.objective], total_weight)
         return self
 
-    def _store(self, run, center, objectives, total_weight):
+    def _store(self, run, center, objectives, total_weight, dtype=np.float64):
+        """Set the fitted attributes from ``run``; the parameters in ``dtype``."""
         order = np.argsort(run.means[:, 0], kind="stable")
         ctype = layout_of(self.covariance_type)
         self.weights_ = run.weights[order]
@@ -688,6 +694,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             self.covariances_ = run.covariances[order]
             self.precisions_cholesky_ = run.prec_chol[order]
         self.precisions_ = g.precisions_from_cholesky(self.precisions_cholesky_, ctype)
+        for name in ("weights_", "means_", "covariances_", "precisions_cholesky_", "precisions_"):
+            setattr(self, name, getattr(self, name).astype(dtype, copy=False))
         self.converged_ = run.converged
         self.n_iter_ = run.n_iter
         self.history_ = np.asarray(run.history)
@@ -698,22 +706,25 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ prediction
     def _log_norm_and_resp(self, X):
-        """Per-row log p(x) and responsibilities of validated data, in chunks."""
+        """Per-row log p(x) and responsibilities of validated data, in chunks (float64)."""
         ctype = layout_of(self.covariance_type)
+        X = X.astype(np.float64, copy=False)
+        weights, means, covs, prec_chol = (
+            np.asarray(a, dtype=np.float64)
+            for a in (self.weights_, self.means_, self.covariances_, self.precisions_cholesky_)
+        )
         if self.missing == "em" and np.isnan(X).any():
-            return _missing.log_norm_and_resp(
-                X, self.weights_, self.means_, self.covariances_, ctype
-            )
-        center = self.weights_ @ self.means_
-        eta, const = g.natural_parameters(self.means_ - center, self.precisions_cholesky_, ctype)
+            return _missing.log_norm_and_resp(X, weights, means, covs, ctype)
+        center = weights @ means
+        eta, const = g.natural_parameters(means - center, prec_chol, ctype)
         with np.errstate(divide="ignore"):
-            const = const + np.log(self.weights_)
+            const = const + np.log(weights)
         n_samples = X.shape[0]
-        rows = g.chunk_rows(n_samples, *self.means_.shape, ctype)
-        with g.blas_threads_for(*self.means_.shape, ctype):
-            return self._log_norm_and_resp_chunks(X, rows, center, eta, const)
+        rows = g.chunk_rows(n_samples, *means.shape, ctype)
+        with g.blas_threads_for(*means.shape, ctype):
+            return self._log_norm_and_resp_chunks(X, rows, center, eta, const, prec_chol)
 
-    def _log_norm_and_resp_chunks(self, X, rows, center, eta, const):
+    def _log_norm_and_resp_chunks(self, X, rows, center, eta, const, prec_chol):
         ctype = self.covariance_type
         n_samples = X.shape[0]
         log_norm = np.empty(n_samples)
@@ -721,7 +732,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         for start in range(0, n_samples, rows):
             stop = start + rows
             feats = g.features(X[start:stop] - center, ctype)
-            lp = g.linear_log_prob(feats, eta, const, ctype, self.precisions_cholesky_)
+            lp = g.linear_log_prob(feats, eta, const, ctype, prec_chol)
             log_norm[start:stop], resp_t = g.normalize(lp)
             resp[start:stop] = resp_t.T
         return log_norm, resp
@@ -737,7 +748,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         -------
         ndarray of shape (n_samples,)
         """
-        return self._log_norm_and_resp(self._check_predict_input(X))[0]
+        log_norm = self._log_norm_and_resp(self._check_predict_input(X))[0]
+        return log_norm.astype(self.means_.dtype, copy=False)
 
     def score(self, X, y=None):
         """Mean log-likelihood per row of ``X``."""
@@ -750,7 +762,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         -------
         ndarray of shape (n_samples, n_components)
         """
-        return self._log_norm_and_resp(self._check_predict_input(X))[1]
+        resp = self._log_norm_and_resp(self._check_predict_input(X))[1]
+        return resp.astype(self.means_.dtype, copy=False)
 
     def predict(self, X):
         """Most likely component of each row.

@@ -414,6 +414,12 @@ def test_dataframe_integer_and_float32_input():
     X32 = df.to_numpy().astype(np.float32)
     gm32 = GaussianMixture(2, random_state=0).fit(X32)
     np.testing.assert_allclose(gm32.means_, gm.means_, rtol=1e-5)
+    # float32 in, float32 out (as scikit-learn); EM itself runs in float64.
+    for name in ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_"):
+        assert getattr(gm32, name).dtype == np.float32, name
+    assert gm32.score_samples(X32).dtype == gm32.predict_proba(X32).dtype == np.float32
+    np.testing.assert_allclose(gm32.score_samples(X32), gm.score_samples(df), rtol=1e-5)
+    assert gm.score_samples(X32).dtype == np.float64  # the model's dtype decides
     Xint = np.round(df.to_numpy() * 10).astype(int)
     assert GaussianMixture(2, random_state=0).fit(Xint).converged_
 
