@@ -9,6 +9,7 @@ import re
 import sys
 
 sys.path.insert(0, os.path.abspath(".."))
+sys.path.insert(0, os.path.abspath("_ext"))
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 import bayes_gmm
@@ -21,10 +22,11 @@ version = release
 
 extensions = [
     "sphinx.ext.autodoc",
-    "sphinx.ext.mathjax",
     "numpydoc",
     "myst_nb",
+    "mathml_math",  # docs/_ext: formulas become MathML at build time (no CDN script)
 ]
+html_math_renderer = "mathml"
 
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
 exclude_patterns = ["_build", "**.ipynb_checkpoints"]
@@ -47,9 +49,20 @@ autodoc_typehints = "none"
 numpydoc_show_class_members = False
 numpydoc_xref_param_type = False
 
-html_theme = "alabaster"
-html_static_path = []
+# The PyData theme (as PyMC, ArviZ, pandas): a wide content column for tables and code.
+html_theme = "pydata_sphinx_theme"
+html_static_path = ["_static"]
+html_css_files = ["wide.css"]
 html_title = f"bayes_gmm {release}"
+# No left sidebar: the pages are few (all in the top bar) and tables need the width.
+html_sidebars = {"**": []}
+html_theme_options = {
+    "navigation_with_keys": False,
+    "show_toc_level": 2,
+    "secondary_sidebar_items": ["page-toc"],
+    "footer_start": ["copyright"],
+    "footer_end": [],
+}
 
 _TRAILING_UNDERSCORE = re.compile(r"\b([A-Za-z]\w*?)_(?=[\s,)+*/-]|$)")
 

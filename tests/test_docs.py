@@ -1,11 +1,14 @@
 """The Sphinx site builds without a single warning (-W), from the stored notebook outputs."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
-import myst_nb  # noqa: F401  (declared in the test extra: a missing one must fail, not skip)
+import latex2mathml  # noqa: F401  (declared in the test extra: a missing one must fail)
+import myst_nb  # noqa: F401
 import numpydoc  # noqa: F401
+import pydata_sphinx_theme  # noqa: F401
 import sphinx  # noqa: F401
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -58,3 +61,14 @@ def test_docs_build_without_warnings(tmp_path):
         page = out / "examples" / f"{stem}.html"
         assert page.exists(), stem
         assert "<img" in page.read_text(), f"{stem} shows no figure"
+
+    # Readable offline: the formulas are MathML written at build time, and no page loads
+    # a script or a style sheet from the network (MathJax from a CDN showed raw TeX).
+    assert guide.count("<math") >= 15
+    assert "\\sum" not in guide and "\\pi_k" not in guide
+    for page in out.rglob("*.html"):
+        text = page.read_text()
+        remote = re.findall(r'<(?:script|link)[^>]+(?:src|href)="(?:https?:)?//[^"]+"', text)
+        assert not remote, (page.name, remote[:3])
+    # The PyData theme, with the wide-content style sheet.
+    assert "pydata-sphinx-theme" in guide and "_static/wide.css" in guide
