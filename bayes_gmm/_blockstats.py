@@ -13,7 +13,7 @@ import numpy as np
 from bayes_gmm import _gaussian as g
 from bayes_gmm import _missing
 
-__all__ = ["block_statistics", "scale_statistics", "zero_statistics"]
+__all__ = ["block_statistics", "log_norm_and_resp", "scale_statistics", "zero_statistics"]
 
 
 def block_statistics(X, sample_weight, center, weights, means, prec_chol, covariances, ctype):
@@ -82,3 +82,38 @@ def scale_statistics(stats, factor):
         stats.total_weight * factor,
         stats.log_likelihood * factor,
     )
+
+
+def log_norm_and_resp(X, weights, means, prec_chol, covariances, ctype):
+    """Per-row log-density of the mixture and the responsibilities of one block.
+
+    ``means`` are in the data's frame; NaN rows use the observed-data density
+    (:func:`bayes_gmm._missing.log_norm_and_resp`).
+
+    Returns
+    -------
+    ndarray of shape (n, K + 1)
+        Column 0 the log-density, columns 1: the responsibilities (one array, so that a
+        Dask block computes both at once).
+    """
+    X = np.asarray(X, dtype=np.float64)
+    n, d = X.shape
+    K = means.shape[0]
+    out = np.empty((n, K + 1))
+    if n == 0:
+        return out
+    if np.isnan(X).any():
+        out[:, 0], out[:, 1:] = _missing.log_norm_and_resp(X, weights, means, covariances, ctype)
+        return out
+    center = weights @ means
+    eta, const = g.natural_parameters(means - center, prec_chol, ctype)
+    with np.errstate(divide="ignore"):
+        const = const + np.log(weights)
+    rows = g.chunk_rows(n, K, d, ctype)
+    for start in range(0, n, rows):
+        stop = min(start + rows, n)
+        feats = g.features(X[start:stop] - center, ctype)
+        lp = g.linear_log_prob(feats, eta, const, ctype, prec_chol)
+        out[start:stop, 0], resp = g.normalize(lp)
+        out[start:stop, 1:] = resp.T
+    return out

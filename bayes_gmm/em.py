@@ -24,8 +24,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from bayes_gmm import _dask, _missing, _streaming
 from bayes_gmm import _gaussian as g
-from bayes_gmm import _missing, _streaming
 from bayes_gmm._validation import (
     check_finite_numeric,
     check_n_components,
@@ -175,6 +175,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     n_features_in_ : int
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Defined when ``X`` has string column names (a DataFrame).
+    n_passes_ : int
+        Only after ``fit`` on a Dask collection: the passes over the data the fit took (the
+        first computes the center, the checks and the uniform sample the starts run on;
+        then one per EM iteration, all finishing starts sharing each pass).
 
     Notes
     -----
@@ -360,15 +364,24 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like or Dask array or DataFrame of shape (n_samples, n_features)
+            A Dask collection is never gathered: each EM iteration is one map-reduce of the
+            blocks' sufficient statistics on the active Dask scheduler (a
+            ``dask.distributed.Client`` for a cluster). The starts (``n_init``) run on a
+            uniform sample of at most 100,000 rows drawn in the first pass; the best two
+            then run on the full data. ``predict``, ``predict_proba`` and
+            ``score_samples`` then return lazy Dask arrays.
         y : ignored
         sample_weight : array-like of shape (n_samples,), default=None
             Non-negative weights; an integer weight counts like that many copies of the row.
+            With Dask data: a Dask array or Series with the same row blocks.
 
         Returns
         -------
         self
         """
+        if _dask.is_dask_collection(X):  # map-reduce over the blocks: see bayes_gmm._dask
+            return _dask.fit(self, X, sample_weight)
         self._fit(X, sample_weight)
         return self
 
@@ -443,6 +456,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         -------
         labels : ndarray of shape (n_samples,)
         """
+        if _dask.is_dask_collection(X):
+            return _dask.fit(self, X, sample_weight).predict(X)
         X = self._fit(X, sample_weight)
         # Labels from the returned parameters, so fit_predict(X) equals fit(X).predict(X).
         return self._log_norm_and_resp(X)[1].argmax(axis=1)
@@ -707,6 +722,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     # ------------------------------------------------------------------ prediction
     def _log_norm_and_resp(self, X):
         """Per-row log p(x) and responsibilities of validated data, in chunks (float64)."""
+        if _dask.is_dask_collection(X):  # lazy Dask arrays
+            return _dask.log_norm_and_resp_lazy(self, X)
         ctype = layout_of(self.covariance_type)
         X = X.astype(np.float64, copy=False)
         weights, means, covs, prec_chol = (
@@ -738,6 +755,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return log_norm, resp
 
     def _check_predict_input(self, X):
+        if _dask.is_dask_collection(X):
+            return _dask.check_predict_input(self, X)
         check_is_fitted(self)
         return self._validate_X(X, reset=False)
 
@@ -898,6 +917,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         With ``sample_weight`` a weight counts as that many copies of the row, so ``n`` in
         the BIC is the total weight.
         """
+        if _dask.is_dask_collection(X):
+            return _dask.criteria(self, X, sample_weight)
         log_norm, resp = self._log_norm_and_resp(X)
         with np.errstate(divide="ignore"):
             log_top = np.log(resp.max(axis=1))

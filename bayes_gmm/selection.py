@@ -55,8 +55,8 @@ import numpy as np
 import pandas as pd
 from sklearn.exceptions import ConvergenceWarning
 
+from bayes_gmm import _dask, _missing
 from bayes_gmm import _gaussian as g
-from bayes_gmm import _missing
 from bayes_gmm._batched_em import batched_em, fits_in_batch, kernel_loaded
 from bayes_gmm._validation import (
     DataWarning,
@@ -1098,6 +1098,23 @@ def select_model(
     >>> round(sel.best_score, 1)
     2314.3
     """
+    if _dask.is_dask_collection(X):  # the grid on a sample, finished on all blocks
+        return _dask.select_model(
+            X,
+            n_components=n_components,
+            covariance_types=covariance_types,
+            criterion=criterion,
+            prior=prior,
+            n_init=n_init,
+            random_state=random_state,
+            sample_weight=sample_weight,
+            tol=tol,
+            reg_covar=reg_covar,
+            max_iter=max_iter,
+            refine=refine,
+            verbose=verbose,
+            missing=missing,
+        )
     criterion = _check_criterion(criterion)
     ks, types = _check_grid(n_components, covariance_types)
     n_init = check_int(n_init, "n_init", 1)

@@ -36,7 +36,9 @@ def test_batches_of_1000_reach_the_full_batch_log_likelihood(ctype):
     online = _stream(GaussianMixture(3, covariance_type=ctype, random_state=0), X)
     loglik = online.score_samples(X).sum()
     assert loglik <= full.log_likelihood_ + 1e-6 * abs(full.log_likelihood_)
-    assert (full.log_likelihood_ - loglik) / abs(full.log_likelihood_) < 0.005
+    gap = (full.log_likelihood_ - loglik) / abs(full.log_likelihood_)
+    assert gap < 0.005  # the goal
+    assert gap < 3e-5  # the README's figure (0.003%)
     # one pass: 49 updates after the first batch's EM
     assert len(online.history_) == online.n_iter_ + 1
     if ctype == "full":  # the true model: the means are recovered
