@@ -12,6 +12,7 @@ import numpy as np
 
 from bayes_gmm import _gaussian as g
 from bayes_gmm import _missing
+from bayes_gmm.structures import layout_of
 
 __all__ = ["block_statistics", "log_norm_and_resp", "scale_statistics", "zero_statistics"]
 
@@ -30,6 +31,7 @@ def block_statistics(X, sample_weight, center, weights, means, prec_chol, covari
     weights, means, prec_chol, covariances
         Parameters, ``means`` centered by ``center``.
     ctype : str
+        Any structure's name (scikit-learn's or mclust's).
 
     Returns
     -------
@@ -41,11 +43,12 @@ def block_statistics(X, sample_weight, center, weights, means, prec_chol, covari
     n, d = X.shape
     K = means.shape[0]
     w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    layout = layout_of(ctype)
     if n == 0:
-        return zero_statistics(K, d, ctype)
+        return zero_statistics(K, d, layout)
     Xc = X - center
     if np.isnan(Xc).any():
-        return _missing.expected_statistics(Xc, w, weights, means, covariances, ctype)
+        return _missing.expected_statistics(Xc, w, weights, means, covariances, layout)
     eta, const = g.natural_parameters(means, prec_chol, ctype)
     with np.errstate(divide="ignore"):
         const = const + np.log(weights)
@@ -63,13 +66,14 @@ def block_statistics(X, sample_weight, center, weights, means, prec_chol, covari
             stats = chunk
         else:
             stats += chunk
-    tied = g.weighted_second_moment(Xc, w) if ctype == "tied" else None
+    tied = g.weighted_second_moment(Xc, w) if layout == "tied" else None
     return g.finish_moments(stats, ctype, tied)
 
 
 def zero_statistics(K, d, ctype):
     """Statistics of no rows (the identity of ``+=``)."""
-    shape = {"full": (K, d, d), "tied": (d, d), "diag": (K, d), "spherical": (K,)}[ctype]
+    shape = {"full": (K, d, d), "tied": (d, d), "diag": (K, d), "spherical": (K,)}
+    shape = shape[layout_of(ctype)]
     return g.SufficientStatistics(np.zeros(K), np.zeros((K, d)), np.zeros(shape), 0.0, 0.0)
 
 
@@ -97,13 +101,17 @@ def log_norm_and_resp(X, weights, means, prec_chol, covariances, ctype):
         Dask block computes both at once).
     """
     X = np.asarray(X, dtype=np.float64)
+    weights, means, prec_chol, covariances = (
+        np.asarray(a, dtype=np.float64) for a in (weights, means, prec_chol, covariances)
+    )
     n, d = X.shape
     K = means.shape[0]
     out = np.empty((n, K + 1))
     if n == 0:
         return out
     if np.isnan(X).any():
-        out[:, 0], out[:, 1:] = _missing.log_norm_and_resp(X, weights, means, covariances, ctype)
+        layout = layout_of(ctype)
+        out[:, 0], out[:, 1:] = _missing.log_norm_and_resp(X, weights, means, covariances, layout)
         return out
     center = weights @ means
     eta, const = g.natural_parameters(means - center, prec_chol, ctype)

@@ -37,6 +37,7 @@ from sklearn.utils import check_random_state
 from bayes_gmm import _gaussian as g
 from bayes_gmm import _missing
 from bayes_gmm._blockstats import block_statistics, log_norm_and_resp
+from bayes_gmm.structures import canonical_name, get_structure, layout_of
 
 __all__ = ["N_FINISH", "SAMPLE_SIZE", "is_dask_collection"]
 
@@ -365,11 +366,13 @@ def _em(blocks, weights, center, runs, max_iter, tol, verbose=0, verbose_interva
                 continue
             run.converging = abs(objective - run.previous) < tol
             run.previous = objective
-            new_w, new_m, new_c = g.from_summaries(stats, ctype, run.reg_covar, run.prior)
+            new_w, new_m, new_c = g.from_summaries(
+                stats, ctype, run.reg_covar, run.prior, previous=run.covariances
+            )
             empty = stats.weight <= 1e-12 * stats.total_weight
             if run.prior is None and empty.any():  # 0 / 0: freeze, as the in-memory EM does
                 new_m[empty] = run.means[empty]
-                if ctype != "tied":
+                if layout_of(ctype) != "tied":
                     new_c[empty] = run.covariances[empty]
             prec_chol, new_c, _ = g.precision_cholesky(new_c, ctype)
             run.weights, run.means, run.covariances, run.prec_chol = new_w, new_m, new_c, prec_chol
@@ -381,6 +384,9 @@ def _em(blocks, weights, center, runs, max_iter, tol, verbose=0, verbose_interva
 
 def _new_run(weights, means, covariances, center, ctype, reg_covar, prior, log_prior):
     """A run from parameters in the data's frame."""
+    ctype = canonical_name(ctype)
+    if not get_structure(ctype).is_sklearn:
+        reg_covar = 0.0  # as the in-memory EM: mclust's models keep their structure
     prec_chol, covs, _ = g.precision_cholesky(np.asarray(covariances, dtype=float), ctype)
     means = np.asarray(means, dtype=float) - center
     return _DaskRun(

@@ -24,6 +24,7 @@ import numpy as np
 
 from bayes_gmm import _gaussian as g
 from bayes_gmm._blockstats import block_statistics, scale_statistics
+from bayes_gmm.structures import layout_of
 
 __all__ = ["OnlineEM", "step_size"]
 
@@ -73,12 +74,14 @@ class OnlineEM:
         s.total_weight = 1.0
         self.n_seen += batch.total_weight
         scaled = scale_statistics(s, self.n_seen)
-        weights, means, covs = g.from_summaries(scaled, self.ctype, self.reg_covar, self.prior)
         old_means, old_covs = params[1], params[3]
+        weights, means, covs = g.from_summaries(
+            scaled, self.ctype, self.reg_covar, self.prior, previous=old_covs
+        )
         empty = scaled.weight <= 1e-12 * scaled.total_weight
         if empty.any() and self.prior is None:  # 0 / 0: keep what the component had
             means[empty] = old_means[empty]
-            if self.ctype != "tied":
+            if layout_of(self.ctype) != "tied":
                 covs[empty] = old_covs[empty]
         return (weights, means, covs), batch.log_likelihood
 
@@ -86,5 +89,5 @@ class OnlineEM:
         """Reorder the components of the running statistics (as the estimator sorts them)."""
         s = self.stats
         s.weight, s.sum_x = s.weight[order], s.sum_x[order]
-        if self.ctype != "tied":
+        if layout_of(self.ctype) != "tied":
             s.sum_xx = s.sum_xx[order]
