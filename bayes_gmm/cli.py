@@ -33,12 +33,17 @@ from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 
 from bayes_gmm.priors import COVARIANCE_TYPES
+from bayes_gmm.structures import (
+    MCLUST_MODELS,
+    SKLEARN_NAMES,
+    canonical_name,
+    get_structure,
+    is_structure,
+)
 
 __all__ = ["build_parser", "main", "parse_covariance", "parse_k", "read_data"]
 
 PROG = "bayes-gmm"
-# mclust's names for the same structures, so R users can type what they know.
-_MCLUST_NAMES = {"vvv": "full", "eee": "tied", "vvi": "diag", "vii": "spherical"}
 # The grid's defaults, which are also the grid that ``demo`` always runs.
 _GRID_DEFAULTS = {
     "k": list(range(1, 10)),
@@ -81,32 +86,30 @@ def parse_k(text):
 
 
 def parse_covariance(text):
-    """Parse ``--covariance``: a comma-separated list of structures (or ``all``)."""
-    names = [part.strip().lower() for part in str(text).split(",") if part.strip()]
-    if names == ["all"]:
-        return COVARIANCE_TYPES
+    """Parse ``--covariance``: comma-separated structures, or ``all`` (mclust's 14 models).
+
+    scikit-learn's names and mclust's codes are accepted in any case; the four models
+    scikit-learn has are returned under its names ("EEE" -> "tied"), the others as
+    mclust's codes ("vev" -> "VEV").
+    """
+    names = [part.strip() for part in str(text).split(",") if part.strip()]
+    if [n.lower() for n in names] == ["all"]:
+        return tuple(canonical_name(name) for name in MCLUST_MODELS)
     out = []
     for name in names:
-        name = _MCLUST_NAMES.get(name, name)
-        if _is_mclust_name(name):
-            # Another of mclust's model names (VEV, EVE, ...): select_model decides whether
-            # it supports it, and says so in one line if not.
-            name = name.upper()
-        elif name not in COVARIANCE_TYPES:
+        key = name.lower() if name.lower() in SKLEARN_NAMES else name.upper()
+        if not is_structure(key):
             raise argparse.ArgumentTypeError(
                 f"invalid covariance structure {name!r}: choose from "
-                f"{', '.join(COVARIANCE_TYPES)} (or mclust's VVV, EEE, VVI, VII), "
-                "comma-separated"
+                f"{', '.join(SKLEARN_NAMES)} or mclust's models ({', '.join(MCLUST_MODELS)}), "
+                "comma-separated, or all"
             )
-        if name not in out:
-            out.append(name)
+        key = canonical_name(key)
+        if key not in out:
+            out.append(key)
     if not out:
         raise argparse.ArgumentTypeError("no covariance structure given")
     return tuple(out)
-
-
-def _is_mclust_name(name):
-    return len(name) == 3 and set(name.upper()) <= set("EVI")
 
 
 def _parse_prior(text):
@@ -175,8 +178,9 @@ def build_parser():
         type=parse_covariance,
         default=_GRID_DEFAULTS["covariance"],
         metavar="TYPES",
-        help="covariance structures to try, comma-separated: full,tied,diag,spherical "
-        "(default: all four)",
+        help="covariance structures to try, comma-separated: scikit-learn's "
+        "full,tied,diag,spherical (the default) and mclust's models (VEV, EVE, ...; any "
+        "case), or all (mclust's 14)",
     )
     grid.add_argument(
         "--criterion",
@@ -614,6 +618,45 @@ def _cells_text(rows):
     return ", ".join(cells[:4]) + (f" and {len(cells) - 4} more" if len(cells) > 4 else "")
 
 
+def _posterior_structures(types):
+    return [t for t in types if get_structure(t).posterior_supported]
+
+
+def _check_posterior_supported(types):
+    """``fit`` samples a posterior: fail before the grid if no structure asked for has one."""
+    if not _posterior_structures(types):
+        supported = [canonical_name(t) for t in MCLUST_MODELS]
+        supported = [t for t in supported if get_structure(t).posterior_supported]
+        raise CLIError(
+            f"the posterior can be sampled for {', '.join(supported)}, and none of "
+            f"--covariance {','.join(types)} is among them; add one of those, or run "
+            "'bayes-gmm select' for the EM grid alone"
+        )
+
+
+def _posterior_choice(selection, best, criterion, rep):
+    """The best cell whose structure the posterior supports (the grid's best if it is)."""
+    if get_structure(best[0]).posterior_supported:
+        return best
+    table = selection.table
+    ok = table[criterion].notna() & table["covariance_type"].map(
+        lambda t: get_structure(t).posterior_supported
+    )
+    if not ok.any():
+        raise CLIError(
+            f"the best model, {best[0]} with K = {best[1]}, and every other fitted cell have "
+            "structures whose posterior cannot be sampled; add full, tied, diag or spherical "
+            "to --covariance"
+        )
+    row = table.loc[table.loc[ok, criterion].idxmin()]
+    choice = (str(row["covariance_type"]), int(row["n_components"]))
+    rep.result(
+        f"The posterior of {best[0]} is not supported; sampling the best supported model, "
+        f"{choice[0]} with K = {choice[1]} ({criterion.upper()} {row[criterion]:.2f})."
+    )
+    return choice
+
+
 def _best(selection, rep):
     if selection.best_params is None:
         rep.result(failed_cells_text(selection))
@@ -812,6 +855,7 @@ def _pipeline(frame, args, rep):
 
     selection, best = _run_grid(frame, args, rep)
     _print_selection(selection, best, args.criterion, rep)
+    best = _posterior_choice(selection, best, args.criterion, rep)
     with results_folder(args.out, overwrite=args.overwrite) as folder:
         _save_selection_outputs(selection, args.criterion, folder)
         model = _fit_posterior(frame, best, args, rep)
@@ -862,6 +906,7 @@ def _default_out(args, stem):
 
 
 def _run_fit(args, rep):
+    _check_posterior_supported(args.covariance)
     frame = _read(args)
     _default_out(args, args.data.with_name(f"{args.data.stem}_bayes_gmm"))
     _describe(frame, args, rep)

@@ -60,9 +60,62 @@ def test_parse_k_rejects(text):
 
 def test_parse_covariance_accepts_mclust_names():
     assert cli.parse_covariance("full,EEE,vii") == ("full", "tied", "spherical")
-    assert cli.parse_covariance("all") == ("full", "tied", "diag", "spherical")
+    assert cli.parse_covariance("vev, EVE,VEV") == ("VEV", "EVE")
+    everything = cli.parse_covariance("ALL")
+    assert len(everything) == 14 and {"full", "tied", "diag", "spherical", "VEV"} <= set(everything)
     with pytest.raises(argparse.ArgumentTypeError, match="invalid covariance structure 'banana'"):
         cli.parse_covariance("full,banana")
+
+
+def test_select_runs_mclust_models(tmp_path):
+    data = tmp_path / "faithful.csv"
+    load_faithful().to_csv(data, index=False)
+    argv = ["select", data, "--covariance", "VEV,eee,EVI", "--k", "2:3", "-q"]
+    code, out, err = run([*argv, "--out", tmp_path / "sel"])
+    assert code == 0, err
+    assert "Chosen model: covariance_type='tied', n_components=3" in out
+    table = pd.read_csv(tmp_path / "sel" / "selection.csv")
+    assert sorted(table["covariance_type"].unique()) == ["EVI", "VEV", "tied"]
+    assert table["bic"].notna().all()
+
+
+def test_fit_refuses_structures_without_a_posterior_before_the_grid(csv, monkeypatch):
+    from bayes_gmm.structures import get_structure
+
+    path = csv("x,y\n" + "\n".join(f"{i},{i % 7}" for i in range(30)))
+    unsupported = [t for t in ("VEV", "EVE", "VVE") if not get_structure(t).posterior_supported]
+    if not unsupported:
+        pytest.skip("every structure has a posterior now")
+
+    def boom(*args, **kwargs):
+        raise AssertionError("ran the grid")
+
+    monkeypatch.setattr(cli, "_run_grid", boom)
+    code, _, err = run(["fit", path, "--covariance", ",".join(unsupported)])
+    line = one_line_error(err)
+    assert code == 1 and "none of --covariance" in line and "bayes-gmm select" in line
+
+
+def test_fit_samples_the_best_structure_with_a_posterior():
+    import types
+
+    from bayes_gmm.structures import get_structure
+
+    if get_structure("VEV").posterior_supported:
+        pytest.skip("VEV has a posterior now")
+    table = pd.DataFrame(
+        {
+            "covariance_type": ["VEV", "tied", "full", "tied"],
+            "n_components": [2, 3, 2, 1],
+            "bic": [100.0, 105.0, np.nan, 300.0],
+        }
+    )
+    out = io.StringIO()
+    rep = cli._Reporter(True, stdout=out, stderr=io.StringIO())
+    sel = types.SimpleNamespace(table=table)
+    assert cli._posterior_choice(sel, ("VEV", 2), "bic", rep) == ("tied", 3)
+    assert "sampling the best supported model, tied with K = 3 (BIC 105.00)" in out.getvalue()
+    assert cli._posterior_choice(sel, ("full", 2), "bic", rep) == ("full", 2)
 
 
 def test_usage_errors_exit_2():
