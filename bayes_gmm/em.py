@@ -144,12 +144,23 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         sufficient statistics. ``learning_decay`` must lie in (0.5, 1] (the steps then sum
         to infinity and their squares do not, so online EM converges); a larger offset damps
         the first batches. scikit-learn's ``LatentDirichletAllocation`` names them alike.
+    conventions : {"bayes_gmm", "sklearn"}, default="bayes_gmm"
+        Where this class differs from scikit-learn's on purpose, "sklearn" gives
+        scikit-learn's behaviour: components in the order EM produced them (the order of
+        ``means_init`` or of the initialization) instead of sorted by their first
+        coordinate; :meth:`sample` returns scikit-learn's draws (grouped by component) from
+        the same random state; ``lower_bound_`` is the objective per sample before the last
+        M-step and the best of ``n_init`` is chosen by it; and a covariance that collapses
+        with ``reg_covar=0`` raises scikit-learn's ``ValueError`` instead of being repaired
+        with a :class:`DegenerateFitWarning`. ``tol`` and ``max_iter`` keep their defaults:
+        pass ``tol=1e-3, max_iter=100`` for scikit-learn's.
 
     Attributes
     ----------
     weights_ : ndarray of shape (n_components,)
     means_ : ndarray of shape (n_components, n_features)
-        Sorted by the first coordinate, so equal optima are reported identically.
+        Sorted by the first coordinate, so equal optima are reported identically (in EM's
+        order with ``conventions="sklearn"``).
     covariances_ : ndarray
         (K, d, d) full, (d, d) tied, (K, d) diag, (K,) spherical; (K, d, d) for mclust's
         other models.
@@ -164,7 +175,13 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         Total objective at the returned parameters: ``sum_i w_i log p(x_i)``, plus the log
         prior density under a prior (the log-posterior up to its normalizing constant).
     lower_bound_ : float
-        ``log_likelihood_`` per unit of sample weight (scikit-learn's ``lower_bound_``).
+        ``log_likelihood_`` per unit of sample weight: the objective at the returned
+        parameters. scikit-learn's ``lower_bound_`` is the value before the last M-step,
+        ``lower_bounds_[-1]`` (it is ``lower_bound_`` with ``conventions="sklearn"``).
+    lower_bounds_ : list of float
+        The objective per unit of sample weight before each M-step of the best
+        initialization, as scikit-learn's ``lower_bounds_``: ``history_[:-1] / total
+        weight``.
     history_ : ndarray of shape (n_iter_ + 1,)
         The objective after 0, 1, ..., ``n_iter_`` M-steps of the best initialization;
         it never decreases (up to rounding).
@@ -219,6 +236,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         "missing": [StrOptions(set(MISSING))],
         "learning_offset": [Interval(numbers.Real, 0.0, None, closed="left")],
         "learning_decay": [Interval(numbers.Real, 0.5, 1.0, closed="right")],
+        "conventions": [StrOptions({"bayes_gmm", "sklearn"})],
     }
 
     def __init__(
@@ -242,6 +260,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         missing="error",
         learning_offset=10.0,
         learning_decay=0.7,
+        conventions="bayes_gmm",
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -261,6 +280,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.missing = missing
         self.learning_offset = learning_offset
         self.learning_decay = learning_decay
+        self.conventions = conventions
 
     # ------------------------------------------------------------------ validation
     def _validate_X(self, X, reset):
@@ -438,7 +458,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             X, w, self._centered_parameters(center), self.learning_offset, self.learning_decay
         )
         prec_chol, covs, _ = g.precision_cholesky(covs, self.covariance_type)
-        state.permute(np.argsort(means[:, 0], kind="stable"))  # as _store orders them
+        state.permute(self._component_order(means))  # as _store orders them
         run = _Run(weights, means, covs, prec_chol, n_iter=self.n_iter_ + 1)
         run.history = [*self.history_, batch_loglik / w.sum()]
         run.objective = state.stats.log_likelihood * state.n_seen
@@ -538,9 +558,22 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             objectives.append(run.objective)
             if self.verbose:
                 self._print_init_end(run, ctx.w.sum())
-            if best is None or run.objective > best.objective:
+            if best is None or self._ranking(run) > self._ranking(best):
                 best = run
         return best, objectives
+
+    def _ranking(self, run):
+        """What picks the best initialization: the objective at the returned parameters, or
+        with scikit-learn's conventions the bound before the last M-step."""
+        if self.conventions == "sklearn":
+            return run.history[-2] if len(run.history) > 1 else -np.inf
+        return run.objective
+
+    def _component_order(self, means):
+        """The order components are reported in: by first coordinate, or as EM left them."""
+        if self.conventions == "sklearn":
+            return np.arange(means.shape[0])
+        return np.argsort(means[:, 0], kind="stable")
 
     def _initial_parameters(self, ctx, random_state, inits):
         """Initial (weights, centered means, covariances): responsibilities, M-step, overrides."""
@@ -575,6 +608,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             stats += g.summarize(feats, w[start:stop], resp[start:stop].T, ctx.ctype, d)
         g.finish_moments(stats, ctx.ctype, ctx.tied_moment)
         weights, means, covs = g.from_summaries(stats, ctx.ctype, ctx.reg_covar, ctx.prior)
+        if ctx.prior is None:
+            _spread_empty_starts(stats, covs, ctx)
         if "means" in inits:
             means = inits["means"] - ctx.center
         return inits.get("weights", weights), means, inits.get("covariances", covs)
@@ -661,6 +696,14 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 collapsed.update([-1] if singular[0] else [])
             else:
                 collapsed.update(int(k) for k in np.flatnonzero(singular))
+        if self.conventions == "sklearn" and (run.repaired or self._singular(run, data_scale)):
+            raise ValueError(
+                "Fitting the mixture model failed because some components have ill-defined "
+                "empirical covariance (for instance caused by singleton or collapsed samples). "
+                "Try to decrease the number of components, increase reg_covar, or scale the "
+                "input data. (With the default conventions='bayes_gmm' the fit is repaired "
+                "and warns instead.)"
+            )
         if collapsed:
             which = (
                 "the shared covariance" if -1 in collapsed else f"component(s) {sorted(collapsed)}"
@@ -683,6 +726,17 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 stacklevel=4,
             )
 
+    def _singular(self, run, data_scale):
+        """Whether a covariance is singular to rounding (scikit-learn's Cholesky would fail
+        or not, by the luck of the rounding): its smallest variance is within
+        ``n_features`` ulps of the data's largest, with no regularization."""
+        if self._reg_covar() > 0 or self.prior is not None:
+            return False
+        covs = run.covariances
+        layout = layout_of(self.covariance_type)
+        smallest = np.linalg.eigvalsh(covs).min() if layout in ("full", "tied") else covs.min()
+        return smallest <= run.means.shape[1] * np.finfo(float).eps * data_scale
+
     def _store_run(self, run, center, total_weight, n_features, prior):
         """Make this estimator the result of ``run``, as ``fit`` on validated arrays would.
 
@@ -698,9 +752,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def _store(self, run, center, objectives, total_weight, dtype=np.float64):
         """Set the fitted attributes from ``run``; the parameters in ``dtype``."""
-        order = np.argsort(run.means[:, 0], kind="stable")
+        order = self._component_order(run.means)
         ctype = layout_of(self.covariance_type)
-        self.weights_ = run.weights[order]
+        # Summing to 1 to the last bit (the M-step's 10 eps guard leaves ~1e-16), as
+        # scikit-learn's, so sample()'s multinomial accepts them.
+        self.weights_ = run.weights[order] / run.weights.sum()
         self.means_ = run.means[order] + center
         if ctype == "tied":
             self.covariances_ = run.covariances
@@ -717,6 +773,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.lower_bounds_ = list(self.history_[:-1] / total_weight)
         self.log_likelihood_ = float(run.objective)
         self.lower_bound_ = self.log_likelihood_ / total_weight
+        if self.conventions == "sklearn":
+            self.lower_bound_ = self.lower_bounds_[-1] if self.lower_bounds_ else -np.inf
         self.init_log_likelihoods_ = np.asarray(objectives)
 
     # ------------------------------------------------------------------ prediction
@@ -796,6 +854,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def sample(self, n_samples=1, random_state=None):
         """Draw rows from the fitted mixture, in random order.
 
+        With ``conventions="sklearn"``, scikit-learn's draws instead: grouped by component,
+        the same rows scikit-learn returns for the same parameters and random state.
+
         Parameters
         ----------
         n_samples : int, default=1
@@ -825,6 +886,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             rng = random_state
         else:
             rng = check_random_state(random_state)
+        if self.conventions == "sklearn":
+            return self._sample_as_sklearn(n_samples, rng)
         K, d = self.means_.shape
         labels = rng.choice(K, size=n_samples, p=self.weights_)
         z = rng.standard_normal((n_samples, d))
@@ -838,6 +901,22 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             else:
                 z[rows] *= np.sqrt(self.covariances_[k])
         return z + self.means_[labels], labels
+
+    def _sample_as_sklearn(self, n_samples, rng):
+        """scikit-learn's ``sample``: per-component counts, then each component's rows."""
+        counts = rng.multinomial(n_samples, self.weights_)
+        layout = layout_of(self.covariance_type)
+        d = self.means_.shape[1]
+        blocks = []
+        for k, (mean, count) in enumerate(zip(self.means_, counts, strict=True)):
+            if layout in ("full", "tied"):
+                cov = self.covariances_ if layout == "tied" else self.covariances_[k]
+                blocks.append(rng.multivariate_normal(mean, cov, int(count)))
+            else:
+                z = rng.standard_normal(size=(count, d))
+                blocks.append(mean + z * np.sqrt(self.covariances_[k]))
+        labels = np.concatenate([np.full(c, k, dtype=np.int64) for k, c in enumerate(counts)])
+        return np.vstack(blocks), labels
 
     # ------------------------------------------------------------------ display
     def summary(self):
@@ -1041,6 +1120,26 @@ def held_by_regularization(covariances, covariance_type, reg_covar, data_scale):
     else:
         smallest = covariances if covariance_type == "spherical" else covariances.min(axis=-1)
     return smallest - reg_covar <= 1e-9 * data_scale
+
+
+def _spread_empty_starts(stats, covs, ctx):
+    """Give components that start with no data the data's covariance.
+
+    Their M-step covariance is 0 / 0 (about 1e-320 in practice), whose precision overflows
+    the first E-step into NaN when no ``reg_covar`` hides it. EM then freezes them as
+    emptied components (with a DegenerateFitWarning), as it does for one that empties later.
+    """
+    empty = stats.weight <= 1e-12 * stats.total_weight
+    layout = layout_of(ctx.ctype)
+    if not empty.any() or layout == "tied":
+        return
+    pooled = np.atleast_2d(np.cov(ctx.X, rowvar=False, aweights=ctx.w, bias=True))
+    pooled = {
+        "full": pooled + ctx.reg_covar * np.eye(pooled.shape[0]),
+        "diag": np.diag(pooled) + ctx.reg_covar,
+        "spherical": np.mean(np.diag(pooled)) + ctx.reg_covar,
+    }[layout]
+    covs[empty] = pooled
 
 
 def _keep_empty_components(stats, run, means, covs, ctype):

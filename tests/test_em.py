@@ -209,6 +209,33 @@ def test_integer_weights_equal_repeated_rows(ctype):
     np.testing.assert_allclose(weighted.log_likelihood_, repeated.log_likelihood_, rtol=1e-10)
 
 
+@pytest.mark.parametrize("ctype", COVARIANCE_TYPES)
+def test_sklearn_conventions_give_its_order_bound_and_draws(ctype):
+    # conventions="sklearn": components in EM's order, scikit-learn's lower_bound_, and
+    # the very draws scikit-learn's sample() returns from the same random_state.
+    X, _ = three_blobs(n=400, d=3, seed=1)
+    init = sklearn_initial_parameters(X, 3, ctype, seed=2)
+    init["means_init"] = init["means_init"][::-1]  # not in sorted order
+    if ctype != "tied":
+        init["weights_init"] = init["weights_init"][::-1]
+        init["precisions_init"] = init["precisions_init"][::-1]
+    kw = dict(covariance_type=ctype, tol=1e-3, random_state=5, **init)
+    ours = GaussianMixture(3, conventions="sklearn", **kw).fit(X)
+    theirs = SkGaussianMixture(3, **kw).fit(X)
+    rel = dict(rtol=1e-8, atol=0)
+    np.testing.assert_allclose(ours.means_, theirs.means_, **rel)
+    np.testing.assert_allclose(ours.covariances_, theirs.covariances_, **rel)
+    np.testing.assert_allclose(ours.lower_bound_, theirs.lower_bound_, **rel)
+    Xs, ys = ours.sample(500)
+    Xt, yt = theirs.sample(500)
+    np.testing.assert_array_equal(ys, yt)
+    np.testing.assert_allclose(Xs, Xt, rtol=1e-6, atol=1e-9)
+    default = GaussianMixture(3, **kw).fit(X)  # sorted, and lower_bound_ at the result
+    assert np.all(np.diff(default.means_[:, 0]) > 0)
+    assert not np.all(np.diff(ours.means_[:, 0]) > 0)
+    assert default.lower_bound_ == pytest.approx(default.score(X), rel=1e-12)
+
+
 def test_two_blobs_converged_fit_equals_sklearn():
     # The example: a converged fit used to stop one M-step before scikit-learn.
     rng = np.random.RandomState(0)
