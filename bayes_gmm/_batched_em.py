@@ -157,7 +157,7 @@ def batched_em(
     ok = np.flatnonzero(status == kernel.OK)
     covs = _compact(covs[ok], layout)
     prec_chol, covs, repaired = _precision_cholesky(covs, layout)
-    if prior is None:
+    if prior is None and len(ok):
         data_scale = float(np.max(np.var(X, axis=0))) or 1.0
         singular = held_by_regularization(covs, ctype, reg_covar, data_scale)
         repaired |= singular.reshape(len(ok), -1).any(axis=1)

@@ -16,22 +16,28 @@ How each cell is fitted (reliability and sharing)
 The data are validated once. For each K, ``n_init`` hard partitions are computed once and
 shared by all the covariance structures: the first is k-means (Lloyd from k-means++ seeds),
 the others assign every row to the nearest of k-means++ seeds drawn with distinct seeds.
-Each partition gives one start per structure (the clusters' weights, means and
+mclust's own start is added to them: model-based hierarchical agglomeration (VVV merging
+on SVD-transformed data, on at most 2000 rows; :mod:`bayes_gmm._hc`), one tree cut at
+every K. Each partition gives one start per structure (the clusters' weights, means and
 covariances). A cell also starts
 
 - from the solution of the same structure at K - 1, its largest component (by weight x
   determinant of the covariance) split in two along its principal axis, and
-- from the solutions of the more constrained structures at the same K (spherical -> diag
-  -> tied -> full, each converted to the cell's structure).
+- from the solutions of more constrained structures at the same K: among scikit-learn's
+  four, from each one before it (spherical -> diag -> tied -> full, converted to the
+  cell's structure); otherwise from the nested model with the best objective (through
+  the cell's M-step, so at least as good as that solution).
 
 Every start runs ``SHORT_ITER`` EM iterations; those then within ``SHORT_MARGIN`` (per
 sample) of the leader run on to ``EXPLORE_TOL`` (the others, heading for clearly worse
 optima, stop there; on Old Faithful this saved a large share of the time and changed no
-cell when it was introduced). The starts of a stage run in one call of a compiled EM
-kernel (:mod:`bayes_gmm._batched_em`: the iterations of ``GaussianMixture.fit`` without
-its per-iteration numpy overhead, which is most of the time on small data). The
-best start (highest objective) is kept, and the table reports how many starts reached it
-(``n_best`` of ``n_starts``; a low ratio flags a likelihood with several local optima).
+cell when it was introduced; mclust's hierarchical start always runs on, so that every
+cell reaches at least what mclust reaches from it). The starts of a stage run in one
+call of a compiled EM kernel (:mod:`bayes_gmm._batched_em`: the iterations of
+``GaussianMixture.fit`` without its per-iteration numpy overhead, which is most of the
+time on small data). The best start (highest objective) is kept, and the table reports
+how many starts reached it (``n_best`` of ``n_starts``; a low ratio flags a likelihood
+with several local optima).
 Then the cells that could still win are run on to the final ``tol``: visited best first, a
 cell is refined unless its criterion, less a generous bound on what more iterations could
 gain (ten times the geometric extrapolation of its last EM steps), is above the best
@@ -55,7 +61,7 @@ import numpy as np
 import pandas as pd
 from sklearn.exceptions import ConvergenceWarning
 
-from bayes_gmm import _dask, _missing
+from bayes_gmm import _dask, _hc, _missing
 from bayes_gmm import _gaussian as g
 from bayes_gmm._batched_em import batched_em, fits_in_batch, kernel_loaded
 from bayes_gmm._validation import (
@@ -100,6 +106,10 @@ EXPLORE_TOL = 1e-5
 SHORT_ITER = 30
 SHORT_MARGIN = 0.02
 
+#: Starts that always run on to convergence: mclust's own start, so that every cell
+#: reaches at least what mclust reaches from it.
+UNPRUNED_STARTS = ("hc",)
+
 #: A start "reached the best optimum" when its objective is within this much per sample
 #: (per unit of sample weight) of the best start's, after the exploratory runs.
 REACHED_TOL = 1e-4
@@ -140,8 +150,9 @@ class ModelSelection:
         prior), ``n_parameters``, ``bic``, ``aic``, ``icl`` (lower is better),
         ``converged``, ``n_iter`` (EM iterations of the kept start, exploratory plus final),
         ``n_starts`` (starting points tried), ``n_best`` (how many of them reached the best
-        objective), ``best_start`` (which start won: ``"kmeans"``, ``"kmeans++"``,
-        ``"split"`` of the K - 1 solution, or ``"from <structure>"``), ``tol`` (the
+        objective), ``best_start`` (which start won: ``"kmeans"``, ``"kmeans++"``, ``"hc"``
+        (mclust's hierarchical start), ``"split"`` of the K - 1 solution, or
+        ``"from <structure>"``), ``tol`` (the
         tolerance the cell was run to), ``fit_time`` (seconds) and ``reason`` (why a cell
         failed or is doubtful; empty when all is well). A failed cell keeps its row, with
         NaN numbers and the reason.
@@ -301,8 +312,9 @@ class ModelSelection:
         else:
             ctype, k = self.best_params
             row = self.ranking.iloc[0]
+            mclust = "" if row["mclust"] == ctype else f" ({row['mclust']})"
             lines.append(
-                f"best: covariance_type={ctype!r} ({row['mclust']}), n_components={k}, "
+                f"best: covariance_type={ctype!r}{mclust}, n_components={k}, "
                 f"{self.criterion}={row[self.criterion]:.3f}"
             )
         if self.collapsed:
@@ -470,6 +482,21 @@ class _Data:
 def _make_data(X, w, reg_covar):
     center = w @ X / w.sum()
     return _Data(X, w, center, X - center, reg_covar)
+
+
+def _hc_tree(data, entropy, ks):
+    """mclust's hierarchical start (:mod:`bayes_gmm._hc`) on the rows with positive weight.
+
+    Returns the data the tree was built on (a subset of at most ``_hc.SUBSET_SIZE`` rows,
+    centered as ``data``) and ``{K: labels}``; the tree ignores sample weights (as mclust
+    has none).
+    """
+    positive = np.flatnonzero(data.w > 0)
+    rng = np.random.default_rng(_seed(entropy, 0, 0, 2))
+    rows, labels = _hc.hc_partitions(data.X[positive], ks, rng)
+    rows = positive[rows]
+    subset = _Data(data.X[rows], data.w[rows], data.center, data.Xc[rows], data.reg_covar)
+    return subset, labels
 
 
 def _partitions(data, K, n_init, entropy):
@@ -790,7 +817,10 @@ def _explore(data, K, ctype, starts, prior, max_iter):
         going_on = [
             entry
             for entry in runs
-            if not (entry[1].converged or entry[1].objective < leader - SHORT_MARGIN * total_w)
+            if not entry[1].converged
+            and (
+                entry[0] in UNPRUNED_STARTS or entry[1].objective >= leader - SHORT_MARGIN * total_w
+            )
         ]
         done = _run_starts(
             data,
@@ -876,6 +906,7 @@ def _run_grid(data, sub, ks, types, names, settings, progress):
     # start from their solutions.
     fit_order = _fit_order(types)
     announce_kernel = not kernel_loaded()
+    hc = None
     for K in ks:
         partitions = None
         for ctype in fit_order:
@@ -915,9 +946,21 @@ def _run_grid(data, sub, ks, types, names, settings, progress):
                 announce_kernel = False
             progress.show(f"{ctype} K={K}")
             if partitions is None:  # once per K, shared by the structures
-                partitions = _partitions(sub, K, 1 if K == 1 else s["n_init"], s["entropy"])
+                partitions = [
+                    (kind, sub, labels)
+                    for kind, labels in _partitions(
+                        sub, K, 1 if K == 1 else s["n_init"], s["entropy"]
+                    )
+                ]
+                if K > 1:
+                    if hc is None:  # one tree for every K, as mclust
+                        hc = _hc_tree(sub, s["entropy"], ks)
+                    hc_data, hc_labels = hc
+                    if K in hc_labels:
+                        partitions.append(("hc", hc_data, hc_labels[K]))
             starts = [
-                (kind, _params_from_labels(sub, labels, K, ctype)) for kind, labels in partitions
+                (kind, _params_from_labels(pdata, labels, K, ctype))
+                for kind, pdata, labels in partitions
             ]
             if (ctype, K - 1) in parents:
                 starts.append(("split", _split_start(sub, parents[(ctype, K - 1)], ctype)))

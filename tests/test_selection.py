@@ -1,5 +1,7 @@
 """Tests of bayes_gmm.select_model / ModelSelection (issue: choosing K and the structure)."""
 
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -9,6 +11,7 @@ from bayes_gmm import GaussianMixturePrior
 from bayes_gmm.datasets import load_faithful, make_foot_sizes, make_mixture
 from bayes_gmm.em import n_parameters
 from bayes_gmm.selection import ModelSelection, select_model
+from bayes_gmm.structures import MCLUST_MODELS
 
 TYPES = ("full", "tied", "diag", "spherical")
 
@@ -429,3 +432,94 @@ def test_lloyd_moves_an_emptied_cluster_to_the_farthest_row():
     labels = _lloyd(X, np.ones(5), np.array([[0.5], [100.0], [10.5]]))
     assert len(np.unique(labels)) == 3
     assert labels[4] != labels[3] and labels[0] == labels[1] and labels[2] == labels[3]
+
+
+# --------------------------------------------------------------------------- mclust's 14 models
+MCLUST_DATA = Path(__file__).parent / "data" / "mclust"
+
+
+@pytest.fixture(scope="module", params=["faithful", "iris"])
+def mclust_grid(request):
+    """All 14 models x K = 1..9 on a data set, with mclust 6's BIC table for it."""
+    X = pd.read_csv(MCLUST_DATA / f"{request.param}.csv")
+    mclust = pd.read_csv(MCLUST_DATA / f"{request.param}.bic.csv").set_index("G")
+    return request.param, X, mclust, select_model(X, covariance_types="all", random_state=0)
+
+
+def test_every_cell_matches_or_beats_mclust(mclust_grid):
+    _, _, mclust, sel = mclust_grid
+    ours = sel.criterion_table("bic")[list(MCLUST_MODELS)]
+    assert list(ours.columns) == list(mclust.columns) and list(ours.index) == list(mclust.index)
+    fitted = mclust.notna().to_numpy()
+    # Our sign: lower is better; mclust's BIC is minus ours.
+    diff = ours.to_numpy() + mclust.to_numpy()
+    assert np.all(diff[fitted] <= 0.1), ours.where(diff > 0.1)
+    assert np.all(np.isfinite(ours.to_numpy()[fitted]))
+    # mclust stops at a relative change of 1e-5 and starts once: we are often far better.
+    assert np.sum(diff[fitted] < -1.0) >= 40
+    assert len(sel.table) == 126 and "hc" in set(sel.table["best_start"])
+
+
+def test_winner_is_mclusts(mclust_grid):
+    name, _, _, sel = mclust_grid
+    best = {"faithful": ("EEE", 3, 2314.316), "iris": ("VEV", 2, 561.729)}[name]
+    assert sel.best_params == best[:2]
+    assert sel.best_score <= best[2]
+    assert sel.table["mclust"].tolist()[::9] == list(MCLUST_MODELS)
+    assert "(VEV)" not in repr(sel)  # a model named by its code is not repeated
+    assert f"best: covariance_type={best[0]!r}" in repr(sel)
+
+
+def test_hierarchical_start_is_mclusts():
+    """Model-based hc (VVV on SVD-transformed data) gives mclust's partitions."""
+    from sklearn.metrics import adjusted_rand_score
+
+    from bayes_gmm._hc import cut, merge_tree, svd_transform
+
+    for name, exact_up_to in (("iris", 9), ("faithful", 5)):
+        X = pd.read_csv(MCLUST_DATA / f"{name}.csv").to_numpy()
+        theirs = pd.read_csv(MCLUST_DATA / f"{name}.hclass.csv").to_numpy()
+        merges = merge_tree(svd_transform(X))
+        for K in range(1, 10):
+            ari = adjusted_rand_score(theirs[:, K - 1], cut(merges, K))
+            # faithful's rounded values tie merge costs up to rounding beyond K = 5.
+            assert ari == 1.0 if K <= exact_up_to else ari > 0.98, (name, K, ari)
+
+
+def test_names_as_given_and_a_model_named_twice(faithful):
+    sel = select_model(
+        faithful, n_components=[2, 3], covariance_types=["VEV", "full", "VVV"], random_state=0
+    )
+    t = sel.table
+    assert t["covariance_type"].tolist() == ["VEV", "VEV", "full", "full"]
+    assert t["mclust"].tolist() == ["VEV", "VEV", "VVV", "VVV"]
+    assert sel.collapsed == {"VVV": "full"}
+    assert "'VVV' is the same model as 'full'" in repr(sel)
+    assert sel.estimators[("VEV", 3)].covariance_type == "VEV"
+    ax = sel.plot()
+    assert [ln.get_label() for ln in ax.lines[:2]] == ["VEV", "full (VVV)"]
+    plt.close(ax.figure)
+
+
+def test_prior_grid_fails_models_without_a_prior_with_a_reason(faithful):
+    sel = select_model(
+        faithful,
+        n_components=[2],
+        covariance_types=["VEV", "VVE", "EEV"],
+        prior=GaussianMixturePrior(),
+        random_state=0,
+    )
+    t = sel.table.set_index("covariance_type")
+    assert "no conjugate prior for VVE" in t.loc["VVE", "reason"] and np.isnan(t.loc["VVE", "bic"])
+    assert np.isfinite(t.loc[["VEV", "EEV"], "bic"]).all()
+
+
+def test_degenerate_cells_of_the_new_models_are_failed_rows():
+    # Three distinct points, each repeated: K = 3 collapses for every model.
+    X = np.repeat([[0.0, 0.0], [5.0, 1.0], [2.0, 7.0]], 10, axis=0)
+    sel = select_model(X, n_components=[1, 3], covariance_types="all", random_state=0)
+    t = sel.table.set_index(["covariance_type", "n_components"])
+    for model in MCLUST_MODELS:
+        assert np.isnan(t.loc[(model, 3), "bic"]) and t.loc[(model, 3), "reason"]
+        assert np.isfinite(t.loc[(model, 1), "bic"])
+    assert sel.best_params[1] == 1
