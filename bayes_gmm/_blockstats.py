@@ -47,12 +47,23 @@ def block_statistics(X, sample_weight, center, weights, means, prec_chol, covari
     if n == 0:
         return zero_statistics(K, d, layout)
     Xc = X - center
-    if np.isnan(Xc).any():
-        return _missing.expected_statistics(Xc, w, weights, means, covariances, layout)
+    # One BLAS thread: blocks run in parallel (Dask workers), and threaded BLAS on these
+    # small products spins against them (a block was 20x slower on a busy 2-core machine).
+    with g.single_threaded():
+        if np.isnan(Xc).any():
+            return _missing.expected_statistics(Xc, w, weights, means, covariances, layout)
+        return _complete_block_statistics(
+            Xc, w, sample_weight is None, weights, means, prec_chol, ctype
+        )
+
+
+def _complete_block_statistics(Xc, w, unit, weights, means, prec_chol, ctype):
+    n, d = Xc.shape
+    K = means.shape[0]
+    layout = layout_of(ctype)
     eta, const = g.natural_parameters(means, prec_chol, ctype)
     with np.errstate(divide="ignore"):
         const = const + np.log(weights)
-    unit = sample_weight is None
     rows = g.chunk_rows(n, K, d, ctype)
     stats = None
     for start in range(0, n, rows):
@@ -118,10 +129,11 @@ def log_norm_and_resp(X, weights, means, prec_chol, covariances, ctype):
     with np.errstate(divide="ignore"):
         const = const + np.log(weights)
     rows = g.chunk_rows(n, K, d, ctype)
-    for start in range(0, n, rows):
-        stop = min(start + rows, n)
-        feats = g.features(X[start:stop] - center, ctype)
-        lp = g.linear_log_prob(feats, eta, const, ctype, prec_chol)
-        out[start:stop, 0], resp = g.normalize(lp)
-        out[start:stop, 1:] = resp.T
+    with g.single_threaded():  # as in block_statistics
+        for start in range(0, n, rows):
+            stop = min(start + rows, n)
+            feats = g.features(X[start:stop] - center, ctype)
+            lp = g.linear_log_prob(feats, eta, const, ctype, prec_chol)
+            out[start:stop, 0], resp = g.normalize(lp)
+            out[start:stop, 1:] = resp.T
     return out

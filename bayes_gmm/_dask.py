@@ -200,6 +200,14 @@ class _Scan:
     sample_weight: np.ndarray = field(default=None)
 
 
+def _smallest(keys, size):
+    """Indices of the ``size`` smallest keys, in increasing order of key."""
+    if keys.size > size:
+        keys_part = np.argpartition(keys, size - 1)[:size]
+        return keys_part[np.argsort(keys[keys_part], kind="stable")]
+    return np.argsort(keys, kind="stable")
+
+
 def _scan_block(X, w, seed, size):
     X = np.asarray(X, dtype=np.float64)
     n = X.shape[0]
@@ -217,7 +225,7 @@ def _scan_block(X, w, seed, size):
         # Efraimidis & Spirakis: the k largest u ** (1 / w) are a weighted sample without
         # replacement; we keep the k smallest -log(u) / w, the same order.
         keys = -np.log(rng.random(n)) / w
-    keep = np.argsort(keys, kind="stable")[:size]
+    keep = _smallest(keys, size)
     keep = keep[np.isfinite(keys[keep])]
     return _Scan(
         n_rows=n,
@@ -236,7 +244,7 @@ def _scan_block(X, w, seed, size):
 def _merge_scans(a, b, size=None):
     keys = np.concatenate([a.keys, b.keys])
     sample = np.concatenate([a.sample, b.sample])
-    keep = np.argsort(keys, kind="stable")[: size or len(keys)]
+    keep = _smallest(keys, size or len(keys))
     return _Scan(
         a.n_rows + b.n_rows,
         a.total_weight + b.total_weight,
