@@ -172,11 +172,17 @@ def observed_log_likelihood(X, weights, means, covariances, covariance_type):
     The marginal density of each row's observed coordinates: the missing ones are
     integrated out exactly. Equal to the ordinary log-density on complete rows.
 
+    ``covariance_type`` may be any structure's name (its storage layout is what counts).
+
     Returns
     -------
     ndarray of shape (n_samples,)
     """
-    return log_norm_and_resp(X, weights, means, covariances, covariance_type)[0]
+    from bayes_gmm.structures import layout_of
+
+    X = np.asarray(X, dtype=np.float64)
+    layout = layout_of(covariance_type)
+    return log_norm_and_resp(X, weights, means, covariances, layout)[0]
 
 
 def expected_statistics(X, sample_weight, weights, means, covariances, covariance_type):

@@ -436,6 +436,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         EM never sees all the data at one parameter value). ``converged_`` is ``False``.
         """
         self._validate_parameters()
+        if _dask.is_dask_collection(X):
+            raise TypeError(
+                "partial_fit takes in-memory batches (numpy or pandas); fit a Dask collection "
+                "with fit, which streams over its blocks, or pass batch.compute()."
+            )
         state = getattr(self, "_online", None)
         if not hasattr(self, "converged_"):
             X = self._fit(X, sample_weight)

@@ -187,3 +187,17 @@ def test_select_model_with_missing_values_uses_observed_data_criteria():
         np.testing.assert_allclose(row["log_likelihood"], est.score_samples(Xm).sum(), rtol=1e-12)
     with pytest.raises(ValueError, match='missing="em"'):
         select_model(Xm, n_components=[2], verbose=False)
+
+
+@pytest.mark.parametrize("ctype", ["VEV", "EII", "EVI"])
+def test_mclust_structures_with_missing_values(ctype):
+    X = _simulate(1500, ctype="full")
+    Xm = _remove(X, 0.15, seed=7)
+    gm = GaussianMixture(3, covariance_type=ctype, missing="em", means_init=TRUE_MEANS).fit(Xm)
+    assert np.all(np.diff(gm.history_) > -1e-8 * abs(gm.history_[-1]))
+    np.testing.assert_allclose(
+        _missing.observed_log_likelihood(Xm, gm.weights_, gm.means_, gm.covariances_, ctype),
+        gm.score_samples(Xm),
+        rtol=1e-12,
+    )
+    np.testing.assert_allclose(gm.means_, TRUE_MEANS[np.argsort(TRUE_MEANS[:, 0])], atol=0.3)

@@ -85,6 +85,19 @@ def test_no_reinitialization_and_fixed_features():
         gm.partial_fit(np.empty((0, 3)))
 
 
+def test_a_batch_with_other_columns_is_refused():
+    import pandas as pd
+
+    X = pd.DataFrame(_simulate(2000, seed=6), columns=["a", "b", "c"])
+    gm = GaussianMixture(3, random_state=0).partial_fit(X[:1000])
+    with pytest.raises(ValueError, match="feature names should match"):
+        gm.partial_fit(X[1000:].rename(columns={"c": "z"}))
+    import dask.array as da
+
+    with pytest.raises(TypeError, match="partial_fit takes in-memory batches"):
+        gm.partial_fit(da.from_array(X.to_numpy()[1000:], chunks=500))
+
+
 def test_prior_keeps_a_small_first_batch_from_collapsing():
     X = _simulate(20_000, seed=4)
     with pytest.warns(DegenerateFitWarning):
