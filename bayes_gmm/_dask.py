@@ -501,8 +501,8 @@ def log_norm_and_resp_lazy(est, Xd):
     return out[:, 0], out[:, 1:]
 
 
-def criteria(est, Xd, sample_weight=None):
-    """Log-likelihood, BIC, AIC and ICL on Dask data, in one pass."""
+def criteria_sums(est, Xd, sample_weight=None):
+    """``(sum w log p(x), sum w, sum w log max_k r_k)`` on Dask data, in one pass."""
     import dask
 
     log_norm, resp = log_norm_and_resp_lazy(est, Xd)
@@ -518,14 +518,7 @@ def criteria(est, Xd, sample_weight=None):
             else sample_weight
         )
         loglik, top, n = dask.compute((w * log_norm).sum(), (w * log_top).sum(), w.sum())
-    p = est.n_parameters()
-    bic = -2.0 * loglik + p * np.log(n)
-    return {
-        "log_likelihood": float(loglik),
-        "bic": float(bic),
-        "aic": float(-2.0 * loglik + 2.0 * p),
-        "icl": float(bic - 2.0 * top),
-    }
+    return loglik, n, top
 
 
 # --------------------------------------------------------------------------- select_model
@@ -567,6 +560,7 @@ def select_model(
 
     import dask
 
+    from bayes_gmm.em import criteria_from_sums
     from bayes_gmm.selection import ModelSelection
     from bayes_gmm.selection import select_model as select_in_memory
 
@@ -627,15 +621,10 @@ def select_model(
         est.n_passes_ = passes
         if names is not None:
             est.feature_names_in_ = names
-        p = est.n_parameters()
-        bic = -2.0 * loglik + p * np.log(n)
         i = index[key]
-        table.loc[i, ["log_likelihood", "bic", "aic", "icl"]] = [
-            loglik,
-            bic,
-            -2.0 * loglik + 2.0 * p,
-            bic - 2.0 * top,
-        ]
+        criteria = criteria_from_sums(loglik, n, top, est.n_parameters())
+        for name, value in criteria.items():
+            table.loc[i, name] = value
         table.loc[i, "converged"] = run.converged
         table.loc[i, "n_iter"] = int(table.loc[i, "n_iter"]) + run.n_iter
         table.loc[i, "tol"] = tol

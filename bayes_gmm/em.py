@@ -1001,8 +1001,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         With ``sample_weight`` a weight counts as that many copies of the row, so ``n`` in
         the BIC is the total weight.
         """
-        if _dask.is_dask_collection(X):
-            return _dask.criteria(self, X, sample_weight)
+        if _dask.is_dask_collection(X):  # the three sums in one pass over the blocks
+            loglik, n, top = _dask.criteria_sums(self, X, sample_weight)
+            return criteria_from_sums(loglik, n, top, self.n_parameters())
         log_norm, resp = self._log_norm_and_resp(X)
         with np.errstate(divide="ignore"):
             log_top = np.log(resp.max(axis=1))
@@ -1010,14 +1011,21 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             loglik, n, top = log_norm.sum(), X.shape[0], log_top.sum()
         else:
             loglik, n, top = sample_weight @ log_norm, sample_weight.sum(), sample_weight @ log_top
-        p = self.n_parameters()
-        bic = -2.0 * loglik + p * np.log(n)
-        return {
-            "log_likelihood": float(loglik),
-            "bic": float(bic),
-            "aic": float(-2.0 * loglik + 2.0 * p),
-            "icl": float(bic - 2.0 * top),
-        }
+        return criteria_from_sums(loglik, n, top, self.n_parameters())
+
+
+def criteria_from_sums(log_likelihood, n, log_top, n_parameters):
+    """Log-likelihood, BIC, AIC and ICL from the data's sums.
+
+    ``log_top`` is ``sum_i w_i log max_k r_ik``; ``n`` the total weight (rows when unweighted).
+    """
+    bic = -2.0 * log_likelihood + n_parameters * np.log(n)
+    return {
+        "log_likelihood": float(log_likelihood),
+        "bic": float(bic),
+        "aic": float(-2.0 * log_likelihood + 2.0 * n_parameters),
+        "icl": float(bic - 2.0 * log_top),
+    }
 
 
 @dataclass

@@ -21,6 +21,7 @@ Run the full sizes once, on a quiet machine; smaller sizes say so in their outpu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
 import shutil
@@ -58,6 +59,24 @@ def simulate(n, block=1_000_000):
     )
 
 
+@contextlib.contextmanager
+def cluster_client(memory_limit):
+    """A 2-worker LocalCluster of processes (one thread each) and its client, closed after."""
+    from dask.distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            memory_limit=memory_limit,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
 def timed(fn):
     wall, cpu = time.perf_counter(), time.process_time()
     out = fn()
@@ -77,7 +96,6 @@ def peak_rss_mb():
 
 def case_a(n, iters):
     import dask.array as da
-    from dask.distributed import Client, LocalCluster
     from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
     print(f"(a) {n:.0e} x {D}, K={K}, full, {iters} iterations from the same start (tol=0)")
@@ -92,16 +110,7 @@ def case_a(n, iters):
     ll = ours.log_likelihood_
     print(f"  in-memory (ours): {t_mem:7.1f} s wall, {c_mem:7.1f} s CPU, logL {ll:.10e}")
     print(f"  scikit-learn    : {t_sk:7.1f} s wall, {c_sk:7.1f} s CPU, logL {ll_sk:.10e}")
-    with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            memory_limit="6GB",
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    with cluster_client("6GB") as client:
         Xd = client.persist(da.from_array(X, chunks=(250_000, D)))
         client.wait_for_workers(2)
         from dask.distributed import wait
@@ -136,7 +145,6 @@ def _peak_rss_worker():
 
 def case_b(big_n, iters, path):
     import dask.array as da
-    from dask.distributed import Client, LocalCluster
 
     gb = big_n * D * 8 / 1e9
     free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free / 1e9
@@ -148,16 +156,7 @@ def case_b(big_n, iters, path):
         print(f"  SKIPPED: not enough free disk space for {gb:.1f} GB")
         return
     block = 1_000_000
-    with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            memory_limit="2GB",
-        ) as cluster,
-        Client(cluster),
-    ):
+    with cluster_client("2GB") as client:
         try:
             existing = da.from_zarr(path)
             ok = existing.shape == (big_n, D)
@@ -172,16 +171,7 @@ def case_b(big_n, iters, path):
             ]
             _, t_write, _ = timed(lambda: da.concatenate(blocks).to_zarr(path))
             print(f"  wrote the zarr store in {t_write:.0f} s")
-    with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            memory_limit="2GB",
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    with cluster_client("2GB") as client:
         Xd = da.from_zarr(path)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
