@@ -1,138 +1,449 @@
-"""Calibration of BayesianGaussianMixture: interval coverage and simulation-based calibration.
+"""Simulation-based calibration (SBC) of BayesianGaussianMixture, as the project tracks it.
 
-For each of ``--sims`` data sets: draw the truth from a fixed, fully specified prior
-(weights ~ Dirichlet(alpha), Sigma_k ~ InvWishart(nu, Lambda), mu_k ~ N(m0, Sigma_k /
-kappa)), simulate N points, fit with the *same* prior and ``relabel="ordered"`` (the
-ordered model is the exchangeable one with labels sorted by the first coordinate of the
-means, so sorting the true components the same way makes the comparison exact), and
-record
+For each case (dimension d, number of components K, covariance structure) and each of
+``--sims`` simulations: draw the parameters from the model's own prior (fixed
+hyperparameters, nothing data-based), simulate N points, fit with the same prior and the
+default relabelling (pivot: each draw permuted to match the EM estimate), and record the
+rank of every true quantity among L thinned posterior draws (Talts et al. 2018). If the
+posterior is right, every rank is uniform on 0..L.
 
-- whether each true parameter lies in the central 50% and 90% posterior intervals
-  (expected shares: 0.50 and 0.90);
-- its rank among ``L`` thinned posterior draws (Talts et al. 2018): under correct
-  calibration the ranks are uniform on 0..L; a chi-square test over 10 bins gives the
-  p-value.
+Two kinds of quantity:
 
-Usage: python benchmarks/calibration.py [--sims 50] [--quick] [--n 200] [--K 2] [--d 2]
+- label-specific: weights[k], means[k,j], log variances[k,j], the true components mapped
+  to the pivot's labels (Hungarian assignment on the distance between the true means and
+  the relabelled posterior means);
+- label-invariant, which no relabelling can affect: the sorted weights, the mixture's mean
+  and variance per feature, and the log density at three fixed points.
+
+Per quantity, a chi-square test on 10 rank bins and a Kolmogorov-Smirnov test on the
+jittered ranks (u = (rank + U) / (L + 1), uniform under calibration). A case passes when
+the smallest p-value, Bonferroni-adjusted over its quantities, is above ``ALPHA``. The
+positive control fits with a prior whose covariance scale is ``CONTROL_FACTOR`` times the
+one the truth was drawn from: SBC must flag it.
+
+Outputs (``--out``, default benchmarks/results/calibration): ``calibration.csv`` (one row
+per case and quantity), ``summary.csv`` (one row per case), ``ranks.png`` (rank
+histograms of the label-invariant quantities) and ``ecdf.png`` (ECDF minus uniform with a
+95% simultaneous band).
+
+Usage::
+
+    python benchmarks/calibration.py                 # the tracked run: 200 sims per case
+    python benchmarks/calibration.py --small         # a few minutes (the slow test runs it)
+    python benchmarks/calibration.py --sims 50 --jobs 2
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 import warnings
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
-from scipy import stats
+from scipy import optimize, special, stats
 
-from bayes_gmm import BayesianGaussianMixture, GaussianMixturePrior
-from bayes_gmm.diagnostics import SamplingWarning
+ALPHA = 0.01  # per case, after Bonferroni over its quantities
+BINS = 10
+CONTROL_FACTOR = 16.0
+RESULTS = Path(__file__).resolve().parent / "results" / "calibration"
 
 
-def draw_truth(rng, prior, K, d):
-    resolved = prior.resolve(np.zeros((2, d)), K, "full")  # fixed: nothing is data-based
-    weights = rng.dirichlet(np.full(K, resolved.weight_concentration))
-    covs = stats.invwishart(df=resolved.degrees_of_freedom, scale=resolved.scale).rvs(
-        size=K, random_state=rng
+@dataclass(frozen=True)
+class Case:
+    d: int
+    K: int
+    structure: str
+    control: bool = False  # the positive control: a wrong prior scale in the fit
+
+    @property
+    def name(self):
+        base = f"d={self.d} K={self.K} {self.structure}"
+        return base + f" (control: scale x{CONTROL_FACTOR:g})" if self.control else base
+
+
+def cases(small=False):
+    """Every structure the posterior supports, 1-D and 2-D, K = 2 and 3; and the control."""
+    out = []
+    for d in (1, 2):
+        # In 1-D full, diag and spherical are one model: full and tied cover it.
+        structures = ("full", "tied") if d == 1 else ("full", "tied", "diag", "spherical")
+        for K in (2, 3):
+            out += [Case(d, K, s) for s in structures]
+    out.append(Case(2, 2, "full", control=True))
+    if small:
+        out = [Case(1, 2, "full"), Case(2, 3, "diag"), Case(2, 2, "full", control=True)]
+    return out
+
+
+# --------------------------------------------------------------------------- the prior
+
+
+def prior_settings(d, factor=1.0):
+    """Fixed hyperparameters (GaussianMixturePrior keyword arguments)."""
+    return dict(
+        weight_concentration=3.0,
+        mean_precision=0.1,
+        mean_prior=np.zeros(d),
+        degrees_of_freedom=d + 4.0,
+        covariance_prior=np.eye(d) * factor,
     )
-    covs = np.asarray(covs).reshape(K, d, d)
-    means = np.array(
-        [rng.multivariate_normal(resolved.mean, c / resolved.mean_precision) for c in covs]
-    )
-    order = np.argsort(means[:, 0])
-    return weights[order], means[order], covs[order]
+
+
+def draw_truth(rng, case):
+    """Weights (K,), means (K, d), covariances (K, d, d) drawn from the model's prior."""
+    d, K = case.d, case.K
+    p = prior_settings(d)
+    nu, kappa, lam = p["degrees_of_freedom"], p["mean_precision"], p["covariance_prior"]
+    weights = rng.dirichlet(np.full(K, p["weight_concentration"]))
+    if case.structure == "full":
+        covs = stats.invwishart(df=nu, scale=lam).rvs(size=K, random_state=rng)
+        covs = np.asarray(covs).reshape(K, d, d)
+    elif case.structure == "tied":
+        cov = np.asarray(stats.invwishart(df=nu, scale=lam).rvs(random_state=rng))
+        covs = np.broadcast_to(cov.reshape(d, d), (K, d, d)).copy()
+    elif case.structure == "diag":
+        # s2_kj ~ InvGamma(nu / 2, lambda_j / 2)
+        s2 = (np.diag(lam) / 2) / rng.gamma(nu / 2, size=(K, d))
+        covs = np.stack([np.diag(row) for row in s2])
+    else:  # spherical: s2_k ~ InvGamma(nu / 2, mean(diag(lambda)) / 2)
+        s2 = (np.mean(np.diag(lam)) / 2) / rng.gamma(nu / 2, size=K)
+        covs = s2[:, None, None] * np.eye(d)
+    means = np.array([rng.multivariate_normal(p["mean_prior"], c / kappa) for c in covs])
+    return weights, means, covs
 
 
 def simulate(rng, weights, means, covs, n):
     labels = rng.choice(len(weights), size=n, p=weights)
     chol = np.linalg.cholesky(covs)
-    return means[labels] + np.einsum(
-        "nij,nj->ni", chol[labels], rng.standard_normal(means[labels].shape)
+    z = rng.standard_normal((n, means.shape[1]))
+    return means[labels] + np.einsum("nij,nj->ni", chol[labels], z)
+
+
+# --------------------------------------------------------------------------- quantities
+
+
+def fixed_points(d):
+    """Three points where the log density is compared (in the prior's bulk)."""
+    return np.array([[0.0] * d, [-1.5] + [0.5] * (d - 1), [1.5] + [-0.5] * (d - 1)])
+
+
+def log_density(weights, means, covs, points):
+    """log p(points) under each parameter set: (S, K), (S, K, d), (S, K, d, d) -> (S, P)."""
+    d = means.shape[-1]
+    chol = np.linalg.cholesky(covs)  # (S, K, d, d)
+    diff = points[None, None, :, :] - means[:, :, None, :]  # (S, K, P, d)
+    sol = np.linalg.solve(chol[:, :, None], diff[..., None])[..., 0]
+    maha = np.sum(sol**2, axis=-1)
+    logdet = 2 * np.sum(np.log(np.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
+    comp = -0.5 * (maha + logdet[..., None] + d * np.log(2 * np.pi))
+    return special.logsumexp(np.log(weights)[..., None] + comp, axis=1)
+
+
+def quantities(weights, means, covs, points):
+    """The label-invariant quantities of parameter sets: name -> (S,) array."""
+    d = means.shape[-1]
+    out = {}
+    for i, w in enumerate(np.sort(weights, axis=1).T):
+        out[f"sorted weight {i}"] = w
+    mix_mean = np.einsum("sk,skj->sj", weights, means)
+    second = np.einsum("sk,skj->sj", weights, np.diagonal(covs, axis1=-2, axis2=-1) + means**2)
+    for j in range(d):
+        out[f"mixture mean[{j}]"] = mix_mean[:, j]
+        out[f"mixture variance[{j}]"] = second[:, j] - mix_mean[:, j] ** 2
+    for i, value in enumerate(log_density(weights, means, covs, points).T):
+        out[f"log density at point {i}"] = value
+    return out
+
+
+def label_specific(weights, means, covs):
+    """weights[k], means[k,j], log variances[k,j]: name -> (S,) array."""
+    out = {}
+    K, d = means.shape[-2:]
+    logvar = np.log(np.diagonal(covs, axis1=-2, axis2=-1))
+    for k in range(K):
+        out[f"weights[{k}]"] = weights[:, k]
+        for j in range(d):
+            out[f"means[{k},{j}]"] = means[:, k, j]
+            out[f"log variance[{k},{j}]"] = logvar[:, k, j]
+    return out
+
+
+def match_to_pivot(true_means, post_means, scale):
+    """Permutation perm with truth component perm[k] <-> posterior component k."""
+    diff = (true_means[:, None, :] - post_means[None, :, :]) / scale
+    rows, cols = optimize.linear_sum_assignment(np.sum(diff**2, axis=-1))
+    perm = np.empty_like(cols)
+    perm[cols] = rows
+    return perm
+
+
+# --------------------------------------------------------------------------- one run
+
+
+def one_simulation(task):
+    """Ranks of every quantity for simulation ``sim`` of ``case`` (runs in a worker)."""
+    case, sim, n, draws, tune, L = task
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from bayes_gmm import BayesianGaussianMixture, GaussianMixturePrior
+    from bayes_gmm.diagnostics import SamplingWarning
+
+    seed = [case.d, case.K, ("full", "tied", "diag", "spherical").index(case.structure)]
+    rng = np.random.default_rng([20261127, *seed, int(case.control), sim])
+    weights, means, covs = draw_truth(rng, case)
+    X = simulate(rng, weights, means, covs, n)
+    factor = CONTROL_FACTOR if case.control else 1.0
+    model = BayesianGaussianMixture(
+        case.K,
+        covariance_type=case.structure,
+        prior=GaussianMixturePrior(**prior_settings(case.d, factor)),
+        draws=draws,
+        tune=tune,
+        chains=2,
+        random_state=int(rng.integers(2**31)),
+        cores=1,
     )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore", SamplingWarning)
+        model.fit(X)
+    report = model.diagnostics()
+    w, m, c = (np.asarray(a) for a in model.posterior_parameters(full=True))
+    S = len(w)
+    thin = np.linspace(0, S - 1, L).round().astype(int)
+    w, m, c = w[thin], m[thin], c[thin]
+
+    perm = match_to_pivot(means, m.mean(axis=0), X.std(axis=0) + 1e-12)
+    truth_specific = label_specific(weights[perm][None], means[perm][None], covs[perm][None])
+    post_specific = label_specific(w, m, c)
+    points = fixed_points(case.d)
+    truth_invariant = quantities(weights[None], means[None], covs[None], points)
+    post_invariant = quantities(w, m, c, points)
+
+    ranks = {}
+    for kind, truth, post in (
+        ("label-specific", truth_specific, post_specific),
+        ("label-invariant", truth_invariant, post_invariant),
+    ):
+        for name, value in truth.items():
+            ranks[(kind, name)] = int(np.sum(post[name] < value[0]))
+    flags = {
+        "rhat_over": bool(report.max_rhat > 1.01),
+        "relabelled_over": bool(report.relabelled_share > 0.05),
+        "divergent": bool(report.n_divergent > 0),
+    }
+    return case, sim, ranks, flags
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def rank_tests(ranks, L, rng):
+    """(chi-square p, KS p) of ranks in 0..L against the discrete uniform."""
+    ranks = np.asarray(ranks)
+    counts = np.histogram(ranks, bins=BINS, range=(0, L + 1))[0]
+    chi2_p = stats.chisquare(counts).pvalue
+    u = (ranks + rng.uniform(size=ranks.size)) / (L + 1)
+    ks_p = stats.kstest(u, "uniform").pvalue
+    return float(chi2_p), float(ks_p)
+
+
+def summarize(results, L):
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    rows = []
+    by_case = {}
+    for case, _, ranks, flags in results:
+        entry = by_case.setdefault(case, {"ranks": {}, "flags": []})
+        entry["flags"].append(flags)
+        for key, r in ranks.items():
+            entry["ranks"].setdefault(key, []).append(r)
+    summary = []
+    for case, entry in by_case.items():
+        ps = []
+        for (kind, name), r in entry["ranks"].items():
+            chi2_p, ks_p = rank_tests(r, L, rng)
+            ps += [chi2_p, ks_p]
+            rows.append(
+                {
+                    "case": case.name,
+                    "kind": kind,
+                    "quantity": name,
+                    "sims": len(r),
+                    "chi2_p": chi2_p,
+                    "ks_p": ks_p,
+                }
+            )
+        n_tests = len(ps)
+        adjusted = min(1.0, min(ps) * n_tests)
+        flags = pd.DataFrame(entry["flags"])
+        summary.append(
+            {
+                "case": case.name,
+                "control": case.control,
+                "sims": len(entry["flags"]),
+                "quantities": n_tests // 2,
+                "min_p_bonferroni": adjusted,
+                "calibrated": adjusted > ALPHA,
+                "share_rhat_over_1.01": flags["rhat_over"].mean(),
+                "share_relabelled_over_5pct": flags["relabelled_over"].mean(),
+                "share_divergent": flags["divergent"].mean(),
+            }
+        )
+    return pd.DataFrame(rows), pd.DataFrame(summary), by_case
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def figures(by_case, L, out):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(by_case)
+    ncols = 4
+    nrows = int(np.ceil(len(names) / ncols))
+    for kind_fig in ("ranks", "ecdf"):
+        fig, axes = plt.subplots(
+            nrows, ncols, figsize=(3.4 * ncols, 2.6 * nrows), layout="constrained", squeeze=False
+        )
+        for ax, case in zip(axes.flat, names, strict=False):
+            ranks = {
+                name: np.asarray(r)
+                for (kind, name), r in by_case[case]["ranks"].items()
+                if kind == "label-invariant"
+            }
+            n = len(next(iter(ranks.values())))
+            if kind_fig == "ranks":
+                pooled = np.concatenate(list(ranks.values()))
+                counts = np.histogram(pooled, bins=BINS, range=(0, L + 1))[0]
+                expected = pooled.size / BINS
+                # 99% band of one bin's count under uniformity (binomial).
+                lo, hi = stats.binom.ppf([0.005, 0.995], pooled.size, 1 / BINS)
+                ax.axhspan(lo, hi, color="0.85", label="99% band per bin")
+                ax.bar(np.arange(BINS), counts, color="C0" if not case.control else "C3")
+                ax.axhline(expected, color="black", lw=0.8)
+                ax.set_xlabel("rank decile (pooled label-invariant quantities)")
+                ax.set_ylabel("count")
+            else:
+                grid = np.linspace(0, 1, 201)
+                band = np.sqrt(np.log(2 / 0.05) / (2 * n))  # DKW: 95% simultaneous
+                ax.fill_between(grid, -band, band, color="0.85", label="95% band")
+                for r in ranks.values():
+                    u = (r + 0.5) / (L + 1)
+                    ecdf = np.searchsorted(np.sort(u), grid, side="right") / len(u)
+                    ax.plot(grid, ecdf - grid, lw=0.9)
+                ax.set_xlabel("fractional rank")
+                ax.set_ylabel("ECDF - uniform")
+            ax.set_title(case.name, fontsize="small")
+        for ax in axes.flat[len(names) :]:
+            ax.set_visible(False)
+        what = "Rank histograms" if kind_fig == "ranks" else "Rank ECDF minus uniform, per quantity"
+        fig.suptitle(
+            f"SBC of BayesianGaussianMixture: {what}; label-invariant quantities; "
+            f"{n} simulations per case (red: the positive control, must fail)",
+            fontsize="medium",
+        )
+        fig.savefig(out / f"{kind_fig}.png", dpi=90)
+        plt.close(fig)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def run(case_list, sims, n, draws, tune, L, jobs, progress=True):
+    tasks = [(case, s, n, draws, tune, L) for case in case_list for s in range(sims)]
+    results = []
+    t0 = time.perf_counter()
+    if jobs > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(jobs) as pool:
+            for i, res in enumerate(pool.imap_unordered(one_simulation, tasks, chunksize=4)):
+                results.append(res)
+                if progress and (i + 1) % 50 == 0:
+                    print(
+                        f"  {i + 1}/{len(tasks)} fits, {time.perf_counter() - t0:.0f} s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+    else:
+        for i, task in enumerate(tasks):
+            results.append(one_simulation(task))
+            if progress and (i + 1) % 50 == 0:
+                print(
+                    f"  {i + 1}/{len(tasks)} fits, {time.perf_counter() - t0:.0f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    return results, time.perf_counter() - t0
+
+
+def _version():
+    import bayes_gmm
+
+    return bayes_gmm.__version__
+
+
+def _commit():
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(Path(__file__).resolve().parent), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sims", type=int, default=50)
-    parser.add_argument("--quick", action="store_true", help="12 data sets")
-    parser.add_argument("--n", type=int, default=200)
-    parser.add_argument("--K", type=int, default=2)
-    parser.add_argument("--d", type=int, default=2)
-    parser.add_argument("--draws", type=int, default=1000)
-    parser.add_argument("--chains", type=int, default=2)
+    parser.add_argument("--sims", type=int, default=200, help="simulations per case")
+    parser.add_argument("--small", action="store_true", help="3 cases x 60 sims (minutes)")
+    parser.add_argument("--n", type=int, default=60, help="points per simulated data set")
+    parser.add_argument("--draws", type=int, default=400, help="draws per chain (2 chains)")
+    parser.add_argument("--tune", type=int, default=300)
     parser.add_argument("--L", type=int, default=99, help="thinned draws per rank")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    sims = 12 if args.quick else args.sims
-    K, d = args.K, args.d
-    prior = GaussianMixturePrior(
-        weight_concentration=3.0,
-        mean_precision=0.05,
-        mean_prior=np.zeros(d),
-        degrees_of_freedom=d + 4.0,
-        covariance_prior=np.eye(d) * 3.0,
-    )
-    names = [f"weights[{k}]" for k in range(K)]
-    names += [f"means[{k},{j}]" for k in range(K) for j in range(d)]
-    names += [f"var[{k},{j}]" for k in range(K) for j in range(d)]
-    inside50, inside90, ranks = [], [], []
-    bad_runs, t0 = 0, time.perf_counter()
-    rng = np.random.default_rng(20261121)
-    for s in range(sims):
-        weights, means, covs = draw_truth(rng, prior, K, d)
-        X = simulate(rng, weights, means, covs, args.n)
-        model = BayesianGaussianMixture(
-            K,
-            covariance_type="full",
-            prior=prior,
-            draws=args.draws,
-            tune=1000,
-            chains=args.chains,
-            relabel="ordered",
-            random_state=s,
-        )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", SamplingWarning)
-            model.fit(X)
-        bad_runs += not model.diagnostics().ok
-        w, m, c = model.posterior_parameters(full=True)
-        var = np.diagonal(c, axis1=-2, axis2=-1)
-        draws = np.concatenate([w, m.reshape(len(w), -1), var.reshape(len(w), -1)], axis=1)
-        truth = np.concatenate(
-            [weights, means.ravel(), np.diagonal(covs, axis1=1, axis2=2).ravel()]
-        )
-        lo50, hi50, lo90, hi90 = np.quantile(draws, [0.25, 0.75, 0.05, 0.95], axis=0)
-        inside50.append((lo50 <= truth) & (truth <= hi50))
-        inside90.append((lo90 <= truth) & (truth <= hi90))
-        thin = draws[np.linspace(0, len(draws) - 1, args.L).round().astype(int)]
-        ranks.append(np.sum(thin < truth, axis=0))
-    elapsed = time.perf_counter() - t0
-    inside50, inside90, ranks = map(np.asarray, (inside50, inside90, ranks))
+    sims = 60 if args.small and args.sims == 200 else args.sims
+    case_list = cases(small=args.small)
+    results, elapsed = run(case_list, sims, args.n, args.draws, args.tune, args.L, args.jobs)
+    table, summary, by_case = summarize(results, args.L)
+    args.out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out / "calibration.csv", index=False, float_format="%.4g")
+    summary.to_csv(args.out / "summary.csv", index=False, float_format="%.4g")
+    figures(by_case, args.L, args.out)
+    import pandas as pd
 
-    print(
-        f"{sims} data sets of N={args.n}, K={K}, d={d}; truth from the prior; "
-        f"{args.chains} chains x {args.draws} draws; {bad_runs} run(s) failed a "
-        f"convergence check; {elapsed:.0f} s"
-    )
-    bins = 10
-    print(f"\n{'parameter':<14} {'in 50%':>7} {'in 90%':>7} {'SBC chi2 p':>11}")
-    for i, name in enumerate(names):
-        counts = np.histogram(ranks[:, i], bins=bins, range=(0, args.L + 1))[0]
-        p = stats.chisquare(counts).pvalue
-        print(f"{name:<14} {inside50[:, i].mean():7.2f} {inside90[:, i].mean():7.2f} {p:11.3f}")
-    se50 = np.sqrt(0.25 / inside50.size)
-    se90 = np.sqrt(0.09 / inside90.size)
-    print(
-        f"{'all':<14} {inside50.mean():7.2f} {inside90.mean():7.2f}"
-        f"   (expected 0.50 +- {2 * se50:.2f}, 0.90 +- {2 * se90:.2f}; 2 s.e., "
-        "ignoring dependence)"
-    )
-    for group, sl in (("weights", slice(0, K)), ("means", slice(K, K + K * d))):
-        counts = np.histogram(ranks[:, sl].ravel(), bins=bins, range=(0, args.L + 1))[0]
+    with pd.option_context("display.width", 160, "display.max_columns", 20):
+        print(f"bayes_gmm {_version()}, commit {_commit()}")
         print(
-            f"SBC ranks, {group} pooled: counts per decile {counts.tolist()}, "
-            f"chi2 p = {stats.chisquare(counts).pvalue:.3f}"
+            f"SBC: {len(case_list)} cases x {sims} simulations of N={args.n}; 2 chains x "
+            f"{args.draws} draws ({args.tune} tune); ranks among L={args.L} thinned draws; "
+            f"{elapsed:.0f} s with {args.jobs} job(s)"
         )
+        print(summary.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    regular = summary[~summary["control"]]
+    control = summary[summary["control"]]
+    ok = bool(regular["calibrated"].all()) and not bool(control["calibrated"].any())
+    print(
+        "verdict: "
+        + ("every case calibrated and the positive control detected" if ok else "FAILED")
+    )
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
