@@ -318,6 +318,8 @@ class _DaskRun:
     done: bool = False
     previous: float = -np.inf
     converging: bool = False
+    repaired: dict = field(default_factory=dict)
+    emptied: set = field(default_factory=set)
 
 
 def _starts(est, sample, n_features, rng):
@@ -382,7 +384,9 @@ def _em(blocks, weights, center, runs, max_iter, tol, verbose=0, verbose_interva
                 new_m[empty] = run.means[empty]
                 if layout_of(ctype) != "tied":
                     new_c[empty] = run.covariances[empty]
-            prec_chol, new_c, _ = g.precision_cholesky(new_c, ctype)
+                run.emptied.update(int(k) for k in np.flatnonzero(empty))
+            prec_chol, new_c, repaired = g.precision_cholesky(new_c, ctype)
+            run.repaired.update(repaired)
             run.weights, run.means, run.covariances, run.prec_chol = new_w, new_m, new_c, prec_chol
             run.n_iter = iteration + 1
     for run in runs:
@@ -450,6 +454,8 @@ def fit(est, X, sample_weight=None):
             ConvergenceWarning,
             stacklevel=3,
         )
+    variances = scan.sum_squares / scan.observed_weight - center**2
+    est._warn_degenerate(best, float(np.max(variances)) or 1.0)  # as fit warns in memory
     est._store_run(best, center, scan.total_weight, d, prior_)
     est.init_log_likelihoods_ = np.asarray([r.objective for r in runs])
     est.sample_log_likelihoods_ = np.asarray(sample_objectives)

@@ -178,3 +178,12 @@ def test_bad_dask_input_is_refused_in_one_line():
         gm.predict(Xd[:, :2])
     with pytest.raises(ValueError, match="dtype"):
         GaussianMixture(2).fit(da.from_array(np.array([["a", "b"]] * 4), chunks=2))
+
+
+def test_degenerate_dask_fit_warns_as_in_memory():
+    from bayes_gmm.em import DegenerateFitWarning
+
+    X = _simulate(3_000, seed=7)
+    X[:, 2] = 1.0  # a constant column: every covariance is singular
+    with pytest.warns(DegenerateFitWarning):
+        GaussianMixture(2, random_state=0).fit(da.from_array(X, chunks=(1_000, 3)))
