@@ -1,10 +1,12 @@
-"""Benchmark: the selection grid (4 structures x K = 1..9) against R's mclust.
+"""Benchmark: the selection grid (mclust's 14 models x K = 1..9) against R's mclust.
 
-Runs ``bayes_gmm.select_model`` and, where ``Rscript`` and the mclust package are installed
-(``apt-get install r-cran-mclust``), ``Mclust(X, G = 1:9, modelNames = c("VVV", "EEE",
-"VVI", "VII"))`` on the same data in the same run, and prints both times and their ratio.
-mclust is timed twice: the ``Mclust`` call alone (``system.time`` inside R) and the whole
-``Rscript`` subprocess (R start-up, loading mclust, reading the CSV).
+Runs ``bayes_gmm.select_model(X, covariance_types="all")`` and, where ``Rscript`` and the
+mclust package are installed (``apt-get install r-cran-mclust``), ``mclustBIC(X, G = 1:9)``
+(all 14 models, mclust's defaults) on the same data in the same run, and prints both times
+and their ratio. ``--models four`` compares scikit-learn's four structures with
+``mclustBIC(X, G = 1:9, modelNames = c("VVV", "EEE", "VVI", "VII"))`` instead.
+mclust is timed twice: the ``mclustBIC`` call alone (``system.time`` inside R) and the
+whole ``Rscript`` subprocess (R start-up, loading mclust, reading the CSV).
 
 Ours is timed as the best of ``--repeat`` calls after a first call, which is printed on its
 own: it loads the compiled EM kernel from numba's disk cache, or compiles it once per
@@ -15,7 +17,8 @@ Cases: Old Faithful (272 x 2, shipped with the package) and a simulated 1e5 x 5 
 
 Usage::
 
-    python benchmarks/bench_selection.py            # both cases
+    python benchmarks/bench_selection.py            # both cases, 14 models
+    python benchmarks/bench_selection.py --models four
     python benchmarks/bench_selection.py --case faithful --repeat 3
     python benchmarks/bench_selection.py --profile  # where our time goes (cProfile)
     python benchmarks/bench_selection.py --case faithful --cold-cache  # first-install cost
@@ -43,17 +46,19 @@ if "--cold-cache" in sys.argv:  # before bayes_gmm can import numba
 from bayes_gmm import select_model
 from bayes_gmm.datasets import load_faithful, make_mixture
 
-TYPES = ("full", "tied", "diag", "spherical")
-MCLUST_MODELS = {"VVV": "full", "EEE": "tied", "VVI": "diag", "VII": "spherical"}
+MODELS = {
+    "all": ("all", "NULL"),
+    "four": (("VVV", "EEE", "VVI", "VII"), 'c("VVV", "EEE", "VVI", "VII")'),
+}
 
 R_SCRIPT = r"""
 suppressPackageStartupMessages(library(mclust))
 args <- commandArgs(trailingOnly = TRUE)
 X <- as.matrix(read.csv(args[1], header = FALSE))
-t <- system.time(m <- Mclust(X, G = 1:9, modelNames = c("VVV", "EEE", "VVI", "VII"),
-                             verbose = FALSE))
-cat("MCLUST_ELAPSED", t[["elapsed"]], "\n")
-cat("MCLUST_BEST", m$modelName, m$G, format(m$bic, digits = 15), "\n")
+t <- system.time(b <- mclustBIC(X, G = 1:9, modelNames = MODEL_NAMES, verbose = FALSE))
+best <- pickBIC(b, 1)
+cat("MCLUST_ELAPSED", t[["elapsed"]], t[["user.self"]] + t[["sys.self"]], "\n")
+cat("MCLUST_BEST", sub(",", " ", names(best)), format(best, digits = 15), "\n")
 """
 
 
@@ -76,13 +81,13 @@ def mclust_available():
     return probe.returncode == 0
 
 
-def run_mclust(X):
-    """(seconds in the Mclust call, seconds of the whole Rscript run, model, G, BIC ours-sign)."""
+def run_mclust(X, models):
+    """Seconds in mclustBIC (wall, CPU), of the whole Rscript run; model, G, BIC (our sign)."""
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "X.csv"
         script = Path(tmp) / "bench.R"
         np.savetxt(data, X, delimiter=",", fmt="%.17g")
-        script.write_text(R_SCRIPT)
+        script.write_text(R_SCRIPT.replace("MODEL_NAMES", MODELS[models][1]))
         start = time.perf_counter()
         out = subprocess.run(
             ["Rscript", str(script), str(data)], capture_output=True, text=True, check=True
@@ -90,23 +95,25 @@ def run_mclust(X):
         total = time.perf_counter() - start
     fields = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.strip()}
     model, g, bic = fields["MCLUST_BEST"]
-    return float(fields["MCLUST_ELAPSED"][0]), total, MCLUST_MODELS[model], int(g), -float(bic)
+    elapsed, cpu = (float(v) for v in fields["MCLUST_ELAPSED"])
+    return elapsed, cpu, total, model, int(g), -float(bic)
 
 
-def run_ours(X, repeat):
-    """(seconds of the first call, best seconds of ``repeat`` further calls, the result)."""
-    times, sel = [], None
+def run_ours(X, repeat, models):
+    """Seconds of the first call; best wall and CPU seconds of ``repeat`` more; the result."""
+    times, cpu, sel = [], [], None
     for _ in range(repeat + 1):
-        start = time.perf_counter()
-        sel = select_model(X, range(1, 10), TYPES, random_state=0, verbose=False)
+        start, start_cpu = time.perf_counter(), time.process_time()
+        sel = select_model(X, range(1, 10), MODELS[models][0], random_state=0, verbose=False)
         times.append(time.perf_counter() - start)
-    return times[0], min(times[1:]), sel
+        cpu.append(time.process_time() - start_cpu)
+    return times[0], min(times[1:]), min(cpu[1:]), sel
 
 
-def profile_ours(X):
+def profile_ours(X, models):
     profiler = cProfile.Profile()
     profiler.enable()
-    select_model(X, range(1, 10), TYPES, random_state=0, verbose=False)
+    select_model(X, range(1, 10), MODELS[models][0], random_state=0, verbose=False)
     profiler.disable()
     stream = io.StringIO()
     pstats.Stats(profiler, stream=stream).sort_stats("cumulative").print_stats(25)
@@ -123,6 +130,9 @@ def main(argv=None):
         "--cold-cache", action="store_true", help="numba compiles into an empty cache"
     )
     parser.add_argument("--profile", action="store_true", help="print a cProfile of ours")
+    parser.add_argument(
+        "--models", choices=tuple(MODELS), default="all", help="mclust's 14, or sklearn's four"
+    )
     args = parser.parse_args(argv)
 
     have_r = mclust_available()
@@ -133,32 +143,37 @@ def main(argv=None):
     if not have_r:
         print("mclust not found (apt-get install r-cran-mclust): timing ours only")
     for name, X in _cases(args.case):
-        print(f"\n== {name}: 4 structures x K = 1..9 (36 cells)")
-        first, seconds, sel = run_ours(X, args.repeat)
+        n_models = 14 if args.models == "all" else 4
+        print(f"\n== {name}: {n_models} models x K = 1..9 ({9 * n_models} cells)")
+        first, seconds, cpu, sel = run_ours(X, args.repeat, args.models)
         ctype, k = sel.best_params
         t = sel.table
+        best_code = t[(t.covariance_type == ctype) & (t.n_components == k)]["mclust"].iloc[0]
         print(
-            f"bayes_gmm.select_model : {seconds:8.3f} s   best {ctype} K={k}  "
+            f"bayes_gmm.select_model : {seconds:8.3f} s (CPU {cpu:.3f} s)   best {ctype} K={k}  "
             f"BIC {sel.best_score:.3f}   "
             f"(EM iterations of the kept starts {int(t['n_iter'].sum())}, "
             f"cells refined to tol {int((t['tol'] < 1e-5).sum())}; first call in this process "
             f"{first:.2f} s)"
         )
         if have_r:
-            inner, total, m_type, m_k, m_bic = run_mclust(X)
+            inner, inner_cpu, total, m_type, m_k, m_bic = run_mclust(X, args.models)
             print(
-                f"mclust Mclust()        : {inner:8.3f} s   best {m_type} K={m_k}  "
+                f"mclust mclustBIC()     : {inner:8.3f} s (CPU {inner_cpu:.3f} s)   "
+                f"best {m_type} K={m_k}  "
                 f"BIC {m_bic:.3f}   (whole Rscript run {total:.2f} s)"
             )
-            ours_cell = t[(t.covariance_type == m_type) & (t.n_components == m_k)]["bic"].iloc[0]
+            cell = (t.mclust == m_type) & (t.n_components == m_k)
+            ours_cell = t[cell]["bic"].iloc[0]
             print(
-                f"ratio ours / mclust    : {seconds / inner:8.2f} x (Mclust call), "
+                f"ratio ours / mclust    : {seconds / inner:8.2f} x (mclustBIC call; CPU "
+                f"{cpu / inner_cpu:.2f} x), "
                 f"{seconds / total:.2f} x (whole Rscript run)   "
-                f"[{'same' if (ctype, k) == (m_type, m_k) else 'DIFFERENT'} model; our BIC in "
+                f"[{'same' if (best_code, k) == (m_type, m_k) else 'DIFFERENT'} model; our BIC in "
                 f"mclust's best cell {ours_cell:.3f} vs mclust {m_bic:.3f}]"
             )
         if args.profile:
-            print(profile_ours(X))
+            print(profile_ours(X, args.models))
 
 
 if __name__ == "__main__":
