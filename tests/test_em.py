@@ -1,5 +1,6 @@
 """The EM engine: equality with scikit-learn, monotone objective, recovery, MAP, bad input."""
 
+import re
 import warnings
 
 import numpy as np
@@ -417,6 +418,25 @@ def test_sample_is_shuffled_and_has_the_model_moments():
         assert np.all(np.abs(rows.mean(axis=0) - gm.means_[k]) < 4 * se)
     np.testing.assert_allclose(np.bincount(labels) / 20_000, gm.weights_, atol=0.015)
     np.testing.assert_array_equal(gm.sample(5, random_state=3)[0], gm.sample(5, random_state=3)[0])
+
+
+@pytest.mark.parametrize("verbose", [1, 2])
+def test_verbose_prints_sklearns_lines(verbose, capsys):
+    # The same lines as scikit-learn's verbose output, times and values aside.
+    X, _ = three_blobs(seed=4)
+    kw = dict(tol=1e-3, random_state=0, verbose=verbose, verbose_interval=2)
+    GaussianMixture(3, **kw).fit(X)
+    ours = capsys.readouterr().out.splitlines()
+    SkGaussianMixture(3, **kw).fit(X)
+    theirs = capsys.readouterr().out.splitlines()
+
+    def shape(line):  # the line without its numbers
+        return re.sub(r"-?\d+\.\d+", "#", line).split(" Objective at")[0]
+
+    assert [shape(line) for line in ours] == [shape(line) for line in theirs]
+    assert len(ours) >= 3
+    if verbose == 2:  # the same lower bound as scikit-learn
+        assert ours[-1].split("lower bound ")[1][:8] == theirs[-1].split("lower bound ")[1][:8]
 
 
 def test_sample_draws_from_the_estimators_random_state():
