@@ -150,9 +150,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         ``means_init`` or of the initialization) instead of sorted by their first
         coordinate; :meth:`sample` returns scikit-learn's draws (grouped by component) from
         the same random state; ``lower_bound_`` is the objective per sample before the last
-        M-step and the best of ``n_init`` is chosen by it; and a covariance that collapses
+        M-step and the best of ``n_init`` is chosen by it; a covariance that collapses
         with ``reg_covar=0`` raises scikit-learn's ``ValueError`` instead of being repaired
-        with a :class:`DegenerateFitWarning`. ``tol`` and ``max_iter`` keep their defaults:
+        with a :class:`DegenerateFitWarning`; and "tied" starts from scikit-learn's
+        covariance formula, which depends on the origin when ``init_params`` is
+        "k-means++" or "random_from_data". ``tol`` and ``max_iter`` keep their defaults:
         pass ``tol=1e-3, max_iter=100`` for scikit-learn's.
 
     Attributes
@@ -615,6 +617,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         weights, means, covs = g.from_summaries(stats, ctx.ctype, ctx.reg_covar, ctx.prior)
         if ctx.prior is None:
             _spread_empty_starts(stats, covs, ctx)
+            if self.conventions == "sklearn" and layout_of(ctx.ctype) == "tied":
+                covs = _sklearn_tied_start(X, w, resp, ctx.reg_covar)
         if "means" in inits:
             means = inits["means"] - ctx.center
         return inits.get("weights", weights), means, inits.get("covariances", covs)
@@ -1153,6 +1157,22 @@ def _spread_empty_starts(stats, covs, ctx):
         "spherical": np.mean(np.diag(pooled)) + ctx.reg_covar,
     }[layout]
     covs[empty] = pooled
+
+
+def _sklearn_tied_start(X, w, resp, reg_covar):
+    """scikit-learn's starting tied covariance, ``(X'X - sum_k N_k m_k m_k') / sum_k N_k``.
+
+    It assumes responsibilities that sum to one per row; from "k-means++" and
+    "random_from_data" (one row per component) they do not, and the result then depends on
+    where the origin is. Ours is taken about the data's mean; this is for
+    ``conventions="sklearn"``, to start where scikit-learn starts.
+    """
+    wr = resp * w[:, None]
+    nk = wr.sum(axis=0) + 10 * np.finfo(float).eps
+    means = wr.T @ X / nk[:, None]
+    cov = (X.T @ (w[:, None] * X) - (nk * means.T) @ means) / nk.sum()
+    cov.flat[:: cov.shape[0] + 1] += reg_covar
+    return cov
 
 
 def _keep_empty_components(stats, run, means, covs, ctype):

@@ -237,6 +237,21 @@ def test_sklearn_conventions_give_its_order_bound_and_draws(ctype):
     assert default.lower_bound_ == pytest.approx(default.score(X), rel=1e-12)
 
 
+@pytest.mark.parametrize("ctype", COVARIANCE_TYPES)
+@pytest.mark.parametrize("init_params", ["kmeans", "k-means++", "random", "random_from_data"])
+def test_sklearn_conventions_same_random_state_same_fit(ctype, init_params):
+    # Same random_state, same initialization and fit as scikit-learn, for every init method.
+    rng = np.random.RandomState(0)
+    X = np.vstack([rng.randn(200, 2), rng.randn(200, 2) + 3, rng.randn(100, 2) * 0.5 + [6, 0]])
+    kw = dict(covariance_type=ctype, init_params=init_params, random_state=1, tol=1e-3)
+    ours = GaussianMixture(3, conventions="sklearn", **kw).fit(X)
+    theirs = SkGaussianMixture(3, max_iter=500, **kw).fit(X)
+    assert ours.n_iter_ == theirs.n_iter_
+    np.testing.assert_allclose(ours.means_, theirs.means_, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ours.covariances_, theirs.covariances_, rtol=1e-10)
+    assert ours.lower_bound_ == pytest.approx(theirs.lower_bound_, rel=1e-12)
+
+
 def test_two_blobs_converged_fit_equals_sklearn():
     # The example: a converged fit used to stop one M-step before scikit-learn.
     rng = np.random.RandomState(0)
