@@ -322,7 +322,7 @@ class _DaskRun:
     emptied: set = field(default_factory=set)
 
 
-def _starts(est, sample, n_features, rng):
+def _starts(est, sample, rng):
     """Initial parameters (data frame): fitted on the sample, best first, at most N_FINISH."""
     K = est.n_components
     given = (est.weights_init, est.means_init, est.precisions_init)
@@ -333,9 +333,9 @@ def _starts(est, sample, n_features, rng):
         covs = g.covariances_from_precisions(
             np.asarray(est.precisions_init, float), est.covariance_type
         )
-        return [(np.asarray(est.weights_init, float), np.asarray(est.means_init, float), covs)], []
+        return [(np.asarray(est.weights_init, float), np.asarray(est.means_init, float), covs)]
     if est.warm_start and hasattr(est, "converged_"):
-        return [(est.weights_, est.means_, est.covariances_)], []
+        return [(est.weights_, est.means_, est.covariances_)]
     if sample.shape[0] < max(2, K):
         raise ValueError(f"The sample has {sample.shape[0]} rows, fewer than n_components={K}.")
     fits = []
@@ -349,7 +349,7 @@ def _starts(est, sample, n_features, rng):
         fits.append(local)
     fits.sort(key=lambda f: -f.log_likelihood_)
     starts = [(f.weights_, f.means_, f.covariances_) for f in fits[:N_FINISH]]
-    return starts, [f.log_likelihood_ for f in fits]
+    return starts
 
 
 def _em(blocks, weights, center, runs, max_iter, tol, verbose=0, verbose_interval=10):
@@ -427,7 +427,7 @@ def fit(est, X, sample_weight=None):
     _check_scan(scan, est.missing, est.n_components)
     center = scan.weighted_sum / scan.observed_weight
     # the sample carries the weights through its selection, so it is fitted unweighted
-    starts, sample_objectives = _starts(est, scan.sample, d, rng)
+    starts = _starts(est, scan.sample, rng)
 
     ctype = est.covariance_type
     prior_ = None
@@ -458,7 +458,6 @@ def fit(est, X, sample_weight=None):
     est._warn_degenerate(best, float(np.max(variances)) or 1.0)  # as fit warns in memory
     est._store_run(best, center, scan.total_weight, d, prior_)
     est.init_log_likelihoods_ = np.asarray([r.objective for r in runs])
-    est.sample_log_likelihoods_ = np.asarray(sample_objectives)
     est.n_passes_ = passes
     if names is not None:
         est.feature_names_in_ = names
