@@ -59,25 +59,144 @@ def _geometric_mean(values):
 
 
 @_jit
-def _eigh_desc(matrix):
-    """Eigenvalues (descending) and eigenvectors (columns) of a symmetric matrix."""
-    values, vectors = np.linalg.eigh(matrix)
-    return values[::-1].copy(), np.ascontiguousarray(vectors[:, ::-1])
+def _eigh_desc(matrix, values, vectors):
+    """Eigenvalues (descending) and eigenvectors (columns) of a symmetric matrix, in place.
+
+    Cyclic Jacobi rotations: for the small matrices here (d of a few to a few tens) it is
+    several times faster than a LAPACK call through numba, which copies and allocates
+    workspace on every call, and as accurate.
+    """
+    d = matrix.shape[0]
+    A = matrix.copy()
+    V = vectors
+    V[:] = 0.0
+    scale = 0.0
+    for a in range(d):
+        V[a, a] = 1.0
+        scale += A[a, a] * A[a, a]
+    for _ in range(100):
+        off = 0.0
+        for p in range(d - 1):
+            for q in range(p + 1, d):
+                off += A[p, q] * A[p, q]
+        if off <= 1e-32 * scale or off == 0.0:
+            break
+        for p in range(d - 1):
+            for q in range(p + 1, d):
+                apq = A[p, q]
+                if apq == 0.0:
+                    continue
+                theta = (A[q, q] - A[p, p]) / (2.0 * apq)
+                t = 1.0 / (abs(theta) + math.sqrt(theta * theta + 1.0))
+                if theta < 0.0:
+                    t = -t
+                c = 1.0 / math.sqrt(t * t + 1.0)
+                s = t * c
+                for k in range(d):
+                    akp, akq = A[k, p], A[k, q]
+                    A[k, p] = c * akp - s * akq
+                    A[k, q] = s * akp + c * akq
+                for k in range(d):
+                    apk, aqk = A[p, k], A[q, k]
+                    A[p, k] = c * apk - s * aqk
+                    A[q, k] = s * apk + c * aqk
+                for k in range(d):
+                    vkp, vkq = V[k, p], V[k, q]
+                    V[k, p] = c * vkp - s * vkq
+                    V[k, q] = s * vkp + c * vkq
+    for a in range(d):
+        values[a] = A[a, a]
+    # Selection sort, descending, swapping the eigenvectors along.
+    for a in range(d - 1):
+        top = a
+        for b in range(a + 1, d):
+            if values[b] > values[top]:
+                top = b
+        if top != a:
+            values[a], values[top] = values[top], values[a]
+            for k in range(d):
+                V[k, a], V[k, top] = V[k, top], V[k, a]
 
 
 @_jit
-def _log_det_volume(cov):
-    """``det(cov) ** (1 / d)``, the volume ``lambda`` of a covariance."""
-    values = np.linalg.eigvalsh(cov)
-    if values[0] <= 0.0:
-        return 1.0
-    return _geometric_mean(values)
+def _compose(vectors, scales, out):
+    """``out = vectors @ diag(scales) @ vectors.T`` (explicit loops: no BLAS call)."""
+    d = vectors.shape[0]
+    for a in range(d):
+        for b in range(a, d):
+            s = 0.0
+            for j in range(d):
+                s += vectors[a, j] * scales[j] * vectors[b, j]
+            out[a, b] = s
+            out[b, a] = s
 
 
 @_jit
-def _solve_trace(W, C):
-    """``tr(W inv(C))`` for symmetric positive-definite ``C``."""
-    return np.trace(np.linalg.solve(C, W))
+def _cholesky(A, L):
+    """Lower Cholesky factor of ``A`` into ``L``; False if not positive definite."""
+    d = A.shape[0]
+    for j in range(d):
+        s = A[j, j]
+        for m in range(j):
+            s -= L[j, m] * L[j, m]
+        if not s > 0.0:
+            return False
+        L[j, j] = math.sqrt(s)
+        for i in range(j + 1, d):
+            s = A[i, j]
+            for m in range(j):
+                s -= L[i, m] * L[j, m]
+            L[i, j] = s / L[j, j]
+    return True
+
+
+@_jit
+def _volume(cov):
+    """``det(cov) ** (1 / d)``, the volume ``lambda`` (0 if not positive definite)."""
+    d = cov.shape[0]
+    L = np.zeros((d, d))
+    if not _cholesky(cov, L):
+        return 0.0
+    s = 0.0
+    for a in range(d):
+        s += math.log(L[a, a])
+    return math.exp(2.0 * s / d)
+
+
+@_jit
+def _inverse(A, out):
+    """``out = inv(A)`` for symmetric positive-definite ``A``; returns its volume or 0."""
+    d = A.shape[0]
+    L = np.zeros((d, d))
+    if not _cholesky(A, L):
+        return 0.0
+    inv_l = np.zeros((d, d))  # inverse of L, by forward substitution
+    for c in range(d):
+        for i in range(c, d):
+            s = 1.0 if i == c else 0.0
+            for m in range(c, i):
+                s -= L[i, m] * inv_l[m, c]
+            inv_l[i, c] = s / L[i, i]
+    for a in range(d):
+        for b in range(a, d):
+            s = 0.0
+            for m in range(b, d):
+                s += inv_l[m, a] * inv_l[m, b]
+            out[a, b] = s
+            out[b, a] = s
+    s = 0.0
+    for a in range(d):
+        s += math.log(L[a, a])
+    return math.exp(2.0 * s / d)
+
+
+@_jit
+def _diagonal_geometric_mean(M):
+    s = 0.0
+    d = M.shape[0]
+    for a in range(d):
+        s += math.log(M[a, a])
+    return math.exp(s / d)
 
 
 @_jit
@@ -148,23 +267,22 @@ def structured_covariances(code, W, n, previous, out):
         vectors = np.empty((K, d, d))
         shape = np.zeros(d)
         for k in range(K):
-            values[k], vectors[k] = _eigh_desc(W[k])
+            _eigh_desc(W[k], values[k], vectors[k])
             shape += values[k]
         if not shape.min() > 0.0:
             return False
         scale = 1.0 / total  # lambda A = (sum_k Omega_k) / n
+        shape *= scale
         for k in range(K):
-            V = vectors[k]
-            out[k] = (V * (shape * scale)) @ V.T
+            _compose(vectors[k], shape, out[k])
         return True
     if code == _EVV:
         volume = 0.0
         geo = np.empty(K)
         for k in range(K):
-            values = np.linalg.eigvalsh(W[k])
-            if not values[0] > 0.0:
+            geo[k] = _volume(W[k])
+            if geo[k] == 0.0:
                 return False
-            geo[k] = _geometric_mean(values)
             volume += geo[k]
         volume /= total
         for k in range(K):
@@ -183,31 +301,38 @@ def _variable_volume_equal_shape(code, W, n, previous, out):
     K, d = W.shape[0], W.shape[1]
     volumes = np.empty(K)
     for k in range(K):
-        volumes[k] = _log_det_volume(previous[k])
+        volumes[k] = _volume(previous[k])
+        if volumes[k] == 0.0:  # not a usable start: any positive volume will do
+            volumes[k] = 1.0
     # VEV: the orientations are the scatter's eigenvectors whatever the shape (the largest
     # scatter direction takes the largest shape value), so only eigenvalues are iterated.
     values = np.empty((K, d))
     vectors = np.empty((K, d, d))
     if code == _VEV:
         for k in range(K):
-            values[k], vectors[k] = _eigh_desc(W[k])
+            _eigh_desc(W[k], values[k], vectors[k])
     elif code == _VEI:
         for k in range(K):
             values[k] = np.diag(W[k])
     shape = np.eye(d)
+    inv_shape = np.eye(d)
     f_old = np.inf
     for _ in range(INNER_MAX_ITER):
         if code == _VEE:
             S = np.zeros((d, d))
             for k in range(K):
                 S += W[k] / volumes[k]
-            det_values = np.linalg.eigvalsh(S)
-            if not det_values[0] > 0.0:
+            volume = _inverse(S, inv_shape)
+            if volume == 0.0:
                 return False
-            shape = S / _geometric_mean(det_values)
+            shape = S / volume
+            inv_shape *= volume
             f = 0.0
             for k in range(K):
-                t = _solve_trace(W[k], shape)
+                t = 0.0
+                for a in range(d):
+                    for b in range(d):
+                        t += W[k, a, b] * inv_shape[a, b]
                 volumes[k] = t / (d * n[k])
                 if not volumes[k] > 0.0:
                     return False
@@ -235,8 +360,7 @@ def _variable_volume_equal_shape(code, W, n, previous, out):
         f_old = f
     for k in range(K):
         if code == _VEV:
-            V = vectors[k]
-            out[k] = (V * (volumes[k] * np.diag(shape))) @ V.T
+            _compose(vectors[k], volumes[k] * np.diag(shape), out[k])
         else:
             out[k] = volumes[k] * shape
     return True
@@ -259,7 +383,8 @@ def _common_orientation(code, W, n, previous, out):
     mix = np.zeros((d, d))
     for k in range(K):
         mix += (1.0 + 0.618034 * k) * previous[k]
-    _, D = _eigh_desc(mix)
+    D = np.empty((d, d))
+    _eigh_desc(mix, np.empty(d), D)
     M = np.empty((K, d, d))
     for k in range(K):
         M[k] = D.T @ W[k] @ D
@@ -273,12 +398,16 @@ def _common_orientation(code, W, n, previous, out):
                 for j in range(d):
                     psi[k, j] = M[k, j, j] / n[k]
         else:
+            for k in range(K):
+                for j in range(d):
+                    if not M[k, j, j] > 0.0:
+                        return False
             volume = 0.0
             for k in range(K):
-                volume += _geometric_mean(np.diag(M[k]).copy())
+                volume += _diagonal_geometric_mean(M[k])
             volume /= total
             for k in range(K):
-                g = _geometric_mean(np.diag(M[k]).copy())
+                g = _diagonal_geometric_mean(M[k])
                 for j in range(d):
                     psi[k, j] = volume * M[k, j, j] / g
         for k in range(K):
@@ -328,17 +457,21 @@ def _common_orientation(code, W, n, previous, out):
             for j in range(d):
                 psi[k, j] = M[k, j, j] / n[k]
     else:
+        for k in range(K):
+            for j in range(d):
+                if not M[k, j, j] > 0.0:
+                    return False
         volume = 0.0
         for k in range(K):
-            volume += _geometric_mean(np.diag(M[k]).copy())
+            volume += _diagonal_geometric_mean(M[k])
         volume /= total
         for k in range(K):
-            g = _geometric_mean(np.diag(M[k]).copy())
+            g = _diagonal_geometric_mean(M[k])
             for j in range(d):
                 psi[k, j] = volume * M[k, j, j] / g
     for k in range(K):
         for j in range(d):
             if not psi[k, j] > 0.0:
                 return False
-        out[k] = (D * psi[k]) @ D.T
+        _compose(D, psi[k], out[k])
     return True
