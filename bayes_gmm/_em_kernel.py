@@ -28,7 +28,7 @@ import numba
 import numpy as np
 
 from bayes_gmm._structured import CODES as _STRUCTURED_CODES
-from bayes_gmm._structured import structured_covariances
+from bayes_gmm._structured import cholesky_into, structured_covariances
 
 #: scikit-learn's four structures have their own M-step here; mclust's other ten (codes 4
 #: to 13) are evaluated as "full" and take their covariances from ``_structured``.
@@ -87,19 +87,8 @@ def _exp_shifted(values, out, bits):
 def _factor(cov, chol, inv_chol):
     """Lower Cholesky factor of ``cov`` and its inverse; False if not positive definite."""
     d = cov.shape[0]
-    for j in range(d):
-        s = cov[j, j]
-        for m in range(j):
-            s -= chol[j, m] * chol[j, m]
-        if not s > 0.0:
-            return False
-        diag = math.sqrt(s)
-        chol[j, j] = diag
-        for i in range(j + 1, d):
-            s = cov[i, j]
-            for m in range(j):
-                s -= chol[i, m] * chol[j, m]
-            chol[i, j] = s / diag
+    if not cholesky_into(cov, chol):
+        return False
     # Forward substitution, column by column of the identity.
     for c in range(d):
         for i in range(d):

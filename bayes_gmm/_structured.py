@@ -132,7 +132,7 @@ def _compose(vectors, scales, out):
 
 
 @_jit
-def _cholesky(A, L):
+def cholesky_into(A, L):
     """Lower Cholesky factor of ``A`` into ``L``; False if not positive definite."""
     d = A.shape[0]
     for j in range(d):
@@ -155,7 +155,7 @@ def _volume(cov):
     """``det(cov) ** (1 / d)``, the volume ``lambda`` (0 if not positive definite)."""
     d = cov.shape[0]
     L = np.zeros((d, d))
-    if not _cholesky(cov, L):
+    if not cholesky_into(cov, L):
         return 0.0
     s = 0.0
     for a in range(d):
@@ -168,7 +168,7 @@ def _inverse(A, out):
     """``out = inv(A)`` for symmetric positive-definite ``A``; returns its volume or 0."""
     d = A.shape[0]
     L = np.zeros((d, d))
-    if not _cholesky(A, L):
+    if not cholesky_into(A, L):
         return 0.0
     inv_l = np.zeros((d, d))  # inverse of L, by forward substitution
     for c in range(d):
@@ -392,28 +392,10 @@ def _common_orientation(code, W, n, previous, out):
     inv = np.empty((K, d))
     f_old = np.inf
     for _ in range(INNER_MAX_ITER):
-        # Shapes and volumes given D.
-        if code == _VVE:
-            for k in range(K):
-                for j in range(d):
-                    psi[k, j] = M[k, j, j] / n[k]
-        else:
-            for k in range(K):
-                for j in range(d):
-                    if not M[k, j, j] > 0.0:
-                        return False
-            volume = 0.0
-            for k in range(K):
-                volume += _diagonal_geometric_mean(M[k])
-            volume /= total
-            for k in range(K):
-                g = _diagonal_geometric_mean(M[k])
-                for j in range(d):
-                    psi[k, j] = volume * M[k, j, j] / g
+        if not _diagonal_scales(code, M, n, total, psi):
+            return False
         for k in range(K):
             for j in range(d):
-                if not psi[k, j] > 0.0:
-                    return False
                 inv[k, j] = 1.0 / psi[k, j]
         # One sweep of rotations of D given the Psi_k. Rotating columns i, j by theta
         # changes f by P cos(2 theta) + Q sin(2 theta) + const, minimal at
@@ -452,26 +434,36 @@ def _common_orientation(code, W, n, previous, out):
             break
         f_old = f
     # Shapes and volumes for the final D (exact given it, so f only drops further).
-    if code == _VVE:
+    if not _diagonal_scales(code, M, n, total, psi):
+        return False
+    for k in range(K):
+        _compose(D, psi[k], out[k])
+    return True
+
+
+@_jit
+def _diagonal_scales(code, M, n, total, psi):
+    """EVE, VVE: the diagonal ``Psi_k`` minimizing ``f`` given the orientation.
+
+    ``M[k]`` is the scatter in the orientation's frame; ``psi`` is filled. False if a
+    scatter has a non-positive diagonal entry (a collapsed component).
+    """
+    K, d = psi.shape
+    for k in range(K):
+        for j in range(d):
+            if not M[k, j, j] > 0.0:
+                return False
+    if code == _VVE:  # lambda_k A_k: any diagonal, per component
         for k in range(K):
             for j in range(d):
                 psi[k, j] = M[k, j, j] / n[k]
-    else:
-        for k in range(K):
-            for j in range(d):
-                if not M[k, j, j] > 0.0:
-                    return False
-        volume = 0.0
-        for k in range(K):
-            volume += _diagonal_geometric_mean(M[k])
-        volume /= total
-        for k in range(K):
-            g = _diagonal_geometric_mean(M[k])
-            for j in range(d):
-                psi[k, j] = volume * M[k, j, j] / g
+        return True
+    volume = 0.0  # EVE: lambda A_k, one volume
     for k in range(K):
+        volume += _diagonal_geometric_mean(M[k])
+    volume /= total
+    for k in range(K):
+        g = _diagonal_geometric_mean(M[k])
         for j in range(d):
-            if not psi[k, j] > 0.0:
-                return False
-        _compose(D, psi[k], out[k])
+            psi[k, j] = volume * M[k, j, j] / g
     return True
