@@ -468,6 +468,26 @@ def test_winner_is_mclusts(mclust_grid):
     assert sel.table["mclust"].tolist()[::9] == list(MCLUST_MODELS)
     assert "(VEV)" not in repr(sel)  # a model named by its code is not repeated
     assert f"best: covariance_type={best[0]!r}" in repr(sel)
+    ax = sel.plot()  # mclust's BIC plot: 14 lines and the circled winner
+    assert len(ax.lines) == 15 and [ln.get_label() for ln in ax.lines[:14]] == list(MCLUST_MODELS)
+    plt.close(ax.figure)
+    assert sel.criterion_table().shape == (9, 14)
+
+
+def test_one_dimension_all_models_are_e_and_v():
+    X, _ = make_foot_sizes(random_state=1)
+    sel = select_model(X, n_components=range(1, 4), covariance_types="all", random_state=0)
+    t = sel.table
+    assert t["covariance_type"].unique().tolist() == ["EII", "VII"]
+    assert t["mclust"].unique().tolist() == ["E", "V"]
+    assert sel.collapsed["VVV"] == "VII" and sel.collapsed["EEE"] == "EII"
+    # The same models as the four scikit-learn names fit (mclust's E and V).
+    four = select_model(X, n_components=range(1, 4), random_state=0).criterion_table()
+    np.testing.assert_allclose(
+        sel.criterion_table()[["EII", "VII"]].to_numpy(),
+        four[["tied", "full"]].to_numpy(),
+        atol=0.02,
+    )
 
 
 def test_hierarchical_start_is_mclusts():
