@@ -1,178 +1,201 @@
-"""The model's log density and gradient (no sampling): numpy vs PyTensor vs the prior module."""
+"""The PyMC model: its prior is the EM engine's prior, its likelihood the EM engine's
+likelihood, and PyMC's own tools (prior / posterior predictive, graph, pointwise
+log-likelihood) work on it."""
+
+import warnings
 
 import numpy as np
+import pymc as pm
 import pytest
 
-from bayes_gmm.model import (
-    ModelStructure,
-    _logp_and_grad_numpy,
-    build_model,
-    covariances_from_prec_chol,
-    flatten,
-    free_variables,
-    logp_and_grad,
-    model_data,
-    params_from_draws,
-    to_unconstrained,
-    unflatten,
-)
-from bayes_gmm.priors import GaussianMixturePrior
+from bayes_gmm import GaussianMixture, GaussianMixturePrior
+from bayes_gmm.model import POSTERIOR_FORMS, build_model, component_log_density
 
-CASES = [
-    (d, ctype, ordered)
-    for d in (1, 3)
-    for ctype in ("full", "tied", "diag", "spherical")
-    for ordered in (False, True)
-]
+CTYPES = list(POSTERIOR_FORMS)
+# Python implementations: nothing to compile for these one-off evaluations.
+MODE = "FAST_COMPILE"
 
 
-def _setup(d, ctype, ordered, K=3, seed=0):
+def _data(seed=0, n=60, d=2):
     rng = np.random.default_rng(seed)
-    X = rng.normal(size=(40, d)) * 2 + 5
-    w = rng.uniform(0.5, 2.0, 40)
-    structure = ModelStructure(K, d, ctype, ordered)
-    prior = GaussianMixturePrior(weight_concentration=1.7).resolve(X, K, ctype)
-    data = model_data(X, w, prior)
-    n_free = sum(int(np.prod(s)) for _, s in free_variables(structure))
-    return rng, X, w, structure, prior, data, n_free
+    centres = np.array([[-3.0, 0.0, 1.0], [3.0, 1.0, -1.0]])[:, :d]
+    return np.concatenate([rng.normal(c, 1.0, (n // 2, d)) for c in centres])
 
 
-@pytest.mark.parametrize(("d", "ctype", "ordered"), CASES)
-def test_gradient_matches_finite_differences(d, ctype, ordered):
-    rng, _, _, structure, _, data, n_free = _setup(d, ctype, ordered)
-    theta = rng.normal(size=n_free) * 0.3
-    _, grad = logp_and_grad(structure, theta, data)
-    h = 1e-6
-    fd = np.array(
-        [
-            (
-                logp_and_grad(structure, theta + h * e, data)[0]
-                - logp_and_grad(structure, theta - h * e, data)[0]
-            )
-            / (2 * h)
-            for e in np.eye(n_free)
-        ]
+def _prior_point(model, seed):
+    """One draw of every free variable from the model's prior (constrained values)."""
+    draw = pm.draw([model[rv.name] for rv in model.free_RVs], random_seed=seed)
+    return {rv.name: np.asarray(v) for rv, v in zip(model.free_RVs, draw, strict=True)}
+
+
+@pytest.mark.parametrize("ctype", ["full", "tied", "diag", "spherical"])
+def test_prior_density_is_the_em_prior(ctype):
+    """log p_model(variables) = log p_EM-prior(weights, means, covariances) + log|Jacobian|.
+
+    The model writes the conjugate prior in other variables (Bartlett factors, Gamma
+    precisions), so its density differs from ``ResolvedPrior.log_density`` by the log
+    Jacobian of the map from those variables to the covariances, computed here by
+    central differences (error ~1e-8 relative).
+    """
+    X = _data(d=2)
+    K = 2
+    resolved = GaussianMixturePrior(weight_concentration=1.5).resolve(X, K, ctype)
+    model = build_model(X, K, ctype, resolved)
+    structure = [rv.name for rv in model.free_RVs if rv.name not in ("weights", "means")]
+    logp = model.compile_logp(vars=model.free_RVs, jacobian=False, mode=MODE)
+    cov_fn = model.compile_fn(
+        model["covariances"], inputs=[model[n] for n in structure], point_fn=False, mode=MODE
     )
-    # Central differences with h = 1e-6 on values of order 1e2: ~1e-7 relative noise.
-    np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-5 * max(1.0, np.abs(grad).max()))
+    for seed in range(3):
+        point = _prior_point(model, seed)
+        flat = np.concatenate([point[n].ravel() for n in structure])
+
+        def covariances(v, point=point):
+            parts, pos = [], 0
+            for n in structure:
+                size = point[n].size
+                parts.append(v[pos : pos + size].reshape(point[n].shape))
+                pos += size
+            return np.asarray(cov_fn(*parts))
+
+        cov = covariances(flat)
+        unique = _unique_entries if ctype in ("full", "tied") else np.ravel
+        h = 1e-6
+        jac = np.empty((unique(cov).size, flat.size))
+        for j in range(flat.size):
+            e = np.zeros_like(flat)
+            e[j] = h * max(1.0, abs(flat[j]))
+            jac[:, j] = (unique(covariances(flat + e)) - unique(covariances(flat - e))) / (2 * e[j])
+        log_jac = np.linalg.slogdet(jac)[1]
+        ip = {model.rvs_to_values[model[n]].name: point[n] for n in point}
+        model_logp = logp(_transform(model, ip))
+        expected = resolved.log_density(point["weights"], point["means"], cov) + log_jac
+        np.testing.assert_allclose(model_logp, expected, rtol=1e-6)
 
 
-@pytest.mark.parametrize(("d", "ctype", "ordered"), CASES)
-def test_numpy_density_equals_pymc_model(d, ctype, ordered):
-    """The closed-form density and gradient equal PyTensor's autodiff of the PyMC model."""
-    import pymc as pm
-    from pytensor.compile.mode import Mode
+@pytest.mark.parametrize("ctype", ["EII", "EEI"])
+def test_shared_precision_priors(ctype):
+    """EII / EEI: one Gamma precision (per coordinate for EEI) shared by the components,
+    means normal given it; checked against scipy's densities."""
+    from scipy import stats
 
-    rng, _, _, structure, _, data, n_free = _setup(d, ctype, ordered)
-    model = build_model(structure)
-    with model:
-        pm.set_data(data)
-    mode = Mode(linker="py", optimizer="fast_compile")  # no C/numba compile in tests
-    logp_fn, dlogp_fn = model.compile_logp(mode=mode), model.compile_dlogp(mode=mode)
-    for _ in range(2):
-        theta = rng.normal(size=n_free) * 0.3
-        point = unflatten(structure, theta)
-        value, grad = logp_and_grad(structure, theta, data)
-        np.testing.assert_allclose(value, logp_fn(point), rtol=1e-12, atol=1e-9)
-        np.testing.assert_allclose(grad, dlogp_fn(point), rtol=1e-10, atol=1e-9)
+    X = _data(seed=5, d=2)
+    resolved = GaussianMixturePrior().resolve(X, 2, ctype)
+    model = build_model(X, 2, ctype, resolved)
+    point = _prior_point(model, 0)
+    values = _transform(model, {model.rvs_to_values[model[n]].name: v for n, v in point.items()})
+    logp = model.compile_logp(vars=model.free_RVs, jacobian=False, mode=MODE)(values)
+    scale = np.diagonal(resolved.scale)
+    rate = scale / 2 if ctype == "EEI" else np.mean(scale) / 2
+    tau = point["precisions"]
+    nu, kappa = resolved.degrees_of_freedom, resolved.mean_precision
+    expected = np.sum(stats.gamma.logpdf(tau, nu / 2, scale=1 / rate))
+    expected += np.sum(stats.norm.logpdf(point["means"], resolved.mean, 1 / np.sqrt(kappa * tau)))
+    expected += stats.dirichlet.logpdf(point["weights"], np.ones(2))
+    np.testing.assert_allclose(logp, expected, rtol=1e-10)
 
 
-def _log_jacobian(structure, values):
-    """log |d(weights, means, covariances) / d theta| computed independently of model.py."""
-    K, d, ctype = structure.n_components, structure.n_features, structure.covariance_type
-    eta = np.append(values.get("weights_logratio", []), 0.0)
-    w = np.exp(eta - np.logaddexp.reduce(eta))
-    out = np.sum(np.log(w)) if K > 1 else 0.0  # additive log-ratio onto the simplex
-    if structure.ordered:
-        out += np.sum(values["means_first"][1:])
-    if ctype in ("full", "tied"):
-        z = np.atleast_2d(values["prec_chol_logdiag"])
-        power = d - np.arange(d) + 1  # U -> U U^T (Muirhead 2.1.9) and the log of U_ii
-        out += np.sum(z * power) + z.shape[0] * d * np.log(2.0)
-        # precision -> covariance: |d Sigma / d P| = |P|^-(d+1)
-        out -= (d + 1) * np.sum(2.0 * z)
-    else:
-        t = values["log_precision"]
-        out += np.sum(t)  # log tau -> tau
-        out -= np.sum(2.0 * t)  # tau -> 1 / tau
+def _unique_entries(cov):
+    rows, cols = np.tril_indices(cov.shape[-1])
+    return cov[..., rows, cols].ravel()
+
+
+def _transform(model, constrained):
+    """Constrained values keyed by value-variable name -> the model's value variables."""
+    out = {}
+    for rv in model.free_RVs:
+        value_var = model.rvs_to_values[rv]
+        value = constrained[value_var.name]
+        transform = model.rvs_to_transforms.get(rv)
+        if transform is not None:
+            value = transform.forward(value, *rv.owner.inputs).eval()
+        out[value_var.name] = value
     return out
 
 
-@pytest.mark.parametrize("ctype", ["full", "tied", "diag", "spherical"])
-@pytest.mark.parametrize("d", [1, 2])
-def test_density_is_the_em_prior_times_likelihood(ctype, d):
-    """logp(theta) = log prior (priors.py) + weighted log-likelihood + log Jacobian + const."""
-    from scipy.stats import multivariate_normal
-
-    rng, X, w, structure, prior, data, n_free = _setup(d, ctype, False)
-    diffs = []
-    for _ in range(3):
-        theta = rng.normal(size=n_free) * 0.3
-        values = unflatten(structure, theta)
-        weights, means, U = params_from_draws(structure, values)
-        cov = covariances_from_prec_chol(U, ctype)
-        covs = covariances_from_prec_chol(U, "full")
-        dens = sum(
-            weights[k] * multivariate_normal(means[k], covs[k]).pdf(X).reshape(-1) for k in range(3)
+@pytest.mark.parametrize("ctype", CTYPES)
+def test_likelihood_is_the_em_likelihood(ctype):
+    """The observed variable's log density is GaussianMixture's weighted log-likelihood, and
+    the numpy twin used for predictions agrees with it."""
+    X = _data(seed=1, d=3)
+    w = np.random.default_rng(0).integers(1, 4, size=len(X)).astype(float)
+    em = GaussianMixture(2, covariance_type=ctype, random_state=0).fit(X, sample_weight=w)
+    model = build_model(X, 2, ctype, sample_weight=w)
+    (U_of_values,) = model.replace_rvs_by_values([model["precisions_cholesky"]])
+    prec_chol = model.compile_fn(
+        U_of_values, inputs=model.value_vars, on_unused_input="ignore", mode=MODE
+    )
+    start = {"weights": em.weights_, "means": em.means_}
+    start.update(
+        POSTERIOR_FORMS[ctype].start_values(
+            em.covariances_, {k: v.get_value() for k, v in _named_data(model).items()}
         )
-        expected = prior.log_density(weights, means, cov) + w @ np.log(dens)
-        expected += _log_jacobian(structure, values)
-        diffs.append(logp_and_grad(structure, theta, data)[0] - expected)
-    # The difference is one constant (normalizing terms dropped by the model).
-    np.testing.assert_allclose(diffs, diffs[0], atol=1e-8)
+    )
+    for name, value in start.items():
+        model.set_initval(model[name], value)
+    point = model.initial_point()
+    loglik = model.compile_logp(vars=model.observed_RVs, mode=MODE)(point)
+    expected = float(np.sum(w * em.score_samples(X)))
+    np.testing.assert_allclose(loglik, expected, rtol=1e-10)
+    U = prec_chol(point)
+    dens = component_log_density(X, em.weights_[None], em.means_[None], np.asarray(U)[None])
+    np.testing.assert_allclose(
+        np.logaddexp.reduce(dens[0], axis=1), em.score_samples(X), rtol=1e-10
+    )
 
 
-@pytest.mark.parametrize("ctype", ["full", "tied", "diag", "spherical"])
-@pytest.mark.parametrize("ordered", [False, True])
-def test_unconstrained_round_trip(ctype, ordered):
-    rng = np.random.default_rng(1)
-    K, d = 3, 2
-    structure = ModelStructure(K, d, ctype, ordered)
-    weights = np.array([0.2, 0.5, 0.3])
-    means = np.sort(rng.normal(size=(K, d)), axis=0)
-    A = rng.normal(size=(K, d, d))
-    full = A @ np.swapaxes(A, 1, 2) + np.eye(d)
-    cov = {
-        "full": full,
-        "tied": full[0],
-        "diag": np.diagonal(full, axis1=1, axis2=2).copy(),
-        "spherical": full[:, 0, 0].copy(),
-    }[ctype]
-    values = to_unconstrained(structure, weights, means, cov)
-    theta = flatten(structure, values)
-    w2, m2, U = params_from_draws(structure, unflatten(structure, theta))
-    np.testing.assert_allclose(w2, weights, rtol=1e-12)
-    np.testing.assert_allclose(m2, means, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(covariances_from_prec_chol(U, ctype), cov, rtol=1e-10)
+def _named_data(model):
+    return {v.name: v for v in model.data_vars}
 
 
-@pytest.mark.parametrize(("d", "ctype", "ordered"), CASES)
-def test_numba_kernel_equals_numpy_reference(d, ctype, ordered):
-    rng, _, _, structure, _, data, n_free = _setup(d, ctype, ordered, K=4)
-    for _ in range(3):
-        theta = rng.normal(size=n_free) * 0.5
-        value, grad = logp_and_grad(structure, theta, data)
-        ref_value, ref_grad = _logp_and_grad_numpy(structure, theta, data)
-        np.testing.assert_allclose(value, ref_value, rtol=1e-12)
-        np.testing.assert_allclose(grad, ref_grad, rtol=1e-9, atol=1e-9)
+def test_integer_weights_equal_repeated_rows():
+    X = _data(seed=2)
+    counts = np.random.default_rng(1).integers(1, 4, size=len(X))
+    prior = GaussianMixturePrior().resolve(X, 2, "full")
+    weighted = build_model(X, 2, "full", prior, sample_weight=counts)
+    repeated = build_model(np.repeat(X, counts, axis=0), 2, "full", prior)
+    point = _prior_point(weighted, 3)
+    values = _transform(
+        weighted, {weighted.rvs_to_values[weighted[n]].name: v for n, v in point.items()}
+    )
+    a = weighted.compile_logp(mode=MODE)(values)
+    b = repeated.compile_logp(mode=MODE)(values)
+    np.testing.assert_allclose(a, b, rtol=1e-12)
 
 
-def test_single_component():
-    rng, _, _, structure, _, data, n_free = _setup(2, "full", False, K=1)
-    theta = rng.normal(size=n_free) * 0.3
-    value, grad = logp_and_grad(structure, theta, data)
-    ref_value, ref_grad = _logp_and_grad_numpy(structure, theta, data)
-    np.testing.assert_allclose([value, *grad], [ref_value, *ref_grad], rtol=1e-10)
+def test_prior_predictive_spread_matches_the_prior():
+    """Covariance draws average to the inverse-Wishart mean Lambda / (nu - d - 1); data drawn
+    from the prior predictive have the spread the prior implies."""
+    X = _data(seed=3)
+    prior = GaussianMixturePrior(degrees_of_freedom=8.0).resolve(X, 2, "full")
+    model = build_model(X, 2, "full", prior)
+    with model, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        draws = pm.sample_prior_predictive(draws=4000, random_seed=0)
+    cov = draws["prior"]["covariances"].values.reshape(-1, 2, 2)
+    expected = prior.scale / (prior.degrees_of_freedom - 2 - 1)
+    # The IW(8, Lambda) variance of an entry is ~Lambda^2/10: 8000 draws, se ~1% of the mean.
+    np.testing.assert_allclose(cov.mean(axis=0), expected, rtol=0.06, atol=0.06 * expected[0, 0])
+    Xrep = draws["prior_predictive"]["X"].values
+    assert Xrep.shape == (1, 4000, len(X), 2)
+    # Given the parameters, a row has covariance Sigma + spread of the means (kappa small:
+    # the means' prior sd is ~10 x the covariance scale): the replicate spread is far wider
+    # than one component's and centred on the prior mean.
+    np.testing.assert_allclose(np.median(Xrep, axis=(0, 1, 2)), prior.mean, atol=0.5)
 
 
-@pytest.mark.parametrize("ctype", ["full", "diag"])
-def test_integer_weights_equal_repeated_rows(ctype):
-    rng, X, _, structure, _, _, n_free = _setup(2, ctype, False)
-    counts = rng.integers(0, 4, size=len(X))
-    prior = GaussianMixturePrior().resolve(X, 3, ctype)
-    theta = rng.normal(size=n_free) * 0.3
-    weighted = logp_and_grad(structure, theta, model_data(X, counts, prior))
-    Xr = np.repeat(X, counts, axis=0)
-    repeated = logp_and_grad(structure, theta, model_data(Xr, np.ones(len(Xr)), prior))
-    np.testing.assert_allclose(weighted[0], repeated[0], rtol=1e-12)
-    np.testing.assert_allclose(weighted[1], repeated[1], rtol=1e-10, atol=1e-10)
+@pytest.mark.parametrize("ctype", CTYPES)
+def test_model_graph_and_names(ctype):
+    X = _data(seed=4)
+    model = build_model(X, 2, ctype, feature_names=["a", "b"])
+    graph = pm.model_to_graphviz(model)
+    assert "Dirichlet" in graph.source and "X" in graph.source
+    assert list(model.coords["feature"]) == ["a", "b"]
+    assert model.named_vars_to_dims["means"] == ("component", "feature")
+    assert model.named_vars_to_dims["weights"] == ("component",)
+    assert [rv.name for rv in model.observed_RVs] == ["X"]
+
+
+def test_unsupported_structure_is_refused():
+    with pytest.raises(ValueError, match="The posterior supports covariance_type"):
+        build_model(_data(), 2, "VEV")
