@@ -1,0 +1,251 @@
+"""NUTS on a PyMC model through JAX (numpyro), with the data as an argument.
+
+Stage 2 of the Bayesian pipeline (model -> sampling -> relabel -> diagnostics ->
+estimator). PyTensor turns the model's joint log density (on the unconstrained scale)
+into a JAX function whose arguments are the free values *and* the model's ``pm.Data``
+containers, and numpyro's NUTS runs it with ``jit_model_args=True``. So one compiled
+sampler serves every data set and prior of the same shape: a refit on new data in the
+same process does not compile again, and JAX's persistent compilation cache (on disk,
+see :func:`jax_cache_dir`) makes a new process reuse it too.
+
+``pm.sample(nuts_sampler="numpyro")`` would bake the data into the graph as constants
+and compile again for every data set; nutpie's numba backend compiles for minutes on a
+new structure; PyMC's own NUTS is several times slower here (measured numbers in the
+README's speed table and ``benchmarks/bench_nuts.py``).
+
+Chains run in parallel on the CPU cores: JAX is asked for one CPU device per core when
+this module is imported (``jax_num_cpu_devices``), before JAX starts.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["jax_cache_dir", "sample_nuts"]
+
+_CACHE: dict = {}
+_CACHE_LOCK = threading.Lock()
+_SETUP: list = []
+
+
+def jax_cache_dir():
+    """Where JAX's compiled samplers are kept between processes.
+
+    ``$BAYES_GMM_JAX_CACHE`` if set (an empty value turns the disk cache off), else
+    ``$XDG_CACHE_HOME/bayes_gmm/jax`` or ``~/.cache/bayes_gmm/jax``.
+    """
+    env = os.environ.get("BAYES_GMM_JAX_CACHE")
+    if env is not None:
+        return Path(env) if env else None
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "bayes_gmm" / "jax"
+
+
+def _setup_jax():
+    """Import JAX once, with one CPU device per core and the persistent cache on."""
+    if _SETUP:
+        return _SETUP[0]
+    try:
+        import jax
+    except ImportError as exc:  # pragma: no cover - jax is a dependency
+        raise ImportError(
+            "BayesianGaussianMixture samples with JAX and numpyro: `pip install jax numpyro`."
+        ) from exc
+    try:
+        jax.config.update("jax_num_cpu_devices", max(os.cpu_count() or 1, 4))
+    except RuntimeError:
+        pass  # JAX already started elsewhere in this process: keep its devices
+    cache = jax_cache_dir()
+    if cache is not None:
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+            jax.config.update("jax_compilation_cache_dir", str(cache))
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+            jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+        except OSError:
+            pass  # an unwritable cache only costs compile time
+    jax.config.update("jax_enable_x64", True)
+    try:
+        devices = jax.devices("cpu")
+    except RuntimeError as exc:
+        raise RuntimeError(
+            f"JAX could not start on the CPU ({exc}). Check the jax / jaxlib install "
+            "(`pip install -U jax`)."
+        ) from exc
+    _SETUP.append(len(devices))
+    return _SETUP[0]
+
+
+def _data_inputs(model):
+    """The model's ``pm.Data`` containers, in a fixed order."""
+    return sorted(model.data_vars, key=lambda v: v.name)
+
+
+def _jax_functions(model):
+    """JAX log density and value -> (constrained, deterministic) map, data as arguments."""
+    from pymc.sampling.jax import get_jaxified_graph
+    from pymc.util import get_default_varnames
+    from pytensor.graph.replace import clone_replace
+
+    data = _data_inputs(model)
+    placeholders = [v.type() for v in data]
+    replace = dict(zip(data, placeholders, strict=True))
+    logp = clone_replace([model.logp()], replace=replace)
+    logp_fn = get_jaxified_graph(inputs=[*model.value_vars, *placeholders], outputs=logp)
+    # The constrained free variables and the Deterministics, not the transformed values.
+    wanted = get_default_varnames(model.unobserved_value_vars, include_transformed=False)
+    outputs = clone_replace(wanted, replace=replace)
+    post_fn = get_jaxified_graph(inputs=[*model.value_vars, *placeholders], outputs=outputs)
+    names = [v.name for v in wanted]
+    return logp_fn, post_fn, names
+
+
+def _structure_key(model, shapes):
+    """What fixes the compiled sampler: the log density's graph and every input's shape.
+
+    The graph is compared by its printed form (data containers by name, constants by
+    value), so a model a user changed never reuses the sampler of another.
+    """
+    from pytensor.printing import debugprint
+
+    graph = debugprint(model.logp(), file="str", print_type=True)
+    data = tuple((v.name, tuple(v.get_value(borrow=True).shape)) for v in _data_inputs(model))
+    return (graph, tuple(sorted(shapes.items())), data)
+
+
+class _Sampler:
+    """A numpyro MCMC over one model structure, compiled once, reused for new data."""
+
+    def __init__(self, model, shapes, draws, tune, chains, target_accept, n_devices):
+        import jax
+        import jax.numpy as jnp
+        import numpyro
+        import numpyro.distributions as dist
+        from numpyro.infer import MCMC, NUTS
+
+        logp_fn, post_fn, names = _jax_functions(model)
+        self.value_names = [v.name for v in model.value_vars]
+        self.shapes = shapes
+        self.names = names
+        value_names, shapes = self.value_names, self.shapes
+
+        def numpyro_model(*data):
+            values = [
+                numpyro.sample(
+                    n, dist.ImproperUniform(dist.constraints.real, (), event_shape=shapes[n])
+                )
+                for n in value_names
+            ]
+            numpyro.factor("logp", logp_fn(*values, *data)[0])
+
+        method = "parallel" if chains <= n_devices and chains > 1 else "sequential"
+        self.mcmc = MCMC(
+            NUTS(numpyro_model, target_accept_prob=target_accept),
+            num_warmup=tune,
+            num_samples=draws,
+            num_chains=chains,
+            chain_method=method,
+            progress_bar=False,
+            jit_model_args=True,
+        )
+        self._post = jax.jit(
+            jax.vmap(jax.vmap(lambda v, d: post_fn(*v, *d), in_axes=(0, None)), in_axes=(0, None))
+        )
+        self._jnp = jnp
+        self.chain_method = method
+
+    def run(self, data, start, seed, progressbar):
+        import jax
+
+        self.mcmc._progress_bar = bool(progressbar)
+        self.mcmc.run(
+            jax.random.PRNGKey(seed),
+            *data,
+            init_params=start,
+            extra_fields=(
+                "num_steps",
+                "potential_energy",
+                "energy",
+                "adapt_state.step_size",
+                "accept_prob",
+                "diverging",
+            ),
+        )
+        raw = self.mcmc.get_samples(group_by_chain=True)
+        values = [raw[n] for n in self.value_names]
+        outputs = self._post(values, list(data))
+        posterior = {n: np.asarray(o) for n, o in zip(self.names, outputs, strict=True)}
+        fields = self.mcmc.get_extra_fields(group_by_chain=True)
+        steps = np.asarray(fields["num_steps"])
+        stats = {
+            "diverging": np.asarray(fields["diverging"]),
+            "energy": np.asarray(fields["energy"]),
+            "lp": -np.asarray(fields["potential_energy"]),
+            "step_size": np.asarray(fields["adapt_state.step_size"]),
+            "acceptance_rate": np.asarray(fields["accept_prob"]),
+            "n_steps": steps,
+            "tree_depth": (np.log2(np.maximum(steps, 1)).astype(int) + 1),
+        }
+        return posterior, stats
+
+
+def sample_nuts(
+    model,
+    start,
+    *,
+    draws=1000,
+    tune=1000,
+    chains=4,
+    target_accept=0.8,
+    random_seed=0,
+    progressbar=False,
+):
+    """Sample a PyMC model with numpyro's NUTS, the data as arguments of one compiled sampler.
+
+    Parameters
+    ----------
+    model : pymc.Model
+        Every free variable continuous; its ``pm.Data`` containers hold the data.
+    start : dict of str -> ndarray
+        Each chain's start on the unconstrained scale, keyed by value-variable name,
+        with a leading chain axis of length ``chains``.
+    draws, tune, chains : int
+    target_accept : float
+    random_seed : int
+    progressbar : bool
+
+    Returns
+    -------
+    posterior : dict of str -> ndarray
+        Every free variable (constrained) and Deterministic, shaped (chain, draw, ...).
+    sample_stats : dict of str -> ndarray
+        ``diverging``, ``energy``, ``lp``, ``step_size``, ``acceptance_rate``,
+        ``n_steps``, ``tree_depth``, shaped (chain, draw).
+    timings : dict
+        Seconds to set up the compiled sampler ("compile", 0 when reused) and to sample
+        ("sample", which includes JAX's compile on the sampler's first run).
+    """
+    n_devices = _setup_jax()
+    t0 = time.perf_counter()
+    missing = {v.name for v in model.value_vars} - set(start)
+    if missing:
+        raise ValueError(f"start lacks the model's free values {sorted(missing)}.")
+    shapes = {n: tuple(np.shape(start[n])[1:]) for n in (v.name for v in model.value_vars)}
+    key = (_structure_key(model, shapes), int(draws), int(tune), int(chains), float(target_accept))
+    with _CACHE_LOCK:
+        sampler = _CACHE.get(key)
+        if sampler is None:
+            sampler = _Sampler(
+                model, shapes, int(draws), int(tune), int(chains), float(target_accept), n_devices
+            )
+            _CACHE[key] = sampler
+        t1 = time.perf_counter()
+        data = [np.asarray(v.get_value(borrow=True)) for v in _data_inputs(model)]
+        start = {n: np.asarray(start[n], dtype=float) for n in sampler.value_names}
+        posterior, stats = sampler.run(data, start, int(random_seed), progressbar)
+    return posterior, stats, {"compile": t1 - t0, "sample": time.perf_counter() - t1}
