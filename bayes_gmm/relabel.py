@@ -22,7 +22,7 @@ from scipy.optimize import linear_sum_assignment
 
 from bayes_gmm._gaussian import log_det_precision_cholesky
 
-__all__ = ["apply_permutations", "kl_cost", "pivot_permutations"]
+__all__ = ["apply_permutations", "kl_cost", "pivot_permutations", "relabel_posterior"]
 
 
 def kl_cost(means, covariances, pivot_means, pivot_prec_chol):
@@ -99,3 +99,50 @@ def apply_permutations(array, perm, axis):
     index_shape[0] = perm.shape[0]
     index_shape[axis] = perm.shape[1]
     return np.take_along_axis(array, perm.reshape(index_shape), axis=axis)
+
+
+def relabel_posterior(posterior, dims, pivot_means, pivot_prec_chol, component="component"):
+    """Permute every component-indexed variable of each draw to match the pivot.
+
+    The permutation of a draw is found from its ``means`` and ``precisions_cholesky``
+    (:func:`kl_cost`, :func:`pivot_permutations`) and applied to *every* variable with
+    a ``component`` dimension, so the draws stay consistent: the model's own random
+    variables, the Deterministics and anything a user added per component.
+
+    Parameters
+    ----------
+    posterior : dict of str -> ndarray
+        Draws shaped (chain, draw, ...); needs ``means`` (..., K, d) and
+        ``precisions_cholesky`` (..., K, d, d).
+    dims : dict of str -> tuple of str
+        Each variable's dims after (chain, draw).
+    pivot_means : ndarray of shape (K, d)
+    pivot_prec_chol : ndarray of shape (K, d, d)
+    component : str, default="component"
+
+    Returns
+    -------
+    posterior : dict of str -> ndarray
+        Relabelled copies (variables without a component dimension are kept).
+    relabelled : ndarray of shape (chain,)
+        Number of draws of each chain whose labels changed.
+    """
+    means = np.asarray(posterior["means"], dtype=float)
+    C, S, K, d = means.shape
+    U = np.asarray(posterior["precisions_cholesky"], dtype=float).reshape(C * S, K, d, d)
+    U_inv = np.linalg.solve(U, np.broadcast_to(np.eye(d), U.shape))
+    covs = np.swapaxes(U_inv, -1, -2) @ U_inv
+    perm = pivot_permutations(
+        kl_cost(means.reshape(C * S, K, d), covs, pivot_means, pivot_prec_chol)
+    )
+    moved = np.any(perm != np.arange(K), axis=1).reshape(C, S)
+    out = {}
+    for name, values in posterior.items():
+        var_dims = tuple(dims.get(name, ()))
+        if component not in var_dims:
+            out[name] = values
+            continue
+        axis = 1 + var_dims.index(component)
+        flat = np.asarray(values).reshape(C * S, *np.shape(values)[2:])
+        out[name] = apply_permutations(flat, perm, axis).reshape(np.shape(values))
+    return out, moved.sum(axis=1)
