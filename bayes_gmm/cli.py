@@ -458,7 +458,7 @@ def results_folder(target, overwrite=False):
     On any error (or Ctrl-C) the temporary folder is removed and ``target`` is left as it
     was, so no half-written results folder is ever visible at ``target``.
     """
-    from bayes_gmm.bayesian import _replace
+    from bayes_gmm.storage import replace_path
 
     target = Path(target)
     _refuse_existing(target, overwrite)
@@ -477,7 +477,7 @@ def results_folder(target, overwrite=False):
     try:
         yield tmp
         # The library's atomic swap: the old folder comes back if the rename fails.
-        _replace(tmp, target)
+        replace_path(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
