@@ -245,7 +245,9 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : ndarray of shape (n_samples, n_features)
+        X : ndarray or DataFrame of shape (n_samples, n_features)
+            The validated float data; a DataFrame (its columns name the features) when
+            ``fit`` was given one.
         n_components : int
         covariance_type : str
         prior : ResolvedPrior
@@ -256,9 +258,9 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         -------
         pymc.Model
         """
-        names = getattr(self, "_fit_feature_names", None)
+        names = _feature_names(X)
         return build_model(
-            X,
+            np.asarray(X, dtype=float),
             n_components,
             covariance_type,
             prior,
@@ -326,11 +328,8 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         resolved = em.prior_  # the EM fit resolved the same prior on the same data
 
         t = time.perf_counter()
-        self._fit_feature_names = feature_names
-        try:
-            model = self.build_model(X, K, ctype, resolved, w)
-        finally:
-            del self._fit_feature_names
+        X_model = X if feature_names is None else _frame(X, feature_names)
+        model = self.build_model(X_model, K, ctype, resolved, w)
         _check_model(model)
         em_values = _em_values(em, model, resolved, X, w)
         start = _chain_starts(
@@ -790,11 +789,9 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         resolved = prior.resolve(X, K, ctype, sample_weight=w)
         em.prior_ = resolved
         names = config["feature_names"]
-        model._fit_feature_names = names
-        try:
-            pm_model = model.build_model(X, K, ctype, resolved, w)
-        finally:
-            del model._fit_feature_names
+        pm_model = model.build_model(
+            X if names is None else _frame(X, names), K, ctype, resolved, w
+        )
         diag = dict(config.pop("diagnostics"))
         diag["bfmi"] = np.asarray(diag["bfmi"], dtype=float)
         diag["relabelled"] = np.asarray(diag["relabelled"], dtype=int)

@@ -595,8 +595,8 @@ def build_model(
 
     Parameters
     ----------
-    X : ndarray of shape (n_samples, n_features)
-        Finite data (validated by the caller).
+    X : ndarray or DataFrame of shape (n_samples, n_features)
+        Finite data (validated by the caller); a DataFrame's columns name the features.
     n_components : int
     covariance_type : str, default="full"
         One of :data:`POSTERIOR_FORMS` ("full", "tied", "diag", "spherical", "EII",
@@ -608,7 +608,8 @@ def build_model(
     ordered : bool, default=False
         Constrain ``means[:, 0]`` to increase with the component index.
     feature_names : list of str, default=None
-        Labels of the ``feature`` coordinate (default ``x0, x1, ...``).
+        Labels of the ``feature`` coordinate (default: a DataFrame's columns, else
+        ``x0, x1, ...``).
 
     Returns
     -------
@@ -636,6 +637,8 @@ def build_model(
     import pymc as pm
 
     form = posterior_form(covariance_type)
+    if feature_names is None and hasattr(X, "columns"):
+        feature_names = [str(c) for c in X.columns]
     X = np.asarray(X, dtype=float)
     n, d = X.shape
     K = int(n_components)
