@@ -137,6 +137,15 @@ CLAIMS = {
             check=_between(1.0, 1.015),
         ),
     ],
+    "05_extending_the_model": [
+        Claim("with a fixed `kappa = 0.01`", r"kappa = Data\(0\.01\)", fresh=True),
+        Claim(
+            "moves no component mean by\nmore than a fraction of its posterior sd",
+            r"largest shift of a component mean: ([\d.]+) posterior sd",
+            check=_between(0.0, 0.5),
+        ),
+        Claim("Every convergence check ran on the new model", r"Verdict: ok"),
+    ],
 }
 
 
@@ -188,12 +197,13 @@ def _execute(path, tmp_path, monkeypatch, fast):
     return nb
 
 
-def test_the_four_notebooks_exist():
+def test_the_notebooks_exist():
     assert [p.name for p in NOTEBOOKS] == [
         "01_quickstart.ipynb",
         "02_choosing_k.ipynb",
         "03_foot_sizes.ipynb",
         "04_iris.ipynb",
+        "05_extending_the_model.ipynb",
     ]
     assert sorted(CLAIMS) == [p.stem for p in NOTEBOOKS]
 
