@@ -268,6 +268,39 @@ def _precision_normal(name, mean, kappa, prec_chol, transform):
     )
 
 
+def _gamma_precisions(hyper, dims):
+    """Precisions ``~ Gamma(nu / 2, rate = scale / 2)``: the conjugate prior of a variance."""
+    import pymc as pm
+
+    return pm.Gamma(
+        "precisions", alpha=hyper["nu"] / 2.0, beta=hyper["prior_scale"] / 2.0, dims=dims
+    )
+
+
+def _precision_normal_means(prec_chol):
+    """``add_means`` of a structure with a precision factor: ``MvNormal(m0, (kappa P)^-1)``."""
+
+    def add_means(m0, kappa, transform=None):
+        return _precision_normal("means", m0, kappa, prec_chol, transform)
+
+    return add_means
+
+
+def _normal_means(precision):
+    """``add_means`` of a diagonal structure: independent normals of variance
+    ``1 / (kappa * precision)``, ``precision`` broadcasting to (component, feature)."""
+
+    def add_means(m0, kappa, transform=None):
+        import pymc as pm
+        import pytensor.tensor as pt
+
+        sigma = 1.0 / pt.sqrt(kappa * precision)
+        kwargs = {} if transform is None else {"transform": transform}
+        return pm.Normal("means", mu=m0, sigma=sigma, dims=(COMPONENT, FEATURE), **kwargs)
+
+    return add_means
+
+
 def _inverse_from_chol(U):
     """``(U U^T)^-1`` from lower factors ``U`` (..., d, d)."""
     import pytensor.tensor as pt
@@ -293,10 +326,7 @@ class FullForm(PosteriorForm):
         U = _bartlett(hyper, (K,), (COMPONENT,))
         covs = _inverse_from_chol(U)
 
-        def add_means(m0, kappa, transform=None):
-            return _precision_normal("means", m0, kappa, U, transform)
-
-        return U, covs, add_means
+        return U, covs, _precision_normal_means(U)
 
     def start_values(self, covariances, hyper_values):
         return _bartlett_start(np.linalg.inv(covariances), hyper_values["prior_precision_chol"])
@@ -323,10 +353,7 @@ class TiedForm(PosteriorForm):
         U = _bartlett(hyper, (), ())
         cov = _inverse_from_chol(U)
 
-        def add_means(m0, kappa, transform=None):
-            return _precision_normal("means", m0, kappa, U, transform)
-
-        return pt.broadcast_to(U, (K, d, d)), cov, add_means
+        return pt.broadcast_to(U, (K, d, d)), cov, _precision_normal_means(U)
 
     def start_values(self, covariances, hyper_values):
         return _bartlett_start(np.linalg.inv(covariances), hyper_values["prior_precision_chol"])
@@ -349,23 +376,12 @@ class DiagForm(PosteriorForm):
     hyper_scale = "diag"
 
     def add_precision(self, K, d, hyper):
-        import pymc as pm
         import pytensor.tensor as pt
 
-        tau = pm.Gamma(
-            "precisions",
-            alpha=hyper["nu"] / 2.0,
-            beta=hyper["prior_scale"] / 2.0,
-            dims=(COMPONENT, FEATURE),
-        )
+        tau = _gamma_precisions(hyper, (COMPONENT, FEATURE))
         U = pt.sqrt(tau)[:, :, None] * pt.eye(d)[None]
 
-        def add_means(m0, kappa, transform=None):
-            sigma = 1.0 / pt.sqrt(kappa * tau)
-            kwargs = {} if transform is None else {"transform": transform}
-            return pm.Normal("means", mu=m0, sigma=sigma, dims=(COMPONENT, FEATURE), **kwargs)
-
-        return U, 1.0 / tau, add_means
+        return U, 1.0 / tau, _normal_means(tau)
 
     def start_values(self, covariances, hyper_values):
         return {"precisions": 1.0 / np.asarray(covariances, dtype=float)}
@@ -384,23 +400,12 @@ class SphericalForm(PosteriorForm):
     hyper_scale = "spherical"
 
     def add_precision(self, K, d, hyper):
-        import pymc as pm
         import pytensor.tensor as pt
 
-        tau = pm.Gamma(
-            "precisions",
-            alpha=hyper["nu"] / 2.0,
-            beta=hyper["prior_scale"] / 2.0,
-            dims=(COMPONENT,),
-        )
+        tau = _gamma_precisions(hyper, (COMPONENT,))
         U = pt.sqrt(tau)[:, None, None] * pt.eye(d)[None]
 
-        def add_means(m0, kappa, transform=None):
-            sigma = (1.0 / pt.sqrt(kappa * tau))[:, None]
-            kwargs = {} if transform is None else {"transform": transform}
-            return pm.Normal("means", mu=m0, sigma=sigma, dims=(COMPONENT, FEATURE), **kwargs)
-
-        return U, 1.0 / tau, add_means
+        return U, 1.0 / tau, _normal_means(tau[:, None])
 
     def start_values(self, covariances, hyper_values):
         return {"precisions": 1.0 / np.asarray(covariances, dtype=float)}
@@ -422,18 +427,12 @@ class SharedSphericalForm(PosteriorForm):
     hyper_scale = "spherical"
 
     def add_precision(self, K, d, hyper):
-        import pymc as pm
         import pytensor.tensor as pt
 
-        tau = pm.Gamma("precisions", alpha=hyper["nu"] / 2.0, beta=hyper["prior_scale"] / 2.0)
+        tau = _gamma_precisions(hyper, ())
         U = pt.sqrt(tau) * pt.broadcast_to(pt.eye(d), (K, d, d))
 
-        def add_means(m0, kappa, transform=None):
-            sigma = 1.0 / pt.sqrt(kappa * tau)
-            kwargs = {} if transform is None else {"transform": transform}
-            return pm.Normal("means", mu=m0, sigma=sigma, dims=(COMPONENT, FEATURE), **kwargs)
-
-        return U, pt.broadcast_to(pt.eye(d) / tau, (K, d, d)), add_means
+        return U, pt.broadcast_to(pt.eye(d) / tau, (K, d, d)), _normal_means(tau)
 
     def start_values(self, covariances, hyper_values):
         cov = np.asarray(covariances, dtype=float)
@@ -455,24 +454,13 @@ class SharedDiagForm(PosteriorForm):
     hyper_scale = "diag"
 
     def add_precision(self, K, d, hyper):
-        import pymc as pm
         import pytensor.tensor as pt
 
-        tau = pm.Gamma(
-            "precisions",
-            alpha=hyper["nu"] / 2.0,
-            beta=hyper["prior_scale"] / 2.0,
-            dims=(FEATURE,),
-        )
+        tau = _gamma_precisions(hyper, (FEATURE,))
         U = pt.broadcast_to(pt.sqrt(tau)[:, None] * pt.eye(d), (K, d, d))
 
-        def add_means(m0, kappa, transform=None):
-            sigma = 1.0 / pt.sqrt(kappa * tau)
-            kwargs = {} if transform is None else {"transform": transform}
-            return pm.Normal("means", mu=m0, sigma=sigma, dims=(COMPONENT, FEATURE), **kwargs)
-
         cov = pt.broadcast_to((1.0 / tau)[:, None] * pt.eye(d), (K, d, d))
-        return U, cov, add_means
+        return U, cov, _normal_means(tau)
 
     def start_values(self, covariances, hyper_values):
         cov = np.asarray(covariances, dtype=float)
