@@ -388,7 +388,8 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         tree = _build_tree(posterior_ds, stats_ds, model, em, config)
         draws = _posterior_draws(tree)
         if draws.n_draws * n_samples <= 2.5e7:
-            tree["log_likelihood"] = _log_likelihood_dataset(draws, tree, X, w)
+            name = model.observed_RVs[0].name
+            tree["log_likelihood"] = _log_likelihood_dataset(draws, tree, X, w, name)
         fitted["idata_"] = tree
         fitted["_posterior_draws"] = draws
         timings["output"] = time.perf_counter() - t
@@ -637,7 +638,7 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         check_is_fitted(self, "idata_")
         post = self.idata_["posterior"]
         C, D = post.sizes["chain"], post.sizes["draw"]
-        n, d = self.idata_["observed_data"]["X"].shape
+        n, d = self.idata_["observed_data"][self.model_.observed_RVs[0].name].shape
         if n_draws is None:
             n_draws = int(max(1, min(D, 5e7 // (C * n * d))))
         n_draws = min(check_int(n_draws, "n_draws", 1), D)
@@ -662,11 +663,11 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
 
         check_is_fitted(self, "idata_")
         tree = self.idata_
+        name = self.model_.observed_RVs[0].name
         if "log_likelihood" not in tree.children:
-            X = np.asarray(tree["observed_data"]["X"])
-            w = np.asarray(tree["constant_data"]["sample_weight"])
-            tree["log_likelihood"] = _log_likelihood_dataset(self._draws(), tree, X, w)
-        return az.loo(tree, var_name="X", **kwargs)
+            X, w = _observed(tree, name)
+            tree["log_likelihood"] = _log_likelihood_dataset(self._draws(), tree, X, w, name)
+        return az.loo(tree, var_name=name, **kwargs)
 
     def summary(self, ci_prob=0.94, **kwargs):
         """ArviZ summary (mean, sd, interval, ESS, r_hat) of weights, means and covariances.
@@ -778,8 +779,7 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         prior = GaussianMixturePrior.from_dict(config["prior"])
         model = cls(**params)
         K, d, ctype = config["n_components"], config["n_features"], config["covariance_type"]
-        X = np.asarray(tree["observed_data"]["X"])
-        w = np.asarray(tree["constant_data"]["sample_weight"])
+        X, w = _observed(tree, next(iter(tree["observed_data"].data_vars)))
         em_ds = tree["em_estimate"]
         em = GaussianMixture(K, covariance_type=ctype, prior=prior)
         em.weights_ = np.asarray(em_ds["weights"])
@@ -923,25 +923,25 @@ def _dataset(values, dims, model):
 
 
 def _build_tree(posterior, stats, model, em, config):
+    """The fitted data tree, groups laid out as PyMC lays them out for this model."""
     import xarray as xr
+    from pymc.backends.arviz import find_constants, find_observations
 
     coords = {name: np.asarray(c) for name, c in model.coords.items() if c is not None}
-    X = np.asarray(model["X_data"].get_value())
-    observed = xr.Dataset(
-        {"X": ((OBS, FEATURE), X)}, coords={OBS: coords[OBS], FEATURE: coords[FEATURE]}
-    )
-    constant = {}
-    for var in model.data_vars:
-        if var.name == "X_data":
-            continue
-        var_dims = model.named_vars_to_dims.get(var.name)
-        value = np.asarray(var.get_value())
-        var_dims = var_dims or tuple(f"{var.name}_dim_{i}" for i in range(value.ndim))
-        constant[var.name] = (var_dims, value)
-    constant_ds = xr.Dataset(
-        constant,
-        coords={k: v for k, v in coords.items() if any(k in d for d, _ in constant.values())},
-    )
+
+    def dataset(values):
+        variables = {}
+        for name, value in values.items():
+            value = np.asarray(value)
+            var_dims = model.named_vars_to_dims.get(name) or tuple(
+                f"{name}_dim_{i}" for i in range(value.ndim)
+            )
+            variables[name] = (var_dims, value)
+        used = {d for var_dims, _ in variables.values() for d in var_dims}
+        return xr.Dataset(variables, coords={k: v for k, v in coords.items() if k in used})
+
+    observed = dataset(find_observations(model))
+    constant_ds = dataset(find_constants(model))
     ctype = config["covariance_type"]
     em_ds = xr.Dataset(
         {
@@ -980,11 +980,20 @@ def _posterior_draws(tree):
     return PosteriorDraws(weights.reshape(C * S, K), means, prec_chol)
 
 
-def _log_likelihood_dataset(draws, tree, X, w):
-    """Pointwise log-likelihood of the observed ``X``, as the model defines it (weighted)."""
+def _observed(tree, name):
+    """The observed rows and their sample weights (ones when the model has none)."""
+    X = np.asarray(tree["observed_data"][name])
+    constant = tree["constant_data"] if "constant_data" in tree.children else {}
+    w = np.asarray(constant["sample_weight"]) if "sample_weight" in constant else None
+    return X, np.ones(X.shape[0]) if w is None else w
+
+
+def _log_likelihood_dataset(draws, tree, X, w, name):
+    """Pointwise log-likelihood of the observed rows, as the model defines it (weighted)."""
     import xarray as xr
 
     post = tree["posterior"]
     C, S = post.sizes["chain"], post.sizes["draw"]
     ll = draws.pointwise_log_likelihood(X) * w[None, :]
-    return xr.Dataset({"X": (("chain", "draw", OBS), ll.reshape(C, S, X.shape[0]))})
+    dims = tree["observed_data"][name].dims[:1]
+    return xr.Dataset({name: (("chain", "draw", *dims), ll.reshape(C, S, X.shape[0]))})
