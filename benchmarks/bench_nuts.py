@@ -23,7 +23,7 @@ today's default and prints posterior means and sds beside those in
 previous default sampler, a hand-written numba log density under nutpie), with the
 difference in units of the posterior sd.
 
-Usage: python benchmarks/bench_nuts.py [--case A|B] [--seeds 10] [--no-peer]
+Usage: python benchmarks/bench_nuts.py [--case A|B] [--seeds 10] [--no-peer] [--peer-seeds 3]
        [--no-fresh] [--compare-reference]
 """
 
@@ -195,6 +195,9 @@ def main(argv=None):
     parser.add_argument("--tune", type=int, default=1000)
     parser.add_argument("--chains", type=int, default=2)
     parser.add_argument("--no-peer", action="store_true")
+    parser.add_argument(
+        "--peer-seeds", type=int, default=None, help="default: all seeds (A), 3 (B)"
+    )
     parser.add_argument("--no-fresh", action="store_true", help="skip the cold/warm processes")
     parser.add_argument("--compare-reference", action="store_true")
     args = parser.parse_args(argv)
@@ -265,7 +268,8 @@ def main(argv=None):
     ):
         print(f"\n{label} (seconds)")
         rows = []
-        for seed in range(min(n_seeds, 3 if case == "B" else n_seeds)):
+        n_peer = args.peer_seeds or (3 if case == "B" else n_seeds)
+        for seed in range(min(n_seeds, n_peer)):
             first = ours[seed]["model"] if arg else case
             r = runner(first, seed, *run)
             rows.append(r)
