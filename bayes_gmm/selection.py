@@ -106,6 +106,10 @@ EXPLORE_TOL = 1e-5
 SHORT_ITER = 30
 SHORT_MARGIN = 0.02
 
+#: The partitions mclust's constrained models (beyond scikit-learn's four) start from; they
+#: also start from the solutions of the nested models, which had every partition.
+CONSTRAINED_PARTITIONS = ("kmeans", "hc")
+
 #: Starts that always run on to convergence: mclust's own start, so that every cell
 #: reaches at least what mclust reaches from it.
 UNPRUNED_STARTS = ("hc",)
@@ -961,6 +965,7 @@ def _run_grid(data, sub, ks, types, names, settings, progress):
             starts = [
                 (kind, _params_from_labels(pdata, labels, K, ctype))
                 for kind, pdata, labels in partitions
+                if get_structure(ctype).is_sklearn or kind in CONSTRAINED_PARTITIONS
             ]
             if (ctype, K - 1) in parents:
                 starts.append(("split", _split_start(sub, parents[(ctype, K - 1)], ctype)))
