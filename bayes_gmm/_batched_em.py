@@ -71,6 +71,7 @@ def batched_em(
     max_iter,
     reg_covar=1e-6,
     prior=None,
+    features=None,
 ):
     """Run EM from R starts of the same mixture, in compiled code.
 
@@ -101,6 +102,9 @@ def batched_em(
     prior : bayes_gmm.priors.ResolvedPrior or None, default=None
         MAP estimation under this prior (resolved for ``X``); its log density is added to
         the objective.
+    features : ndarray of shape (m, n), default=None
+        ``_gaussian.features`` of the centered rows, transposed and C-contiguous, for a
+        caller that runs many batches on the same data; computed when None.
 
     Returns
     -------
@@ -123,7 +127,7 @@ def batched_em(
     d = X.shape[1]
     center = w @ X / w.sum()
     Xc = X - center
-    feats = np.ascontiguousarray(g.features(Xc, ctype).T)
+    feats = np.ascontiguousarray(g.features(Xc, ctype).T) if features is None else features
     tied_moment = g.weighted_second_moment(Xc, w) if ctype == "tied" else np.zeros((d, d))
     max_iters = np.array(np.broadcast_to(max_iter, (R,)), dtype=np.int64)  # a writable copy
     weights = np.array(weights, dtype=float, order="C")

@@ -55,7 +55,7 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -481,6 +481,14 @@ class _Data:
     center: np.ndarray
     Xc: np.ndarray
     reg_covar: float
+    _features: dict = field(default_factory=dict, repr=False)
+
+    def features_t(self, covariance_type):
+        """``features(Xc)`` of a structure's layout, transposed (m, n), computed once."""
+        layout = layout_of(covariance_type)
+        if layout not in self._features:
+            self._features[layout] = np.ascontiguousarray(g.features(self.Xc, layout).T)
+        return self._features[layout]
 
 
 def _make_data(X, w, reg_covar):
@@ -601,7 +609,7 @@ def _params_from_labels(data, labels, K, ctype):
         return None
     resp = np.zeros((K, n))
     resp[labels, np.arange(n)] = 1.0
-    stats = g.summarize(g.features(Xc, ctype), w, resp, ctype, d)
+    stats = g.summarize(data.features_t(ctype).T, w, resp, ctype, d)
     tied_moment = g.weighted_second_moment(Xc, w) if layout_of(ctype) == "tied" else None
     g.finish_moments(stats, ctype, tied_moment)
     return g.from_summaries(stats, ctype, data.reg_covar)
@@ -742,6 +750,7 @@ def _run_starts(data, K, ctype, starts, prior, resolved, max_iter):
             max_iter=max_iter,
             reg_covar=data.reg_covar,
             prior=resolved,
+            features=data.features_t(ctype),
         )
     out = []
     for run, start, limit in zip(results, starts, max_iter, strict=True):
