@@ -217,7 +217,7 @@ class DiagnosticsReport:
         problems = "".join(f"<li>{html.escape(p)}</li>" for p in self.problems())
         return (
             f"<div><p>{html.escape(self._header())}</p>"
-            f'<table style="border-collapse:collapse">{body}</table>'
+            f'<table style="border-collapse:collapse;margin-left:0">{body}</table>'
             f"<p><b>Verdict: {html.escape(self.verdict)}</b></p>"
             + (f"<ul>{problems}</ul>" if problems else "")
             + "</div>"

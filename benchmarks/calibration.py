@@ -252,6 +252,7 @@ def rank_tests(ranks, L, rng):
 
 
 def summarize(results, L):
+    """Per quantity the rank tests; per case the verdict and how often diagnostics warned."""
     import pandas as pd
 
     rng = np.random.default_rng(0)
@@ -262,15 +263,14 @@ def summarize(results, L):
         entry["flags"].append(flags)
         for key, r in ranks.items():
             entry["ranks"].setdefault(key, []).append(r)
-    summary = []
+    warned = []
     for case, entry in by_case.items():
-        ps = []
         for (kind, name), r in entry["ranks"].items():
             chi2_p, ks_p = rank_tests(r, L, rng)
-            ps += [chi2_p, ks_p]
             rows.append(
                 {
                     "case": case.name,
+                    "control": case.control,
                     "kind": kind,
                     "quantity": name,
                     "sims": len(r),
@@ -278,23 +278,67 @@ def summarize(results, L):
                     "ks_p": ks_p,
                 }
             )
-        n_tests = len(ps)
-        adjusted = min(1.0, min(ps) * n_tests)
         flags = pd.DataFrame(entry["flags"])
-        summary.append(
+        warned.append(
             {
                 "case": case.name,
-                "control": case.control,
-                "sims": len(entry["flags"]),
-                "quantities": n_tests // 2,
-                "min_p_bonferroni": adjusted,
-                "calibrated": adjusted > ALPHA,
                 "share_rhat_over_1.01": flags["rhat_over"].mean(),
                 "share_relabelled_over_5pct": flags["relabelled_over"].mean(),
                 "share_divergent": flags["divergent"].mean(),
             }
         )
-    return pd.DataFrame(rows), pd.DataFrame(summary), by_case
+    table = pd.DataFrame(rows)
+    summary = case_summary(table).merge(pd.DataFrame(warned), on="case")
+    return table, summary, by_case
+
+
+def case_summary(table):
+    """One row per case from the per-quantity table: Bonferroni-adjusted smallest p-values.
+
+    A case is calibrated when, for the label-invariant and for the label-specific
+    quantities alike, the smallest p-value times the number of tests of that kind is above
+    ``ALPHA``.
+    """
+    import pandas as pd
+
+    out = []
+    for case, rows in table.groupby("case", sort=False):
+        entry = {
+            "case": case,
+            "control": bool(rows["control"].iloc[0]),
+            "sims": int(rows["sims"].min()),
+            "quantities": len(rows),
+        }
+        for kind, label in (("label-invariant", "invariant"), ("label-specific", "specific")):
+            ps = rows.loc[rows["kind"] == kind, ["chi2_p", "ks_p"]].to_numpy().ravel()
+            entry[f"min_p_{label}"] = min(1.0, ps.min() * ps.size) if ps.size else 1.0
+        entry["min_p_bonferroni"] = min(entry["min_p_invariant"], entry["min_p_specific"])
+        entry["calibrated"] = entry["min_p_bonferroni"] > ALPHA
+        out.append(entry)
+    return pd.DataFrame(out)
+
+
+def result_sentence(summary):
+    """The docs' one-paragraph verdict, from ``summary.csv`` (tests/test_docs.py checks it)."""
+    regular = summary[~summary["control"].astype(bool)]
+    control = summary[summary["control"].astype(bool)]
+    passed = regular["calibrated"].astype(bool)
+    inv = regular.loc[regular["min_p_invariant"].idxmin()]
+    spec = regular.loc[regular["min_p_specific"].idxmin()]
+    text = (
+        f"{int(passed.sum())} of {len(regular)} cases are calibrated "
+        f"({int(regular['sims'].min())} simulations each). The smallest Bonferroni-adjusted "
+        f"p-value of any case is {inv['min_p_invariant']:.2g} ({inv['case']}) for the "
+        f"label-invariant quantities and {spec['min_p_specific']:.2g} ({spec['case']}) for "
+        "the label-specific ones."
+    )
+    if not passed.all():
+        failed = ", ".join(regular.loc[~passed, "case"])
+        text += f" Not calibrated: {failed}."
+    for _, row in control.iterrows():
+        verdict = "detected" if not bool(row["calibrated"]) else "NOT detected"
+        text += f" The positive control is {verdict}: adjusted p = {row['min_p_bonferroni']:.1g}."
+    return text
 
 
 # --------------------------------------------------------------------------- figures
@@ -345,9 +389,10 @@ def figures(by_case, L, out):
         for ax in axes.flat[len(names) :]:
             ax.set_visible(False)
         what = "Rank histograms" if kind_fig == "ranks" else "Rank ECDF minus uniform, per quantity"
+        control = " (red: the positive control, must fail)" if kind_fig == "ranks" else ""
         fig.suptitle(
             f"SBC of BayesianGaussianMixture: {what}; label-invariant quantities; "
-            f"{n} simulations per case (red: the positive control, must fail)",
+            f"{n} simulations per case{control}",
             fontsize="medium",
         )
         fig.savefig(out / f"{kind_fig}.png", dpi=90)
@@ -385,6 +430,23 @@ def run(case_list, sims, n, draws, tune, L, jobs, progress=True):
     return results, time.perf_counter() - t0
 
 
+def _resummarize(out):
+    """summary.csv again from calibration.csv, keeping the diagnostics' warning shares."""
+    import pandas as pd
+
+    table = pd.read_csv(out / "calibration.csv")
+    if "control" not in table.columns:  # written before the column existed
+        table.insert(1, "control", table["case"].str.contains("control"))
+    old = pd.read_csv(out / "summary.csv")
+    shares = [c for c in old.columns if c.startswith("share_")]
+    summary = case_summary(table).merge(old[["case", *shares]], on="case")
+    table.to_csv(out / "calibration.csv", index=False, float_format="%.4g")
+    summary.to_csv(out / "summary.csv", index=False, float_format="%.4g")
+    print(summary.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    print(result_sentence(summary))
+    return 0
+
+
 def _version():
     import bayes_gmm
 
@@ -416,7 +478,14 @@ def main(argv=None):
     parser.add_argument("--L", type=int, default=99, help="thinned draws per rank")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--resummarize",
+        action="store_true",
+        help="rebuild summary.csv in --out from its calibration.csv (no fitting)",
+    )
     args = parser.parse_args(argv)
+    if args.resummarize:
+        return _resummarize(args.out)
     sims = 60 if args.small and args.sims == 200 else args.sims
     case_list = cases(small=args.small)
     results, elapsed = run(case_list, sims, args.n, args.draws, args.tune, args.L, args.jobs)
@@ -435,6 +504,7 @@ def main(argv=None):
             f"{elapsed:.0f} s with {args.jobs} job(s)"
         )
         print(summary.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+        print(result_sentence(summary))
     regular = summary[~summary["control"]]
     control = summary[summary["control"]]
     ok = bool(regular["calibrated"].all()) and not bool(control["calibrated"].any())
