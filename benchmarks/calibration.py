@@ -337,7 +337,9 @@ def result_sentence(summary):
         text += f" Not calibrated: {failed}."
     for _, row in control.iterrows():
         verdict = "detected" if not bool(row["calibrated"]) else "NOT detected"
-        text += f" The positive control is {verdict}: adjusted p = {row['min_p_bonferroni']:.1g}."
+        p = row["min_p_bonferroni"]
+        shown = "< 1e-16" if p < 1e-16 else f"= {p:.1g}"
+        text += f" The positive control is {verdict}: adjusted p {shown}."
     return text
 
 
@@ -430,6 +432,19 @@ def run(case_list, sims, n, draws, tune, L, jobs, progress=True):
     return results, time.perf_counter() - t0
 
 
+def _save_ranks(by_case, path):
+    """Every rank, one row per case, quantity and simulation (to redraw or retest)."""
+    import pandas as pd
+
+    rows = [
+        {"case": case.name, "kind": kind, "quantity": name, "sim": i, "rank": int(r)}
+        for case, entry in by_case.items()
+        for (kind, name), ranks in entry["ranks"].items()
+        for i, r in enumerate(ranks)
+    ]
+    pd.DataFrame(rows).to_csv(path, index=False)
+
+
 def _resummarize(out):
     """summary.csv again from calibration.csv, keeping the diagnostics' warning shares."""
     import pandas as pd
@@ -478,6 +493,7 @@ def main(argv=None):
     parser.add_argument("--L", type=int, default=99, help="thinned draws per rank")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--only", default=None, help="run the one case of this name")
     parser.add_argument(
         "--resummarize",
         action="store_true",
@@ -488,9 +504,14 @@ def main(argv=None):
         return _resummarize(args.out)
     sims = 60 if args.small and args.sims == 200 else args.sims
     case_list = cases(small=args.small)
+    if args.only is not None:
+        case_list = [c for c in case_list if c.name == args.only]
+        if not case_list:
+            parser.error(f"no case named {args.only!r}; see cases()")
     results, elapsed = run(case_list, sims, args.n, args.draws, args.tune, args.L, args.jobs)
     table, summary, by_case = summarize(results, args.L)
     args.out.mkdir(parents=True, exist_ok=True)
+    _save_ranks(by_case, args.out / "ranks.csv")
     table.to_csv(args.out / "calibration.csv", index=False, float_format="%.4g")
     summary.to_csv(args.out / "summary.csv", index=False, float_format="%.4g")
     figures(by_case, args.L, args.out)

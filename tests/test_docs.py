@@ -72,3 +72,44 @@ def test_docs_build_without_warnings(tmp_path):
         assert not remote, (page.name, remote[:3])
     # The PyData theme, with the wide-content style sheet.
     assert "pydata-sphinx-theme" in guide and "_static/wide.css" in guide
+
+
+def test_calibration_page_quotes_the_tracked_result():
+    """docs/calibration.md states what benchmarks/results/calibration/summary.csv holds."""
+    import importlib.util
+
+    import pandas as pd
+
+    root = DOCS.parent
+    spec = importlib.util.spec_from_file_location(
+        "calibration", root / "benchmarks" / "calibration.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["calibration"] = module
+    spec.loader.exec_module(module)
+    summary = pd.read_csv(root / "benchmarks" / "results" / "calibration" / "summary.csv")
+    page = (DOCS / "calibration.md").read_text()
+    assert module.result_sentence(summary) in " ".join(page.split())
+    follow = pd.read_csv(
+        root / "benchmarks/results/calibration/followup_d2_K2_full_500_draws/summary.csv"
+    )
+    assert module.result_sentence(follow) in " ".join(page.split())
+    # The numbers the page's prose quotes about the failing case and its rerun.
+    import numpy as np
+
+    folder = root / "benchmarks/results/calibration"
+    short = summary.set_index("case").loc["d=2 K=2 full"]
+    long_table = pd.read_csv(folder / "followup_d2_K2_full_500_draws/calibration.csv")
+    ranks = pd.read_csv(folder / "followup_d2_K2_full_500_draws/ranks.csv")
+    mean0 = long_table.set_index("quantity").loc["mixture mean[0]"]
+    top = np.histogram(
+        ranks.loc[ranks["quantity"] == "mixture mean[0]", "rank"], bins=10, range=(0, 100)
+    )[0][-1]
+    text = " ".join(page.split())
+    assert f"in {short['share_rhat_over_1.01']:.0%} of its fits" in text
+    assert f"fell to {follow['share_rhat_over_1.01'].iloc[0]:.0%}" in text
+    assert f"chi-square p = {mean0['chi2_p']:.2f}" in text
+    assert f"holds {top} of 200 ranks" in text
+    # The tracked run is the full one: at least 200 simulations per case, every case.
+    assert summary["sims"].min() >= 200
+    assert len(summary) == len(module.cases())
