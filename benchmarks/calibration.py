@@ -204,7 +204,6 @@ def one_simulation(task):
         tune=tune,
         chains=2,
         random_state=int(rng.integers(2**31)),
-        cores=1,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
