@@ -643,7 +643,14 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
             n_draws = int(max(1, min(D, 5e7 // (C * n * d))))
         n_draws = min(check_int(n_draws, "n_draws", 1), D)
         idx = np.unique(np.linspace(0, D - 1, n_draws).round().astype(int))
-        thinned = post.to_dataset().isel(draw=idx)
+        import xarray as xr
+
+        # With the data groups beside the draws, PyMC sees that no data changed since fit.
+        groups = {"posterior": post.to_dataset().isel(draw=idx)}
+        for group in ("observed_data", "constant_data"):
+            if group in self.idata_.children:
+                groups[group] = self.idata_[group].to_dataset()
+        thinned = xr.DataTree.from_dict(groups)
         kwargs.setdefault("progressbar", False)
         result = pm.sample_posterior_predictive(
             thinned, model=self.model_, random_seed=random_state, **kwargs
