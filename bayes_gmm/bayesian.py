@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import numbers
+import os
 import time
 
 import numpy as np
@@ -131,6 +132,10 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         Half-width of the uniform jitter added to each chain's start, in units of the
         approximate posterior standard deviation of each unconstrained parameter
         (``1 / sqrt(n_k)`` scaled). ``0`` starts all chains exactly at the EM estimate.
+    cores : int or None, default=None
+        Run the chains in parallel (one JAX CPU device each) unless ``cores=1``, which
+        runs them one after the other (for example when several fits share the
+        machine). ``None``: parallel when the machine has more than one core.
 
     Attributes
     ----------
@@ -195,6 +200,7 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         progressbar=False,
         n_init=5,
         init_jitter=1.0,
+        cores=None,
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -208,6 +214,7 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         self.progressbar = progressbar
         self.n_init = n_init
         self.init_jitter = init_jitter
+        self.cores = cores
 
     # ------------------------------------------------------------------ checks
 
@@ -220,6 +227,8 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
             self.target_accept, "target_accept", " (e.g. 0.8, or 0.95 against divergences)"
         )
         check_real(self.init_jitter, "init_jitter", 0.0)
+        if self.cores is not None:
+            check_int(self.cores, "cores", 1)
         if self.relabel not in _RELABEL:
             raise ValueError(f"relabel must be one of {_RELABEL}, got {self.relabel!r}.")
         if self.covariance_type is not None:
@@ -346,6 +355,7 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
             target_accept=float(self.target_accept),
             random_seed=sample_seed,
             progressbar=bool(self.progressbar),
+            parallel=(self.cores or os.cpu_count() or 1) > 1,
         )
         timings.update(sample_times)
 

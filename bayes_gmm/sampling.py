@@ -121,7 +121,7 @@ def _structure_key(model, shapes):
 class _Sampler:
     """A numpyro MCMC over one model structure, compiled once, reused for new data."""
 
-    def __init__(self, model, shapes, draws, tune, chains, target_accept, n_devices):
+    def __init__(self, model, shapes, draws, tune, chains, target_accept, parallel):
         import jax
         import jax.numpy as jnp
         import numpyro
@@ -143,7 +143,7 @@ class _Sampler:
             ]
             numpyro.factor("logp", logp_fn(*values, *data)[0])
 
-        method = "parallel" if chains <= n_devices and chains > 1 else "sequential"
+        method = "parallel" if parallel and chains > 1 else "sequential"
         self.mcmc = MCMC(
             NUTS(numpyro_model, target_accept_prob=target_accept),
             num_warmup=tune,
@@ -204,6 +204,7 @@ def sample_nuts(
     target_accept=0.8,
     random_seed=0,
     progressbar=False,
+    parallel=True,
 ):
     """Sample a PyMC model with numpyro's NUTS, the data as arguments of one compiled sampler.
 
@@ -218,6 +219,9 @@ def sample_nuts(
     target_accept : float
     random_seed : int
     progressbar : bool
+    parallel : bool, default=True
+        Run the chains at once, one JAX CPU device each (when there are enough devices),
+        instead of one after the other.
 
     Returns
     -------
@@ -236,12 +240,20 @@ def sample_nuts(
     if missing:
         raise ValueError(f"start lacks the model's free values {sorted(missing)}.")
     shapes = {n: tuple(np.shape(start[n])[1:]) for n in (v.name for v in model.value_vars)}
-    key = (_structure_key(model, shapes), int(draws), int(tune), int(chains), float(target_accept))
+    parallel = bool(parallel) and 1 < int(chains) <= n_devices
+    key = (
+        _structure_key(model, shapes),
+        int(draws),
+        int(tune),
+        int(chains),
+        float(target_accept),
+        parallel,
+    )
     with _CACHE_LOCK:
         sampler = _CACHE.get(key)
         if sampler is None:
             sampler = _Sampler(
-                model, shapes, int(draws), int(tune), int(chains), float(target_accept), n_devices
+                model, shapes, int(draws), int(tune), int(chains), float(target_accept), parallel
             )
             _CACHE[key] = sampler
         t1 = time.perf_counter()
