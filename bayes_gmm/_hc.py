@@ -41,11 +41,6 @@ def svd_transform(X):
     return Z @ vt.T / np.sqrt(s)
 
 
-def _last_argmin(values):
-    """Index of the last minimum (mclust breaks exact ties, e.g. duplicated rows, so)."""
-    return len(values) - 1 - int(np.argmin(values[::-1]))
-
-
 def merge_tree(Z):
     """The sequence of merges of mclust's hierarchical agglomeration, down to one cluster.
 
@@ -60,70 +55,13 @@ def merge_tree(Z):
         At step ``s`` cluster ``merges[s, 1]`` joins cluster ``merges[s, 0]``, the smaller
         index, which names the union (as mclust's ``hc`` reports them, from 0 here).
     """
+    Z = np.ascontiguousarray(Z, dtype=float)
     n, d = Z.shape
     alpha = max(float(np.sum((Z - Z.mean(axis=0)) ** 2)) / (n * d), np.finfo(float).eps)
-    counts = np.ones(n)
-    means = Z.copy()
-    trace = np.zeros(n)  # tr(W) of each cluster
-    own = np.full(n, np.log(alpha))  # a singleton's cost
-    # lower[j, i], i < j: how much merging clusters i and j raises the criterion.
-    sq = np.einsum("ij,ij->i", Z, Z)
-    r2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * Z @ Z.T, 0.0)
-    lower = 2.0 * np.log((r2 / 2.0 + alpha) / 2.0) - 2.0 * np.log(alpha)
-    lower[np.triu_indices(n)] = np.inf
-    # Exact ties (duplicated rows) are broken as mclust does: the last pair in the order
-    # (j, then i) wins.
-    best = np.zeros(n, dtype=np.int64)
-    best_cost = np.full(n, np.inf)
-    for j in range(1, n):
-        best[j] = _last_argmin(lower[j, :j])
-        best_cost[j] = lower[j, best[j]]
-    active = np.ones(n, dtype=bool)
-    merges = np.empty((max(n - 1, 0), 2), dtype=np.int64)
-    for step in range(n - 1):
-        j = _last_argmin(best_cost)
-        i = int(best[j])
-        merges[step] = (i, j)
-        ni, nj = counts[i], counts[j]
-        delta = means[i] - means[j]
-        trace[i] += trace[j] + ni * nj / (ni + nj) * float(delta @ delta)
-        means[i] = (ni * means[i] + nj * means[j]) / (ni + nj)
-        counts[i] = ni + nj
-        own[i] = counts[i] * np.log((trace[i] + alpha) / counts[i])
-        active[j] = False
-        lower[j, :] = np.inf
-        lower[:, j] = np.inf
-        best_cost[j] = np.inf
-        others = np.flatnonzero(active)
-        others = others[others != i]
-        if others.size:
-            nl = counts[others]
-            diff = means[others] - means[i]
-            total = nl + counts[i]
-            tr = (
-                trace[others]
-                + trace[i]
-                + nl * counts[i] / total * np.einsum("ij,ij->i", diff, diff)
-            )
-            row = total * np.log((tr + alpha) / total) - own[others] - own[i]
-            below, above = others < i, others > i
-            lower[i, others[below]] = row[below]
-            lower[others[above], i] = row[above]
-        if i > 0:
-            best[i] = _last_argmin(lower[i, :i])
-            best_cost[i] = lower[i, best[i]]
-        # Rows after i: their entry for i changed, and rows that pointed at i or j look again.
-        after = others[others > i]
-        stale = (best[after] == i) | (best[after] == j)
-        for k in after[stale]:
-            best[k] = _last_argmin(lower[k, :k])
-            best_cost[k] = lower[k, best[k]]
-        fresh = after[~stale]
-        value = lower[fresh, i]
-        wins = (value < best_cost[fresh]) | ((value == best_cost[fresh]) & (i > best[fresh]))
-        best[fresh[wins]] = i
-        best_cost[fresh[wins]] = value[wins]
-    return merges
+    # Imported here: numba is paid for only by programs that run a selection grid.
+    from bayes_gmm._hc_kernel import merge_tree as compiled
+
+    return compiled(Z, alpha)
 
 
 def cut(merges, n_clusters):
