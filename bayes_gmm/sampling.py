@@ -13,8 +13,10 @@ and compile again for every data set; nutpie's numba backend compiles for minute
 new structure; PyMC's own NUTS is several times slower here (measured numbers in the
 README's speed table and ``benchmarks/bench_nuts.py``).
 
-Chains run in parallel on the CPU cores: JAX is asked for one CPU device per core when
-this module is imported (``jax_num_cpu_devices``), before JAX starts.
+Chains run in parallel on the CPU cores: JAX is asked for one CPU device per core (at
+least four) when it is first needed here (``jax_num_cpu_devices``, which only works before
+JAX starts in the process), and switched to 64-bit floats (``jax_enable_x64``), as PyMC's
+own JAX samplers do for float64 models.
 """
 
 from __future__ import annotations
@@ -121,9 +123,8 @@ def _structure_key(model, shapes):
 class _Sampler:
     """A numpyro MCMC over one model structure, compiled once, reused for new data."""
 
-    def __init__(self, model, shapes, draws, tune, chains, target_accept, parallel):
+    def __init__(self, model, shapes, draws, tune, chains, target_accept, parallel, progressbar):
         import jax
-        import jax.numpy as jnp
         import numpyro
         import numpyro.distributions as dist
         from numpyro.infer import MCMC, NUTS
@@ -150,19 +151,17 @@ class _Sampler:
             num_samples=draws,
             num_chains=chains,
             chain_method=method,
-            progress_bar=False,
+            progress_bar=progressbar,
             jit_model_args=True,
         )
         self._post = jax.jit(
             jax.vmap(jax.vmap(lambda v, d: post_fn(*v, *d), in_axes=(0, None)), in_axes=(0, None))
         )
-        self._jnp = jnp
         self.chain_method = method
 
-    def run(self, data, start, seed, progressbar):
+    def run(self, data, start, seed):
         import jax
 
-        self.mcmc._progress_bar = bool(progressbar)
         self.mcmc.run(
             jax.random.PRNGKey(seed),
             *data,
@@ -248,16 +247,24 @@ def sample_nuts(
         int(chains),
         float(target_accept),
         parallel,
+        bool(progressbar),
     )
     with _CACHE_LOCK:
         sampler = _CACHE.get(key)
         if sampler is None:
             sampler = _Sampler(
-                model, shapes, int(draws), int(tune), int(chains), float(target_accept), parallel
+                model,
+                shapes,
+                int(draws),
+                int(tune),
+                int(chains),
+                float(target_accept),
+                parallel,
+                bool(progressbar),
             )
             _CACHE[key] = sampler
         t1 = time.perf_counter()
         data = [np.asarray(v.get_value(borrow=True)) for v in _data_inputs(model)]
         start = {n: np.asarray(start[n], dtype=float) for n in sampler.value_names}
-        posterior, stats = sampler.run(data, start, int(random_seed), progressbar)
+        posterior, stats = sampler.run(data, start, int(random_seed))
     return posterior, stats, {"compile": t1 - t0, "sample": time.perf_counter() - t1}
