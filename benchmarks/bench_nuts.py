@@ -4,6 +4,8 @@ Cases (2 chains x (1000 tune + 1000 draws) unless changed):
 
 - A: 2-D, K = 3, N = 500, full; means (-4, 0), (0, 4), (4, 0), unit covariances.
 - B: 5-D, K = 4, N = 5000, full; means drawn N(0, 4^2 I), unit covariances.
+- C: as B with N = 1e6 (the posterior on a million rows): ``--gradient`` prints the time
+  of one log-density gradient and the peak memory, and what 2 chains x 1000 steps cost.
 
 For each case, in one run:
 
@@ -23,8 +25,8 @@ today's default and prints posterior means and sds beside those in
 previous default sampler, a hand-written numba log density under nutpie), with the
 difference in units of the posterior sd.
 
-Usage: python benchmarks/bench_nuts.py [--case A|B] [--seeds 10] [--no-peer] [--peer-seeds 3]
-       [--no-fresh] [--compare-reference]
+Usage: python benchmarks/bench_nuts.py [--case A|B|C] [--seeds 10] [--no-peer] [--peer-seeds 3]
+       [--no-fresh] [--compare-reference] [--gradient]
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import warnings
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-CASES = {"A": (2, 3, 500), "B": (5, 4, 5000)}
+CASES = {"A": (2, 3, 500), "B": (5, 4, 5000), "C": (5, 4, 1_000_000)}
 
 
 def simulate(case, seed):
@@ -164,6 +166,42 @@ def fresh_process(case, draws, tune, chains, env):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def gradient_cost(case, repeats=20):
+    """Seconds per gradient of the model's log density and the process's peak memory."""
+    import resource
+
+    import numpy as np
+
+    from bayes_gmm import GaussianMixture, GaussianMixturePrior
+    from bayes_gmm.model import build_model
+    from bayes_gmm.sampling import _data_inputs, _jax_functions, _setup_jax
+
+    X = simulate(case, 0)
+    K = CASES[case][1]
+    em = GaussianMixture(K, prior=GaussianMixturePrior(), random_state=0).fit(X)
+    model = build_model(X, K, "full", em.prior_)
+    _setup_jax()
+    import jax
+
+    logp_fn, _, _ = _jax_functions(model)
+    point = model.initial_point()
+    values = [point[v.name] for v in model.value_vars]
+    data = [v.get_value() for v in _data_inputs(model)]
+    grad = jax.jit(jax.value_and_grad(lambda v, d: logp_fn(*v, *d)[0]))
+    jax.block_until_ready(grad(values, data))
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        out = grad(values, data)
+    jax.block_until_ready(out)
+    per = (time.perf_counter() - t0) / repeats
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(
+        f"case {case}: N = {X.shape[0]}; one gradient {per * 1e3:.1f} ms; peak memory "
+        f"{peak:.2f} GB; 2 chains x 1000 steps at ~15 gradients per step, chains on 2 "
+        f"cores: ~{per * 15 * 1000 / 60:.0f} min of sampling"
+    )
+
+
 def compare_reference():
     sys.path.insert(0, str(HERE))
     import numpy as np
@@ -200,9 +238,13 @@ def main(argv=None):
     )
     parser.add_argument("--no-fresh", action="store_true", help="skip the cold/warm processes")
     parser.add_argument("--compare-reference", action="store_true")
+    parser.add_argument("--gradient", action="store_true", help="time one gradient only")
     args = parser.parse_args(argv)
     if args.compare_reference:
         compare_reference()
+        return
+    if args.gradient:
+        gradient_cost(args.case)
         return
     case = args.case
     n_seeds = args.seeds or (10 if case == "A" else 3)
