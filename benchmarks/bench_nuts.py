@@ -170,8 +170,6 @@ def gradient_cost(case, repeats=20):
     """Seconds per gradient of the model's log density and the process's peak memory."""
     import resource
 
-    import numpy as np
-
     from bayes_gmm import GaussianMixture, GaussianMixturePrior
     from bayes_gmm.model import build_model
     from bayes_gmm.sampling import _data_inputs, _jax_functions, _setup_jax
