@@ -65,6 +65,8 @@ _FITTED = (
 )
 # The variables every model must keep (relabelling, predictions, summaries use them).
 _REQUIRED = ("weights", "means", "covariances", "precisions_cholesky")
+# Variables of the default model that only restate the covariances.
+_INTERNAL = ("precisions_cholesky", "precision_chi2", "precision_offdiag", "precisions")
 
 
 class BayesianGaussianMixture(DensityMixin, BaseEstimator):
@@ -372,11 +374,10 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         t = time.perf_counter()
         posterior_ds = _dataset(posterior, dims, model)
         stats_ds = _dataset(stats, {}, model)
-        report = compute_diagnostics(
-            posterior_ds[[v for v in ("weights", "means", "covariances") if v in posterior_ds]],
-            stats_ds,
-            relabelled,
-        )
+        # The mixture's parameters and whatever a user's model adds; not the structure's
+        # internal variables (Bartlett factors, precisions), which restate the covariances.
+        checked = [v for v in posterior_ds.data_vars if v not in _INTERNAL]
+        report = compute_diagnostics(posterior_ds[checked], stats_ds, relabelled)
         timings["diagnostics"] = time.perf_counter() - t
 
         t = time.perf_counter()

@@ -485,11 +485,15 @@ def test_pymc_tools_work_on_the_fitted_model(blobs):
 
 
 def test_extended_model_runs_through_the_pipeline(tmp_path):
+    import arviz as az
+
     X = _three_blobs(seed=9, n=(50, 50, 50))
     model = ExtendedModel(3, draws=300, tune=300, chains=2, random_state=0)
     model, _ = _fit_quietly(model, X)
     post = model.idata_["posterior"]
     assert "extra_scale" in post and post["extra_scale"].dims == ("chain", "draw")
+    # The added variable is checked like the mixture's own parameters.
+    assert model.diagnostics_.max_rhat >= float(az.rhat(post["extra_scale"]).values)
     lo, hi = _interval(model, "means", prob=0.99)
     assert np.all((lo <= TRUE_2D_MEANS) & (TRUE_2D_MEANS <= hi)), (lo, hi)
     loaded = ExtendedModel.load(model.save(tmp_path / "extended.zarr"))
