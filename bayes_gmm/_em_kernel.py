@@ -28,7 +28,7 @@ import numba
 import numpy as np
 
 from bayes_gmm._structured import CODES as _STRUCTURED_CODES
-from bayes_gmm._structured import cholesky_into, structured_covariances
+from bayes_gmm._structured import precision_into, structured_covariances
 
 #: scikit-learn's four structures have their own M-step here; mclust's other ten (codes 4
 #: to 13) are evaluated as "full" and take their covariances from ``_structured``.
@@ -84,44 +84,6 @@ def _exp_shifted(values, out, bits):
 
 
 @_jit
-def _factor(cov, chol, inv_chol):
-    """Lower Cholesky factor of ``cov`` and its inverse; False if not positive definite."""
-    d = cov.shape[0]
-    if not cholesky_into(cov, chol):
-        return False
-    # Forward substitution, column by column of the identity.
-    for c in range(d):
-        for i in range(d):
-            if i < c:
-                inv_chol[i, c] = 0.0
-                continue
-            s = 1.0 if i == c else 0.0
-            for m in range(c, i):
-                s -= chol[i, m] * inv_chol[m, c]
-            inv_chol[i, c] = s / chol[i, i]
-    return True
-
-
-@_jit
-def _precision(cov, prec, chol, inv_chol):
-    """``prec = inv(cov)`` (via Cholesky); returns (ok, log det of the covariance)."""
-    d = cov.shape[0]
-    if not _factor(cov, chol, inv_chol):
-        return False, 0.0
-    log_det = 0.0
-    for j in range(d):
-        log_det += 2.0 * math.log(chol[j, j])
-    for a in range(d):
-        for b in range(a, d):
-            s = 0.0
-            for m in range(b, d):
-                s += inv_chol[m, a] * inv_chol[m, b]
-            prec[a, b] = s
-            prec[b, a] = s
-    return True, log_det
-
-
-@_jit
 def _natural_parameters(ctype, log_weights, means, covs, eta, const, prec, log_dets, work):
     """Natural parameters of every component (as ``_gaussian.natural_parameters``).
 
@@ -134,7 +96,7 @@ def _natural_parameters(ctype, log_weights, means, covs, eta, const, prec, log_d
     chol, inv_chol = work[0], work[1]
     for k in range(K):
         if ctype == _FULL or (ctype == _TIED and k == 0):
-            ok, log_det = _precision(covs[k], prec[k], chol, inv_chol)
+            ok, log_det = precision_into(covs[k], prec[k], chol, inv_chol)
             if not ok:
                 return False
             log_dets[k] = log_det

@@ -164,30 +164,43 @@ def _volume(cov):
 
 
 @_jit
-def _inverse(A, out):
-    """``out = inv(A)`` for symmetric positive-definite ``A``; returns its volume or 0."""
-    d = A.shape[0]
-    L = np.zeros((d, d))
-    if not cholesky_into(A, L):
-        return 0.0
-    inv_l = np.zeros((d, d))  # inverse of L, by forward substitution
+def precision_into(cov, prec, chol, inv_chol):
+    """``prec = inv(cov)`` through its Cholesky factor ``chol`` and that factor's inverse
+    ``inv_chol`` (all (d, d), filled); returns (ok, log det of ``cov``)."""
+    d = cov.shape[0]
+    if not cholesky_into(cov, chol):
+        return False, 0.0
+    # Forward substitution, column by column of the identity.
     for c in range(d):
-        for i in range(c, d):
+        for i in range(d):
+            if i < c:
+                inv_chol[i, c] = 0.0
+                continue
             s = 1.0 if i == c else 0.0
             for m in range(c, i):
-                s -= L[i, m] * inv_l[m, c]
-            inv_l[i, c] = s / L[i, i]
+                s -= chol[i, m] * inv_chol[m, c]
+            inv_chol[i, c] = s / chol[i, i]
+    log_det = 0.0
+    for j in range(d):
+        log_det += 2.0 * math.log(chol[j, j])
     for a in range(d):
         for b in range(a, d):
             s = 0.0
             for m in range(b, d):
-                s += inv_l[m, a] * inv_l[m, b]
-            out[a, b] = s
-            out[b, a] = s
-    s = 0.0
-    for a in range(d):
-        s += math.log(L[a, a])
-    return math.exp(2.0 * s / d)
+                s += inv_chol[m, a] * inv_chol[m, b]
+            prec[a, b] = s
+            prec[b, a] = s
+    return True, log_det
+
+
+@_jit
+def _inverse(A, out):
+    """``out = inv(A)`` for symmetric positive-definite ``A``; returns its volume or 0."""
+    d = A.shape[0]
+    ok, log_det = precision_into(A, out, np.zeros((d, d)), np.zeros((d, d)))
+    if not ok:
+        return 0.0
+    return math.exp(log_det / d)
 
 
 @_jit
