@@ -264,7 +264,7 @@ def main():
         if "a" in args.cases:
             X, inits = case_a(n, args.iters)
         else:
-            X = simulate(max(n, spark_n))
+            X = simulate(spark_n)  # (c) alone needs only its rows
             inits = start_parameters(X)
     if "b" in args.cases:
         case_b(big_n, args.big_iters, args.zarr)
