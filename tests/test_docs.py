@@ -94,6 +94,10 @@ def test_calibration_page_quotes_the_tracked_result():
         root / "benchmarks/results/calibration/followup_d2_K2_full_500_draws/summary.csv"
     )
     assert module.result_sentence(follow) in " ".join(page.split())
+    new = pd.read_csv(
+        root / "benchmarks/results/calibration/new_sampler_d2_K2_full_60_sims/summary.csv"
+    )
+    assert module.result_sentence(new) in " ".join(page.split())
     # The numbers the page's prose quotes about the failing case and its rerun.
     import numpy as np
 
