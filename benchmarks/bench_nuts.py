@@ -196,7 +196,7 @@ def gradient_cost(case, repeats=20):
     print(
         f"case {case}: N = {X.shape[0]}; one gradient {per * 1e3:.1f} ms; peak memory "
         f"{peak:.2f} GB; 2 chains x 1000 steps at ~15 gradients per step, chains on 2 "
-        f"cores: ~{per * 15 * 1000 / 60:.0f} min of sampling"
+        f"cores: ~{per * 15 * 1000:.0f} s of sampling"
     )
 
 
