@@ -240,8 +240,7 @@ def sample_nuts(
         raise ValueError(f"start lacks the model's free values {sorted(missing)}.")
     shapes = {n: tuple(np.shape(start[n])[1:]) for n in (v.name for v in model.value_vars)}
     parallel = bool(parallel) and 1 < int(chains) <= n_devices
-    key = (
-        _structure_key(model, shapes),
+    settings = (
         int(draws),
         int(tune),
         int(chains),
@@ -249,19 +248,11 @@ def sample_nuts(
         parallel,
         bool(progressbar),
     )
+    key = (_structure_key(model, shapes), settings)
     with _CACHE_LOCK:
         sampler = _CACHE.get(key)
         if sampler is None:
-            sampler = _Sampler(
-                model,
-                shapes,
-                int(draws),
-                int(tune),
-                int(chains),
-                float(target_accept),
-                parallel,
-                bool(progressbar),
-            )
+            sampler = _Sampler(model, shapes, *settings)
             _CACHE[key] = sampler
         t1 = time.perf_counter()
         data = [np.asarray(v.get_value(borrow=True)) for v in _data_inputs(model)]
