@@ -14,15 +14,19 @@ Lambda`` from :meth:`GaussianMixturePrior.resolve`::
     tied:  P       ~ Wishart(nu, Lambda^-1)      (one precision shared by all components)
     diag:  tau_kj  ~ Gamma(nu / 2, rate = lambda_j / 2)
     spherical: tau_k ~ Gamma(nu / 2, rate = lambda / 2)
+    EII:   tau     ~ Gamma(nu / 2, rate = mean(lambda) / 2)   (one precision for all)
+    EEI:   tau_j   ~ Gamma(nu / 2, rate = lambda_j / 2)        (one diagonal for all)
     means_k | P_k  ~ MvNormal(m0, (kappa P_k)^-1)
     X_n            ~ sum_k weights_k MvNormal(means_k, P_k^-1)       (observed)
 
-A Wishart precision is written by its Bartlett decomposition, so every random variable
-is a plain PyMC distribution: ``P = (L A)(L A)^T`` with ``L`` the Cholesky factor of
+A Wishart precision is written by its Bartlett decomposition, so its random variables
+are plain PyMC distributions: ``P = (L A)(L A)^T`` with ``L`` the Cholesky factor of
 ``Lambda^-1``, ``A`` lower triangular, ``A_ii^2 ~ ChiSquared(nu - i)`` (variable
 ``precision_chi2``) and ``A_ij ~ Normal(0, 1)`` below the diagonal
 (``precision_offdiag``). ``L A`` is then the lower Cholesky factor of the precision, so
-the likelihood needs no matrix factorization.
+the likelihood needs no matrix factorization. Two variables are ``pm.CustomDist``s with
+a ``random`` method: the means of full and tied, a normal in precision form (see
+``_precision_normal``), and the observed mixture ``X``.
 
 Each covariance structure is one :class:`PosteriorForm` (:data:`POSTERIOR_FORMS`): its
 random variables, its precision factor, the EM estimate written in its variables (the
