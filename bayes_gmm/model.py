@@ -24,7 +24,7 @@ are plain PyMC distributions: ``P = (L A)(L A)^T`` with ``L`` the Cholesky facto
 ``Lambda^-1``, ``A`` lower triangular, ``A_ii^2 ~ ChiSquared(nu - i)`` (variable
 ``precision_chi2``) and ``A_ij ~ Normal(0, 1)`` below the diagonal
 (``precision_offdiag``). ``L A`` is then the lower Cholesky factor of the precision, so
-the likelihood needs no matrix factorization. Two variables are ``pm.CustomDist``s with
+the likelihood needs no matrix factorization. Two variables are ``pm.CustomDist`` instances with
 a ``random`` method: the means of full and tied, a normal in precision form (see
 ``_precision_normal``), and the observed mixture ``X``.
 
