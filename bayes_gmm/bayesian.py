@@ -372,8 +372,8 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         timings["relabel"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        posterior_ds = _dataset(posterior, dims, model)
-        stats_ds = _dataset(stats, {}, model)
+        posterior_ds = _dataset(posterior, model)
+        stats_ds = _dataset(stats, model)
         # The mixture's parameters and whatever a user's model adds; not the structure's
         # internal variables (Bartlett factors, precisions), which restate the covariances.
         checked = [v for v in posterior_ds.data_vars if v not in _INTERNAL]
@@ -923,21 +923,23 @@ def _chain_starts(model, em, em_values, total_weight, chains, jitter, seed):
     return starts
 
 
-def _dataset(values, dims, model):
-    """An xarray Dataset of (chain, draw, ...) arrays with the model's dims and coords."""
+def _dataset(values, model, sample_dims=("chain", "draw")):
+    """An xarray Dataset of arrays shaped (*sample_dims, ...) with the model's dims and
+    coords (``name_dim_i`` for what the model does not name)."""
     import xarray as xr
 
     coords = {name: np.asarray(c) for name, c in model.coords.items() if c is not None}
     variables = {}
-    used = set()
     for name, array in values.items():
         array = np.asarray(array)
-        var_dims = dims.get(name) or tuple(f"{name}_dim_{i}" for i in range(array.ndim - 2))
-        variables[name] = (("chain", "draw", *var_dims), array)
-        used.update(var_dims)
-    C, S = next(iter(values.values())).shape[:2]
-    coords = {k: v for k, v in coords.items() if k in used}
-    return xr.Dataset(variables, coords={"chain": np.arange(C), "draw": np.arange(S), **coords})
+        var_dims = tuple(model.named_vars_to_dims.get(name) or ()) or tuple(
+            f"{name}_dim_{i}" for i in range(array.ndim - len(sample_dims))
+        )
+        variables[name] = ((*sample_dims, *var_dims), array)
+    used = set(sample_dims) | {d for var_dims, _ in variables.values() for d in var_dims}
+    for i, dim in enumerate(sample_dims):
+        coords[dim] = np.arange(next(iter(variables.values()))[1].shape[i])
+    return xr.Dataset(variables, coords={k: v for k, v in coords.items() if k in used})
 
 
 def _build_tree(posterior, stats, model, em, config):
@@ -946,20 +948,8 @@ def _build_tree(posterior, stats, model, em, config):
     from pymc.backends.arviz import find_constants, find_observations
 
     coords = {name: np.asarray(c) for name, c in model.coords.items() if c is not None}
-
-    def dataset(values):
-        variables = {}
-        for name, value in values.items():
-            value = np.asarray(value)
-            var_dims = model.named_vars_to_dims.get(name) or tuple(
-                f"{name}_dim_{i}" for i in range(value.ndim)
-            )
-            variables[name] = (var_dims, value)
-        used = {d for var_dims, _ in variables.values() for d in var_dims}
-        return xr.Dataset(variables, coords={k: v for k, v in coords.items() if k in used})
-
-    observed = dataset(find_observations(model))
-    constant_ds = dataset(find_constants(model))
+    observed = _dataset(find_observations(model), model, sample_dims=())
+    constant_ds = _dataset(find_constants(model), model, sample_dims=())
     ctype = config["covariance_type"]
     em_ds = xr.Dataset(
         {

@@ -537,7 +537,7 @@ def _first_column_ordered():
 # ---------------------------------------------------------------------------
 
 
-def model_data(X, sample_weight, resolved, covariance_type=None):
+def model_data(X, sample_weight, resolved, covariance_type):
     """Values of the model's ``pm.Data`` containers for one data set and prior.
 
     Parameters
@@ -545,8 +545,9 @@ def model_data(X, sample_weight, resolved, covariance_type=None):
     X : ndarray of shape (n_samples, n_features)
     sample_weight : ndarray of shape (n_samples,)
     resolved : ResolvedPrior
-    covariance_type : str, default=None
-        The structure whose hyperparameters to give (default: from ``resolved``).
+    covariance_type : str
+        The structure whose hyperparameters to give (EII and EEI take the diagonal of
+        ``resolved``'s full scale).
 
     Returns
     -------
@@ -561,9 +562,7 @@ def model_data(X, sample_weight, resolved, covariance_type=None):
         "nu": np.asarray(resolved.degrees_of_freedom, dtype=float),
     }
     scale = np.asarray(resolved.scale, dtype=float)
-    kind = posterior_form(covariance_type).hyper_scale if covariance_type else None
-    if kind is None:
-        kind = {2: "full", 1: "diag", 0: "spherical"}[scale.ndim]
+    kind = posterior_form(covariance_type).hyper_scale
     if kind == "full":
         # The Wishart scale of the precision is Lambda^-1; its Cholesky factor L.
         values["prior_precision_chol"] = np.linalg.cholesky(np.linalg.inv(scale))

@@ -434,7 +434,6 @@ def test_model_is_handed_over_with_the_em_start(blobs):
     assert [rv.name for rv in pm_model.observed_RVs] == ["X"]
     np.testing.assert_array_equal(pm_model["X_data"].get_value(), X)
     # The EM start, written in the model's variables, maps back to the EM estimate.
-    start = pm_model.initial_point()
     for name, value in model.start_.items():
         pm_model.set_initval(pm_model[name], value)
     start = pm_model.initial_point()
