@@ -9,9 +9,9 @@ same process does not compile again, and JAX's persistent compilation cache (on 
 see :func:`jax_cache_dir`) makes a new process reuse it too.
 
 ``pm.sample(nuts_sampler="numpyro")`` would bake the data into the graph as constants
-and compile again for every data set; nutpie's numba backend compiles for minutes on a
-new structure; PyMC's own NUTS is several times slower here (measured numbers in the
-README's speed table and ``benchmarks/bench_nuts.py``).
+and compile again for every data set, and ``pm.sample``'s default sampler on the same
+model is several times slower here (the README's speed table, from
+``benchmarks/bench_nuts.py``, which runs both).
 
 Chains run in parallel on the CPU cores: JAX is asked for one CPU device per core (at
 least four) when it is first needed here (``jax_num_cpu_devices``, which only works before
