@@ -21,7 +21,7 @@ from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from bayes_gmm._gaussian import full_covariances
+from bayes_gmm._gaussian import full_covariances, precision_cholesky
 from bayes_gmm._validation import (
     check_data,
     check_int,
@@ -365,9 +365,8 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         dims = {name: tuple(model.named_vars_to_dims.get(name, ())) for name in posterior}
         relabelled = np.zeros(int(self.chains), dtype=int)
         if self.relabel == "pivot" and K > 1:
-            pivot_prec_chol = np.linalg.cholesky(
-                np.linalg.inv(full_covariances(em.covariances_, ctype, K, n_features))
-            )
+            full = full_covariances(em.covariances_, ctype, K, n_features)
+            pivot_prec_chol = precision_cholesky(full, "full")[0]
             posterior, relabelled = relabel_posterior(posterior, dims, em.means_, pivot_prec_chol)
         timings["relabel"] = time.perf_counter() - t
 
