@@ -207,8 +207,17 @@ def build_parser():
         metavar="A,B",
         help="comma-separated columns to use (default: all)",
     )
-    data.add_argument(
+    holes = data.add_mutually_exclusive_group()
+    holes.add_argument(
         "--dropna", action="store_true", help="drop rows with missing values instead of failing"
+    )
+    holes.add_argument(
+        "--missing",
+        choices=("error", "em"),
+        default="error",
+        help="what an empty cell means: 'error' (the default) stops the run; 'em' keeps "
+        "every row and reads it as missing at random (EM and the posterior use each row's "
+        "observed values; criteria are the observed-data ones)",
     )
 
     sampler = argparse.ArgumentParser(add_help=False)
@@ -261,7 +270,7 @@ def _version():
 # --------------------------------------------------------------------------- data
 
 
-def read_data(path, columns=None, dropna=False):
+def read_data(path, columns=None, dropna=False, missing="error"):
     """Read a CSV file into a numeric DataFrame, or raise :class:`CLIError` saying why not.
 
     Parameters
@@ -270,7 +279,10 @@ def read_data(path, columns=None, dropna=False):
     columns : list of str, optional
         Columns to keep, in this order. Default: all.
     dropna : bool, default=False
-        Drop rows with missing values (otherwise they are an error).
+        Drop rows with missing values.
+    missing : {"error", "em"}, default="error"
+        Without ``dropna``: "error" refuses missing values; "em" keeps them as NaN (rows
+        or columns with every value missing are still refused).
 
     Returns
     -------
@@ -333,24 +345,50 @@ def read_data(path, columns=None, dropna=False):
     if isna.to_numpy().any():
         rows = isna.any(axis=1)
         cols = [str(c) for c in frame.columns[isna.any(axis=0)]]
-        if not dropna:
+        if missing == "em" and not dropna:
+            _check_missing_em(frame, isna, path)
+        elif not dropna:
             raise CLIError(
                 f"{int(rows.sum())} of {len(frame)} rows of '{path}' have missing values "
-                f"(in column(s) {', '.join(cols)}); rerun with --dropna to drop those rows, "
-                "or fill them in"
+                f"(in column(s) {', '.join(cols)}); rerun with --missing em to use every "
+                "row's observed values, or --dropna to drop those rows"
             )
-        frame = frame.loc[~rows]
-        if frame.empty:
-            raise CLIError(f"every row of '{path}' has a missing value; nothing left to fit")
+        else:
+            frame = frame.loc[~rows]
+            if frame.empty:
+                raise CLIError(f"every row of '{path}' has a missing value; nothing left to fit")
     values = frame.to_numpy(dtype=float)
-    if not np.isfinite(values).all():
-        cols = [str(c) for c in frame.columns[~np.isfinite(values).all(axis=0)]]
+    if np.isinf(values).any():
+        cols = [str(c) for c in frame.columns[np.isinf(values).any(axis=0)]]
         raise CLIError(
             f"column(s) {', '.join(cols)} of '{path}' contain infinite values; remove them"
         )
     frame = frame.astype(float).reset_index(drop=True)
     frame.attrs["delimiter"] = options.get("sep", ",")
     return frame
+
+
+def _check_missing_em(frame, isna, path):
+    """With --missing em: refuse what the observed-data likelihood cannot use."""
+    empty_cols = [str(c) for c in frame.columns[isna.all(axis=0)]]
+    if empty_cols:
+        kept = [str(c) for c in frame.columns if str(c) not in empty_cols]
+        hint = (
+            f"leave it out with --columns {shlex.quote(','.join(kept))}"
+            if kept
+            else "choose other columns"
+        )
+        raise CLIError(
+            f"column(s) {', '.join(empty_cols)} of '{path}' have no value at all; {hint}"
+        )
+    empty_rows = isna.all(axis=1).to_numpy().nonzero()[0]
+    if empty_rows.size:
+        shown = ", ".join(str(r + 1) for r in empty_rows[:5])
+        more = ", ..." if empty_rows.size > 5 else ""
+        raise CLIError(
+            f"{empty_rows.size} row(s) of '{path}' have every value missing (data row(s) "
+            f"{shown}{more}); they carry no information: delete them from the file"
+        )
 
 
 _DELIMITER_NAMES = {";": "semicolon", "\t": "tab", "|": "pipe", ",": "comma"}
@@ -562,6 +600,7 @@ def _run_grid(frame, args, rep):
             prior=prior,
             random_state=args.seed,
             verbose=rep.bars,
+            missing=_missing(args),
         )
     cov, k = _best(selection, rep)
     rep.progress(f"grid done: best {cov} with K = {k}")
@@ -871,9 +910,13 @@ def _pipeline(frame, args, rep):
 
 
 def _read(args):
-    frame = read_data(args.data, args.columns, args.dropna)
+    frame = read_data(args.data, args.columns, args.dropna, _missing(args))
     _check_rows_for_k(frame, args.k, f"'{args.data}'")
     return frame
+
+
+def _missing(args):
+    return getattr(args, "missing", "error")  # demo: its data is complete
 
 
 def _describe(frame, args, rep):
@@ -883,6 +926,11 @@ def _describe(frame, args, rep):
         f"data: {len(frame)} rows x {frame.shape[1]} columns ({', '.join(map(str, frame.columns))})"
         f" from '{args.data}'{how}"
     )
+    holes = int(frame.isna().any(axis=1).sum())
+    if holes:
+        rep.progress(
+            f"{holes} row(s) with missing values, read as missing at random (--missing em)"
+        )
 
 
 def _run_select(args, rep):
@@ -908,6 +956,11 @@ def _default_out(args, stem):
 def _run_fit(args, rep):
     _check_posterior_supported(args.covariance)
     frame = _read(args)
+    if frame.isna().to_numpy().any():
+        raise CLIError(
+            "the posterior cannot be sampled with missing values yet; run 'bayes-gmm select "
+            "--missing em' for the EM grid, or fit with --dropna"
+        )
     _default_out(args, args.data.with_name(f"{args.data.stem}_bayes_gmm"))
     _describe(frame, args, rep)
     return _pipeline(frame, args, rep)

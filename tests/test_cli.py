@@ -131,7 +131,9 @@ def test_help_and_version_exit_0():
     code, out, _ = run(["--help"])
     assert code == 0 and "demo" in out and "select" in out
     code, out, _ = run(["fit", "--help"])
-    assert code == 0 and "--dropna" in out and "--overwrite" in out
+    assert (
+        code == 0 and "--dropna" in out and "--missing {error,em}" in out and "--overwrite" in out
+    )
     code, out, _ = run(["--version"])
     assert code == 0 and out.startswith("bayes-gmm ")
 
@@ -241,12 +243,62 @@ def test_unknown_column(csv):
     assert code == 1 and "column(s) z not in" in line and "available: x, y" in line
 
 
-def test_missing_values_count_rows_and_columns_and_offer_dropna(csv):
+def test_missing_values_count_rows_and_columns_and_offer_both_options(csv):
     path = csv("x,y,z\n1,,1\n2,3,1\n,NA,1\n4,5,1\n5,6,\n")
     code, _, err = run(["select", path])
     line = one_line_error(err)
     assert code == 1
-    assert "3 of 5 rows" in line and "column(s) x, y, z" in line and "--dropna" in line
+    assert "3 of 5 rows" in line and "column(s) x, y, z" in line
+    assert "--missing em" in line and "--dropna" in line
+
+
+def test_select_missing_em_equals_the_library(tmp_path):
+    from bayes_gmm import select_model
+
+    frame = load_faithful()
+    rng = np.random.default_rng(3)
+    holes = rng.random(frame.shape) < 0.1  # about 10% of the values missing
+    holes[:, 1] &= ~holes[:, 0]  # no row entirely missing
+    frame = frame.mask(holes)
+    data = tmp_path / "holes.csv"
+    frame.to_csv(data, index=False)
+    out = tmp_path / "sel"
+    argv = ["select", data, "--k", "2:3", "--covariance", "tied", "--missing", "em"]
+    code, stdout, err = run([*argv, "--out", out])
+    assert code == 0, err
+    assert f"{int(frame.isna().any(axis=1).sum())} row(s) with missing values" in err
+    expected = select_model(
+        frame,
+        n_components=[2, 3],
+        covariance_types=["tied"],
+        random_state=0,
+        missing="em",
+        verbose=False,
+    )
+    table = pd.read_csv(out / "selection.csv")
+    np.testing.assert_allclose(table["bic"], expected.table["bic"], rtol=1e-12)
+    assert "Chosen model: covariance_type='tied', n_components=3" in stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("x,y\n1,\n,\n3,4\n", "1 row\\(s\\) of .* have every value missing \\(data row\\(s\\) 2\\)"),
+        (
+            "x,y,z\n1,,1\n2,,3\n",
+            "column\\(s\\) y of .* have no value at all; leave it out with --columns x,z",
+        ),
+        ("x,y\n1,inf\n,2\n", "column\\(s\\) y of .* contain infinite values"),
+    ],
+)
+def test_missing_em_refuses_what_it_cannot_use(csv, text, message):
+    with pytest.raises(cli.CLIError, match=message):
+        cli.read_data(csv(text), missing="em")
+
+
+def test_missing_em_and_dropna_exclude_each_other(csv):
+    code, _, err = run(["select", csv("x,y\n1,2\n"), "--dropna", "--missing", "em"])
+    assert code == 2 and "not allowed with argument" in err
 
 
 def test_read_data_dropna_and_columns(csv):
