@@ -121,76 +121,125 @@ def _structure_key(model, shapes):
 
 
 class _Sampler:
-    """A numpyro MCMC over one model structure, compiled once, reused for new data."""
+    """NUTS chains over one model structure, compiled once, reused for new data.
+
+    numpyro's ``MCMC`` class with ``chain_method="parallel"`` binds the model's arguments
+    into the function it maps over the devices, so XLA sees the data as constants and
+    compiles again for every data set. Here the chains are written with numpyro's
+    functional NUTS (``numpyro.infer.hmc.hmc``): warm-up, draws and the map to the
+    constrained variables are one function of (key, start, data), mapped over the chains
+    with ``jax.pmap`` (parallel) or ``lax.map`` (sequential), so its compiled form depends
+    on shapes only and JAX's persistent cache can serve it to a new process.
+    """
 
     def __init__(self, model, shapes, draws, tune, chains, target_accept, parallel, progressbar):
         import jax
-        import numpyro
-        import numpyro.distributions as dist
-        from numpyro.infer import MCMC, NUTS
+        from jax import lax
+        from numpyro.infer.hmc import hmc
 
         logp_fn, post_fn, names = _jax_functions(model)
-        self.value_names = [v.name for v in model.value_vars]
+        self.value_names = value_names = [v.name for v in model.value_vars]
         self.shapes = shapes
         self.names = names
-        value_names, shapes = self.value_names, self.shapes
+        self.chain_method = "parallel" if parallel and chains > 1 else "sequential"
+        progress = _Progress(chains * (draws + tune)) if progressbar else None
+        every = max((draws + tune) // 100, 1)
 
-        def numpyro_model(*data):
-            values = [
-                numpyro.sample(
-                    n, dist.ImproperUniform(dist.constraints.real, (), event_shape=shapes[n])
+        def potential_gen(*data):
+            return lambda z: -logp_fn(*(z[n] for n in value_names), *data)[0]
+
+        init_kernel, sample_kernel = hmc(potential_fn_gen=potential_gen, algo="NUTS")
+
+        def step(state, data):
+            state = sample_kernel(state, model_args=data)
+            if progress is not None:
+                lax.cond(
+                    state.i % every == 0,
+                    lambda: jax.debug.callback(progress.update, every),
+                    lambda: None,
                 )
-                for n in value_names
-            ]
-            numpyro.factor("logp", logp_fn(*values, *data)[0])
+            return state
 
-        method = "parallel" if parallel and chains > 1 else "sequential"
-        self.mcmc = MCMC(
-            NUTS(numpyro_model, target_accept_prob=target_accept),
-            num_warmup=tune,
-            num_samples=draws,
-            num_chains=chains,
-            chain_method=method,
-            progress_bar=progressbar,
-            jit_model_args=True,
-        )
-        self._post = jax.jit(
-            jax.vmap(jax.vmap(lambda v, d: post_fn(*v, *d), in_axes=(0, None)), in_axes=(0, None))
-        )
-        self.chain_method = method
+        def chain(key, start, data):
+            state = init_kernel(
+                start,
+                num_warmup=tune,
+                target_accept_prob=target_accept,
+                model_args=data,
+                rng_key=key,
+            )
+            state = lax.fori_loop(0, tune, lambda _, s: step(s, data), state)
+
+            def draw(state, _):
+                state = step(state, data)
+                fields = (
+                    state.num_steps,
+                    state.potential_energy,
+                    state.energy,
+                    state.adapt_state.step_size,
+                    state.accept_prob,
+                    state.diverging,
+                )
+                return state, ([state.z[n] for n in value_names], fields)
+
+            _, (values, fields) = lax.scan(draw, state, None, length=draws)
+            outputs = jax.vmap(lambda v: post_fn(*v, *data))(values)
+            return outputs, fields
+
+        if self.chain_method == "parallel":
+            self._run = jax.pmap(chain, in_axes=(0, 0, None))
+        else:
+            self._run = jax.jit(
+                lambda keys, starts, data: lax.map(lambda a: chain(*a, data), (keys, starts))
+            )
+        self._progress = progress
 
     def run(self, data, start, seed):
         import jax
 
-        self.mcmc.run(
-            jax.random.PRNGKey(seed),
-            *data,
-            init_params=start,
-            extra_fields=(
-                "num_steps",
-                "potential_energy",
-                "energy",
-                "adapt_state.step_size",
-                "accept_prob",
-                "diverging",
-            ),
-        )
-        raw = self.mcmc.get_samples(group_by_chain=True)
-        values = [raw[n] for n in self.value_names]
-        outputs = self._post(values, list(data))
+        keys = jax.random.split(jax.random.PRNGKey(seed), len(next(iter(start.values()))))
+        if self._progress is not None:
+            self._progress.open()
+        try:
+            outputs, fields = self._run(keys, start, tuple(data))
+            outputs, fields = jax.device_get((outputs, fields))
+        finally:
+            if self._progress is not None:
+                self._progress.close()
         posterior = {n: np.asarray(o) for n, o in zip(self.names, outputs, strict=True)}
-        fields = self.mcmc.get_extra_fields(group_by_chain=True)
-        steps = np.asarray(fields["num_steps"])
+        steps, potential, energy, step_size, accept, diverging = (np.asarray(f) for f in fields)
         stats = {
-            "diverging": np.asarray(fields["diverging"]),
-            "energy": np.asarray(fields["energy"]),
-            "lp": -np.asarray(fields["potential_energy"]),
-            "step_size": np.asarray(fields["adapt_state.step_size"]),
-            "acceptance_rate": np.asarray(fields["accept_prob"]),
+            "diverging": diverging,
+            "energy": energy,
+            "lp": -potential,
+            "step_size": step_size,
+            "acceptance_rate": accept,
             "n_steps": steps,
             "tree_depth": (np.log2(np.maximum(steps, 1)).astype(int) + 1),
         }
         return posterior, stats
+
+
+class _Progress:
+    """A tqdm bar the compiled chains advance through ``jax.debug.callback``."""
+
+    def __init__(self, total):
+        self.total = total
+        self.bar = None
+
+    def open(self):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=self.total, desc="NUTS", unit="step")
+
+    def update(self, n):
+        if self.bar is not None:
+            self.bar.update(int(n))
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def sample_nuts(
