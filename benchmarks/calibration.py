@@ -21,10 +21,15 @@ the smallest p-value, Bonferroni-adjusted over its quantities, is above ``ALPHA`
 positive control fits with a prior whose covariance scale is ``CONTROL_FACTOR`` times the
 one the truth was drawn from: SBC must flag it.
 
-Outputs (``--out``, default benchmarks/results/calibration): ``calibration.csv`` (one row
-per case and quantity), ``summary.csv`` (one row per case), ``ranks.png`` (rank
-histograms of the label-invariant quantities) and ``ecdf.png`` (ECDF minus uniform with a
-95% simultaneous band).
+Outputs (``--out``, default benchmarks/results/calibration): ``cases/<case>.json`` (every
+rank and diagnostics flag of one case, written when the case finishes: a rerun skips the
+cases whose file matches its settings, so a crash loses at most the case in progress),
+``calibration.csv`` (one row per case and quantity), ``summary.csv`` (one row per case),
+``ranks.png`` (rank histograms of the label-invariant quantities) and ``ecdf.png`` (ECDF
+minus uniform with a 95% simultaneous band).
+
+The fits of a run share a pool of ``--jobs`` worker processes, so each worker compiles a
+case's sampler once and refits the case's data sets without compiling again.
 
 Usage::
 
@@ -36,6 +41,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -50,6 +56,9 @@ ALPHA = 0.01  # per case, after Bonferroni over its quantities
 BINS = 10
 CONTROL_FACTOR = 16.0
 RESULTS = Path(__file__).resolve().parent / "results" / "calibration"
+# Every structure the posterior supports (bayes_gmm.model.POSTERIOR_FORMS); the order fixes
+# the seeds, so new structures go at the end.
+STRUCTURES = ("full", "tied", "diag", "spherical", "EII", "EEI")
 
 
 @dataclass(frozen=True)
@@ -64,13 +73,24 @@ class Case:
         base = f"d={self.d} K={self.K} {self.structure}"
         return base + f" (control: scale x{CONTROL_FACTOR:g})" if self.control else base
 
+    @property
+    def slug(self):
+        """The case's file name (no spaces)."""
+        return f"d{self.d}_K{self.K}_{self.structure}" + ("_control" if self.control else "")
+
 
 def cases(small=False):
-    """Every structure the posterior supports, 1-D and 2-D, K = 2 and 3; and the control."""
+    """Every structure the posterior supports, 1-D and 2-D, K = 2 and 3; and the control.
+
+    In 1-D the six structures are two models: full, diag and spherical give each
+    component its own variance with the prior Gamma(nu / 2, rate = lambda / 2) on its
+    precision (a 1 x 1 Wishart is that Gamma), tied, EII and EEI one shared variance with
+    the same prior. The samplers' variables differ only by a constant shift on the log
+    scale (Bartlett's ``precision_chi2`` against ``precisions``), so full and tied cover 1-D.
+    """
     out = []
     for d in (1, 2):
-        # In 1-D full, diag and spherical are one model: full and tied cover it.
-        structures = ("full", "tied") if d == 1 else ("full", "tied", "diag", "spherical")
+        structures = ("full", "tied") if d == 1 else STRUCTURES
         for K in (2, 3):
             out += [Case(d, K, s) for s in structures]
     out.append(Case(2, 2, "full", control=True))
@@ -109,9 +129,17 @@ def draw_truth(rng, case):
         # s2_kj ~ InvGamma(nu / 2, lambda_j / 2)
         s2 = (np.diag(lam) / 2) / rng.gamma(nu / 2, size=(K, d))
         covs = np.stack([np.diag(row) for row in s2])
-    else:  # spherical: s2_k ~ InvGamma(nu / 2, mean(diag(lambda)) / 2)
+    elif case.structure == "spherical":  # s2_k ~ InvGamma(nu / 2, mean(diag(lambda)) / 2)
         s2 = (np.mean(np.diag(lam)) / 2) / rng.gamma(nu / 2, size=K)
         covs = s2[:, None, None] * np.eye(d)
+    elif case.structure == "EII":  # one s2 ~ InvGamma(nu / 2, mean(diag(lambda)) / 2)
+        s2 = (np.mean(np.diag(lam)) / 2) / rng.gamma(nu / 2)
+        covs = np.broadcast_to(s2 * np.eye(d), (K, d, d)).copy()
+    elif case.structure == "EEI":  # s2_j ~ InvGamma(nu / 2, lambda_j / 2), shared over k
+        s2 = (np.diag(lam) / 2) / rng.gamma(nu / 2, size=d)
+        covs = np.broadcast_to(np.diag(s2), (K, d, d)).copy()
+    else:
+        raise ValueError(f"no prior draw for structure {case.structure!r}")
     means = np.array([rng.multivariate_normal(p["mean_prior"], c / kappa) for c in covs])
     return weights, means, covs
 
@@ -187,11 +215,10 @@ def match_to_pivot(true_means, post_means, scale):
 def one_simulation(task):
     """Ranks of every quantity for simulation ``sim`` of ``case`` (runs in a worker)."""
     case, sim, n, draws, tune, L = task
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     from bayes_gmm import BayesianGaussianMixture, GaussianMixturePrior
     from bayes_gmm.diagnostics import SamplingWarning
 
-    seed = [case.d, case.K, ("full", "tied", "diag", "spherical").index(case.structure)]
+    seed = [case.d, case.K, STRUCTURES.index(case.structure)]
     rng = np.random.default_rng([20261127, *seed, int(case.control), sim])
     weights, means, covs = draw_truth(rng, case)
     X = simulate(rng, weights, means, covs, n)
@@ -403,45 +430,112 @@ def figures(by_case, L, out):
 # --------------------------------------------------------------------------- main
 
 
-def run(case_list, sims, n, draws, tune, L, jobs, progress=True):
-    tasks = [(case, s, n, draws, tune, L) for case in case_list for s in range(sims)]
+def _settings(sims, n, draws, tune, L):
+    return {"sims": sims, "n": n, "draws": draws, "tune": tune, "L": L}
+
+
+def _load_case(path, case, settings):
+    """The results of a finished case from its file, or None if absent or made otherwise."""
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if stored.get("case") != case.name or stored.get("settings") != settings:
+        return None
+    ranks = {tuple(key.split("|", 1)): values for key, values in stored["ranks"].items()}
+    flags = stored["flags"]
+    return [
+        (
+            case,
+            sim,
+            {key: values[i] for key, values in ranks.items()},
+            {name: bool(values[i]) for name, values in flags.items()},
+        )
+        for i, sim in enumerate(stored["sims"])
+    ]
+
+
+def _save_case(path, case, settings, results, seconds, commit):
+    """One finished case: every rank and flag, written atomically."""
+    results = sorted(results, key=lambda r: r[1])
+    keys = list(results[0][2])
+    stored = {
+        "case": case.name,
+        "settings": settings,
+        "commit": commit,
+        "seconds": round(seconds, 1),
+        "sims": [r[1] for r in results],
+        "ranks": {"|".join(key): [r[2][key] for r in results] for key in keys},
+        "flags": {name: [int(r[3][name]) for r in results] for name in results[0][3]},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(stored, separators=(",", ":")) + "\n")
+    os.replace(tmp, path)
+
+
+def _log(message):
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def run(case_list, sims, n, draws, tune, L, jobs, out=None, progress=True):
+    """Every simulation of every case; each finished case is saved to ``out/cases/``.
+
+    A case whose file exists with the same settings is read back, not refitted. Returns
+    the results and the seconds spent fitting in this call.
+    """
+    settings = _settings(sims, n, draws, tune, L)
     results = []
+    todo = []
+    for case in case_list:
+        stored = (
+            None if out is None else _load_case(out / "cases" / f"{case.slug}.json", case, settings)
+        )
+        if stored is None:
+            todo.append(case)
+        else:
+            results += stored
+            if progress:
+                _log(f"{case.name}: read back from {out / 'cases' / (case.slug + '.json')}")
+    if not todo:
+        return results, 0.0
     t0 = time.perf_counter()
+    commit = _commit()  # the code the workers import now, whatever changes meanwhile
+    pool = None
     if jobs > 1:
         import multiprocessing as mp
 
-        with mp.get_context("spawn").Pool(jobs) as pool:
-            for i, res in enumerate(pool.imap_unordered(one_simulation, tasks, chunksize=4)):
-                results.append(res)
-                if progress and (i + 1) % 50 == 0:
-                    print(
-                        f"  {i + 1}/{len(tasks)} fits, {time.perf_counter() - t0:.0f} s",
-                        file=sys.stderr,
-                        flush=True,
+        pool = mp.get_context("spawn").Pool(jobs)
+    try:
+        for c, case in enumerate(todo):
+            tasks = [(case, s, n, draws, tune, L) for s in range(sims)]
+            stream = (
+                pool.imap_unordered(one_simulation, tasks, chunksize=2)
+                if pool is not None
+                else map(one_simulation, tasks)
+            )
+            t_case = time.perf_counter()
+            done = []
+            for res in stream:
+                done.append(res)
+                if progress and len(done) % 50 == 0:
+                    _log(
+                        f"{case.name} ({c + 1}/{len(todo)}): {len(done)}/{sims} fits, "
+                        f"{time.perf_counter() - t_case:.0f} s"
                     )
-    else:
-        for i, task in enumerate(tasks):
-            results.append(one_simulation(task))
-            if progress and (i + 1) % 50 == 0:
-                print(
-                    f"  {i + 1}/{len(tasks)} fits, {time.perf_counter() - t0:.0f} s",
-                    file=sys.stderr,
-                    flush=True,
+            seconds = time.perf_counter() - t_case
+            if out is not None:
+                _save_case(
+                    out / "cases" / f"{case.slug}.json", case, settings, done, seconds, commit
                 )
+            results += done
+            if progress:
+                _log(f"{case.name}: done in {seconds:.0f} s ({seconds / sims:.2f} s per fit)")
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
     return results, time.perf_counter() - t0
-
-
-def _save_ranks(by_case, path):
-    """Every rank, one row per case, quantity and simulation (to redraw or retest)."""
-    import pandas as pd
-
-    rows = [
-        {"case": case.name, "kind": kind, "quantity": name, "sim": i, "rank": int(r)}
-        for case, entry in by_case.items()
-        for (kind, name), ranks in entry["ranks"].items()
-        for i, r in enumerate(ranks)
-    ]
-    pd.DataFrame(rows).to_csv(path, index=False)
 
 
 def _resummarize(out):
@@ -507,10 +601,14 @@ def main(argv=None):
         case_list = [c for c in case_list if c.name == args.only]
         if not case_list:
             parser.error(f"no case named {args.only!r}; see cases()")
-    results, elapsed = run(case_list, sims, args.n, args.draws, args.tune, args.L, args.jobs)
-    table, summary, by_case = summarize(results, args.L)
     args.out.mkdir(parents=True, exist_ok=True)
-    _save_ranks(by_case, args.out / "ranks.csv")
+    # One thread per worker's linear algebra: the workers themselves fill the cores.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    results, elapsed = run(
+        case_list, sims, args.n, args.draws, args.tune, args.L, args.jobs, out=args.out
+    )
+    results.sort(key=lambda r: (case_list.index(r[0]), r[1]))
+    table, summary, by_case = summarize(results, args.L)
     table.to_csv(args.out / "calibration.csv", index=False, float_format="%.4g")
     summary.to_csv(args.out / "summary.csv", index=False, float_format="%.4g")
     figures(by_case, args.L, args.out)
@@ -521,7 +619,7 @@ def main(argv=None):
         print(
             f"SBC: {len(case_list)} cases x {sims} simulations of N={args.n}; 2 chains x "
             f"{args.draws} draws ({args.tune} tune); ranks among L={args.L} thinned draws; "
-            f"{elapsed:.0f} s with {args.jobs} job(s)"
+            f"{elapsed:.0f} s of fitting in this call with {args.jobs} job(s)"
         )
         print(summary.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
         print(result_sentence(summary))
