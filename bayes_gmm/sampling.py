@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +80,11 @@ def _setup_jax():
             f"JAX could not start on the CPU ({exc}). Check the jax / jaxlib install "
             "(`pip install -U jax`)."
         ) from exc
+    with warnings.catch_warnings():
+        # numpyro imports tqdm.auto, which warns "IProgress not found" in a Jupyter kernel
+        # without ipywidgets: noise in every notebook, as our optional bar is plain tqdm.
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        import numpyro  # noqa: F401
     _SETUP.append(len(devices))
     return _SETUP[0]
 
