@@ -32,7 +32,6 @@ import warnings
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 
-from bayes_gmm.priors import COVARIANCE_TYPES
 from bayes_gmm.structures import (
     MCLUST_MODELS,
     SKLEARN_NAMES,
@@ -44,10 +43,11 @@ from bayes_gmm.structures import (
 __all__ = ["build_parser", "main", "parse_covariance", "parse_k", "read_data"]
 
 PROG = "bayes-gmm"
-# The grid's defaults, which are also the grid that ``demo`` always runs.
+# The grid's defaults, which are also the grid that ``demo`` always runs. ``covariance``
+# None: select_model's default (mclust's 14 models; its "E" and "V" in one dimension).
 _GRID_DEFAULTS = {
     "k": list(range(1, 10)),
-    "covariance": COVARIANCE_TYPES,
+    "covariance": None,
     "criterion": "bic",
     "prior": "none",
 }
@@ -88,13 +88,13 @@ def parse_k(text):
 def parse_covariance(text):
     """Parse ``--covariance``: comma-separated structures, or ``all`` (mclust's 14 models).
 
-    scikit-learn's names and mclust's codes are accepted in any case; the four models
-    scikit-learn has are returned under its names ("EEE" -> "tied"), the others as
-    mclust's codes ("vev" -> "VEV").
+    scikit-learn's names and mclust's codes are accepted in any case and returned as
+    spelled in the library ("FULL" -> "full", "vev" -> "VEV"), so that the table names each
+    as given; ``all`` is mclust's 14 codes, as the default grid.
     """
     names = [part.strip() for part in str(text).split(",") if part.strip()]
     if [n.lower() for n in names] == ["all"]:
-        return tuple(canonical_name(name) for name in MCLUST_MODELS)
+        return MCLUST_MODELS
     out = []
     for name in names:
         key = name.lower() if name.lower() in SKLEARN_NAMES else name.upper()
@@ -104,7 +104,6 @@ def parse_covariance(text):
                 f"{', '.join(SKLEARN_NAMES)} or mclust's models ({', '.join(MCLUST_MODELS)}), "
                 "comma-separated, or all"
             )
-        key = canonical_name(key)
         if key not in out:
             out.append(key)
     if not out:
@@ -178,9 +177,9 @@ def build_parser():
         type=parse_covariance,
         default=_GRID_DEFAULTS["covariance"],
         metavar="TYPES",
-        help="covariance structures to try, comma-separated: scikit-learn's "
-        "full,tied,diag,spherical (the default) and mclust's models (VEV, EVE, ...; any "
-        "case), or all (mclust's 14)",
+        help="covariance structures to try, comma-separated: mclust's models (VEV, EVE, "
+        "...; any case) and scikit-learn's full,tied,diag,spherical; default: all (mclust's "
+        "14; its E and V for one column)",
     )
     grid.add_argument(
         "--criterion",
@@ -583,10 +582,12 @@ def _prior(name, rep):
 
 def _run_grid(frame, args, rep):
     from bayes_gmm import select_model
+    from bayes_gmm.selection import default_covariance_types
 
-    n_cells = len(args.k) * len(args.covariance)
+    types = args.covariance or default_covariance_types(frame.shape[1])
+    n_cells = len(args.k) * len(types)
     rep.progress(
-        f"selection grid: K in {_k_text(args.k)} x {', '.join(args.covariance)} "
+        f"selection grid: K in {_k_text(args.k)} x {_types_text(types)} "
         f"({n_cells} EM fits, criterion {args.criterion.upper()})"
     )
     prior = _prior(args.prior, rep)
@@ -595,7 +596,7 @@ def _run_grid(frame, args, rep):
         selection = select_model(
             frame,
             n_components=args.k,
-            covariance_types=args.covariance,
+            covariance_types=types,
             criterion=args.criterion,
             prior=prior,
             random_state=args.seed,
@@ -645,12 +646,17 @@ def failed_cells_text(selection, limit=5):
     return "\n".join(lines)
 
 
+def _types_text(types):
+    """Structures by name, or "mclust's 14 models" for all of them as the default names them."""
+    return "mclust's 14 models" if tuple(types) == MCLUST_MODELS else ", ".join(types)
+
+
 def _cells_text(rows):
     """Cells compactly: ``K=4..9 x full, tied`` when they form a grid, else a short list."""
     ks = sorted({int(k) for k in rows["n_components"]})
     types = list(dict.fromkeys(rows["covariance_type"]))
     if len(rows) == len(ks) * len(types) and len(ks) > 1 and len(types) > 1:
-        return f"K={_k_text(ks)} x {', '.join(types)}"
+        return f"K={_k_text(ks)} x {_types_text(types)}"
     cells = [
         f"{c} K={k}" for c, k in zip(rows["covariance_type"], rows["n_components"], strict=True)
     ]
@@ -663,7 +669,7 @@ def _posterior_structures(types):
 
 def _check_posterior_supported(types):
     """``fit`` samples a posterior: fail before the grid if no structure asked for has one."""
-    if not _posterior_structures(types):
+    if types is not None and not _posterior_structures(types):
         supported = [canonical_name(t) for t in MCLUST_MODELS]
         supported = [t for t in supported if get_structure(t).posterior_supported]
         raise CLIError(

@@ -91,12 +91,13 @@ CRITERIA = ("bic", "aic", "icl")
 #: Equal/Variable/Identity); :mod:`bayes_gmm.structures` has all 14.
 MCLUST_NAMES = dict(SKLEARN_NAMES)
 
-#: What ``select_model`` fits when ``covariance_types`` is not given (for d >= 2; in 1-D
-#: scikit-learn's four names, which are mclust's "E" and "V" there). mclust's ``Mclust``
-#: fits all 14 (``covariance_types="all"``). The default is to become mclust's 14
-#: (``MCLUST_MODELS``) once the example notebooks, whose stored outputs a test compares,
-#: are rerun for it; ``BayesianGaussianMixture`` already takes the codes it would hand on.
-DEFAULT_COVARIANCE_TYPES = COVARIANCE_TYPES
+#: What ``select_model`` fits when ``covariance_types`` is not given, for d >= 2: mclust's
+#: 14 models under their codes, as mclust's ``Mclust`` does.
+DEFAULT_COVARIANCE_TYPES = MCLUST_MODELS
+
+#: The default in one dimension, where there are only mclust's "E" and "V": scikit-learn's
+#: four names, of which "tied" (E) and "full" (V) are fitted (see ``_collapse``).
+DEFAULT_COVARIANCE_TYPES_1D = COVARIANCE_TYPES
 
 #: Tolerance of the exploratory EM runs (change of the objective per sample). Only the best
 #: start of a cell is then run on to the final ``tol``.
@@ -270,8 +271,8 @@ class ModelSelection:
         import matplotlib.pyplot as plt
 
         criterion = _check_criterion(criterion or self.criterion)
-        if ax is None:
-            _, ax = plt.subplots(figsize=(6.4, 4.2))
+        if ax is None:  # constrained: the figure makes room for a legend beside the axes
+            _, ax = plt.subplots(figsize=(7.6, 4.2), layout="constrained")
         markers = "osv^<>DPXph*d8"  # one per model, with 14 colours: 14 lines stay apart
         colors = plt.get_cmap("tab20").colors
         groups = self.table.groupby("covariance_type", sort=False)
@@ -301,7 +302,10 @@ class ModelSelection:
         ax.set_xlabel("number of components K")
         ax.set_ylabel(f"{criterion.upper()} (lower is better)")
         ax.set_xticks(sorted(self.table["n_components"].unique()))
-        ax.legend(fontsize="small", ncol=2 if len(groups) > 6 else 1)
+        if len(groups) > 6:  # mclust's 14 lines: a legend inside would hide some of them
+            ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        else:
+            ax.legend(fontsize="small")
         ax.set_title(f"Model selection by {criterion.upper()}")
         return ax
 
@@ -393,6 +397,15 @@ def _default_verbose():
 
 
 # --------------------------------------------------------------------------- validation
+def default_covariance_types(n_features):
+    """The structures :func:`select_model` fits when ``covariance_types`` is None.
+
+    mclust's 14 models (``DEFAULT_COVARIANCE_TYPES``) for two or more features;
+    scikit-learn's four names in one dimension, where they are mclust's "E" and "V".
+    """
+    return DEFAULT_COVARIANCE_TYPES_1D if n_features == 1 else DEFAULT_COVARIANCE_TYPES
+
+
 def _check_criterion(criterion):
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}.")
@@ -1087,9 +1100,9 @@ def select_model(
         Any of mclust's 14 models ("EII", "VII", "EEI", "VEI", "EVI", "VVI", "EEE", "VEE",
         "EVE", "VVE", "EEV", "VEV", "EVV", "VVV") and scikit-learn's names ("full" =
         "VVV", "tied" = "EEE", "diag" = "VVI", "spherical" = "VII"); the table's
-        ``covariance_type`` column holds each name as given. "all": mclust's 14 models
-        (as mclust's ``Mclust``). ``None``: ``DEFAULT_COVARIANCE_TYPES``, for now
-        scikit-learn's four.
+        ``covariance_type`` column holds each name as given. ``None`` or "all": mclust's
+        14 models under their codes (as mclust's ``Mclust``); with one feature ``None``
+        fits mclust's two 1-D models as "tied" (E) and "full" (V) (see Notes).
     criterion : {"bic", "aic", "icl"}, default="bic"
         What the winner minimizes. All three are computed for every cell.
     prior : GaussianMixturePrior or None, default=None
@@ -1135,12 +1148,12 @@ def select_model(
 
     Notes
     -----
-    **One dimension.** With one feature the four structures are only two models: "tied"
-    is mclust's "E" (one variance shared by all components) and "full", "diag" and
-    "spherical" are all mclust's "V" (one variance per component). Only one of each is
-    fitted (the first of "full", "diag", "spherical" requested stands for "V"), the table's
-    ``mclust`` column reads "E" or "V", and :attr:`ModelSelection.collapsed` says which
-    requested structures were merged.
+    **One dimension.** With one feature every structure is one of two models: mclust's
+    "E" (one variance shared by all components: "tied" and every code starting with E)
+    and "V" (one variance per component: "full", "diag", "spherical" and every code
+    starting with V). Only one of each is fitted (the first requested stands for it), the
+    table's ``mclust`` column reads "E" or "V", and :attr:`ModelSelection.collapsed` says
+    which requested structures were merged. The default fits them as "tied" and "full".
 
     **Degenerate cells.** A cell whose best start warns
     :class:`~bayes_gmm.em.DegenerateFitWarning` (a component collapsing onto a point or a
@@ -1152,9 +1165,11 @@ def select_model(
     >>> from bayes_gmm.datasets import load_faithful
     >>> sel = select_model(load_faithful(), random_state=0)
     >>> sel.best_params
-    ('tied', 3)
+    ('EEE', 3)
     >>> round(sel.best_score, 1)
     2314.3
+    >>> sel.criterion_table().shape  # K = 1..9 x mclust's 14 models
+    (9, 14)
     """
     if _dask.is_dask_collection(X):  # the grid on a sample, finished on all blocks
         return _dask.select_model(
@@ -1201,7 +1216,7 @@ def select_model(
     entropy = _seed_entropy(random_state)
 
     if types is None:
-        types = list(COVARIANCE_TYPES if n_features == 1 else DEFAULT_COVARIANCE_TYPES)
+        types = list(default_covariance_types(n_features))
     types, collapsed = _collapse(types, n_features)
     names = {t: get_structure(t).display_name(n_features == 1) for t in types}
 

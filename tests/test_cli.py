@@ -16,6 +16,7 @@ import pytest
 
 from bayes_gmm import cli
 from bayes_gmm.datasets import load_faithful
+from bayes_gmm.structures import MCLUST_MODELS
 
 
 def run(argv):
@@ -59,10 +60,10 @@ def test_parse_k_rejects(text):
 
 
 def test_parse_covariance_accepts_mclust_names():
-    assert cli.parse_covariance("full,EEE,vii") == ("full", "tied", "spherical")
+    # Each name as the library spells it, so that the table names it as the user did.
+    assert cli.parse_covariance("FULL,EEE,vii") == ("full", "EEE", "VII")
     assert cli.parse_covariance("vev, EVE,VEV") == ("VEV", "EVE")
-    everything = cli.parse_covariance("ALL")
-    assert len(everything) == 14 and {"full", "tied", "diag", "spherical", "VEV"} <= set(everything)
+    assert cli.parse_covariance("ALL") == MCLUST_MODELS  # as the default grid
     with pytest.raises(argparse.ArgumentTypeError, match="invalid covariance structure 'banana'"):
         cli.parse_covariance("full,banana")
 
@@ -73,9 +74,9 @@ def test_select_runs_mclust_models(tmp_path):
     argv = ["select", data, "--covariance", "VEV,eee,EVI", "--k", "2:3", "-q"]
     code, out, err = run([*argv, "--out", tmp_path / "sel"])
     assert code == 0, err
-    assert "Chosen model: covariance_type='tied', n_components=3" in out
+    assert "Chosen model: covariance_type='EEE', n_components=3" in out
     table = pd.read_csv(tmp_path / "sel" / "selection.csv")
-    assert sorted(table["covariance_type"].unique()) == ["EVI", "VEV", "tied"]
+    assert sorted(table["covariance_type"].unique()) == ["EEE", "EVI", "VEV"]
     assert table["bic"].notna().all()
 
 
@@ -400,8 +401,8 @@ def test_failed_cells_are_counted_with_their_reasons(csv):
     match = re.search(r"(\d+) of (\d+) cells of the grid failed:", table_text)
     assert match, out
     n_failed, n_cells = map(int, match.groups())
-    assert n_cells == 36 and n_failed >= 24  # K = 4..9 cannot have a point per component
-    assert "  K=4..9 x full, tied, diag, spherical: K exceeds the number of distinct" in out
+    assert n_cells == 126 and n_failed >= 84  # K = 4..9 cannot have a point per component
+    assert "  K=4..9 x mclust's 14 models: K exceeds the number of distinct" in out
     reasons = [line for line in table_text.splitlines() if line.startswith("  ")]
     assert 1 <= len(reasons) <= 6
     if code == 1:  # every cell failed: the error points to the reasons above
@@ -549,12 +550,13 @@ def test_select_prints_ranking_and_writes_results(tmp_path):
     code, stdout, err = run(["select", data, "--k", "1:4", "--out", out, "--quiet"])
     assert code == 0, err
     assert err == ""  # --quiet: no progress
-    assert "Chosen model: covariance_type='tied', n_components=3" in stdout
+    assert "Chosen model: covariance_type='EEE', n_components=3" in stdout
     assert "lower is better" in stdout
     table = pd.read_csv(out / "selection.csv")
-    assert len(table) == 16  # 4 structures x K = 1..4
+    assert len(table) == 56  # mclust's 14 models x K = 1..4
+    assert list(dict.fromkeys(table["covariance_type"])) == list(MCLUST_MODELS)
     best = table.loc[table["bic"].idxmin()]
-    assert (best["covariance_type"], best["n_components"]) == ("tied", 3)
+    assert (best["covariance_type"], best["n_components"]) == ("EEE", 3)
     assert best["bic"] == pytest.approx(2314.3, abs=0.05)
     assert (out / "selection.png").stat().st_size > 10_000
     assert sorted(p.name for p in tmp_path.iterdir()) == ["faithful.csv", "sel"]
@@ -617,11 +619,11 @@ def test_fit_writes_every_result(tmp_path):
         assert f"\n{name} " in readme, name
     for png in out.glob("*.png"):
         assert png.stat().st_size > 5_000, png.name
-    assert "Chosen model: covariance_type='tied', n_components=3" in stdout
+    assert "Chosen model: covariance_type='EEE', n_components=3" in stdout
     assert "Posterior summary" in stdout and stdout.count("Verdict: ") == 1
     assert "posterior: NUTS, 2 chains x (150 tune + 100 draws)" in err
 
-    assert len(pd.read_csv(out / "selection.csv")) == 8  # 4 structures x K = 2, 3
+    assert len(pd.read_csv(out / "selection.csv")) == 28  # 14 models x K = 2, 3
     summary = pd.read_csv(out / "summary.csv", index_col=0)
     assert {"weights[0]", "means[2, waiting]"} <= set(summary.index)
     # Each covariance entry once: tied, 2 features -> 3 entries of the shared matrix.
@@ -712,7 +714,7 @@ def test_demo_end_to_end_via_console_script(tmp_path):
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "Chosen model: covariance_type='tied', n_components=3" in proc.stdout
+    assert "Chosen model: covariance_type='EEE', n_components=3" in proc.stdout
     assert "Verdict: " in proc.stdout
     assert (out / "clusters.png").stat().st_size > 20_000
     assert (out / "posterior.zarr").is_dir()

@@ -8,6 +8,7 @@ from matplotlib.patches import Ellipse
 
 from bayes_gmm import GaussianMixture, plots
 from bayes_gmm.datasets import load_faithful, make_foot_sizes
+from bayes_gmm.structures import MCLUST_MODELS
 
 matplotlib.use("Agg")
 
@@ -221,11 +222,11 @@ def test_plot_selection_marks_the_winner(selection, tmp_path):
     ax = plots.plot_selection(selection)
     render(ax, tmp_path, "selection")
     labelled = {ln.get_label(): ln for ln in ax.get_lines()}
-    curves = [lab for lab in labelled if lab.split()[0] in ("full", "tied", "diag", "spherical")]
-    assert len(curves) == 4
+    curves = [lab for lab in labelled if lab in MCLUST_MODELS]
+    assert curves == list(MCLUST_MODELS)  # the default grid: mclust's 14 models, in its order
     for lab in curves:
         assert len(labelled[lab].get_xdata()) == 5  # K = 1..5
-    assert "best tied, K = 3, BIC = 2314.3" in ax.get_title()
+    assert "best EEE, K = 3, BIC = 2314.3" in ax.get_title()
     assert "lower is better" in ax.get_ylabel()
     # Under another criterion the title names that criterion's winner.
     icl = selection.table.loc[selection.table["icl"].idxmin()]

@@ -30,7 +30,9 @@ def test_readme_python_examples_run(tmp_path, monkeypatch):
         warnings.simplefilter("ignore")
         for block in blocks:
             exec(compile(block, "README.md", "exec"), namespace)
-    assert namespace["selection"].best_params == ("tied", 3)
+    assert namespace["selection"].best_params == ("EEE", 3)  # quoted in the README
+    assert round(namespace["selection"].best_score, 1) == 2314.3
+    assert namespace["four"].best_params == ("tied", 3)
     assert (tmp_path / "faithful.zarr").exists()
 
 

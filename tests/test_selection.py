@@ -474,6 +474,22 @@ def test_winner_is_mclusts(mclust_grid):
     assert sel.criterion_table().shape == (9, 14)
 
 
+def test_default_grid_is_mclusts_14_models(mclust_grid):
+    """Without covariance_types: all 14 models under mclust's codes (as Mclust), for d >= 2."""
+    name, X, _, everything = mclust_grid
+    sel = select_model(X, random_state=0)
+    assert list(dict.fromkeys(sel.table["covariance_type"])) == list(MCLUST_MODELS)
+    assert (sel.table["covariance_type"] == sel.table["mclust"]).all()
+    pd.testing.assert_frame_equal(
+        sel.table.drop(columns="fit_time"), everything.table.drop(columns="fit_time")
+    )
+    assert sel.best_params == {"faithful": ("EEE", 3), "iris": ("VEV", 2)}[name]
+    # Named as given: scikit-learn's names stay scikit-learn's, with mclust's beside them.
+    four = select_model(X, n_components=range(1, 4), covariance_types=TYPES, random_state=0)
+    assert list(dict.fromkeys(four.table["covariance_type"])) == list(TYPES)
+    assert list(four.criterion_table().columns) == list(TYPES)
+
+
 def test_one_dimension_all_models_are_e_and_v():
     X, _ = make_foot_sizes(random_state=1)
     sel = select_model(X, n_components=range(1, 4), covariance_types="all", random_state=0)
