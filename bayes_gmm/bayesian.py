@@ -15,6 +15,7 @@ import json
 import numbers
 import os
 import time
+import warnings
 
 import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin
@@ -35,7 +36,6 @@ from bayes_gmm.model import (
     COMPONENT,
     FEATURE,
     OBS,
-    POSTERIOR_FORMS,
     build_model,
     model_data,
     posterior_form,
@@ -45,6 +45,7 @@ from bayes_gmm.priors import GaussianMixturePrior
 from bayes_gmm.relabel import relabel_posterior
 from bayes_gmm.sampling import sample_nuts
 from bayes_gmm.storage import FORMAT_VERSION, read_tree, write_tree
+from bayes_gmm.structures import canonical_name, get_structure
 
 __all__ = ["BayesianGaussianMixture", "SamplingWarning"]
 
@@ -99,8 +100,11 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
     n_components : int or None, default=None
         Number of components K. ``None``: choose K (and, unless ``covariance_type`` is
         given, the covariance structure) by BIC with :func:`bayes_gmm.select_model`
-        over K = 1..9 under the same prior, among the structures the posterior
-        supports.
+        over K = 1..9 under the same prior: over every mclust model with a conjugate
+        prior, and then the best cell whose structure the posterior supports. When the
+        overall winner is a structure it does not support (e.g. VEV), a ``UserWarning``
+        names both models and their BIC, and ``selection_.best_params`` differs from
+        ``(covariance_type_, n_components_)``.
     covariance_type : {"full", "tied", "diag", "spherical", "EII", "EEI"} or None, default=None
         The structures with a proper prior and an unconstrained parameterization
         (mclust's VVV, EEE, VVI, VII, EII, EEI; either name works). ``None`` means "full"
@@ -166,7 +170,8 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
     n_components_ : int
     covariance_type_ : str
     selection_ : ModelSelection or None
-        The grid result when ``n_components`` was ``None``.
+        The grid result when ``n_components`` was ``None``: its ``best_params`` is the
+        overall winner, ``best_posterior_params()`` the model sampled.
     diagnostics_ : DiagnosticsReport
     timings_ : dict
         Seconds spent in each stage of the last ``fit`` ("em", "build", "compile",
@@ -417,7 +422,9 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
             from bayes_gmm.selection import select_model
 
             if self.covariance_type is None:
-                ctypes = tuple(POSTERIOR_FORMS)
+                # Every model the grid can fit under the prior (mclust's with a conjugate
+                # prior), so that the fit can say when the overall winner has no posterior.
+                ctypes = _grid_structures(X.shape[1])
             else:
                 ctypes = (self.covariance_type,)
             n_max = min(9, X.shape[0])
@@ -429,7 +436,7 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
                 random_state=seed,
                 sample_weight=weighted,
             )
-            return selection.best_estimator, selection
+            return selection.estimators[_posterior_choice(selection)], selection
         K = check_n_components(self.n_components, X.shape[0])
         em = GaussianMixture(
             K,
@@ -837,6 +844,44 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
 # ---------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------
+
+
+def _grid_structures(n_features):
+    """The structures ``n_components=None`` compares: select_model's default grid, less the
+    models without a conjugate prior (the grid runs under the prior), under scikit-learn's
+    names where they have one."""
+    from bayes_gmm.selection import default_covariance_types
+
+    types = [get_structure(t) for t in default_covariance_types(n_features)]
+    return tuple(dict.fromkeys(canonical_name(t) for t in types if t.has_map))
+
+
+def _posterior_choice(selection):
+    """The grid's best cell whose posterior can be sampled; a warning when it is not the
+    grid's overall winner (which then has a structure without a posterior)."""
+    choice = selection.best_posterior_params()
+    if choice is None:
+        raise ValueError(
+            "No cell of the selection grid with a structure the posterior supports could be "
+            "fitted (see selection_.failed for the reasons, via select_model); pass "
+            "n_components and covariance_type."
+        )
+    best, criterion = selection.best_params, selection.criterion
+    table = selection.table.set_index(["covariance_type", "n_components"])[criterion]
+    if choice != best and table[choice] > table[best]:
+        name, K = best
+        closest = canonical_name(get_structure(name).closest_posterior_structure())
+        warnings.warn(
+            f"The grid's best model by {criterion.upper()} is {name} with K = {K} "
+            f"({criterion.upper()} {table[best]:.2f}), whose posterior is not supported (the "
+            f"closest supported structure is {closest}); sampling the best supported model "
+            f"instead: {choice[0]} with K = {choice[1]} ({criterion.upper()} "
+            f"{table[choice]:.2f}, {table[choice] - table[best]:+.2f}). selection_ has the "
+            "whole grid; pass covariance_type to choose the structure yourself.",
+            UserWarning,
+            stacklevel=5,  # fit -> _fit -> _fit_em -> here
+        )
+    return choice
 
 
 def _to_json(value):

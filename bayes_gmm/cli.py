@@ -683,21 +683,17 @@ def _posterior_choice(selection, best, criterion, rep):
     """The best cell whose structure the posterior supports (the grid's best if it is)."""
     if get_structure(best[0]).posterior_supported:
         return best
-    table = selection.table
-    ok = table[criterion].notna() & table["covariance_type"].map(
-        lambda t: get_structure(t).posterior_supported
-    )
-    if not ok.any():
+    choice = selection.best_posterior_params(criterion)
+    if choice is None:
         raise CLIError(
             f"the best model, {best[0]} with K = {best[1]}, and every other fitted cell have "
             "structures whose posterior cannot be sampled; add full, tied, diag or spherical "
             "to --covariance"
         )
-    row = table.loc[table.loc[ok, criterion].idxmin()]
-    choice = (str(row["covariance_type"]), int(row["n_components"]))
+    score = selection.table.set_index(["covariance_type", "n_components"]).loc[choice, criterion]
     rep.result(
         f"The posterior of {best[0]} is not supported; sampling the best supported model, "
-        f"{choice[0]} with K = {choice[1]} ({criterion.upper()} {row[criterion]:.2f})."
+        f"{choice[0]} with K = {choice[1]} ({criterion.upper()} {score:.2f})."
     )
     return choice
 

@@ -230,6 +230,32 @@ class ModelSelection:
         out.index = pd.RangeIndex(1, len(out) + 1, name="rank")
         return out
 
+    def best_posterior_params(self, criterion=None):
+        """The best cell whose structure :class:`~bayes_gmm.BayesianGaussianMixture` can sample.
+
+        It is :attr:`best_params` when the winner's structure has a posterior (see
+        :attr:`bayes_gmm.structures.Structure.posterior_supported`), else the best of the
+        other cells that have one.
+
+        Parameters
+        ----------
+        criterion : {"bic", "aic", "icl"}, default=None
+            ``None``: the criterion the selection was made by.
+
+        Returns
+        -------
+        tuple (str, int) or None
+            ``(covariance_type, n_components)``; ``None`` if no such cell was fitted.
+        """
+        criterion = _check_criterion(criterion or self.criterion)
+        table = self.table
+        supported = table["covariance_type"].map(lambda t: get_structure(t).posterior_supported)
+        ok = table[criterion].notna() & supported.astype(bool)
+        if not ok.any():
+            return None
+        row = table.loc[table.loc[ok, criterion].idxmin()]
+        return str(row["covariance_type"]), int(row["n_components"])
+
     @property
     def ranking(self):
         """The five best cells with the difference to the best (see :meth:`top`)."""

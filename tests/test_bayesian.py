@@ -349,6 +349,38 @@ def test_n_components_none_runs_the_selection_grid():
     np.testing.assert_allclose(model.em_.means_, model.selection_.best_estimator.means_)
 
 
+def test_n_components_none_samples_the_best_supported_model_and_says_so(monkeypatch):
+    """Iris under the prior: the grid's winner is VEV,2, whose posterior is not supported;
+    the fit samples the best supported cell (full, K=2) and names both models."""
+    import bayes_gmm.bayesian as bayesian
+    from bayes_gmm.datasets import load_iris
+
+    X, _ = load_iris()
+    sampled = []
+
+    def stop(model, *args, **kwargs):  # what would be sampled; no need to sample it
+        sampled.append(model)
+        raise RuntimeError("stop before sampling")
+
+    monkeypatch.setattr(bayesian, "sample_nuts", stop)
+    model = BayesianGaussianMixture(random_state=0)
+    message = (
+        r"best model by BIC is VEV with K = 2 \(BIC 576\.\d\d\), whose posterior is not "
+        r"supported \(the closest supported structure is full\); sampling the best supported "
+        r"model instead: full with K = 2 \(BIC 592\.\d\d, \+16\.\d\d\)"
+    )
+    with pytest.warns(UserWarning, match=message) as caught, pytest.raises(RuntimeError):
+        model.fit(X)
+    assert [w.filename for w in caught if "VEV" in str(w.message)] == [__file__]
+    (built,) = sampled
+    assert len(built.coords["component"]) == 2
+    assert {"precision_chi2", "precision_offdiag"} <= set(built.named_vars)  # full (Wishart)
+    # Every mclust model with a conjugate prior was in the grid, under the prior.
+    grid = bayesian._grid_structures(4)
+    assert grid == ("EII", "spherical", "EEI", "VEI", "EVI", "diag", "tied", "EEV", "VEV", "full")
+    assert bayesian._grid_structures(1) == ("full", "tied", "diag", "spherical")
+
+
 @pytest.mark.parametrize("ctype", ["tied", "diag", "spherical"])
 def test_other_covariance_types_recover_the_means(ctype):
     # Scaled by 3 (true variance 9), so a variance reported as a standard deviation (3)

@@ -98,8 +98,7 @@ def test_fit_refuses_structures_without_a_posterior_before_the_grid(csv, monkeyp
 
 
 def test_fit_samples_the_best_structure_with_a_posterior():
-    import types
-
+    from bayes_gmm.selection import ModelSelection
     from bayes_gmm.structures import get_structure
 
     if get_structure("VEV").posterior_supported:
@@ -113,7 +112,7 @@ def test_fit_samples_the_best_structure_with_a_posterior():
     )
     out = io.StringIO()
     rep = cli._Reporter(True, stdout=out, stderr=io.StringIO())
-    sel = types.SimpleNamespace(table=table)
+    sel = ModelSelection(table, "bic", {("VEV", 2): None}, n_samples=50, n_features=2)
     assert cli._posterior_choice(sel, ("VEV", 2), "bic", rep) == ("tied", 3)
     assert "sampling the best supported model, tied with K = 3 (BIC 105.00)" in out.getvalue()
     assert cli._posterior_choice(sel, ("full", 2), "bic", rep) == ("full", 2)

@@ -465,6 +465,8 @@ def test_winner_is_mclusts(mclust_grid):
     best = {"faithful": ("EEE", 3, 2314.316), "iris": ("VEV", 2, 561.729)}[name]
     assert sel.best_params == best[:2]
     assert sel.best_score <= best[2]
+    # The best cell BayesianGaussianMixture can sample: VEV has no posterior, VVV has.
+    assert sel.best_posterior_params() == {"faithful": ("EEE", 3), "iris": ("VVV", 2)}[name]
     assert sel.table["mclust"].tolist()[::9] == list(MCLUST_MODELS)
     assert "(VEV)" not in repr(sel)  # a model named by its code is not repeated
     assert f"best: covariance_type={best[0]!r}" in repr(sel)
