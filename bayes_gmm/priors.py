@@ -19,7 +19,10 @@ regularization for normal mixture estimation and model-based clustering"):
 ``kappa = 0.01``, ``m0`` = data mean, ``nu = d + 2``,
 ``Lambda`` = sample covariance / ``K ** (2 / d)`` (its diagonal for "diag", the
 mean of its diagonal for "spherical"), and ``alpha = 1`` (a flat Dirichlet, so
-the weights are not shrunk, as in mclust).
+the weights are not shrunk, as in mclust). One deliberate difference: for its diagonal
+models mclust puts the mean of the diagonal on every coordinate; "diag" keeps each
+column's own variance (pass that mean as ``covariance_prior`` for mclust's update).
+For "spherical", "tied" and "full" the MAP update equals mclust's (tests/test_structures.py).
 """
 
 from __future__ import annotations

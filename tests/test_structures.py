@@ -76,6 +76,89 @@ def test_map_only_where_mclust_defines_a_prior():
             GaussianMixture(2, covariance_type=model, prior=GaussianMixturePrior()).fit(X)
 
 
+def _mclust_map_mstep():
+    """mclust's mstep(faithful, model, z, prior = priorControl()) (make_map_tables.R)."""
+    table = pd.read_csv(DATA / "map_mstep.csv").set_index("model")
+    z = pd.read_csv(DATA / "map_z.csv").to_numpy()
+    K = z.shape[1]
+    out = {}
+    for model, row in table.iterrows():
+        sigma = np.array(row["sigma"].split(), float) if row["has_map"] else None
+        out[model] = dict(
+            has_map=bool(row["has_map"]),
+            weights=np.array(row["pro"].split(), float),
+            means=np.array(row["mean"].split(), float).reshape(K, -1),  # R's p x G by column
+            # p x p x G by column: each (symmetric) matrix is contiguous.
+            covariances=None if sigma is None else sigma.reshape(K, 2, 2),
+        )
+    return z, out
+
+
+def _map_mstep(X, z, model, prior):
+    """One MAP M-step of ours from the responsibilities ``z`` (n, K), in the data's frame."""
+    from bayes_gmm import _gaussian as g
+
+    n, d = X.shape
+    K = z.shape[1]
+    w = np.ones(n)
+    center = X.mean(axis=0)
+    Xc = X - center
+    resolved = prior.resolve(X, K, model)
+    stats = g.summarize(g.features(Xc, model), w, z.T.copy(), model, d)
+    g.finish_moments(stats, model, g.weighted_second_moment(Xc, w))
+    weights, means, covs = g.from_summaries(
+        stats, model, 0.0, g.CenteredPrior.from_resolved(resolved, center)
+    )
+    return weights, means + center, g.full_covariances(covs, model, K, d)
+
+
+def test_map_models_and_m_steps_are_mclusts():
+    """Under mclust's default prior (priorControl) our MAP M-step is mclust's: the same
+    models have one, and from the same responsibilities VII, EEE and VVV give mclust's
+    estimates to rounding; VVI too once given mclust's prior scale (below)."""
+    X = pd.read_csv(DATA / "faithful.csv").to_numpy()
+    z, mclust = _mclust_map_mstep()
+    assert [m for m in MCLUST_MODELS if mclust[m]["has_map"]] == [
+        m for m in MCLUST_MODELS if get_structure(m).has_map
+    ]
+    for model in ("VII", "EEE", "VVV"):
+        weights, means, covs = _map_mstep(X, z, model, GaussianMixturePrior())
+        theirs = mclust[model]
+        np.testing.assert_allclose(weights, theirs["weights"], rtol=1e-12)
+        np.testing.assert_allclose(means, theirs["means"], rtol=1e-12)
+        np.testing.assert_allclose(covs, theirs["covariances"], rtol=1e-10, err_msg=model)
+    # mclust's prior for the diagonal models (EEI, VEI, EVI, VVI) puts one scale, the mean
+    # variance / K^(2/d), on every coordinate; ours keeps each column's variance (so a
+    # small-variance column is not shrunk towards a large one). With mclust's scale, VVI's
+    # update is mclust's.
+    K, d = z.shape[1], X.shape[1]
+    scalar = np.var(X, axis=0, ddof=1).mean() / K ** (2 / d)
+    weights, means, covs = _map_mstep(X, z, "VVI", GaussianMixturePrior(covariance_prior=scalar))
+    np.testing.assert_allclose(covs, mclust["VVI"]["covariances"], rtol=1e-10)
+    np.testing.assert_allclose(means, mclust["VVI"]["means"], rtol=1e-12)
+
+
+def test_map_grid_reaches_mclusts_bic_under_its_prior():
+    """select_model(prior=...) against mclustBIC(prior = priorControl()) on Old Faithful,
+    for the models whose prior is mclust's: at K = 1 equal, elsewhere as good or better."""
+    from bayes_gmm import select_model
+
+    X = pd.read_csv(DATA / "faithful.csv")
+    models = ["VII", "EEE", "VVV"]
+    mclust = pd.read_csv(DATA / "map_bic.csv").set_index("G")[models]
+    sel = select_model(
+        X,
+        n_components=mclust.index,
+        covariance_types=models,
+        prior=GaussianMixturePrior(),
+        random_state=0,
+    )
+    diff = sel.criterion_table()[models] + mclust  # our sign is minus mclust's
+    np.testing.assert_allclose(diff.loc[1], 0.0, atol=1e-3)
+    assert (diff.to_numpy() <= 0.01).all(), diff
+    assert sel.best_params == ("EEE", 3)  # mclust's best under the prior too (-2314.549)
+
+
 # --------------------------------------------------------------------------- M-steps
 def _scatter(rng, K, d):
     A = rng.normal(size=(K, d, d + 3))
