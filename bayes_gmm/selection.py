@@ -650,7 +650,8 @@ def _params_from_labels(data, labels, K, ctype):
     resp = np.zeros((K, n))
     resp[labels, np.arange(n)] = 1.0
     stats = g.summarize(data.features_t(ctype).T, w, resp, ctype, d)
-    tied_moment = g.weighted_second_moment(Xc, w) if layout_of(ctype) == "tied" else None
+    shared = get_structure(ctype).shares_covariance
+    tied_moment = g.weighted_second_moment(Xc, w) if shared else None
     g.finish_moments(stats, ctype, tied_moment)
     return g.from_summaries(stats, ctype, data.reg_covar)
 
@@ -678,7 +679,7 @@ def _split_start(data, parent, ctype):
     weights = np.concatenate([np.delete(parent.weights, j), parent.weights[[j, j]] / 2])
     means = np.concatenate([np.delete(parent.means, j, axis=0), [mean_j - shift, mean_j + shift]])
     covs = parent.covariances
-    if layout_of(ctype) != "tied":
+    if not get_structure(ctype).shares_covariance:
         covs = np.concatenate([np.delete(covs, j, axis=0), covs[[j, j]]])
     return weights, means, covs
 
@@ -713,26 +714,14 @@ def _conversion_sources(fit_order, ctype, K, parents):
 def _convert_start(parent, source, target):
     """A start for structure ``target`` from a solution of structure ``source``, same K.
 
-    For mclust's models beyond scikit-learn's, the source's covariances (weighted as
-    scatter matrices) go through the target's M-step, which starts from them: when the
-    source is nested in the target, the start is at least as good as the source.
+    The target's M-step from the source's covariances
+    (:meth:`~bayes_gmm.structures.Structure.covariances_from_full`): when the source is
+    nested in the target, the start is at least as good as the source.
     """
     K, d = parent.means.shape
     full = g.full_covariances(parent.covariances, source, K, d)
-    structure = get_structure(target)
-    if not structure.is_sklearn:
-        counts = np.maximum(parent.weights, 1e-12)
-        covs = structure.covariances_from_scatter(full * counts[:, None, None], counts, full)
-        return None if covs is None else (parent.weights, parent.means, covs)
-    layout = structure.layout
-    if layout == "full":
-        covs = full
-    elif layout == "tied":
-        covs = np.tensordot(parent.weights, full, axes=1)
-    else:
-        var = np.diagonal(full, axis1=1, axis2=2)
-        covs = var.copy() if layout == "diag" else var.mean(axis=1)
-    return parent.weights, parent.means, covs
+    covs = get_structure(target).covariances_from_full(full, parent.weights)
+    return None if covs is None else (parent.weights, parent.means, covs)
 
 
 @dataclass

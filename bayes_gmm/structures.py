@@ -107,6 +107,11 @@ class Structure:
         """One of scikit-learn's four structures (its own shapes and compiled M-step)."""
         return self.alias is not None
 
+    @property
+    def shares_covariance(self):
+        """Whether one stored covariance serves every component ("tied" layout)."""
+        return self.layout == "tied"
+
     def display_name(self, one_dimensional=False):
         """mclust's name: the code, or "E" / "V" for one-dimensional data."""
         return self.volume if one_dimensional else self.name
@@ -140,6 +145,36 @@ class Structure:
             if candidate.nests(self):
                 return candidate
         return STRUCTURES["VVV"]
+
+    def covariances_from_full(self, full, weights):
+        """This structure's covariances, in its storage layout, from (K, d, d) ones.
+
+        The model's M-step with ``full`` as the components' covariances and ``weights``
+        as their shares: "full" keeps them, "tied" averages them by weight, "diag" and
+        "spherical" keep their diagonals and the diagonals' means, and mclust's other
+        models run :meth:`covariances_from_scatter` from them, so that when ``full`` is a
+        nested model's solution the result is at least as good. It turns one structure's
+        solution into a start for another.
+
+        Parameters
+        ----------
+        full : ndarray of shape (K, d, d)
+        weights : ndarray of shape (K,)
+            Sum to one.
+
+        Returns
+        -------
+        ndarray of the layout's shape, or None (see :meth:`covariances_from_scatter`).
+        """
+        if not self.is_sklearn:
+            counts = np.maximum(weights, 1e-12)
+            return self.covariances_from_scatter(full * counts[:, None, None], counts, full)
+        if self.layout == "full":
+            return np.array(full, dtype=float)
+        if self.layout == "tied":
+            return np.tensordot(weights, full, axes=1)
+        variances = np.diagonal(full, axis1=1, axis2=2)
+        return variances.copy() if self.layout == "diag" else variances.mean(axis=1)
 
     def covariances_from_scatter(self, scatter, counts, previous=None):
         """M-step of the ten models beyond scikit-learn's: (K, d, d) covariances.

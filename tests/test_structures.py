@@ -314,6 +314,21 @@ def test_iris_two_components_equal_mclust(model):
         _assert_structure(model, gm.covariances_)
 
 
+@pytest.mark.parametrize("model", MCLUST_MODELS)
+def test_covariances_from_full_keeps_a_solution_of_the_model(model):
+    """Converting a model's own solution (as (K, d, d) matrices) gives it back: the
+    conversion is the model's M-step, and a fixed point of EM is a fixed point of it."""
+    from bayes_gmm._gaussian import full_covariances
+
+    X = _iris()
+    gm = GaussianMixture(2, covariance_type=model, random_state=0, tol=1e-10).fit(X)
+    structure = get_structure(model)
+    full = full_covariances(gm.covariances_, model, 2, X.shape[1])
+    again = structure.covariances_from_full(full, gm.weights_)
+    np.testing.assert_allclose(again, gm.covariances_, rtol=1e-6, atol=1e-9)
+    assert structure.shares_covariance == (model in ("EEE", "tied"))
+
+
 def test_mclust_code_and_scikit_learn_name_give_the_same_fit():
     X = _iris()
     for alias, code in SKLEARN_NAMES.items():
