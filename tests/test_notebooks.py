@@ -19,7 +19,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import nbclient
 import nbformat
 import pytest
 
@@ -172,6 +171,30 @@ def _outputs(nb, skip_tag=None):
     return texts
 
 
+# What a stored output must not show: library noise (tqdm's "IProgress not found" in a
+# kernel without ipywidgets) and progress bars, text or widget.
+NOISE = re.compile(
+    r"TqdmWarning|IProgress not found|select_model \[[#.]+\]|\r|\d+%\|.*\||\d+it/s|it/s\]"
+)
+
+
+def _noise(nb):
+    """(cell, snippet) of every output that shows a progress bar or library noise."""
+    found = []
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    for i, cell in enumerate(code, start=1):
+        for out in cell.outputs:
+            data = out.get("data", {})
+            if "application/vnd.jupyter.widget-view+json" in data:
+                found.append((i, "a widget (progress bar)"))
+            text = out.get("text", "") if out.output_type == "stream" else ""
+            text += str(data.get("text/plain", ""))
+            match = NOISE.search(text)
+            if match:
+                found.append((i, text[max(match.start() - 40, 0) : match.end() + 40]))
+    return found
+
+
 def _narrative(nb):
     return "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
 
@@ -186,19 +209,14 @@ def _check_claims(name, text, fresh_only=False):
             assert claim.check(match), f"{name}: {claim.phrase!r} but the output says {match[0]!r}"
 
 
-def _execute(path, tmp_path, monkeypatch, fast):
-    if fast:
-        monkeypatch.setenv("BAYES_GMM_FAST", "1")
-    else:
-        monkeypatch.delenv("BAYES_GMM_FAST", raising=False)
-    # Figures render inline as in Jupyter, whatever MPLBACKEND the caller's environment sets.
-    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-    nb = nbformat.read(path, as_version=4)
-    client = nbclient.NotebookClient(
-        nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
-    )
-    client.execute()  # raises CellExecutionError with the failing cell's traceback
-    return nb
+def _execute(path, tmp_path, fast):
+    """Execute as ``examples/rerun.py`` does when it saves the stored outputs."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("rerun", EXAMPLES / "rerun.py")
+    rerun = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rerun)
+    return rerun.execute(path, tmp_path, fast=fast)
 
 
 def test_the_notebooks_exist():
@@ -225,6 +243,11 @@ def test_notebook_stored_with_outputs(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_stored_outputs_show_no_progress_bars_or_library_noise(path):
+    assert not _noise(nbformat.read(path, as_version=4))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_narrative_numbers_come_from_outputs(path):
     nb = nbformat.read(path, as_version=4)
     narrative = _narrative(nb)
@@ -234,11 +257,12 @@ def test_narrative_numbers_come_from_outputs(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_executes(path, tmp_path, monkeypatch):
+def test_notebook_executes(path, tmp_path):
     start = time.perf_counter()
-    fresh = _execute(path, tmp_path, monkeypatch, fast=True)
+    fresh = _execute(path, tmp_path, fast=True)
     print(f"{path.name}: {time.perf_counter() - start:.1f} s")
     assert os.listdir(tmp_path) == []  # notebooks clean up after themselves
+    assert not _noise(fresh), "a fresh run shows progress bars or library warnings"
     # What does not depend on the chains' length is exactly what is stored.
     stored = nbformat.read(path, as_version=4)
     for i, (old, new) in enumerate(
@@ -251,9 +275,9 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_stored_outputs_are_current(path, tmp_path, monkeypatch):
+def test_stored_outputs_are_current(path, tmp_path):
     """Rerun with the stored settings (full chains): every output but timings is as stored."""
-    fresh = _execute(path, tmp_path, monkeypatch, fast=False)
+    fresh = _execute(path, tmp_path, fast=False)
     stored = nbformat.read(path, as_version=4)
     for i, (old, new) in enumerate(
         zip(_outputs(stored, "timing"), _outputs(fresh, "timing"), strict=True)
