@@ -283,7 +283,10 @@ def test_select_missing_em_equals_the_library(tmp_path):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("x,y\n1,\n,\n3,4\n", "1 row\\(s\\) of .* have every value missing \\(data row\\(s\\) 2\\)"),
+        (
+            "x,y\n1,\n,\n3,4\n",
+            "1 row\\(s\\) of .* have every value missing \\(data row\\(s\\) 2\\)",
+        ),
         (
             "x,y,z\n1,,1\n2,,3\n",
             "column\\(s\\) y of .* have no value at all; leave it out with --columns x,z",
