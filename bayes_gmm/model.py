@@ -39,8 +39,11 @@ serves every data set of the same shape (:mod:`bayes_gmm.sampling`).
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
+from bayes_gmm import _missing
 from bayes_gmm.priors import GaussianMixturePrior, ResolvedPrior
 
 __all__ = [
@@ -48,14 +51,22 @@ __all__ = [
     "PosteriorForm",
     "build_model",
     "component_log_density",
+    "missing_patterns",
     "mixture_log_density",
+    "observed_component_log_density",
+    "observed_mixture_log_density",
 ]
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 
 # Names shared with BayesianGaussianMixture.idata_ and the relabelling.
 COMPONENT, FEATURE, FEATURE_, OBS = "component", "feature", "feature_", "obs"
-_DATA_DIMS = {"X_data": (OBS, FEATURE), "sample_weight": (OBS,), "prior_mean": (FEATURE,)}
+_DATA_DIMS = {
+    "X_data": (OBS, FEATURE),
+    "sample_weight": (OBS,),
+    "pattern_order": (OBS,),
+    "prior_mean": (FEATURE,),
+}
 
 
 # ---------------------------------------------------------------------------
@@ -102,6 +113,94 @@ def mixture_log_density(value, weights, means, prec_chol, sample_weight):
     return sample_weight * pt.logsumexp(log_dens, axis=-1)
 
 
+def missing_patterns(X):
+    """Rows grouped by which coordinates they observe (NaN = missing).
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+
+    Returns
+    -------
+    order : ndarray of shape (n,), int
+        Row indices sorted by pattern (stable): ``X[order]`` holds each pattern's rows
+        together.
+    patterns : tuple of (tuple of bool, int, int)
+        Per pattern, which columns it observes and its rows' span ``start:stop`` in
+        ``order``.
+    """
+    missing = np.isnan(np.asarray(X, dtype=float))
+    codes, inverse = np.unique(missing, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.searchsorted(inverse[order], np.arange(codes.shape[0] + 1))
+    patterns = tuple(
+        (tuple(bool(o) for o in ~code), int(bounds[p]), int(bounds[p + 1]))
+        for p, code in enumerate(codes)
+    )
+    return order, patterns
+
+
+def observed_mixture_log_density(
+    value, weights, means, prec_chol, sample_weight, pattern_order, *, patterns
+):
+    """Weighted log mixture density of each row's *observed* coordinates, in PyTensor.
+
+    The observed variable's logp when ``X`` has missing values (NaN, missing at random):
+    the missing coordinates are integrated out, so row ``n`` with observed coordinates
+    ``o`` contributes ``log sum_k weights_k N(x_n,o | means_k,o, Sigma_k,oo)``. Rows are
+    taken pattern by pattern (:func:`missing_patterns`); each pattern's marginal
+    precision factor (the Cholesky factor of ``Sigma_k,oo^-1``) goes into
+    :func:`mixture_log_density`, which the complete pattern uses as it is.
+
+    Parameters
+    ----------
+    value : tensor of shape (n, d)
+        NaN where a value is missing; only observed entries are read.
+    weights, means, prec_chol, sample_weight
+        As for :func:`mixture_log_density`.
+    pattern_order : tensor of shape (n,), int
+        ``missing_patterns(X)[0]`` (a ``pm.Data``, so the compiled graph holds no row
+        indices).
+    patterns : tuple
+        ``missing_patterns(X)[1]``: the graph has one branch per pattern.
+
+    Returns
+    -------
+    tensor of shape (n,)
+    """
+    import pytensor.tensor as pt
+    from pytensor.tensor.linalg import cholesky, inv, solve_triangular
+
+    weights, means, prec_chol = _core(weights, 1), _core(means, 2), _core(prec_chol, 3)
+    # Static row counts: JAX needs every slice and reshape to have a concrete shape.
+    n, d = patterns[-1][2], len(patterns[0][0])
+    order = pt.specify_shape(pt.cast(pattern_order, "int64"), (n,))
+    rows = pt.specify_shape(value, (n, d))[order]
+    row_weights = pt.specify_shape(sample_weight, (n,))[order]
+    covariances = None
+    parts = []
+    for observed, start, stop in patterns:
+        x = pt.specify_shape(rows[start:stop], (stop - start, d))
+        w = pt.specify_shape(row_weights[start:stop], (stop - start,))
+        if all(observed):  # complete rows: the complete-data density as it is
+            parts.append(mixture_log_density(x, weights, means, prec_chol, w))
+            continue
+        if covariances is None:
+            # Sigma_k = U_k^-T U_k^-1: the covariance blocks every pattern slices.
+            U_inv = solve_triangular(
+                prec_chol, pt.broadcast_to(pt.eye(prec_chol.shape[-1]), prec_chol.shape),
+                lower=True, b_ndim=2,
+            )  # fmt: skip
+            covariances = pt.matmul(pt.swapaxes(U_inv, -1, -2), U_inv)
+        cols = np.flatnonzero(observed)
+        sigma_oo = covariances[:, cols][:, :, cols]
+        marginal_chol = cholesky(inv(sigma_oo), lower=True)
+        parts.append(mixture_log_density(x[:, cols], weights, means[:, cols], marginal_chol, w))
+    by_pattern = pt.concatenate(parts) if len(parts) > 1 else parts[0]
+    return pt.set_subtensor(pt.zeros((n,), dtype=by_pattern.dtype)[order], by_pattern)
+
+
 def _mixture_random(weights, means, prec_chol, sample_weight, rng=None, size=None):
     """Draws from the mixture (numpy): the observed variable's ``random``."""
     weights = np.asarray(weights).reshape(-1, np.shape(weights)[-1])[0]
@@ -119,6 +218,13 @@ def _mixture_random(weights, means, prec_chol, sample_weight, rng=None, size=Non
         if rows.any():
             eps[rows] = np.linalg.solve(prec_chol[k].T, z[rows].T).T
     return (means[labels] + eps).reshape(*size, d)
+
+
+def _observed_mixture_random(
+    weights, means, prec_chol, sample_weight, pattern_order, rng=None, size=None
+):
+    """Complete rows from the mixture: the model does not say which values go missing."""
+    return _mixture_random(weights, means, prec_chol, sample_weight, rng=rng, size=size)
 
 
 # ---------------------------------------------------------------------------
@@ -636,11 +742,18 @@ def build_model(
     w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=float)
     if prior is None:
         prior = GaussianMixturePrior()
+    missing = bool(np.isnan(X).any())
     if isinstance(prior, ResolvedPrior):
         resolved = prior
     else:
-        resolved = prior.resolve(X, K, covariance_type, sample_weight=w)
+        # As GaussianMixture(missing="em"): the data-scaled defaults from the
+        # column-mean-imputed data.
+        X_full = _missing.impute_column_means(X, w) if missing else X
+        resolved = prior.resolve(X_full, K, covariance_type, sample_weight=w)
     values = model_data(X, w, resolved, covariance_type)
+    if missing:
+        order, patterns = missing_patterns(X)
+        values["pattern_order"] = order
     features = [f"x{j}" for j in range(d)] if feature_names is None else list(feature_names)
     coords = {
         COMPONENT: np.arange(K),
@@ -653,8 +766,15 @@ def build_model(
 
     with pm.Model(coords=coords) as model:
         data = {
-            name: pm.Data(name, value, dims=_DATA_DIMS.get(name)) for name, value in values.items()
-        }
+            name: pm.Data(name, np.nan_to_num(value) if name == "X_data" else value,
+                          dims=_DATA_DIMS.get(name))
+            for name, value in values.items()
+        }  # fmt: skip
+        if missing:
+            # pm.Data refuses NaN (it points to PyMC's imputation, which samples every
+            # missing value); here the likelihood integrates them out and reads only the
+            # observed entries, so the container holds the data as they are, NaN included.
+            data["X_data"].set_value(values["X_data"])
         hyper = dict(data, d=d)
         weights = pm.Dirichlet("weights", a=data["alpha"] * np.ones(K), dims=COMPONENT)
         prec_chol, covariances, add_means = form.add_precision(K, d, hyper)
@@ -662,18 +782,33 @@ def build_model(
         pm.Deterministic("precisions_cholesky", prec_chol, dims=(COMPONENT, FEATURE, FEATURE_))
         ordering = _first_column_ordered() if ordered else None
         means = add_means(data["prior_mean"], data["kappa"], ordering)
-        pm.CustomDist(
-            "X",
-            weights,
-            means,
-            prec_chol,
-            data["sample_weight"],
-            logp=mixture_log_density,
-            random=_mixture_random,
-            signature="(k),(k,d),(k,d,d),()->(d)",
-            observed=data["X_data"],
-            dims=(OBS, FEATURE),
-        )
+        if missing:
+            pm.CustomDist(
+                "X",
+                weights,
+                means,
+                prec_chol,
+                data["sample_weight"],
+                data["pattern_order"],
+                logp=partial(observed_mixture_log_density, patterns=patterns),
+                random=_observed_mixture_random,
+                signature="(k),(k,d),(k,d,d),(),()->(d)",
+                observed=data["X_data"],
+                dims=(OBS, FEATURE),
+            )
+        else:
+            pm.CustomDist(
+                "X",
+                weights,
+                means,
+                prec_chol,
+                data["sample_weight"],
+                logp=mixture_log_density,
+                random=_mixture_random,
+                signature="(k),(k,d),(k,d,d),()->(d)",
+                observed=data["X_data"],
+                dims=(OBS, FEATURE),
+            )
     model.bayes_gmm = (K, covariance_type, bool(ordered))
     return model
 
@@ -719,3 +854,43 @@ def component_log_density(X, weights, means, prec_chol):
     maha *= -0.5
     maha += (log_w + half_logdet - 0.5 * d * LOG_2PI)[:, None, :]
     return maha
+
+
+def observed_component_log_density(X, weights, means, prec_chol):
+    """:func:`component_log_density` of each row's observed coordinates (NaN = missing).
+
+    The numpy counterpart of :func:`observed_mixture_log_density`: per pattern of missing
+    values, the marginal precision factor of the observed coordinates goes into
+    :func:`component_log_density`; complete rows use it as they are.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+        No row entirely NaN.
+    weights, means, prec_chol
+        As for :func:`component_log_density`.
+
+    Returns
+    -------
+    ndarray of shape (S, n, K)
+    """
+    if not np.isnan(X).any():
+        return component_log_density(X, weights, means, prec_chol)
+    order, patterns = missing_patterns(X)
+    out = np.empty((weights.shape[0], X.shape[0], weights.shape[1]))
+    covariances = None
+    for observed, start, stop in patterns:
+        rows = order[start:stop]
+        if all(observed):
+            out[:, rows] = component_log_density(X[rows], weights, means, prec_chol)
+            continue
+        if covariances is None:
+            U_inv = np.linalg.inv(prec_chol)
+            covariances = np.swapaxes(U_inv, -1, -2) @ U_inv
+        cols = np.flatnonzero(observed)
+        sigma_oo = covariances[..., cols[:, None], cols]
+        marginal_chol = np.linalg.cholesky(np.linalg.inv(sigma_oo))
+        out[:, rows] = component_log_density(
+            X[np.ix_(rows, cols)], weights, means[..., cols], marginal_chol
+        )
+    return out
