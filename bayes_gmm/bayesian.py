@@ -23,6 +23,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from bayes_gmm._gaussian import full_covariances, precision_cholesky
+from bayes_gmm._missing import check_missing_rows, impute_column_means
 from bayes_gmm._validation import (
     check_data,
     check_int,
@@ -50,6 +51,7 @@ from bayes_gmm.structures import canonical_name, get_structure
 __all__ = ["BayesianGaussianMixture", "SamplingWarning"]
 
 _RELABEL = ("pivot", "ordered", None)
+_MISSING = ("error", "em")
 _FITTED = (
     "idata_",
     "model_",
@@ -142,6 +144,15 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         Run the chains in parallel (one JAX CPU device each) unless ``cores=1``, which
         runs them one after the other (for example when several fits share the
         machine). ``None``: parallel when the machine has more than one core.
+    missing : {"error", "em"}, default="error"
+        What a NaN in ``X`` means. "error": it is refused. "em": a value missing at
+        random: the EM start is ``GaussianMixture(missing="em")``'s, and the model's
+        likelihood integrates the missing coordinates out (each row's density is that of
+        its observed coordinates, :func:`bayes_gmm.model.observed_mixture_log_density`).
+        Memberships, predictive densities and the pointwise log-likelihood (``loo``) of
+        rows with NaN are then those of their observed coordinates.
+        :meth:`sample_posterior_predictive` draws complete rows. Rows with every value
+        missing are refused.
 
     Attributes
     ----------
@@ -208,6 +219,7 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         n_init=5,
         init_jitter=1.0,
         cores=None,
+        missing="error",
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -222,6 +234,7 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         self.n_init = n_init
         self.init_jitter = init_jitter
         self.cores = cores
+        self.missing = missing
 
     # ------------------------------------------------------------------ checks
 
@@ -236,6 +249,11 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         check_real(self.init_jitter, "init_jitter", 0.0)
         if self.cores is not None:
             check_int(self.cores, "cores", 1)
+        if self.missing not in _MISSING:
+            raise ValueError(
+                f'missing must be one of {_MISSING}, got {self.missing!r}: "em" samples with '
+                "NaN read as missing at random."
+            )
         if self.relabel not in _RELABEL:
             raise ValueError(f"relabel must be one of {_RELABEL}, got {self.relabel!r}.")
         if self.covariance_type is not None:
@@ -310,7 +328,7 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         """
         self._check_params()
         feature_names = _feature_names(X)
-        X = check_data(X, min_samples=2).astype(np.float64, copy=False)
+        X = self._validated(X, min_samples=2)
         w = check_sample_weight(sample_weight, X.shape[0])
         try:
             fitted = self._fit(X, w, feature_names)
@@ -323,6 +341,13 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         # fit -> warn_if_untrustworthy -> warn: point at the caller of fit.
         warn_if_untrustworthy(self.diagnostics_, stacklevel=3)
         return self
+
+    def _validated(self, X, min_samples=1):
+        X = check_data(X, min_samples=min_samples, allow_nan=self.missing == "em")
+        X = X.astype(np.float64, copy=False)
+        if self.missing == "em" and np.isnan(X).any():
+            check_missing_rows(X)
+        return X
 
     def _forget(self):
         for name in _FITTED:
@@ -435,6 +460,7 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
                 prior=prior,
                 random_state=seed,
                 sample_weight=weighted,
+                missing=self.missing,
             )
             return selection.estimators[_posterior_choice(selection)], selection
         K = check_n_components(self.n_components, X.shape[0])
@@ -446,6 +472,7 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
             random_state=seed,
             max_iter=500,
             tol=1e-6,
+            missing=self.missing,
         )
         em.fit(X_em, sample_weight=weighted)
         return em, None
@@ -502,7 +529,7 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
 
     def _check_X(self, X):
         check_is_fitted(self, "idata_")
-        X = check_data(X).astype(np.float64, copy=False)
+        X = self._validated(X)
         if X.shape[1] != self.n_features_in_:
             raise ValueError(
                 f"X has {X.shape[1]} features, but this model was fitted with "
@@ -648,7 +675,10 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         -------
         xarray.Dataset
             ``X`` with dims (chain, draw, obs, feature). Also stored in
-            ``idata_["posterior_predictive"]``.
+            ``idata_["posterior_predictive"]``. With ``missing="em"`` the replicated rows
+            are complete: the model describes the values, not which of them go missing
+            (missing at random). Compare them with the data on the observed entries
+            (``~np.isnan(X)``), or mask them the same way.
         """
         import pymc as pm
 
@@ -805,12 +835,14 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         K, d, ctype = config["n_components"], config["n_features"], config["covariance_type"]
         X, w = _observed(tree, next(iter(tree["observed_data"].data_vars)))
         em_ds = tree["em_estimate"]
-        em = GaussianMixture(K, covariance_type=ctype, prior=prior)
+        em = GaussianMixture(K, covariance_type=ctype, prior=prior, missing=model.missing)
         em.weights_ = np.asarray(em_ds["weights"])
         em.means_ = np.asarray(em_ds["means"])
         em.covariances_ = np.asarray(em_ds["covariances"])
         em.n_features_in_ = d
-        resolved = prior.resolve(X, K, ctype, sample_weight=w)
+        # As in fit: a prior's data-scaled defaults from the column-mean-imputed data.
+        X_full = impute_column_means(X, w) if np.isnan(X).any() else X
+        resolved = prior.resolve(X_full, K, ctype, sample_weight=w)
         em.prior_ = resolved
         names = config["feature_names"]
         pm_model = model.build_model(

@@ -5,9 +5,10 @@ Stage 4 of the Bayesian pipeline (model -> sampling -> relabel -> diagnostics ->
 then summarized over the draws, in blocks of rows and draws so memory stays bounded
 whatever the number of rows.
 
-The per-draw density is :func:`bayes_gmm.model.component_log_density`, the numpy twin
-of the model's observed variable (a test pins them together); it is used here because
-it evaluates thousands of draws at once without compiling anything.
+The per-draw density is :func:`bayes_gmm.model.observed_component_log_density`, the numpy
+twin of the model's observed variable (a test pins them together); it is used here
+because it evaluates thousands of draws at once without compiling anything. Rows with
+NaN (``missing="em"``) get the density of their observed coordinates.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from bayes_gmm._gaussian import normalize
-from bayes_gmm.model import component_log_density
+from bayes_gmm.model import observed_component_log_density
 
 __all__ = ["PosteriorDraws"]
 
@@ -61,7 +62,7 @@ class PosteriorDraws:
                 yield (
                     rs,
                     ds,
-                    component_log_density(
+                    observed_component_log_density(
                         X[rs], self.weights[ds], self.means[ds], self.prec_chol[ds]
                     ),
                 )
