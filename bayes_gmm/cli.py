@@ -766,6 +766,7 @@ def _fit_posterior(X, best, args, rep):
         chains=args.chains,
         random_state=args.seed,
         progressbar=rep.bars,
+        missing=_missing(args),
     )
     # Sampling problems are listed with the diagnostics (one "- problem" line each); any
     # other warning is shown once, on one line.
@@ -958,11 +959,6 @@ def _default_out(args, stem):
 def _run_fit(args, rep):
     _check_posterior_supported(args.covariance)
     frame = _read(args)
-    if frame.isna().to_numpy().any():
-        raise CLIError(
-            "the posterior cannot be sampled with missing values yet; run 'bayes-gmm select "
-            "--missing em' for the EM grid, or fit with --dropna"
-        )
     _default_out(args, args.data.with_name(f"{args.data.stem}_bayes_gmm"))
     _describe(frame, args, rep)
     return _pipeline(frame, args, rep)

@@ -96,9 +96,13 @@ def _posterior_params(model, n_draws=None, random_state=0):
     return _Params(np.asarray(weights), np.asarray(means), np.asarray(covariances))
 
 
-def _as_array(X):
-    """The data as a finite 2-D float array, and the column names (x0, x1, ... without)."""
-    values = check_data(X)
+def _as_array(X, model=None):
+    """The data as a finite 2-D float array, and the column names (x0, x1, ... without).
+
+    NaN is let through for a model fitted with ``missing="em"``: its memberships use each
+    row's observed values, and a point missing a plotted coordinate is not drawn.
+    """
+    values = check_data(X, allow_nan=getattr(model, "missing", "error") == "em")
     if hasattr(X, "columns"):
         names = [str(c) for c in X.columns]
     else:
@@ -382,7 +386,7 @@ def plot_clusters(
     """
     from matplotlib.lines import Line2D
 
-    values, names = _as_array(X)
+    values, names = _as_array(X, model)
     if values.shape[1] < 2:
         raise ValueError("plot_clusters needs at least 2 features; use plot_density for 1-D data")
     cols = _pick_columns(columns, names, values.shape[1])
@@ -400,13 +404,14 @@ def plot_clusters(
     face[unsure, 3] = 0.0  # open markers: readable at a glance, unlike a fainter shade
     edge[:, 3] = 0.9
     face[~unsure, 3] = 0.75
+    drawn = np.isfinite(values[:, cols]).all(axis=1)  # a missing coordinate: no point
     ax.scatter(
-        values[:, cols[0]],
-        values[:, cols[1]],
-        facecolors=face,
-        edgecolors=edge,
-        linewidths=np.where(unsure, 1.1, 0.0),
-        s=np.where(unsure, 26, 18),
+        values[drawn, cols[0]],
+        values[drawn, cols[1]],
+        facecolors=face[drawn],
+        edgecolors=edge[drawn],
+        linewidths=np.where(unsure, 1.1, 0.0)[drawn],
+        s=np.where(unsure, 26, 18)[drawn],
         gid="clusters-points",
     )
     sub = np.ix_(cols, cols)
@@ -511,7 +516,7 @@ def plot_uncertainty(
         Points are drawn in three PathCollections with gids ``"uncertainty-low"``,
         ``"uncertainty-mid"`` and ``"uncertainty-high"``.
     """
-    values, names = _as_array(X)
+    values, names = _as_array(X, model)
     mem = proba if _is_membership(proba) else None
     if mem is not None and not hasattr(model, "most_likely_component"):
         raise TypeError(

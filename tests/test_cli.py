@@ -280,6 +280,25 @@ def test_select_missing_em_equals_the_library(tmp_path):
     assert "Chosen model: covariance_type='tied', n_components=3" in stdout
 
 
+def test_fit_missing_em_keeps_every_row(tmp_path):
+    frame = load_faithful()
+    rng = np.random.default_rng(4)
+    holes = rng.random(frame.shape) < 0.1
+    holes[:, 1] &= ~holes[:, 0]
+    frame = frame.mask(holes)
+    data = tmp_path / "holes.csv"
+    frame.to_csv(data, index=False)
+    argv = ["fit", data, "--k", "3", "--covariance", "tied", "--missing", "em", *FAST]
+    code, stdout, err = run([*argv, "--out", tmp_path / "out"])
+    assert code == 0, err
+    table = pd.read_csv(tmp_path / "out" / "membership.csv")
+    assert len(table) == len(frame)  # no row dropped
+    np.testing.assert_array_equal(table[frame.columns].isna(), frame.isna())
+    assert table["mean_probability"].between(1 / 3, 1).all()
+    assert (tmp_path / "out" / "clusters.png").stat().st_size > 5_000
+    assert "Posterior summary" in stdout
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
