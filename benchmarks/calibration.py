@@ -555,6 +555,29 @@ def _resummarize(out):
     return 0
 
 
+def _provenance(out, case_list):
+    """Which commit each case's fits ran on, and their time, from the case files."""
+    by_commit, seconds, sims = {}, 0.0, 0
+    for case in case_list:
+        try:
+            stored = json.loads((out / "cases" / f"{case.slug}.json").read_text())
+        except (OSError, ValueError):
+            continue
+        by_commit.setdefault(stored.get("commit", "unknown"), []).append(case.name)
+        seconds += stored.get("seconds", 0.0)
+        sims += len(stored["sims"])
+    lines = [
+        f"code tested: commit {commit} ({len(names)} case(s): {', '.join(names)})"
+        for commit, names in by_commit.items()
+    ]
+    if sims:
+        lines.append(
+            f"fitting time over the case files: {seconds:.0f} s for {sims} fits "
+            f"({seconds / sims:.2f} s per fit, wall, with the run's jobs)"
+        )
+    return lines
+
+
 def _version():
     import bayes_gmm
 
@@ -614,22 +637,26 @@ def main(argv=None):
     figures(by_case, args.L, args.out)
     import pandas as pd
 
-    with pd.option_context("display.width", 160, "display.max_columns", 20):
-        print(f"bayes_gmm {_version()}, commit {_commit()}")
-        print(
-            f"SBC: {len(case_list)} cases x {sims} simulations of N={args.n}; 2 chains x "
-            f"{args.draws} draws ({args.tune} tune); ranks among L={args.L} thinned draws; "
-            f"{elapsed:.0f} s of fitting in this call with {args.jobs} job(s)"
-        )
-        print(summary.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
-        print(result_sentence(summary))
     regular = summary[~summary["control"]]
     control = summary[summary["control"]]
     ok = bool(regular["calibrated"].all()) and not bool(control["calibrated"].any())
-    print(
+    lines = [
+        f"bayes_gmm {_version()}",
+        f"SBC: {len(case_list)} cases x {sims} simulations of N={args.n}; 2 chains x "
+        f"{args.draws} draws ({args.tune} tune); ranks among L={args.L} thinned draws; "
+        f"{elapsed:.0f} s of fitting in this call with {args.jobs} job(s)",
+        *_provenance(args.out, case_list),
+    ]
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        lines.append(summary.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    lines.append(result_sentence(summary))
+    lines.append(
         "verdict: "
         + ("every case calibrated and the positive control detected" if ok else "FAILED")
     )
+    text = "\n".join(lines) + "\n"
+    print(text, end="")
+    (args.out / "run.txt").write_text(text)
     return 0 if ok else 1
 
 

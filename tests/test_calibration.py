@@ -2,6 +2,9 @@
 
 The tracked run (200 simulations per case over every case) is
 ``benchmarks/calibration.py``; its table and figures are in the docs (calibration page).
+The fast tests check its parts: the truths follow the model's own prior for every
+structure the posterior supports, finished cases are read back, the matching and the rank
+tests work.
 """
 
 import importlib.util
@@ -40,6 +43,59 @@ def test_prior_draws_match_the_prior():
     q = cal.quantities(w[None], m[None], c[None], cal.fixed_points(2))
     assert q["sorted weight 0"][0] <= q["sorted weight 1"][0]
     assert all(np.isfinite(v).all() for v in q.values())
+
+
+@pytest.mark.slow  # six PyMC models compiled for pm.draw: ~10-40 s each on a shared machine
+@pytest.mark.parametrize("structure", ["full", "tied", "diag", "spherical", "EII", "EEI"])
+def test_prior_draws_follow_the_models_own_prior(structure):
+    """SBC's truths come from the distribution the sampled PyMC model calls its prior."""
+    import pymc as pm
+    from scipy import stats
+
+    from bayes_gmm import GaussianMixturePrior
+    from bayes_gmm.model import POSTERIOR_FORMS, build_model
+
+    cal = _load()
+    assert set(cal.STRUCTURES) == set(POSTERIOR_FORMS)
+    rng = np.random.default_rng(2)
+    truths = [cal.draw_truth(rng, cal.Case(2, 2, structure)) for _ in range(4000)]
+    prior = GaussianMixturePrior(**cal.prior_settings(2))
+    model = build_model(np.zeros((5, 2)), 2, structure, prior)
+    weights, means, covs = pm.draw(
+        [model["weights"], model["means"], model["covariances"]], draws=4000, random_seed=3
+    )
+    # Component 1's variance along feature 0, from the structure's storage layout.
+    variance = {
+        "full": lambda c: c[:, 1, 0, 0],
+        "tied": lambda c: c[:, 0, 0],
+        "diag": lambda c: c[:, 1, 0],
+        "spherical": lambda c: c[:, 1],
+    }.get(structure, lambda c: c[:, 1, 0, 0])(np.asarray(covs))
+    pairs = {
+        "weights[0]": ([w[0] for w, _, _ in truths], weights[:, 0]),
+        "means[1,0]": ([m[1, 0] for _, m, _ in truths], means[:, 1, 0]),
+        "variance[1,0]": ([c[1, 0, 0] for _, _, c in truths], variance),
+    }
+    for name, (ours, pymc) in pairs.items():
+        # Three two-sample tests per structure, 18 in all: 1e-3 keeps chance failures rare.
+        assert stats.ks_2samp(ours, pymc).pvalue > 1e-3, (structure, name)
+
+
+def test_finished_cases_are_read_back_not_refitted(tmp_path):
+    cal = _load()
+    case = cal.Case(2, 2, "EII")
+    settings = cal._settings(2, 50, 200, 250, 99)
+    results = [
+        (case, 1, {("label-invariant", "sorted weight 0"): 7}, {"rhat_over": True}),
+        (case, 0, {("label-invariant", "sorted weight 0"): 3}, {"rhat_over": False}),
+    ]
+    path = tmp_path / "cases" / f"{case.slug}.json"
+    cal._save_case(path, case, settings, results, 1.0, "abc1234")
+    back, seconds = cal.run([case], 2, 50, 200, 250, 99, jobs=1, out=tmp_path, progress=False)
+    assert seconds == 0.0
+    assert back == sorted(results, key=lambda r: r[1])
+    # Other settings: the stored case does not count.
+    assert cal._load_case(path, case, cal._settings(3, 50, 200, 250, 99)) is None
 
 
 def test_match_to_pivot_undoes_a_permutation():
