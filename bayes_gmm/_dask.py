@@ -25,7 +25,13 @@ same passes. ``n_passes_`` reports how many passes over the data the fit took.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import functools
 import numbers
+import os
+import sys
+import threading
 import warnings
 from dataclasses import dataclass, field
 
@@ -146,6 +152,68 @@ def _weight_blocks(sample_weight, X):
     return list(sample_weight.astype(np.float64).to_delayed().ravel())
 
 
+# --------------------------------------------------------------------------- worker heap
+# glibc's mallopt parameters and defaults.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_DEFAULT_MMAP_THRESHOLD = 128 * 1024
+#: While a block is processed: temporaries up to this size come from the heap ...
+_BLOCK_MMAP_THRESHOLD = 64 * 2**20
+#: ... and this much free heap is kept between them instead of being returned.
+_BLOCK_TRIM_THRESHOLD = 256 * 2**20
+_heap_lock = threading.Lock()
+_heap_users = [0]
+
+
+@functools.cache
+def _glibc():
+    """glibc's ``mallopt`` and ``malloc_trim``, or None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None)
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    except OSError:  # pragma: no cover
+        return None
+
+
+@contextlib.contextmanager
+def _reused_heap():
+    """Let a block's temporaries reuse heap memory, as they do in an ordinary process.
+
+    Dask's nanny starts each worker with ``MALLOC_TRIM_THRESHOLD_=65536`` (its config
+    ``distributed.nanny.pre-spawn-environ``). Setting it also fixes glibc's mmap
+    threshold at 128 KiB, so every ~2 MB temporary of the chunked E-step was mapped,
+    page-faulted and unmapped again, chunk after chunk: the workers used 4x the CPU of
+    the same E-step in memory, half of it in the kernel (``bench_dask.py`` (a) at 1e6).
+    Inside this context the heap serves temporaries up to 64 MB and keeps up to 256 MB
+    free; on leaving it the worker's own settings come back and the free heap is returned
+    to the system, so the worker's memory between tasks is what it was. Processes not
+    started with fixed thresholds (the client, Dask's local threads) are left alone:
+    glibc's adaptive threshold already reuses their heap.
+    """
+    libc = _glibc()
+    fixed = "MALLOC_TRIM_THRESHOLD_" in os.environ or "MALLOC_MMAP_THRESHOLD_" in os.environ
+    if libc is None or not fixed:
+        yield
+        return
+    with _heap_lock:
+        _heap_users[0] += 1
+        if _heap_users[0] == 1:
+            libc.mallopt(_M_MMAP_THRESHOLD, _BLOCK_MMAP_THRESHOLD)
+            libc.mallopt(_M_TRIM_THRESHOLD, _BLOCK_TRIM_THRESHOLD)
+    try:
+        yield
+    finally:
+        with _heap_lock:
+            _heap_users[0] -= 1
+            if _heap_users[0] == 0:
+                mmap = os.environ.get("MALLOC_MMAP_THRESHOLD_", _DEFAULT_MMAP_THRESHOLD)
+                trim = os.environ.get("MALLOC_TRIM_THRESHOLD_", 2 * int(mmap))
+                libc.mallopt(_M_MMAP_THRESHOLD, int(mmap))
+                libc.mallopt(_M_TRIM_THRESHOLD, int(trim))
+                libc.malloc_trim(0)
+
+
 # --------------------------------------------------------------------------- map-reduce
 def _tree_sum(parts, add):
     """Sum delayed values pairwise, so no task receives more than two inputs."""
@@ -167,7 +235,8 @@ def _add_lists(a, b):
 
 
 def _block_statistics_many(X, w, center, params):
-    return [block_statistics(X, w, center, *p) for p in params]
+    with _reused_heap():
+        return [block_statistics(X, w, center, *p) for p in params]
 
 
 def _statistics_pass(blocks, weights, center, params):
@@ -485,7 +554,8 @@ def _block_predict(X, weights, means, prec_chol, covariances, ctype, missing):
             'X contains NaN; drop those rows first, or fit with missing="em" to predict on rows '
             "with missing values."
         )
-    return log_norm_and_resp(X, weights, means, prec_chol, covariances, ctype)
+    with _reused_heap():
+        return log_norm_and_resp(X, weights, means, prec_chol, covariances, ctype)
 
 
 def log_norm_and_resp_lazy(est, Xd):
@@ -530,7 +600,8 @@ def criteria_sums(est, Xd, sample_weight=None):
 def _block_criteria_many(X, w, params):
     out = []
     for weights, means, prec_chol, covs, ctype in params:
-        lr = log_norm_and_resp(X, weights, means, prec_chol, covs, ctype)
+        with _reused_heap():
+            lr = log_norm_and_resp(X, weights, means, prec_chol, covs, ctype)
         with np.errstate(divide="ignore"):
             top = np.log(lr[:, 1:].max(axis=1))
         w_ = np.ones(len(lr)) if w is None else np.asarray(w, dtype=np.float64)
