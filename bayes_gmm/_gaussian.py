@@ -219,7 +219,7 @@ def covariances_from_precisions(precisions, covariance_type):
 
 
 # --------------------------------------------------------------------------- E-step
-def features(Xc, covariance_type):
+def features(Xc, covariance_type, out=None):
     """Sufficient statistics ``T(x)`` of each (centered) row.
 
     A Gaussian log-density is linear in ``T(x)``: ``log N(x | m, S) = T(x) @ eta + c`` with
@@ -231,17 +231,24 @@ def features(Xc, covariance_type):
     ``[x, x**2]``, "spherical" ``[x, |x|**2]``, "tied" ``[x]`` (its quadratic term is the
     same for every component and is added separately).
 
+    ``out``, if given, is filled instead of a new array (an (n, m) view is fine).
+
     Returns
     -------
     ndarray of shape (n, feature_width(d, covariance_type))
     """
     covariance_type = layout_of(covariance_type)
     n, d = Xc.shape
-    out = np.empty((n, feature_width(d, covariance_type)))
+    if out is None:
+        out = np.empty((n, feature_width(d, covariance_type)))
     out[:, :d] = Xc
     if covariance_type == "full":
-        outer = (Xc[:, :, None] * Xc[:, None, :]).reshape(n, d * d)
-        np.take(outer, _upper_flat(d), axis=1, out=out[:, d:])
+        # Row a of the upper triangle at a time: no (n, d, d) outer product (for d = 32 that
+        # temporary was 16 times the features and took a third of an EM fit's time).
+        col = d
+        for a in range(d):
+            np.multiply(Xc[:, a, None], Xc[:, a:], out=out[:, col : col + d - a])
+            col += d - a
     elif covariance_type == "diag":
         np.square(Xc, out=out[:, d:])
     elif covariance_type == "spherical":
@@ -257,13 +264,6 @@ def _upper(d):
     """
     rows, cols = np.triu_indices(d)
     return rows, cols, rows != cols
-
-
-@functools.cache
-def _upper_flat(d):
-    """Flat indices of the row-major upper triangle of a (d, d) matrix."""
-    rows, cols, _ = _upper(d)
-    return rows * d + cols
 
 
 def _pack_symmetric(matrices):

@@ -1053,8 +1053,22 @@ class _Context:
     def __post_init__(self):
         n, d = self.X.shape
         self.unit_weights = bool(np.all(self.w == 1.0))
-        if n * g.feature_width(d, self.ctype) * 8 <= g.FEATURE_CACHE_BYTES:
-            self.features = np.vstack([feats for _, _, feats in self.chunks()])
+        width = g.feature_width(d, self.ctype)
+        if n * width * 8 <= g.FEATURE_CACHE_BYTES:
+            features = np.empty((n, width))
+
+            def fill(block):  # chunk by chunk: bounded temporaries
+                for start in range(*block, self.rows):
+                    stop = min(start + self.rows, block[1])
+                    X = self.X[start:stop] - self.center
+                    g.features(X, self.ctype, out=features[start:stop])
+
+            blocks = self.row_blocks()
+            if len(blocks) == 1:
+                fill(blocks[0])
+            else:  # one block per worker thread, as the E-step (numpy releases the GIL)
+                list(g.worker_pool().map(fill, blocks))
+            self.features = features
         if self.ctype == "tied":
             self.tied_moment = sum(
                 g.weighted_second_moment(feats, self.w[start:stop])
