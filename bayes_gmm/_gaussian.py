@@ -20,6 +20,7 @@ import concurrent.futures
 import contextlib
 import functools
 import os
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -115,9 +116,31 @@ def worker_pool():
     )
 
 
+_single_threaded_depth = 0
+_single_threaded_lock = threading.Lock()
+
+
+@contextlib.contextmanager
 def single_threaded():
-    """Context that runs BLAS and OpenMP (k-means) on one thread."""
-    return _blas_controller().limit(limits=1)
+    """Context that runs BLAS and OpenMP (k-means) on one thread.
+
+    Nested uses cost nothing: threadpoolctl's limit (about 50 us, more than an E-step on
+    a few hundred rows) is taken by the outermost one only, which a selection grid holds
+    around its thousands of small fits.
+    """
+    global _single_threaded_depth
+    with _single_threaded_lock:
+        outermost = _single_threaded_depth == 0
+        _single_threaded_depth += 1
+    try:
+        if outermost:
+            with _blas_controller().limit(limits=1):
+                yield
+        else:
+            yield
+    finally:
+        with _single_threaded_lock:
+            _single_threaded_depth -= 1
 
 
 def blas_threads_for(n_components, n_features, covariance_type):
