@@ -999,23 +999,29 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """
         return self._criteria(self._check_predict_input(X))["icl"]
 
-    def _criteria(self, X, sample_weight=None):
+    def _criteria(self, X, sample_weight=None, log_norm_and_resp=None):
         """Log-likelihood, BIC, AIC and ICL on validated ``X`` (one pass over the rows).
 
         With ``sample_weight`` a weight counts as that many copies of the row, so ``n`` in
-        the BIC is the total weight.
+        the BIC is the total weight. ``log_norm_and_resp`` is ``_log_norm_and_resp(X)``
+        when the caller already has it.
         """
         if _dask.is_dask_collection(X):  # the three sums in one pass over the blocks
             loglik, n, top = _dask.criteria_sums(self, X, sample_weight)
             return criteria_from_sums(loglik, n, top, self.n_parameters())
-        log_norm, resp = self._log_norm_and_resp(X)
+        if log_norm_and_resp is None:
+            log_norm_and_resp = self._log_norm_and_resp(X)
+        log_norm, resp = log_norm_and_resp
         with np.errstate(divide="ignore"):
             log_top = np.log(resp.max(axis=1))
         if sample_weight is None:
             loglik, n, top = log_norm.sum(), X.shape[0], log_top.sum()
         else:
             loglik, n, top = sample_weight @ log_norm, sample_weight.sum(), sample_weight @ log_top
-        return criteria_from_sums(loglik, n, top, self.n_parameters())
+        # Not self.n_parameters(): its check_is_fitted costs more than this whole method on
+        # a few hundred rows (a selection grid calls it once per cell).
+        p = g.n_parameters(self.n_components, self.n_features_in_, self.covariance_type)
+        return criteria_from_sums(loglik, n, top, p)
 
 
 def criteria_from_sums(log_likelihood, n, log_top, n_parameters):

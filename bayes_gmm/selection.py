@@ -736,13 +736,16 @@ class _Parent:
     objective: float  # on the exploration data
 
     @classmethod
-    def from_estimator(cls, est, data, ctype):
+    def from_estimator(cls, est, data, ctype, resp=None):
+        """``resp``: ``est``'s responsibilities on ``data.X``, when the caller has them."""
         d = est.means_.shape[1]
         # The component with the largest weight x det(covariance); log det(covariance) is
         # -2 log det of the precision factor.
         logdet = -2.0 * g.log_det_precision_cholesky(est.precisions_cholesky_, ctype, d)
         j = int(np.argmax(np.log(est.weights_) + logdet))
-        resp = est._log_norm_and_resp(data.X)[1][:, j].copy()
+        if resp is None:
+            resp = est._log_norm_and_resp(data.X)[1]
+        resp = resp[:, j].copy()
         return cls(
             est.weights_.copy(),
             est.means_ - data.center,
@@ -1012,8 +1015,13 @@ def _run_grid(data, sub, ks, types, names, settings, progress):
                 starts.append((f"from {other}", params))
             est, info = _explore(sub, K, ctype, starts, s["prior"], s["max_iter"])
             row.update(info)
+            on_data = None  # the responsibilities on all the data, shared when sub is data
             if est is not None:
-                parents[(ctype, K)] = _Parent.from_estimator(est, sub, ctype)
+                if sub is data:
+                    on_data = est._log_norm_and_resp(data.X)
+                parents[(ctype, K)] = _Parent.from_estimator(
+                    est, sub, ctype, None if on_data is None else on_data[1]
+                )
                 if sub is not data:
                     est, reason = _continue(est, data, EXPLORE_TOL)
                     if est is None:
@@ -1021,7 +1029,8 @@ def _run_grid(data, sub, ks, types, names, settings, progress):
                     else:
                         row["n_iter"] += est.n_iter_
             if est is not None:
-                row.update(est._criteria(data.X, data.w), converged=est.converged_, tol=EXPLORE_TOL)
+                criteria = est._criteria(data.X, data.w, on_data)
+                row.update(criteria, converged=est.converged_, tol=EXPLORE_TOL)
                 estimators[(ctype, K)] = est
             row["fit_time"] = time.perf_counter() - t0
             progress.update(f"{ctype} K={K}")
