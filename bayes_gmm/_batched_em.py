@@ -152,12 +152,17 @@ def batched_em(
     # Every argument has one type, C layout and is writable, so that numba never compiles a
     # second specialization (seconds) because, say, reg_covar came as an int or max_iter as
     # a read-only array.
-    kernel.run_starts(
-        kernel.CTYPE_CODES[ctype], feats, w, weights, means, covs, max_iters,
-        float(tol * w.sum()), float(reg_covar), tied_moment, prior is not None, hyper,
-        prior_mean, prior_scale, prior_const,
-        history, n_iter, converged, status,
-    )  # fmt: skip
+    settings = (float(tol * w.sum()), float(reg_covar), tied_moment, prior is not None, hyper,
+                prior_mean, prior_scale, prior_const)  # fmt: skip
+
+    def run(first, last):
+        kernel.run_starts(
+            kernel.CTYPE_CODES[ctype], feats, w, weights[first:last], means[first:last],
+            covs[first:last], max_iters[first:last], *settings, history[first:last],
+            n_iter[first:last], converged[first:last], status[first:last],
+        )  # fmt: skip
+
+    _run_in_parallel(run, R, n_iterations=int(max_iters.sum()), work=feats.size * K)
     ok = np.flatnonzero(status == kernel.OK)
     covs = _compact(covs[ok], layout)
     prec_chol, covs, repaired = _precision_cholesky(covs, layout)
@@ -180,6 +185,34 @@ def batched_em(
             n_iter=int(n_iter[r]),
         )
     return results
+
+
+#: Below this many multiply-adds (feature values x K x iterations) the starts run on one
+#: thread: handing work to another costs tens of microseconds.
+MIN_PARALLEL_WORK = 500_000
+
+
+def _run_in_parallel(run, n_starts, n_iterations, work):
+    """Call ``run(first, last)`` over the starts, one at a time, on two threads.
+
+    Each start is independent and the kernel releases the GIL, so the starts are shared
+    out as they finish (their lengths differ): the results are those of one call over all
+    of them. Small batches stay on the calling thread.
+    """
+    workers = min(g.n_available_workers(), n_starts)
+    if workers < 2 or n_iterations * work < MIN_PARALLEL_WORK:
+        run(0, n_starts)
+        return
+    starts = iter(range(n_starts))  # next() on it is atomic (the GIL)
+
+    def share():
+        for r in starts:
+            run(r, r + 1)
+
+    helpers = [g.worker_pool().submit(share) for _ in range(workers - 1)]
+    share()
+    for helper in helpers:
+        helper.result()
 
 
 def _compact(covs, ctype):

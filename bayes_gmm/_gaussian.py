@@ -101,9 +101,14 @@ def _available_cores():
         return os.cpu_count() or 1
 
 
+def n_available_workers():
+    """Worker threads wanted: ``N_WORKERS``, else one per available core (at most 8)."""
+    return N_WORKERS if N_WORKERS is not None else min(_available_cores(), 8)
+
+
 def n_workers(n_samples, rows):
     """How many threads share an E-step over ``n_samples`` rows in chunks of ``rows``."""
-    wanted = N_WORKERS if N_WORKERS is not None else min(_available_cores(), 8)
+    wanted = n_available_workers()
     chunks = -(-n_samples // rows)
     return max(1, min(wanted, chunks // MIN_CHUNKS_PER_WORKER))
 
