@@ -194,10 +194,13 @@ def precision_into(cov, prec, chol, inv_chol):
 
 
 @_jit
-def _inverse(A, out):
-    """``out = inv(A)`` for symmetric positive-definite ``A``; returns its volume or 0."""
+def _inverse(A, out, chol, inv_chol):
+    """``out = inv(A)`` for symmetric positive-definite ``A``; returns its volume or 0.
+
+    ``chol`` and ``inv_chol`` are (d, d) work arrays, zero above the diagonal.
+    """
     d = A.shape[0]
-    ok, log_det = precision_into(A, out, np.zeros((d, d)), np.zeros((d, d)))
+    ok, log_det = precision_into(A, out, chol, inv_chol)
     if not ok:
         return 0.0
     return math.exp(log_det / d)
@@ -329,16 +332,26 @@ def _variable_volume_equal_shape(code, W, n, previous, out):
             values[k] = np.diag(W[k])
     shape = np.eye(d)
     inv_shape = np.eye(d)
+    # Work arrays, allocated once: the inner loop runs up to INNER_MAX_ITER times per M-step.
+    S = np.empty((d, d))
+    chol = np.zeros((d, d))
+    inv_chol = np.zeros((d, d))
+    s = np.empty(d)
+    shape_values = np.empty(d)
     f_old = np.inf
     for _ in range(INNER_MAX_ITER):
         if code == _VEE:
-            S = np.zeros((d, d))
+            S[:] = 0.0
             for k in range(K):
-                S += W[k] / volumes[k]
-            volume = _inverse(S, inv_shape)
+                for i in range(d):
+                    for j in range(d):
+                        S[i, j] += W[k, i, j] / volumes[k]
+            volume = _inverse(S, inv_shape, chol, inv_chol)
             if volume == 0.0:
                 return False
-            shape = S / volume
+            for i in range(d):
+                for j in range(d):
+                    shape[i, j] = S[i, j] / volume
             inv_shape *= volume
             f = 0.0
             for k in range(K):
@@ -351,23 +364,26 @@ def _variable_volume_equal_shape(code, W, n, previous, out):
                     return False
                 f += d * n[k] * math.log(volumes[k]) + t / volumes[k]
         else:
-            s = np.zeros(d)
+            s[:] = 0.0
             for k in range(K):
-                s += values[k] / volumes[k]
+                for j in range(d):
+                    s[j] += values[k, j] / volumes[k]
             if not s.min() > 0.0:
                 return False
-            a = s / _geometric_mean(s)
+            geometric_mean = _geometric_mean(s)
+            for j in range(d):
+                shape_values[j] = s[j] / geometric_mean
             f = 0.0
             for k in range(K):
                 t = 0.0
                 for j in range(d):
-                    t += values[k, j] / a[j]
+                    t += values[k, j] / shape_values[j]
                 volumes[k] = t / (d * n[k])
                 if not volumes[k] > 0.0:
                     return False
                 f += d * n[k] * math.log(volumes[k]) + t / volumes[k]
             for j in range(d):
-                shape[j, j] = a[j]
+                shape[j, j] = shape_values[j]
         if abs(f_old - f) <= INNER_TOL * abs(f):
             break
         f_old = f
