@@ -72,6 +72,7 @@ def batched_em(
     reg_covar=1e-6,
     prior=None,
     features=None,
+    data_scale=None,
 ):
     """Run EM from R starts of the same mixture, in compiled code.
 
@@ -105,6 +106,9 @@ def batched_em(
     features : ndarray of shape (m, n), default=None
         ``_gaussian.features`` of the centered rows, transposed and C-contiguous, for a
         caller that runs many batches on the same data; computed when None.
+    data_scale : float, default=None
+        The largest column variance of ``X`` (``GaussianMixture``'s scale for a covariance
+        held only by ``reg_covar``), for such a caller; computed when None.
 
     Returns
     -------
@@ -167,7 +171,8 @@ def batched_em(
     covs = _compact(covs[ok], layout)
     prec_chol, covs, repaired = _precision_cholesky(covs, layout)
     if prior is None and len(ok):
-        data_scale = float(np.max(np.var(X, axis=0))) or 1.0
+        if data_scale is None:
+            data_scale = float(np.max(np.var(X, axis=0))) or 1.0
         singular = held_by_regularization(covs, ctype, reg_covar, data_scale)
         repaired |= singular.reshape(len(ok), -1).any(axis=1)
     results = [None] * R

@@ -50,6 +50,7 @@ mclust initializes on one) and each cell's best start is then run on all the dat
 from __future__ import annotations
 
 import contextlib
+import functools
 import numbers
 import os
 import sys
@@ -523,6 +524,11 @@ class _Data:
     reg_covar: float
     _features: dict = field(default_factory=dict, repr=False)
 
+    @functools.cached_property
+    def data_scale(self):
+        """The largest column variance (``GaussianMixture``'s scale for degeneracy checks)."""
+        return float(np.max(np.var(self.X, axis=0))) or 1.0
+
     def features_t(self, covariance_type):
         """``features(Xc)`` of a structure's layout, transposed (m, n), computed once."""
         layout = layout_of(covariance_type)
@@ -783,6 +789,7 @@ def _run_starts(data, K, ctype, starts, prior, resolved, max_iter):
             reg_covar=data.reg_covar,
             prior=resolved,
             features=data.features_t(ctype),
+            data_scale=data.data_scale,
         )
     out = []
     for run, start, limit in zip(results, starts, max_iter, strict=True):
