@@ -285,10 +285,17 @@ def _scan_block(X, w, seed, size):
         raise ValueError(f"sample_weight block has shape {w.shape}, X block has {n} rows.")
     if np.any(w < 0) or not np.all(np.isfinite(w)):
         raise ValueError("sample_weight must be finite and non-negative.")
-    nan = np.isnan(X)
-    inf = np.isinf(X)
-    observed = ~nan & ~inf
-    filled = np.where(observed, X, 0.0)
+    d = X.shape[1]
+    if np.isfinite(X).all():  # the usual block: no masks, no filled copy
+        nan = inf = np.zeros((0, d), dtype=bool)
+        observed_weight = np.full(d, float(w.sum()))
+        filled = X
+    else:
+        nan = np.isnan(X)
+        inf = np.isinf(X)
+        observed = ~nan & ~inf
+        observed_weight = w @ observed
+        filled = np.where(observed, X, 0.0)
     rng = np.random.default_rng(seed)
     with np.errstate(divide="ignore"):
         # Efraimidis & Spirakis: the k largest u ** (1 / w) are a weighted sample without
@@ -300,8 +307,8 @@ def _scan_block(X, w, seed, size):
         n_rows=n,
         total_weight=float(w.sum()),
         weighted_sum=w @ filled,
-        observed_weight=w @ observed,
-        sum_squares=w @ np.square(filled),
+        observed_weight=observed_weight,
+        sum_squares=np.einsum("i,ij,ij->j", w, filled, filled),
         n_empty_rows=int(np.count_nonzero(nan.all(axis=1))),
         n_nan=int(np.count_nonzero(nan)),
         n_inf=int(np.count_nonzero(inf)),
