@@ -2,7 +2,8 @@
 
 (a) n x 10, K = 8, full (default n = 1e7): our in-memory fit, scikit-learn and our fit
     on a Dask array persisted on a 2-worker ``LocalCluster`` (processes, one thread
-    each), all from the same start for the same iterations (tol=0). Prints the times,
+    each; blocks of 1e6 rows, 80 MB, generated on the workers), all from the same start
+    for the same iterations (tol=0). Prints the times,
     the Dask / in-memory ratio (goal <= 1.5) and the final log-likelihoods (they must
     agree to 1e-8 relative).
 (b) big_n x 10 (default 1e8, 8 GB as float64) stored as zarr on disk, fitted on a
@@ -53,9 +54,27 @@ def simulate_block(seed, rows):
     return out
 
 
-def simulate(n, block=1_000_000):
-    return np.vstack(
-        [simulate_block(i, min(block, n - s)) for i, s in enumerate(range(0, n, block))]
+def block_sizes(n, block=1_000_000):
+    """Rows of each simulated block: 1e6 (80 MB), or n / 8 for small n (work for 2 workers)."""
+    block = min(block, max(1, n // 8))
+    return [min(block, n - s) for s in range(0, n, block)]
+
+
+def simulate(n):
+    return np.vstack([simulate_block(i, rows) for i, rows in enumerate(block_sizes(n))])
+
+
+def simulate_dask(n):
+    """The same rows as ``simulate(n)``, each block generated where it is stored (a worker):
+    nothing is shipped through the scheduler."""
+    import dask
+    import dask.array as da
+
+    return da.concatenate(
+        [
+            da.from_delayed(dask.delayed(simulate_block)(i, rows), (rows, D), float)
+            for i, rows in enumerate(block_sizes(n))
+        ]
     )
 
 
@@ -95,7 +114,6 @@ def peak_rss_mb():
 
 
 def case_a(n, iters, with_sklearn=True):
-    import dask.array as da
     from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
     print(f"(a) {n:.0e} x {D}, K={K}, full, {iters} iterations from the same start (tol=0)")
@@ -121,8 +139,8 @@ def case_a(n, iters, with_sklearn=True):
     else:
         print("  scikit-learn    : skipped (--no-sklearn)")
     with cluster_client("6GB") as client:
-        Xd = client.persist(da.from_array(X, chunks=(250_000, D)))
         client.wait_for_workers(2)
+        Xd = client.persist(simulate_dask(n))
         from dask.distributed import wait
 
         wait(Xd)
@@ -170,7 +188,6 @@ def case_b(big_n, iters, path):
     if free < 1.5 * gb and not os.path.exists(path):
         print(f"  SKIPPED: not enough free disk space for {gb:.1f} GB")
         return
-    block = 1_000_000
     with cluster_client("2GB") as client:
         try:
             existing = da.from_zarr(path)
@@ -179,12 +196,7 @@ def case_b(big_n, iters, path):
             ok = False
         if not ok:
             shutil.rmtree(path, ignore_errors=True)
-            sizes = [min(block, big_n - s) for s in range(0, big_n, block)]
-            blocks = [
-                da.from_delayed(__import__("dask").delayed(simulate_block)(i, r), (r, D), float)
-                for i, r in enumerate(sizes)
-            ]
-            _, t_write, _ = timed(lambda: da.concatenate(blocks).to_zarr(path))
+            _, t_write, _ = timed(lambda: simulate_dask(big_n).to_zarr(path))
             print(f"  wrote the zarr store in {t_write:.0f} s")
     with cluster_client("2GB") as client:
         Xd = da.from_zarr(path)
