@@ -895,8 +895,8 @@ def _posterior_choice(selection):
     if choice is None:
         raise ValueError(
             "No cell of the selection grid with a structure the posterior supports could be "
-            "fitted (see selection_.failed for the reasons, via select_model); pass "
-            "n_components and covariance_type."
+            "fitted; bayes_gmm.select_model(X) shows each cell's reason. Check the data, or "
+            "pass n_components and covariance_type."
         )
     best, criterion = selection.best_params, selection.criterion
     table = selection.table.set_index(["covariance_type", "n_components"])[criterion]
