@@ -198,7 +198,7 @@ MIN_PARALLEL_WORK = 500_000
 
 
 def _run_in_parallel(run, n_starts, n_iterations, work):
-    """Call ``run(first, last)`` over the starts, one at a time, on two threads.
+    """Call ``run(first, last)`` over the starts, one at a time, on the worker threads.
 
     Each start is independent and the kernel releases the GIL, so the starts are shared
     out as they finish (their lengths differ): the results are those of one call over all
@@ -215,9 +215,14 @@ def _run_in_parallel(run, n_starts, n_iterations, work):
             run(r, r + 1)
 
     helpers = [g.worker_pool().submit(share) for _ in range(workers - 1)]
-    share()
-    for helper in helpers:
-        helper.result()
+    try:
+        share()
+    finally:
+        for helper in helpers:
+            # A helper that never started (the pool busy, e.g. a grid run from one of its
+            # threads) has nothing left to do: not waited for.
+            if not helper.cancel():
+                helper.result()
 
 
 def _compact(covs, ctype):

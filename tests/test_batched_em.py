@@ -184,3 +184,58 @@ def test_kernel_is_compiled_once_whatever_the_input_types():
         )
         assert runs[0] is not None and runs[1] is not None
     assert len(_em_kernel.run_starts.signatures) == 1
+
+
+@pytest.mark.parametrize("ctype", [*COVARIANCE_TYPES, "VEV", "EVE"])
+def test_starts_on_worker_threads_equal_one_thread(ctype, monkeypatch):
+    """Shared out over threads, every start ends exactly (bit for bit) where it ends alone."""
+    import bayes_gmm._batched_em as batched
+    import bayes_gmm._gaussian as g
+
+    X, K = make_mixture(400, 3, 3, random_state=2)[0], 3
+    w = np.ones(X.shape[0])
+    center = X.mean(axis=0)
+    layout = "full" if ctype not in COVARIANCE_TYPES else ctype
+    starts = _starts(X, K, layout, 6, seed=3)
+    weights = np.stack([s[0] for s in starts])
+    means = np.stack([s[1] for s in starts]) - center
+    if layout in ("full", "tied"):
+        covs = np.linalg.inv(np.stack([s[2] for s in starts]))
+    else:
+        covs = 1.0 / np.stack([s[2] for s in starts])
+    if ctype not in COVARIANCE_TYPES:  # a start of the structure: one M-step of its own
+        from bayes_gmm.structures import get_structure
+
+        counts = weights * X.shape[0]
+        covs = np.stack(
+            [
+                get_structure(ctype).covariances_from_scatter(c * n[:, None, None], n, c)
+                for c, n in zip(covs, counts, strict=True)
+            ]
+        )
+    max_iter = [3, 50, 400, 20, 400, 1]
+
+    def fit():
+        return batched_em(X, w, ctype, weights, means, covs, tol=1e-8, max_iter=max_iter)
+
+    monkeypatch.setattr(g, "N_WORKERS", 1)
+    alone = fit()
+    submitted = []
+    pool = g.worker_pool()
+
+    class Spy:
+        def submit(self, fn, *args):
+            submitted.append(fn)
+            return pool.submit(fn, *args)
+
+    monkeypatch.setattr(g, "N_WORKERS", 2)
+    monkeypatch.setattr(g, "worker_pool", lambda: Spy())
+    monkeypatch.setattr(batched, "MIN_PARALLEL_WORK", 0)
+    shared = fit()
+    assert submitted  # the starts did go to a worker
+    assert all(run is not None for run in alone)
+    for a, b in zip(alone, shared, strict=True):
+        assert a.n_iter == b.n_iter and a.converged == b.converged
+        assert a.history == b.history
+        for name in ("weights", "means", "covariances", "prec_chol"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
