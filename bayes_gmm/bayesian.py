@@ -19,7 +19,7 @@ import warnings
 
 import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin
-from sklearn.utils import check_random_state
+from sklearn.utils import check_random_state, check_scalar
 from sklearn.utils.validation import check_is_fitted
 
 from bayes_gmm._gaussian import full_covariances, precision_cholesky
@@ -52,6 +52,9 @@ __all__ = ["BayesianGaussianMixture", "SamplingWarning"]
 
 _RELABEL = ("pivot", "ordered", None)
 _MISSING = ("error", "em")
+#: Entries (rows x draws) of the pointwise log-likelihood ``fit`` stores in ``idata_``
+#: (200 MB of float64); above it, ``loo`` works through the rows in chunks.
+LOG_LIKELIHOOD_LIMIT = 25_000_000
 _FITTED = (
     "idata_",
     "model_",
@@ -373,8 +376,9 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         model = self.build_model(X_model, K, ctype, resolved, w)
         _check_model(model)
         em_values = _em_values(em, model, resolved, X, w)
+        scale = _start_scales(model, em, em_values, w.sum())
         start = _chain_starts(
-            model, em, em_values, w.sum(), self.chains, float(self.init_jitter), jitter_seed
+            model, em_values, scale, self.chains, float(self.init_jitter), jitter_seed
         )
         timings["build"] = time.perf_counter() - t
 
@@ -388,7 +392,9 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
             random_seed=sample_seed,
             progressbar=bool(self.progressbar),
             parallel=(self.cores or os.cpu_count() or 1) > 1,
+            scale=scale,
         )
+        n_gradients = sample_times.pop("gradients")
         timings.update(sample_times)
 
         t = time.perf_counter()
@@ -403,6 +409,9 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         t = time.perf_counter()
         posterior_ds = _dataset(posterior, model)
         stats_ds = _dataset(stats, model)
+        # Log-density gradients over the whole run, warm-up included: the cost of the
+        # posterior independent of the machine's speed or load.
+        stats_ds.attrs["n_gradients"] = n_gradients
         # The mixture's parameters and whatever a user's model adds; not the structure's
         # internal variables (Bartlett factors, precisions), which restate the covariances.
         checked = [v for v in posterior_ds.data_vars if v not in _INTERNAL]
@@ -427,7 +436,7 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         config = self._config(prior, K, ctype, n_features, feature_names, relabelled, timings)
         tree = _build_tree(posterior_ds, stats_ds, model, em, config)
         draws = _posterior_draws(tree)
-        if draws.n_draws * n_samples <= 2.5e7:
+        if draws.n_draws * n_samples <= LOG_LIKELIHOOD_LIMIT:
             name = model.observed_RVs[0].name
             tree["log_likelihood"] = _log_likelihood_dataset(draws, tree, X, w, name)
         fitted["idata_"] = tree
@@ -706,22 +715,47 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         self.idata_["posterior_predictive"] = ds
         return ds
 
-    def loo(self, **kwargs):
+    def loo(self, pointwise=False, chunk_rows=None, **kwargs):
         """PSIS-LOO of the training data (``arviz_stats.loo``).
+
+        Each row's leave-one-out term depends on that row's log-likelihood over the draws
+        alone. So when the pointwise log-likelihood (rows x draws) is too large to hold
+        (``fit`` stores it only up to :data:`LOG_LIKELIHOOD_LIMIT` entries), it is
+        computed and smoothed ``chunk_rows`` rows at a time and the terms are added up:
+        the same estimate, in bounded memory (without the smoothed importance weights,
+        which would be as large as what is avoided).
+
+        Parameters
+        ----------
+        pointwise : bool, default=False
+            Also return each row's ``elpd_i`` and ``pareto_k``.
+        chunk_rows : int, default=None
+            Work through the rows this many at a time (by default only when the
+            pointwise log-likelihood is not stored and would exceed
+            :data:`LOG_LIKELIHOOD_LIMIT` entries, then as many rows as fit in it).
+        **kwargs
+            Passed to ``arviz_stats.loo``.
 
         Returns
         -------
-        ELPDData
+        ELPDDataLOO
         """
         import arviz as az
 
         check_is_fitted(self, "idata_")
         tree = self.idata_
         name = self.model_.observed_RVs[0].name
-        if "log_likelihood" not in tree.children:
-            X, w = _observed(tree, name)
-            tree["log_likelihood"] = _log_likelihood_dataset(self._draws(), tree, X, w, name)
-        return az.loo(tree, var_name=name, **kwargs)
+        if chunk_rows is None and "log_likelihood" in tree.children:
+            return az.loo(tree, var_name=name, pointwise=pointwise, **kwargs)
+        X, w = _observed(tree, name)
+        draws = self._draws()
+        if chunk_rows is None and draws.n_draws * X.shape[0] <= LOG_LIKELIHOOD_LIMIT:
+            tree["log_likelihood"] = _log_likelihood_dataset(draws, tree, X, w, name)
+            return az.loo(tree, var_name=name, pointwise=pointwise, **kwargs)
+        if chunk_rows is None:
+            chunk_rows = max(int(LOG_LIKELIHOOD_LIMIT // draws.n_draws), 1)
+        check_scalar(chunk_rows, "chunk_rows", numbers.Integral, min_val=1)
+        return _chunked_loo(draws, tree, X, w, name, int(chunk_rows), pointwise, kwargs)
 
     def summary(self, ci_prob=0.94, **kwargs):
         """ArviZ summary (mean, sd, interval, ESS, r_hat) of weights, means and covariances.
@@ -971,15 +1005,10 @@ def _em_values(em, model, resolved, X, w):
     return {name: value for name, value in values.items() if name in free}
 
 
-def _chain_starts(model, em, em_values, total_weight, chains, jitter, seed):
-    """Each chain's start on the unconstrained scale: the EM estimate plus a jitter of
-    ``jitter`` approximate posterior sds (uniform), keyed by value-variable name."""
-    from pymc.initial_point import make_initial_point_fn
-
-    overrides = {model[name]: value for name, value in em_values.items()}
-    point = make_initial_point_fn(
-        model=model, overrides=overrides, jitter_rvs=set(), return_transformed=True
-    )(seed)
+def _start_scales(model, em, em_values, total_weight):
+    """Approximate posterior sds of the EM-started free values on the unconstrained
+    scale, keyed by value-variable name (the start's jitter and the sampler's first mass
+    matrix); variables a user added are left out."""
     K, d = em.means_.shape
     n_k = np.maximum(np.asarray(em.weights_) * total_weight, 1.0)
     inv_sqrt = 1.0 / np.sqrt(n_k)
@@ -987,15 +1016,29 @@ def _chain_starts(model, em, em_values, total_weight, chains, jitter, seed):
     sd = np.sqrt(np.diagonal(covs, axis1=-2, axis2=-1))
     scales = {"weights": inv_sqrt[:-1], "means": sd * inv_sqrt[:, None]}
     scales.update(posterior_form(em.covariance_type).jitter_scale(em_values, n_k, total_weight))
+    return {
+        model.rvs_to_values[rv].name: np.asarray(scales[rv.name], dtype=float)
+        for rv in model.free_RVs
+        if rv.name in em_values and rv.name in scales
+    }
+
+
+def _chain_starts(model, em_values, scale, chains, jitter, seed):
+    """Each chain's start on the unconstrained scale: the EM estimate plus a uniform
+    jitter of ``jitter`` times ``scale``, keyed by value-variable name."""
+    from pymc.initial_point import make_initial_point_fn
+
+    overrides = {model[name]: value for name, value in em_values.items()}
+    point = make_initial_point_fn(
+        model=model, overrides=overrides, jitter_rvs=set(), return_transformed=True
+    )(seed)
     rng = np.random.default_rng(seed)
     starts = {}
-    for rv in model.free_RVs:
-        value_name = model.rvs_to_values[rv].name
-        base = np.asarray(point[value_name], dtype=float)
-        scale = scales.get(rv.name, 0.0) if rv.name in em_values else 0.0
-        scale = np.broadcast_to(np.asarray(scale, dtype=float), base.shape)
+    for value_var in model.value_vars:
+        base = np.asarray(point[value_var.name], dtype=float)
+        width = np.broadcast_to(scale.get(value_var.name, 0.0), base.shape)
         noise = rng.uniform(-1.0, 1.0, size=(chains, *base.shape))
-        starts[value_name] = base[None] + jitter * scale[None] * noise
+        starts[value_var.name] = base[None] + jitter * width[None] * noise
     return starts
 
 
@@ -1070,6 +1113,45 @@ def _observed(tree, name):
     constant = tree["constant_data"] if "constant_data" in tree.children else {}
     w = np.asarray(constant["sample_weight"]) if "sample_weight" in constant else None
     return X, np.ones(X.shape[0]) if w is None else w
+
+
+def _chunked_loo(draws, tree, X, w, name, chunk_rows, pointwise, kwargs):
+    """PSIS-LOO row chunk by row chunk, the terms added up (see ``loo``)."""
+    import arviz as az
+    import xarray as xr
+    from arviz_stats.utils import ELPDDataLOO
+
+    obs_dim = tree["observed_data"][name].dims[0]
+    elpd_i, pareto_k, p_loo, warning, good_k = [], [], 0.0, False, None
+    for start in range(0, X.shape[0], chunk_rows):
+        rows = slice(start, start + chunk_rows)
+        chunk = xr.DataTree.from_dict(
+            {
+                "posterior": tree["posterior"].to_dataset(),
+                "log_likelihood": _log_likelihood_dataset(draws, tree, X[rows], w[rows], name),
+            }
+        )
+        part = az.loo(chunk, var_name=name, pointwise=True, **kwargs)
+        elpd_i.append(np.asarray(part.elpd_i))
+        pareto_k.append(np.asarray(part.pareto_k))
+        p_loo += float(part.p)
+        warning = warning or bool(part.warning)
+        good_k = part.good_k
+    elpd_i, pareto_k = np.concatenate(elpd_i), np.concatenate(pareto_k)
+    n = elpd_i.size
+    coords = {obs_dim: np.asarray(tree["observed_data"][name][obs_dim])}
+    return ELPDDataLOO(
+        elpd=float(elpd_i.sum()),
+        se=float(np.sqrt(n * np.var(elpd_i, ddof=1))) if n > 1 else 0.0,
+        p=p_loo,
+        n_samples=draws.n_draws,
+        n_data_points=n,
+        scale="log",
+        warning=warning,
+        good_k=good_k,
+        elpd_i=xr.DataArray(elpd_i, dims=(obs_dim,), coords=coords) if pointwise else None,
+        pareto_k=xr.DataArray(pareto_k, dims=(obs_dim,), coords=coords) if pointwise else None,
+    )
 
 
 def _log_likelihood_dataset(draws, tree, X, w, name):

@@ -101,15 +101,30 @@ def mixture_log_density(value, weights, means, prec_chol, sample_weight):
     import pytensor.tensor as pt
 
     weights, means, prec_chol = _core(weights, 1), _core(means, 2), _core(prec_chol, 3)
+    # The Gaussian log density is linear in the features [x_i x_j (i <= j), x] of a row:
+    # log N(x | mu, P^-1) = -x'Px/2 + (P mu)'x - mu'P mu/2 + log|P|/2 - d log(2 pi)/2.
+    # The features depend on the data alone, so the sampler computes them once
+    # (sampling.py hoists every data-only subgraph) and a gradient costs two thin
+    # matrix products over the rows instead of a (n, K, d) array. Rows are centred
+    # first, which keeps the expansion's cancellation harmless.
+    x = value - pt.mean(value, axis=0)
+    m = means - pt.mean(value, axis=0)
     K, d = means.shape[0], means.shape[1]
-    # ||U_k^T (x - mu_k)||^2 with one matrix product for all components: X @ [U_1 ... U_K].
-    xu = pt.dot(value, prec_chol.dimshuffle(1, 0, 2).reshape((d, K * d)))
-    mu_u = pt.sum(means[:, :, None] * prec_chol, axis=1)  # (K, d): U_k^T mu_k
-    z = xu.reshape((value.shape[0], K, d)) - mu_u[None]
+    P = pt.matmul(prec_chol, prec_chol.mT)
+    static_d = value.type.shape[-1]
+    if static_d is None:
+        quad = (x[:, :, None] * x[:, None, :]).reshape((x.shape[0], d * d))
+        quad_coef = P.reshape((K, d * d))
+    else:
+        rows, cols = np.triu_indices(static_d)
+        quad = x[:, rows] * x[:, cols]
+        quad_coef = P[:, rows, cols] * np.where(rows == cols, 1.0, 2.0)
+    features = pt.concatenate([quad, x], axis=1)
+    p_mu = pt.sum(P * m[:, None, :], axis=-1)  # (K, d): P_k m_k
     half_logdet = pt.sum(pt.log(pt.diagonal(prec_chol, axis1=-2, axis2=-1)), axis=-1)
-    log_dens = (
-        pt.log(weights)[None, :] + half_logdet[None, :] - 0.5 * pt.sum(z**2, axis=-1)
-    ) - 0.5 * d * LOG_2PI
+    offset = pt.log(weights) + half_logdet - 0.5 * pt.sum(m * p_mu, axis=-1) - 0.5 * d * LOG_2PI
+    coef = pt.concatenate([-0.5 * quad_coef, p_mu], axis=1)
+    log_dens = pt.dot(features, coef.T) + offset[None, :]
     return sample_weight * pt.logsumexp(log_dens, axis=-1)
 
 
@@ -678,6 +693,11 @@ def model_data(X, sample_weight, resolved, covariance_type):
     return values
 
 
+def _static_shape(name, d):
+    """The data's feature count is fixed per model (it sizes the density's features)."""
+    return (None, d) if name == "X_data" else None
+
+
 def build_model(
     X,
     n_components,
@@ -766,10 +786,14 @@ def build_model(
 
     with pm.Model(coords=coords) as model:
         data = {
-            name: pm.Data(name, np.nan_to_num(value) if name == "X_data" else value,
-                          dims=_DATA_DIMS.get(name))
+            name: pm.Data(
+                name,
+                np.nan_to_num(value) if name == "X_data" else value,
+                dims=_DATA_DIMS.get(name),
+                shape=_static_shape(name, d),
+            )
             for name, value in values.items()
-        }  # fmt: skip
+        }
         if missing:
             # pm.Data refuses NaN (it points to PyMC's imputation, which samples every
             # missing value); here the likelihood integrates them out and reads only the

@@ -94,8 +94,42 @@ def _data_inputs(model):
     return sorted(model.data_vars, key=lambda v: v.name)
 
 
+def _data_only_inputs(outputs, placeholders):
+    """The largest subgraphs of ``outputs`` that depend on the data alone.
+
+    Returns the variables where such a subgraph feeds the rest of the graph (the data
+    containers themselves where they are used directly). The sampler computes them once
+    per run instead of once per gradient: for the mixture this turns the rows into the
+    features its log density is linear in (see ``model.mixture_log_density``), and it
+    does the same for whatever data transformation a user's model adds.
+    """
+    from pytensor.graph.basic import Constant
+    from pytensor.graph.traversal import ancestors, io_toposort
+
+    inputs = [v for v in ancestors(outputs) if v.owner is None]
+    data = set(placeholders)
+    for node in io_toposort(inputs, outputs):
+        # Subgraphs of constants alone stay: PyTensor folds them itself.
+        if any(i in data for i in node.inputs) and all(
+            i in data or isinstance(i, Constant) for i in node.inputs
+        ):
+            data.update(node.outputs)
+    boundary = []
+    for node in io_toposort(inputs, outputs):
+        if node.outputs[0] in data:
+            continue
+        boundary.extend(i for i in node.inputs if i in data and i not in boundary)
+    boundary.extend(o for o in outputs if o in data and o not in boundary)
+    return boundary
+
+
 def _jax_functions(model):
-    """JAX log density and value -> (constrained, deterministic) map, data as arguments."""
+    """JAX functions of the model with the data as arguments.
+
+    Returns ``prepare(*data)`` (the data-only parts of the log density, computed once
+    per run), ``logp(*values, *prepared)`` and ``post(*values, *data)`` (the
+    constrained free variables and Deterministics), and the names of ``post``'s outputs.
+    """
     from pymc.sampling.jax import get_jaxified_graph
     from pymc.util import get_default_varnames
     from pytensor.graph.replace import clone_replace
@@ -104,13 +138,17 @@ def _jax_functions(model):
     placeholders = [v.type() for v in data]
     replace = dict(zip(data, placeholders, strict=True))
     logp = clone_replace([model.logp()], replace=replace)
-    logp_fn = get_jaxified_graph(inputs=[*model.value_vars, *placeholders], outputs=logp)
+    prepared = _data_only_inputs(logp, placeholders)
+    prepare_fn = get_jaxified_graph(inputs=placeholders, outputs=prepared)
+    slots = [v.type() for v in prepared]
+    logp = clone_replace(logp, replace=dict(zip(prepared, slots, strict=True)))
+    logp_fn = get_jaxified_graph(inputs=[*model.value_vars, *slots], outputs=logp)
     # The constrained free variables and the Deterministics, not the transformed values.
     wanted = get_default_varnames(model.unobserved_value_vars, include_transformed=False)
     outputs = clone_replace(wanted, replace=replace)
     post_fn = get_jaxified_graph(inputs=[*model.value_vars, *placeholders], outputs=outputs)
     names = [v.name for v in wanted]
-    return logp_fn, post_fn, names
+    return prepare_fn, logp_fn, post_fn, names
 
 
 def _structure_key(model, shapes):
@@ -143,7 +181,7 @@ class _Sampler:
         from jax import lax
         from numpyro.infer.hmc import hmc
 
-        logp_fn, post_fn, names = _jax_functions(model)
+        prepare_fn, logp_fn, post_fn, names = _jax_functions(model)
         self.value_names = value_names = [v.name for v in model.value_vars]
         self.shapes = shapes
         self.names = names
@@ -166,18 +204,28 @@ class _Sampler:
                 )
             return state
 
-        def chain(key, start, data):
+        def chain(key, start, scale, data):
+            from jax.flatten_util import ravel_pytree
+
+            prepared = tuple(prepare_fn(*data))
             state = init_kernel(
                 start,
                 num_warmup=tune,
+                inverse_mass_matrix=ravel_pytree(scale)[0] ** 2,
                 target_accept_prob=target_accept,
-                model_args=data,
+                model_args=prepared,
                 rng_key=key,
             )
-            state = lax.fori_loop(0, tune, lambda _, s: step(s, data), state)
+
+            def warm(_, carry):
+                state, steps = carry
+                state = step(state, prepared)
+                return state, steps + state.num_steps
+
+            state, tune_steps = lax.fori_loop(0, tune, warm, (state, 0))
 
             def draw(state, _):
-                state = step(state, data)
+                state = step(state, prepared)
                 fields = (
                     state.num_steps,
                     state.potential_energy,
@@ -190,25 +238,27 @@ class _Sampler:
 
             _, (values, fields) = lax.scan(draw, state, None, length=draws)
             outputs = jax.vmap(lambda v: post_fn(*v, *data))(values)
-            return outputs, fields
+            return outputs, fields, tune_steps
 
         if self.chain_method == "parallel":
-            self._run = jax.pmap(chain, in_axes=(0, 0, None))
+            self._run = jax.pmap(chain, in_axes=(0, 0, None, None))
         else:
             self._run = jax.jit(
-                lambda keys, starts, data: lax.map(lambda a: chain(*a, data), (keys, starts))
+                lambda keys, starts, scale, data: lax.map(
+                    lambda a: chain(*a, scale, data), (keys, starts)
+                )
             )
         self._progress = progress
 
-    def run(self, data, start, seed):
+    def run(self, data, start, scale, seed):
         import jax
 
         keys = jax.random.split(jax.random.PRNGKey(seed), len(next(iter(start.values()))))
         if self._progress is not None:
             self._progress.open()
         try:
-            outputs, fields = self._run(keys, start, tuple(data))
-            outputs, fields = jax.device_get((outputs, fields))
+            outputs, fields, tune_steps = self._run(keys, start, scale, tuple(data))
+            outputs, fields, tune_steps = jax.device_get((outputs, fields, tune_steps))
         finally:
             if self._progress is not None:
                 self._progress.close()
@@ -223,7 +273,7 @@ class _Sampler:
             "n_steps": steps,
             "tree_depth": (np.log2(np.maximum(steps, 1)).astype(int) + 1),
         }
-        return posterior, stats
+        return posterior, stats, np.asarray(tune_steps)
 
 
 class _Progress:
@@ -259,6 +309,7 @@ def sample_nuts(
     random_seed=0,
     progressbar=False,
     parallel=True,
+    scale=None,
 ):
     """Sample a PyMC model with numpyro's NUTS, the data as arguments of one compiled sampler.
 
@@ -276,6 +327,9 @@ def sample_nuts(
     parallel : bool, default=True
         Run the chains at once, one JAX CPU device each (when there are enough devices),
         instead of one after the other.
+    scale : dict of str -> ndarray, default=None
+        Approximate posterior sds on the unconstrained scale, keyed and shaped like one
+        chain's start (1 where missing): the diagonal mass matrix warm-up begins with.
 
     Returns
     -------
@@ -286,7 +340,8 @@ def sample_nuts(
         ``n_steps``, ``tree_depth``, shaped (chain, draw).
     timings : dict
         Seconds to set up the compiled sampler ("compile", 0 when reused) and to sample
-        ("sample", which includes JAX's compile on the sampler's first run).
+        ("sample", which includes JAX's compile on the sampler's first run), and
+        "gradients": the log-density gradients evaluated, warm-up included.
     """
     n_devices = _setup_jax()
     t0 = time.perf_counter()
@@ -312,5 +367,15 @@ def sample_nuts(
         t1 = time.perf_counter()
         data = [np.asarray(v.get_value(borrow=True)) for v in _data_inputs(model)]
         start = {n: np.asarray(start[n], dtype=float) for n in sampler.value_names}
-        posterior, stats = sampler.run(data, start, int(random_seed))
-    return posterior, stats, {"compile": t1 - t0, "sample": time.perf_counter() - t1}
+        scale = scale or {}
+        scale = {
+            n: np.broadcast_to(np.asarray(scale.get(n, 1.0), dtype=float), shapes[n])
+            for n in sampler.value_names
+        }
+        posterior, stats, tune_steps = sampler.run(data, start, scale, int(random_seed))
+    timings = {
+        "compile": t1 - t0,
+        "sample": time.perf_counter() - t1,
+        "gradients": int(tune_steps.sum() + stats["n_steps"].sum()),
+    }
+    return posterior, stats, timings
