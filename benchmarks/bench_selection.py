@@ -5,8 +5,9 @@ mclust package are installed (``apt-get install r-cran-mclust``), ``mclustBIC(X,
 (all 14 models, mclust's defaults) on the same data in the same run, and prints both times
 and their ratio. ``--models four`` compares scikit-learn's four structures with
 ``mclustBIC(X, G = 1:9, modelNames = c("VVV", "EEE", "VVI", "VII"))`` instead.
-mclust is timed twice: the ``mclustBIC`` call alone (``system.time`` inside R) and the
-whole ``Rscript`` subprocess (R start-up, loading mclust, reading the CSV).
+mclust is timed twice: the ``mclustBIC`` call alone (``system.time`` inside R; the best
+of ``--repeat`` calls, as ours, as long as they take under 30 s in all) and the whole
+``Rscript`` subprocess (R start-up, loading mclust, reading the CSV) with one call.
 
 Ours is timed as the best of ``--repeat`` calls after a first call, which is printed on its
 own: it loads the compiled EM kernel from numba's disk cache, or compiles it once per
@@ -55,9 +56,16 @@ R_SCRIPT = r"""
 suppressPackageStartupMessages(library(mclust))
 args <- commandArgs(trailingOnly = TRUE)
 X <- as.matrix(read.csv(args[1], header = FALSE))
-t <- system.time(b <- mclustBIC(X, G = 1:9, modelNames = MODEL_NAMES, verbose = FALSE))
+# Best of REPEAT calls, as ours, while the calls so far took under 30 s in all.
+elapsed <- Inf; cpu <- Inf; spent <- 0
+for (i in seq_len(REPEAT)) {
+  t <- system.time(b <- mclustBIC(X, G = 1:9, modelNames = MODEL_NAMES, verbose = FALSE))
+  elapsed <- min(elapsed, t[["elapsed"]]); cpu <- min(cpu, t[["user.self"]] + t[["sys.self"]])
+  spent <- spent + t[["elapsed"]]
+  if (spent > 30) break
+}
 best <- pickBIC(b, 1)
-cat("MCLUST_ELAPSED", t[["elapsed"]], t[["user.self"]] + t[["sys.self"]], "\n")
+cat("MCLUST_ELAPSED", elapsed, cpu, i, spent, "\n")
 cat("MCLUST_BEST", sub(",", " ", names(best)), format(best, digits = 15), "\n")
 """
 
@@ -81,13 +89,17 @@ def mclust_available():
     return probe.returncode == 0
 
 
-def run_mclust(X, models):
-    """Seconds in mclustBIC (wall, CPU), of the whole Rscript run; model, G, BIC (our sign)."""
+def run_mclust(X, models, repeat):
+    """Best seconds of mclustBIC (wall, CPU) over at most ``repeat`` calls (while they take
+    under 30 s in all), the number of calls, the whole Rscript run with one (the best) call;
+    model, G, BIC (our sign)."""
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "X.csv"
         script = Path(tmp) / "bench.R"
         np.savetxt(data, X, delimiter=",", fmt="%.17g")
-        script.write_text(R_SCRIPT.replace("MODEL_NAMES", MODELS[models][1]))
+        script.write_text(
+            R_SCRIPT.replace("MODEL_NAMES", MODELS[models][1]).replace("REPEAT", str(repeat))
+        )
         start = time.perf_counter()
         out = subprocess.run(
             ["Rscript", str(script), str(data)], capture_output=True, text=True, check=True
@@ -95,8 +107,9 @@ def run_mclust(X, models):
         total = time.perf_counter() - start
     fields = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.strip()}
     model, g, bic = fields["MCLUST_BEST"]
-    elapsed, cpu = (float(v) for v in fields["MCLUST_ELAPSED"])
-    return elapsed, cpu, total, model, int(g), -float(bic)
+    elapsed, cpu, calls, spent = (float(v) for v in fields["MCLUST_ELAPSED"])
+    total += elapsed - spent  # start-up and reading the data, plus one call
+    return elapsed, cpu, int(calls), total, model, int(g), -float(bic)
 
 
 def run_ours(X, repeat, models):
@@ -157,11 +170,14 @@ def main(argv=None):
             f"{first:.2f} s)"
         )
         if have_r:
-            inner, inner_cpu, total, m_type, m_k, m_bic = run_mclust(X, args.models)
+            inner, inner_cpu, calls, total, m_type, m_k, m_bic = run_mclust(
+                X, args.models, args.repeat
+            )
             print(
                 f"mclust mclustBIC()     : {inner:8.3f} s (CPU {inner_cpu:.3f} s)   "
                 f"best {m_type} K={m_k}  "
-                f"BIC {m_bic:.3f}   (whole Rscript run {total:.2f} s)"
+                f"BIC {m_bic:.3f}   (best of {calls} call(s); whole Rscript run with one call "
+                f"{total:.2f} s)"
             )
             cell = (t.mclust == m_type) & (t.n_components == m_k)
             ours_cell = t[cell]["bic"].iloc[0]
