@@ -132,7 +132,7 @@ def posterior_summary(posterior, ci_prob=0.94, round_to="auto", **kwargs):
         One row per scalar parameter; symmetric matrices (covariances) contribute their
         diagonal and upper triangle only.
     """
-    import arviz as az
+    import arviz_stats as az
 
     table = az.summary(posterior, ci_prob=ci_prob, round_to="none", **kwargs)
     mirrored = [label for label in _mirrored_labels(posterior) if label in table.index]

@@ -740,7 +740,7 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         -------
         ELPDDataLOO
         """
-        import arviz as az
+        import arviz_stats as az
 
         check_is_fitted(self, "idata_")
         tree = self.idata_
@@ -1117,7 +1117,7 @@ def _observed(tree, name):
 
 def _chunked_loo(draws, tree, X, w, name, chunk_rows, pointwise, kwargs):
     """PSIS-LOO row chunk by row chunk, the terms added up (see ``loo``)."""
-    import arviz as az
+    import arviz_stats as az
     import xarray as xr
     from arviz_stats.utils import ELPDDataLOO
 

@@ -261,7 +261,7 @@ def compute_diagnostics(posterior, sample_stats, relabelled):
     -------
     DiagnosticsReport
     """
-    import arviz as az
+    import arviz_stats as az  # the statistics alone: `arviz` also loads its plots (1 s)
 
     n_chains, n_draws = posterior.sizes["chain"], posterior.sizes["draw"]
     # A single draw (or chain) has no between/within variance: report the worst value.

@@ -217,14 +217,10 @@ class _Sampler:
                 rng_key=key,
             )
 
-            def warm(_, carry):
-                state, steps = carry
-                state = step(state, prepared)
-                return state, steps + state.num_steps
-
-            state, tune_steps = lax.fori_loop(0, tune, warm, (state, 0))
-
-            def draw(state, _):
+            # Warm-up and draws in one scan: one copy of the NUTS step in the compiled
+            # program (two loops compiled it twice). Warm-up iterations are recorded
+            # too and dropped below: a few numbers per iteration.
+            def iterate(state, _):
                 state = step(state, prepared)
                 fields = (
                     state.num_steps,
@@ -236,7 +232,10 @@ class _Sampler:
                 )
                 return state, ([state.z[n] for n in value_names], fields)
 
-            _, (values, fields) = lax.scan(draw, state, None, length=draws)
+            _, (values, fields) = lax.scan(iterate, state, None, length=tune + draws)
+            tune_steps = jax.numpy.sum(fields[0][:tune])
+            values = [v[tune:] for v in values]
+            fields = tuple(f[tune:] for f in fields)
             outputs = jax.vmap(lambda v: post_fn(*v, *data))(values)
             return outputs, fields, tune_steps
 
