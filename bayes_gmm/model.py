@@ -19,6 +19,9 @@ Lambda`` from :meth:`GaussianMixturePrior.resolve`::
     means_k | P_k  ~ MvNormal(m0, (kappa P_k)^-1)
     X_n            ~ sum_k weights_k MvNormal(means_k, P_k^-1)       (observed)
 
+With missing values (NaN in ``X``) each row's density is that of its observed
+coordinates, the missing ones integrated out (:func:`observed_mixture_log_density`).
+
 A Wishart precision is written by its Bartlett decomposition, so its random variables
 are plain PyMC distributions: ``P = (L A)(L A)^T`` with ``L`` the Cholesky factor of
 ``Lambda^-1``, ``A`` lower triangular, ``A_ii^2 ~ ChiSquared(nu - i)`` (variable
@@ -785,19 +788,16 @@ def build_model(
         coords["tril"] = _tril_labels(d, features)
 
     with pm.Model(coords=coords) as model:
+        # pm.Data refuses NaN (it points to PyMC's imputation, which samples every missing
+        # value): X_data is created with zeros in their place, then holds the data as they
+        # are, since the likelihood integrates the missing values out and reads only the
+        # observed entries.
+        initial = dict(values, X_data=np.nan_to_num(values["X_data"]))
         data = {
-            name: pm.Data(
-                name,
-                np.nan_to_num(value) if name == "X_data" else value,
-                dims=_DATA_DIMS.get(name),
-                shape=_static_shape(name, d),
-            )
-            for name, value in values.items()
+            name: pm.Data(name, value, dims=_DATA_DIMS.get(name), shape=_static_shape(name, d))
+            for name, value in initial.items()
         }
         if missing:
-            # pm.Data refuses NaN (it points to PyMC's imputation, which samples every
-            # missing value); here the likelihood integrates them out and reads only the
-            # observed entries, so the container holds the data as they are, NaN included.
             data["X_data"].set_value(values["X_data"])
         hyper = dict(data, d=d)
         weights = pm.Dirichlet("weights", a=data["alpha"] * np.ones(K), dims=COMPONENT)
@@ -806,33 +806,30 @@ def build_model(
         pm.Deterministic("precisions_cholesky", prec_chol, dims=(COMPONENT, FEATURE, FEATURE_))
         ordering = _first_column_ordered() if ordered else None
         means = add_means(data["prior_mean"], data["kappa"], ordering)
-        if missing:
-            pm.CustomDist(
-                "X",
-                weights,
-                means,
-                prec_chol,
-                data["sample_weight"],
-                data["pattern_order"],
-                logp=partial(observed_mixture_log_density, patterns=patterns),
-                random=_observed_mixture_random,
-                signature="(k),(k,d),(k,d,d),(),()->(d)",
-                observed=data["X_data"],
-                dims=(OBS, FEATURE),
-            )
-        else:
-            pm.CustomDist(
-                "X",
-                weights,
-                means,
-                prec_chol,
-                data["sample_weight"],
-                logp=mixture_log_density,
-                random=_mixture_random,
-                signature="(k),(k,d),(k,d,d),()->(d)",
-                observed=data["X_data"],
-                dims=(OBS, FEATURE),
-            )
+        density = {
+            "logp": mixture_log_density,
+            "random": _mixture_random,
+            "signature": "(k),(k,d),(k,d,d),()->(d)",
+        }
+        extra = ()
+        if missing:  # the rows' pattern order too; the density of their observed values
+            extra = (data["pattern_order"],)
+            density = {
+                "logp": partial(observed_mixture_log_density, patterns=patterns),
+                "random": _observed_mixture_random,
+                "signature": "(k),(k,d),(k,d,d),(),()->(d)",
+            }
+        pm.CustomDist(
+            "X",
+            weights,
+            means,
+            prec_chol,
+            data["sample_weight"],
+            *extra,
+            **density,
+            observed=data["X_data"],
+            dims=(OBS, FEATURE),
+        )
     model.bayes_gmm = (K, covariance_type, bool(ordered))
     return model
 
