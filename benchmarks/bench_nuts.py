@@ -81,8 +81,10 @@ def run_ours(case, seed, draws, tune, chains):
     from bayes_gmm import BayesianGaussianMixture
     from bayes_gmm.diagnostics import SamplingWarning
 
+    import resource
+
     X = simulate(case, seed)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     model = BayesianGaussianMixture(
         CASES[case][1],
         covariance_type="full",
@@ -94,11 +96,20 @@ def run_ours(case, seed, draws, tune, chains):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SamplingWarning)
         model.fit(X)
-    total = time.perf_counter() - t0
+    total, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     r = model.diagnostics_
     ess = min(r.min_ess_bulk, r.min_ess_tail)
     ok = bool(r.max_rhat <= 1.01 and ess >= 400 and r.n_divergent == 0)
-    out = {"ok": ok, "rhat": r.max_rhat, "ess": ess, "total": total, "model": model}
+    out = {
+        "ok": ok,
+        "rhat": r.max_rhat,
+        "ess": ess,
+        "total": total,
+        "cpu": cpu,
+        "gradients": int(model.idata_["sample_stats"].attrs["n_gradients"]),
+        "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "model": model,
+    }
     out.update({k: v for k, v in model.timings_.items() if k != "total"})
     return out
 
@@ -181,20 +192,22 @@ def gradient_cost(case, repeats=20):
     _setup_jax()
     import jax
 
-    logp_fn, _, _ = _jax_functions(model)
+    prepare_fn, logp_fn, _, _ = _jax_functions(model)
     point = model.initial_point()
     values = [point[v.name] for v in model.value_vars]
-    data = [v.get_value() for v in _data_inputs(model)]
+    data = jax.jit(lambda *d: prepare_fn(*d))(*[v.get_value() for v in _data_inputs(model)])
     grad = jax.jit(jax.value_and_grad(lambda v, d: logp_fn(*v, *d)[0]))
     jax.block_until_ready(grad(values, data))
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     for _ in range(repeats):
         out = grad(values, data)
     jax.block_until_ready(out)
     per = (time.perf_counter() - t0) / repeats
+    cpu = (time.process_time() - cpu0) / repeats
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(
-        f"case {case}: N = {X.shape[0]}; one gradient {per * 1e3:.1f} ms; peak memory "
+        f"case {case}: N = {X.shape[0]}; one gradient {per * 1e3:.1f} ms (CPU "
+        f"{cpu * 1e3:.1f} ms); load average {os.getloadavg()[0]:.1f}; peak memory "
         f"{peak:.2f} GB; 2 chains x 1000 steps at ~15 gradients per step, chains on 2 "
         f"cores: ~{per * 15 * 1000:.0f} s of sampling"
     )
@@ -268,7 +281,7 @@ def main(argv=None):
             print(
                 f"  {label}: launch {r['launch']:.1f}, fit {r['total']:.1f} (em {r['em']:.2f}, "
                 f"build {r['build']:.2f}, compile {r['compile']:.2f}, sample {r['sample']:.2f})"
-                f"; r_hat {r['rhat']:.4f}, ESS {r['ess']:.0f}, ok {r['ok']}",
+                f", CPU {r['cpu']:.1f}; r_hat {r['rhat']:.4f}, ESS {r['ess']:.0f}, ok {r['ok']}",
                 flush=True,
             )
 
@@ -277,7 +290,7 @@ def main(argv=None):
     print(
         f"{'seed':>4} {'ok':>3} {'max_rhat':>8} {'min_ess':>7} "
         + " ".join(f"{c:>11}" for c in cols)
-        + f" {'total':>7}"
+        + f" {'total':>7} {'cpu':>7} {'gradients':>9} {'peak_GB':>7}"
     )
     ours = []
     for seed in range(n_seeds):
@@ -286,7 +299,7 @@ def main(argv=None):
         print(
             f"{seed:>4} {'yes' if r['ok'] else 'no':>3} {r['rhat']:8.4f} {r['ess']:7.0f} "
             + " ".join(f"{r.get(c, 0.0):11.2f}" for c in cols)
-            + f" {r['total']:7.2f}",
+            + f" {r['total']:7.2f} {r['cpu']:7.2f} {r['gradients']:9d} {r['peak_gb']:7.2f}",
             flush=True,
         )
     refits = ours[1:] or ours
