@@ -78,10 +78,10 @@ def converged(posterior, divergences=0):
 
 
 def run_ours(case, seed, draws, tune, chains):
+    import resource
+
     from bayes_gmm import BayesianGaussianMixture
     from bayes_gmm.diagnostics import SamplingWarning
-
-    import resource
 
     X = simulate(case, seed)
     t0, cpu0 = time.perf_counter(), time.process_time()
