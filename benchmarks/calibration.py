@@ -349,15 +349,17 @@ def result_sentence(summary):
     regular = summary[~summary["control"].astype(bool)]
     control = summary[summary["control"].astype(bool)]
     passed = regular["calibrated"].astype(bool)
-    inv = regular.loc[regular["min_p_invariant"].idxmin()]
-    spec = regular.loc[regular["min_p_specific"].idxmin()]
-    text = (
-        f"{int(passed.sum())} of {len(regular)} cases are calibrated "
-        f"({int(regular['sims'].min())} simulations each). The smallest Bonferroni-adjusted "
-        f"p-value of any case is {inv['min_p_invariant']:.2g} ({inv['case']}) for the "
-        f"label-invariant quantities and {spec['min_p_specific']:.2g} ({spec['case']}) for "
-        "the label-specific ones."
-    )
+    text = ""
+    if len(regular):  # a run of the control alone (--only) has no regular case
+        inv = regular.loc[regular["min_p_invariant"].idxmin()]
+        spec = regular.loc[regular["min_p_specific"].idxmin()]
+        text = (
+            f"{int(passed.sum())} of {len(regular)} cases are calibrated "
+            f"({int(regular['sims'].min())} simulations each). The smallest Bonferroni-"
+            f"adjusted p-value of any case is {inv['min_p_invariant']:.2g} ({inv['case']}) "
+            f"for the label-invariant quantities and {spec['min_p_specific']:.2g} "
+            f"({spec['case']}) for the label-specific ones."
+        )
     if not passed.all():
         failed = ", ".join(regular.loc[~passed, "case"])
         text += f" Not calibrated: {failed}."
@@ -366,7 +368,7 @@ def result_sentence(summary):
         p = row["min_p_bonferroni"]
         shown = "< 1e-16" if p < 1e-16 else f"= {p:.1g}"
         text += f" The positive control is {verdict}: adjusted p {shown}."
-    return text
+    return text.strip()
 
 
 # --------------------------------------------------------------------------- figures
