@@ -403,7 +403,7 @@ def figures(by_case, L, out):
                 ax.axhspan(lo, hi, color="0.85", label="99% band per bin")
                 ax.bar(np.arange(BINS), counts, color="C0" if not case.control else "C3")
                 ax.axhline(expected, color="black", lw=0.8)
-                ax.set_xlabel("rank decile (pooled label-invariant quantities)")
+                ax.set_xlabel("rank decile (quantities pooled)")
                 ax.set_ylabel("count")
             else:
                 grid = np.linspace(0, 1, 201)
@@ -421,7 +421,7 @@ def figures(by_case, L, out):
         what = "Rank histograms" if kind_fig == "ranks" else "Rank ECDF minus uniform, per quantity"
         control = " (red: the positive control, must fail)" if kind_fig == "ranks" else ""
         fig.suptitle(
-            f"SBC of BayesianGaussianMixture: {what}; label-invariant quantities; "
+            f"SBC of BayesianGaussianMixture: {what}\nlabel-invariant quantities; "
             f"{n} simulations per case{control}",
             fontsize="medium",
         )
@@ -507,6 +507,12 @@ def run(case_list, sims, n, draws, tune, L, jobs, out=None, progress=True):
     if jobs > 1:
         import multiprocessing as mp
 
+        # The workers unpickle one_simulation by this module's name, so they must be able
+        # to import it: spawn hands them the parent's sys.path. (Run as a script, the
+        # module is __main__ and they get it anyway; loaded from its file by the tests, not.)
+        here = str(Path(__file__).resolve().parent)
+        if __name__ != "__main__" and here not in sys.path:
+            sys.path.append(here)
         pool = mp.get_context("spawn").Pool(jobs)
     try:
         for c, case in enumerate(todo):
