@@ -75,9 +75,10 @@ def test_docs_build_without_warnings(tmp_path):
 
 
 def test_calibration_page_quotes_the_tracked_result():
-    """docs/calibration.md states what benchmarks/results/calibration/summary.csv holds."""
+    """docs/calibration.md states what benchmarks/results/calibration/ holds."""
     import importlib.util
 
+    import numpy as np
     import pandas as pd
 
     root = DOCS.parent
@@ -87,36 +88,60 @@ def test_calibration_page_quotes_the_tracked_result():
     module = importlib.util.module_from_spec(spec)
     sys.modules["calibration"] = module
     spec.loader.exec_module(module)
-    summary = pd.read_csv(
-        root / "benchmarks" / "results" / "calibration" / "earlier" / "summary.csv"
-    )
-    page = (DOCS / "calibration.md").read_text()
-    assert module.result_sentence(summary) in " ".join(page.split())
-    follow = pd.read_csv(
-        root / "benchmarks/results/calibration/earlier/followup_d2_K2_full_500_draws/summary.csv"
-    )
-    assert module.result_sentence(follow) in " ".join(page.split())
-    new = pd.read_csv(
-        root / "benchmarks/results/calibration/earlier/new_sampler_d2_K2_full_60_sims/summary.csv"
-    )
-    assert module.result_sentence(new) in " ".join(page.split())
-    # The numbers the page's prose quotes about the failing case and its rerun.
-    import numpy as np
-
-    folder = root / "benchmarks/results/calibration/earlier"
-    short = summary.set_index("case").loc["d=2 K=2 full"]
-    long_table = pd.read_csv(folder / "followup_d2_K2_full_500_draws/calibration.csv")
-    ranks = pd.read_csv(folder / "followup_d2_K2_full_500_draws/ranks.csv")
-    mean0 = long_table.set_index("quantity").loc["mixture mean[0]"]
-    top = np.histogram(
-        ranks.loc[ranks["quantity"] == "mixture mean[0]", "rank"], bins=10, range=(0, 100)
-    )[0][-1]
-    text = " ".join(page.split())
-    assert f"in {short['share_rhat_over_1.01']:.0%} of its fits" in text
-    assert f"fell to {follow['share_rhat_over_1.01'].iloc[0]:.0%}" in text
-    assert f"chi-square p = {mean0['chi2_p']:.2f}" in text
-    assert f"holds {top} of 200 ranks" in text
-    # The earlier run was a full one of its time: 200 simulations per case, every case
-    # then defined (EII and EEI came later).
+    folder = root / "benchmarks" / "results" / "calibration"
+    text = " ".join((DOCS / "calibration.md").read_text().split())
+    summary = pd.read_csv(folder / "summary.csv")
+    follow = pd.read_csv(folder / "followup_d1_K3_full_500_draws" / "summary.csv")
+    for table in (summary, follow, pd.read_csv(folder / "earlier" / "summary.csv")):
+        assert module.result_sentence(table) in text
+    # The tracked run is the full one: at least 200 simulations per case, every case,
+    # and the page names the commit and the time its run.txt reports.
     assert summary["sims"].min() >= 200
-    assert set(summary["case"]) <= {case.name for case in module.cases()}
+    assert list(summary["case"]) == [case.name for case in module.cases()]
+    run = (folder / "run.txt").read_text()
+    commit = run.split("code tested: commit ")[1].split()[0]
+    assert f"tested commit `{commit}`" in text and run.count("code tested:") == 1
+    fits = run.split("fitting time over the case files: ")[1].split()
+    assert f"took {fits[0]} s of wall time" in text and f"{fits[5].lstrip('(')} s per fit" in text
+    # The numbers the prose quotes about the failing cases and the rerun.
+    table = pd.read_csv(folder / "calibration.csv").set_index(["case", "quantity"])
+    long_table = pd.read_csv(folder / "followup_d1_K3_full_500_draws" / "calibration.csv")
+    shares = summary.set_index("case")["share_rhat_over_1.01"]
+
+    def deciles(path, case):
+        ranks = pd.read_json(path / "cases" / f"{case}.json", typ="series")["ranks"]
+        return np.histogram(ranks["label-invariant|mixture mean[0]"], bins=10, range=(0, 100))[0]
+
+    short = table.loc[("d=1 K=3 full", "mixture mean[0]")]
+    assert (
+        f"(chi-square p = {short['chi2_p']:.2g} and Kolmogorov-Smirnov p = {short['ks_p']:.2g}"
+        in text
+    )
+    assert f"holds {deciles(folder, 'd1_K3_full')[0]} of 200 ranks" in text
+    assert f"in {shares['d=1 K=3 full']:.0%} of its fits" in text
+    assert f"fell to {follow['share_rhat_over_1.01'].iloc[0]:.0%}" in text
+    rerun = long_table.set_index("quantity").loc["mixture mean[0]"]
+    assert (
+        f"chi-square p = {rerun['chi2_p']:.2g} (Kolmogorov-Smirnov p = {rerun['ks_p']:.2g})" in text
+    )
+    low = deciles(folder / "followup_d1_K3_full_500_draws", "d1_K3_full")[0]
+    assert f"lowest decile still holds {low} of 200 ranks" in text
+    tied = table.loc[("d=2 K=3 tied", "weights[0]")]
+    quoted = f"p = {tied['chi2_p']:.2g} before the adjustment, Kolmogorov-Smirnov p = "
+    assert f"{quoted}{tied['ks_p']:.2g})" in text
+    tied_follow = folder / "followup_d2_K3_tied_500_draws"
+    tied_long = pd.read_csv(tied_follow / "summary.csv")
+    assert module.result_sentence(tied_long) in text
+    assert f"fell to {tied_long['share_rhat_over_1.01'].iloc[0]:.0%}. It passes" in text
+    tied_commit = (tied_follow / "run.txt").read_text().split("code tested: commit ")[1].split()[0]
+    assert f"at commit `{tied_commit}`" in text
+    tied_mean_long = pd.read_csv(tied_follow / "calibration.csv").set_index("quantity")
+    weakest = tied_mean_long.loc["mixture mean[0]", "ks_p"]
+    assert f"weakest quantity (Kolmogorov-Smirnov p = {weakest:.2g}" in text
+    tied_mean = table.loc[("d=2 K=3 tied", "mixture mean[0]")]
+    assert f"(Kolmogorov-Smirnov p = {tied_mean['ks_p']:.2g} before the adjustment;" in text
+    earlier = pd.read_csv(folder / "earlier" / "summary.csv").set_index("case")
+    assert f"(adjusted p = {earlier.loc['d=2 K=3 tied', 'min_p_specific']:.2g})" in text
+    regular = summary[~summary["control"]]
+    low_share, high_share = regular["share_rhat_over_1.01"].agg(["min", "max"])
+    assert f"in {low_share:.0%} to {high_share:.0%} of a case's fits" in text
