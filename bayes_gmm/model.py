@@ -856,25 +856,28 @@ def component_log_density(X, weights, means, prec_chol):
     Returns
     -------
     ndarray of shape (S, n, K)
-        Keep ``S * n * K * d`` moderate: callers pass chunks of draws and rows.
+        Keep ``S * n * K`` moderate: callers pass chunks of draws and rows. (A
+        transposed view of an (n, S, K) array.)
     """
-    d = X.shape[1]
-    # (U^T (x - mu))_e = sum_{f >= e} U_fe x_f - (U^T mu)_e, accumulated coordinate by
-    # coordinate on (S, n, K) arrays: no (S, n, K, d) temporary.
-    maha = np.zeros((weights.shape[0], X.shape[0], weights.shape[1]))
-    for e in range(d):
-        mu_u = np.einsum("skf,skf->sk", means[:, :, e:], prec_chol[:, :, e:, e])
-        z = np.broadcast_to(-mu_u[:, None, :], maha.shape).copy()
-        for f in range(e, d):
-            z += X[None, :, f, None] * prec_chol[:, None, :, f, e]
-        z *= z
-        maha += z
-    half_logdet = np.sum(np.log(np.diagonal(prec_chol, axis1=-2, axis2=-1)), axis=-1)  # (S, K)
+    (S, K), (n, d) = weights.shape, X.shape
+    # As mixture_log_density: linear in the rows' features [x_i x_j (i <= j), x] of
+    # centred rows, so all draws and components are one matrix product (BLAS).
+    centre = X.mean(axis=0)
+    x, m = X - centre, means - centre
+    rows, cols = np.triu_indices(d)
+    features = np.concatenate([x[:, rows] * x[:, cols], x], axis=1)  # (n, q)
+    P = np.matmul(prec_chol, np.swapaxes(prec_chol, -1, -2))  # (S, K, d, d)
+    p_mu = np.einsum("skij,skj->ski", P, m)
+    coef = np.concatenate(
+        [-0.5 * P[..., rows, cols] * np.where(rows == cols, 1.0, 2.0), p_mu], axis=-1
+    )  # (S, K, q)
+    half_logdet = np.sum(np.log(np.diagonal(prec_chol, axis1=-2, axis2=-1)), axis=-1)
     with np.errstate(divide="ignore"):
-        log_w = np.log(weights)
-    maha *= -0.5
-    maha += (log_w + half_logdet - 0.5 * d * LOG_2PI)[:, None, :]
-    return maha
+        offset = np.log(weights) + half_logdet - 0.5 * np.einsum("ski,ski->sk", m, p_mu)
+    offset -= 0.5 * d * LOG_2PI
+    out = (features @ coef.reshape(S * K, -1).T).reshape(n, S, K).transpose(1, 0, 2)
+    out += offset[:, None, :]
+    return out
 
 
 def observed_component_log_density(X, weights, means, prec_chol):

@@ -42,14 +42,13 @@ class PosteriorDraws:
         self.n_draws, self.n_components = self.weights.shape
 
     def _chunks(self, n_rows, all_draws=False):
-        """Row and draw block sizes that keep one (draws, rows, K, d) block near _BLOCK."""
-        S, K, d = self.n_draws, self.n_components, self.means.shape[-1]
-        per_pair = K * max(d, 1)
+        """Row and draw block sizes that keep one (draws, rows, K) block near _BLOCK."""
+        S, K = self.n_draws, self.n_components
         if all_draws:
             rows = max(1, _BLOCK // (S * K))
-            return rows, max(1, min(S, _BLOCK // (rows * per_pair)))
+            return rows, max(1, min(S, _BLOCK // (rows * K)))
         draws = max(1, min(S, 256))
-        rows = max(1, _BLOCK // (draws * per_pair))
+        rows = max(1, _BLOCK // (draws * K))
         return min(rows, n_rows), draws
 
     def _blocks(self, X, all_draws=False):

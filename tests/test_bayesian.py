@@ -188,8 +188,9 @@ def test_score_samples_and_loo(blobs):
     # store) give the same estimate: each row's term uses that row's column alone.
     whole = model.loo(pointwise=True)
     chunked = model.loo(pointwise=True, chunk_rows=37)
-    np.testing.assert_allclose(chunked.elpd_i, whole.elpd_i, rtol=1e-12)
-    np.testing.assert_allclose(chunked.pareto_k, whole.pareto_k, rtol=1e-12)
+    # Rounding only (the densities of a chunk's rows are computed about its own centre).
+    np.testing.assert_allclose(chunked.elpd_i, whole.elpd_i, rtol=1e-10)
+    np.testing.assert_allclose(chunked.pareto_k, whole.pareto_k, rtol=0, atol=1e-8)
     for name in ("elpd", "se", "p"):
         np.testing.assert_allclose(getattr(chunked, name), getattr(whole, name), rtol=1e-10)
     with pytest.raises(ValueError, match="chunk_rows"):
