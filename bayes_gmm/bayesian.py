@@ -715,7 +715,7 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         self.idata_["posterior_predictive"] = ds
         return ds
 
-    def loo(self, pointwise=False, chunk_rows=None, **kwargs):
+    def loo(self, pointwise=None, chunk_rows=None, **kwargs):
         """PSIS-LOO of the training data (``arviz_stats.loo``).
 
         Each row's leave-one-out term depends on that row's log-likelihood over the draws
@@ -727,8 +727,9 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
 
         Parameters
         ----------
-        pointwise : bool, default=False
-            Also return each row's ``elpd_i`` and ``pareto_k``.
+        pointwise : bool, default=None
+            Also return each row's ``elpd_i`` and ``pareto_k`` (``None``: ArviZ's
+            ``rcParams["stats.ic_pointwise"]``).
         chunk_rows : int, default=None
             Work through the rows this many at a time (by default only when the
             pointwise log-likelihood is not stored and would exceed
@@ -754,6 +755,10 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
             return az.loo(tree, var_name=name, pointwise=pointwise, **kwargs)
         if chunk_rows is None:
             chunk_rows = max(int(LOG_LIKELIHOOD_LIMIT // draws.n_draws), 1)
+        if pointwise is None:
+            from arviz_base import rcParams
+
+            pointwise = rcParams["stats.ic_pointwise"]
         check_scalar(chunk_rows, "chunk_rows", numbers.Integral, min_val=1)
         return _chunked_loo(draws, tree, X, w, name, int(chunk_rows), pointwise, kwargs)
 
