@@ -103,6 +103,19 @@ def test_calibration_page_quotes_the_tracked_result():
     assert f"tested commit `{commit}`" in text and run.count("code tested:") == 1
     fits = run.split("fitting time over the case files: ")[1].split()
     assert f"took {fits[0]} s of wall time" in text and f"{fits[5].lstrip('(')} s per fit" in text
+    # The same cases on the sampler that changed after that run.
+    final = folder / "final_sampler"
+    final_summary = pd.read_csv(final / "summary.csv")
+    assert module.result_sentence(final_summary) in text
+    assert list(final_summary["case"]) == [case.name for case in module.cases()]
+    assert final_summary["sims"].min() >= 200
+    final_run = (final / "run.txt").read_text()
+    final_commit = final_run.split("code tested: commit ")[1].split()[0]
+    assert f"at commit `{final_commit}`" in text and final_run.count("code tested:") == 1
+    final_fits = final_run.split("fitting time over the case files: ")[1].split()
+    assert (
+        f"Its 3400 fits took {final_fits[0]} s of wall time, {final_fits[5][1:]} s per fit" in text
+    )
     # The numbers the prose quotes about the failing cases and the rerun.
     table = pd.read_csv(folder / "calibration.csv").set_index(["case", "quantity"])
     long_table = pd.read_csv(folder / "followup_d1_K3_full_500_draws" / "calibration.csv")
