@@ -1127,12 +1127,13 @@ def _chunked_loo(draws, tree, X, w, name, chunk_rows, pointwise, kwargs):
     from arviz_stats.utils import ELPDDataLOO
 
     obs_dim = tree["observed_data"][name].dims[0]
+    posterior = tree["posterior"].to_dataset()
     elpd_i, pareto_k, p_loo, warning, good_k = [], [], 0.0, False, None
     for start in range(0, X.shape[0], chunk_rows):
         rows = slice(start, start + chunk_rows)
         chunk = xr.DataTree.from_dict(
             {
-                "posterior": tree["posterior"].to_dataset(),
+                "posterior": posterior,
                 "log_likelihood": _log_likelihood_dataset(draws, tree, X[rows], w[rows], name),
             }
         )

@@ -110,8 +110,8 @@ def mixture_log_density(value, weights, means, prec_chol, sample_weight):
     # (sampling.py hoists every data-only subgraph) and a gradient costs two thin
     # matrix products over the rows instead of a (n, K, d) array. Rows are centred
     # first, which keeps the expansion's cancellation harmless.
-    x = value - pt.mean(value, axis=0)
-    m = means - pt.mean(value, axis=0)
+    centre = pt.mean(value, axis=0)
+    x, m = value - centre, means - centre
     K, d = means.shape[0], means.shape[1]
     P = pt.matmul(prec_chol, prec_chol.mT)
     static_d = value.type.shape[-1]

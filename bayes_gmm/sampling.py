@@ -106,16 +106,16 @@ def _data_only_inputs(outputs, placeholders):
     from pytensor.graph.basic import Constant
     from pytensor.graph.traversal import ancestors, io_toposort
 
-    inputs = [v for v in ancestors(outputs) if v.owner is None]
+    nodes = io_toposort([v for v in ancestors(outputs) if v.owner is None], outputs)
     data = set(placeholders)
-    for node in io_toposort(inputs, outputs):
+    for node in nodes:
         # Subgraphs of constants alone stay: PyTensor folds them itself.
         if any(i in data for i in node.inputs) and all(
             i in data or isinstance(i, Constant) for i in node.inputs
         ):
             data.update(node.outputs)
     boundary = []
-    for node in io_toposort(inputs, outputs):
+    for node in nodes:
         if node.outputs[0] in data:
             continue
         boundary.extend(i for i in node.inputs if i in data and i not in boundary)
@@ -183,7 +183,6 @@ class _Sampler:
 
         prepare_fn, logp_fn, post_fn, names = _jax_functions(model)
         self.value_names = value_names = [v.name for v in model.value_vars]
-        self.shapes = shapes
         self.names = names
         self.chain_method = "parallel" if parallel and chains > 1 else "sequential"
         progress = _Progress(chains * (draws + tune)) if progressbar else None
