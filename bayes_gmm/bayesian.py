@@ -3,8 +3,9 @@
 Stage 5 of the Bayesian pipeline, the one that ties the others together: EM/MAP fit
 (:mod:`bayes_gmm.em`) -> the PyMC model (:mod:`bayes_gmm.model`) -> NUTS through JAX
 (:mod:`bayes_gmm.sampling`) -> relabelling (:mod:`bayes_gmm.relabel`) -> diagnostics
-(:mod:`bayes_gmm.diagnostics`) -> predictions (:mod:`bayes_gmm.predictive`); files are
-:mod:`bayes_gmm.storage`. Everything the fitted estimator knows is in ``idata_``, so
+(:mod:`bayes_gmm.diagnostics`) -> predictions (:mod:`bayes_gmm.predictive`); the data
+tree is laid out by :mod:`bayes_gmm.datatree`, files are :mod:`bayes_gmm.storage`.
+Everything the fitted estimator knows is in ``idata_``, so
 :meth:`BayesianGaussianMixture.save` and :meth:`BayesianGaussianMixture.load` need
 nothing else (no pickle).
 """
@@ -32,16 +33,22 @@ from bayes_gmm._validation import (
     check_real,
     check_sample_weight,
 )
+from bayes_gmm.datatree import (
+    build_tree,
+    chunked_loo,
+    log_likelihood_dataset,
+    model_dataset,
+    observed_rows,
+    posterior_draws,
+)
 from bayes_gmm.diagnostics import SamplingWarning, compute_diagnostics, warn_if_untrustworthy
 from bayes_gmm.model import (
     COMPONENT,
-    FEATURE,
     OBS,
     build_model,
     model_data,
     posterior_form,
 )
-from bayes_gmm.predictive import PosteriorDraws
 from bayes_gmm.priors import GaussianMixturePrior
 from bayes_gmm.relabel import relabel_posterior
 from bayes_gmm.sampling import sample_nuts
@@ -407,8 +414,8 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         timings["relabel"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        posterior_ds = _dataset(posterior, model)
-        stats_ds = _dataset(stats, model)
+        posterior_ds = model_dataset(posterior, model)
+        stats_ds = model_dataset(stats, model)
         # Log-density gradients over the whole run, warm-up included: the cost of the
         # posterior independent of the machine's speed or load.
         stats_ds.attrs["n_gradients"] = n_gradients
@@ -434,11 +441,11 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         if feature_names is not None:
             fitted["feature_names_in_"] = np.asarray(feature_names, dtype=object)
         config = self._config(prior, K, ctype, n_features, feature_names, relabelled, timings)
-        tree = _build_tree(posterior_ds, stats_ds, model, em, config)
-        draws = _posterior_draws(tree)
+        tree = build_tree(posterior_ds, stats_ds, model, em, config)
+        draws = posterior_draws(tree)
         if draws.n_draws * n_samples <= LOG_LIKELIHOOD_LIMIT:
             name = model.observed_RVs[0].name
-            tree["log_likelihood"] = _log_likelihood_dataset(draws, tree, X, w, name)
+            tree["log_likelihood"] = log_likelihood_dataset(draws, tree, X, w, name)
         fitted["idata_"] = tree
         fitted["_posterior_draws"] = draws
         timings["output"] = time.perf_counter() - t
@@ -748,10 +755,10 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         name = self.model_.observed_RVs[0].name
         if chunk_rows is None and "log_likelihood" in tree.children:
             return az.loo(tree, var_name=name, pointwise=pointwise, **kwargs)
-        X, w = _observed(tree, name)
+        X, w = observed_rows(tree, name)
         draws = self._draws()
         if chunk_rows is None and draws.n_draws * X.shape[0] <= LOG_LIKELIHOOD_LIMIT:
-            tree["log_likelihood"] = _log_likelihood_dataset(draws, tree, X, w, name)
+            tree["log_likelihood"] = log_likelihood_dataset(draws, tree, X, w, name)
             return az.loo(tree, var_name=name, pointwise=pointwise, **kwargs)
         if chunk_rows is None:
             chunk_rows = max(int(LOG_LIKELIHOOD_LIMIT // draws.n_draws), 1)
@@ -760,7 +767,7 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
 
             pointwise = rcParams["stats.ic_pointwise"]
         check_scalar(chunk_rows, "chunk_rows", numbers.Integral, min_val=1)
-        return _chunked_loo(draws, tree, X, w, name, int(chunk_rows), pointwise, kwargs)
+        return chunked_loo(draws, tree, X, w, name, int(chunk_rows), pointwise, kwargs)
 
     def summary(self, ci_prob=0.94, **kwargs):
         """ArviZ summary (mean, sd, interval, ESS, r_hat) of weights, means and covariances.
@@ -872,7 +879,7 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         prior = GaussianMixturePrior.from_dict(config["prior"])
         model = cls(**params)
         K, d, ctype = config["n_components"], config["n_features"], config["covariance_type"]
-        X, w = _observed(tree, next(iter(tree["observed_data"].data_vars)))
+        X, w = observed_rows(tree, next(iter(tree["observed_data"].data_vars)))
         em_ds = tree["em_estimate"]
         em = GaussianMixture(K, covariance_type=ctype, prior=prior, missing=model.missing)
         em.weights_ = np.asarray(em_ds["weights"])
@@ -903,7 +910,7 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
             "diagnostics_": DiagnosticsReport(**diag),
             "timings_": config["timings"],
             "idata_": tree,
-            "_posterior_draws": _posterior_draws(tree),
+            "_posterior_draws": posterior_draws(tree),
         }
         if names is not None:
             fitted["feature_names_in_"] = np.asarray(names, dtype=object)
@@ -1045,127 +1052,3 @@ def _chain_starts(model, em_values, scale, chains, jitter, seed):
         noise = rng.uniform(-1.0, 1.0, size=(chains, *base.shape))
         starts[value_var.name] = base[None] + jitter * width[None] * noise
     return starts
-
-
-def _dataset(values, model, sample_dims=("chain", "draw")):
-    """An xarray Dataset of arrays shaped (*sample_dims, ...) with the model's dims and
-    coords (``name_dim_i`` for what the model does not name)."""
-    import xarray as xr
-
-    coords = {name: np.asarray(c) for name, c in model.coords.items() if c is not None}
-    variables = {}
-    for name, array in values.items():
-        array = np.asarray(array)
-        var_dims = tuple(model.named_vars_to_dims.get(name) or ()) or tuple(
-            f"{name}_dim_{i}" for i in range(array.ndim - len(sample_dims))
-        )
-        variables[name] = ((*sample_dims, *var_dims), array)
-    used = set(sample_dims) | {d for var_dims, _ in variables.values() for d in var_dims}
-    for i, dim in enumerate(sample_dims):
-        coords[dim] = np.arange(next(iter(variables.values()))[1].shape[i])
-    return xr.Dataset(variables, coords={k: v for k, v in coords.items() if k in used})
-
-
-def _build_tree(posterior, stats, model, em, config):
-    """The fitted data tree, groups laid out as PyMC lays them out for this model."""
-    import xarray as xr
-    from pymc.backends.arviz import find_constants, find_observations
-
-    coords = {name: np.asarray(c) for name, c in model.coords.items() if c is not None}
-    observed = _dataset(find_observations(model), model, sample_dims=())
-    constant_ds = _dataset(find_constants(model), model, sample_dims=())
-    ctype = config["covariance_type"]
-    em_ds = xr.Dataset(
-        {
-            "weights": ((COMPONENT,), np.asarray(em.weights_)),
-            "means": ((COMPONENT, FEATURE), np.asarray(em.means_)),
-            "covariances": (posterior_form(ctype).covariance_dims, np.asarray(em.covariances_)),
-        },
-        coords={k: coords[k] for k in (COMPONENT, FEATURE, "feature_")},
-        attrs={"log_posterior": float(getattr(em, "log_likelihood_", np.nan))},
-    )
-    return xr.DataTree.from_dict(
-        {
-            "posterior": posterior,
-            "sample_stats": stats,
-            "observed_data": observed,
-            "constant_data": constant_ds,
-            "em_estimate": em_ds,
-        }
-    )
-
-
-def _posterior_draws(tree):
-    """The draws' mixture parameters, chains stacked, for predictions."""
-    post = tree["posterior"]
-    weights = np.asarray(post["weights"])
-    C, S = weights.shape[:2]
-    if weights.ndim != 3:
-        raise ValueError(
-            "This model's weights vary by row; predict with pymc.sample_posterior_predictive "
-            "on model_ (pm.set_data for new rows) instead."
-        )
-    K = weights.shape[-1]
-    means = np.asarray(post["means"]).reshape(C * S, K, -1)
-    d = means.shape[-1]
-    prec_chol = np.asarray(post["precisions_cholesky"]).reshape(C * S, K, d, d)
-    return PosteriorDraws(weights.reshape(C * S, K), means, prec_chol)
-
-
-def _observed(tree, name):
-    """The observed rows and their sample weights (ones when the model has none)."""
-    X = np.asarray(tree["observed_data"][name])
-    constant = tree["constant_data"] if "constant_data" in tree.children else {}
-    w = np.asarray(constant["sample_weight"]) if "sample_weight" in constant else None
-    return X, np.ones(X.shape[0]) if w is None else w
-
-
-def _chunked_loo(draws, tree, X, w, name, chunk_rows, pointwise, kwargs):
-    """PSIS-LOO row chunk by row chunk, the terms added up (see ``loo``)."""
-    import arviz_stats as az
-    import xarray as xr
-    from arviz_stats.utils import ELPDDataLOO
-
-    obs_dim = tree["observed_data"][name].dims[0]
-    posterior = tree["posterior"].to_dataset()
-    elpd_i, pareto_k, p_loo, warning, good_k = [], [], 0.0, False, None
-    for start in range(0, X.shape[0], chunk_rows):
-        rows = slice(start, start + chunk_rows)
-        chunk = xr.DataTree.from_dict(
-            {
-                "posterior": posterior,
-                "log_likelihood": _log_likelihood_dataset(draws, tree, X[rows], w[rows], name),
-            }
-        )
-        part = az.loo(chunk, var_name=name, pointwise=True, **kwargs)
-        elpd_i.append(np.asarray(part.elpd_i))
-        pareto_k.append(np.asarray(part.pareto_k))
-        p_loo += float(part.p)
-        warning = warning or bool(part.warning)
-        good_k = part.good_k
-    elpd_i, pareto_k = np.concatenate(elpd_i), np.concatenate(pareto_k)
-    n = elpd_i.size
-    coords = {obs_dim: np.asarray(tree["observed_data"][name][obs_dim])}
-    return ELPDDataLOO(
-        elpd=float(elpd_i.sum()),
-        se=float(np.sqrt(n * np.var(elpd_i, ddof=1))) if n > 1 else 0.0,
-        p=p_loo,
-        n_samples=draws.n_draws,
-        n_data_points=n,
-        scale="log",
-        warning=warning,
-        good_k=good_k,
-        elpd_i=xr.DataArray(elpd_i, dims=(obs_dim,), coords=coords) if pointwise else None,
-        pareto_k=xr.DataArray(pareto_k, dims=(obs_dim,), coords=coords) if pointwise else None,
-    )
-
-
-def _log_likelihood_dataset(draws, tree, X, w, name):
-    """Pointwise log-likelihood of the observed rows, as the model defines it (weighted)."""
-    import xarray as xr
-
-    post = tree["posterior"]
-    C, S = post.sizes["chain"], post.sizes["draw"]
-    ll = draws.pointwise_log_likelihood(X) * w[None, :]
-    dims = tree["observed_data"][name].dims[:1]
-    return xr.Dataset({name: (("chain", "draw", *dims), ll.reshape(C, S, X.shape[0]))})
