@@ -22,14 +22,8 @@ def _data(seed=0, n=60, d=2):
     return np.concatenate([rng.normal(c, 1.0, (n // 2, d)) for c in centres])
 
 
-def _prior_point(model, seed):
-    """One draw of every free variable from the model's prior (constrained values)."""
-    draw = pm.draw([model[rv.name] for rv in model.free_RVs], random_seed=seed)
-    return {rv.name: np.asarray(v) for rv, v in zip(model.free_RVs, draw, strict=True)}
-
-
 @pytest.mark.parametrize("ctype", ["full", "tied", "diag", "spherical"])
-def test_prior_density_is_the_em_prior(ctype):
+def test_prior_density_is_the_em_prior(ctype, prior_point):
     """log p_model(variables) = log p_EM-prior(weights, means, covariances) + log|Jacobian|.
 
     The model writes the conjugate prior in other variables (Bartlett factors, Gamma
@@ -47,7 +41,7 @@ def test_prior_density_is_the_em_prior(ctype):
         model["covariances"], inputs=[model[n] for n in structure], point_fn=False, mode=MODE
     )
     for seed in range(3):
-        point = _prior_point(model, seed)
+        point, values = prior_point(model, seed)
         flat = np.concatenate([point[n].ravel() for n in structure])
 
         def covariances(v, point=point):
@@ -67,14 +61,13 @@ def test_prior_density_is_the_em_prior(ctype):
             e[j] = h * max(1.0, abs(flat[j]))
             jac[:, j] = (unique(covariances(flat + e)) - unique(covariances(flat - e))) / (2 * e[j])
         log_jac = np.linalg.slogdet(jac)[1]
-        ip = {model.rvs_to_values[model[n]].name: point[n] for n in point}
-        model_logp = logp(_transform(model, ip))
+        model_logp = logp(values)
         expected = resolved.log_density(point["weights"], point["means"], cov) + log_jac
         np.testing.assert_allclose(model_logp, expected, rtol=1e-6)
 
 
 @pytest.mark.parametrize("ctype", ["EII", "EEI"])
-def test_shared_precision_priors(ctype):
+def test_shared_precision_priors(ctype, prior_point):
     """EII / EEI: one Gamma precision (per coordinate for EEI) shared by the components,
     means normal given it; checked against scipy's densities."""
     from scipy import stats
@@ -82,8 +75,7 @@ def test_shared_precision_priors(ctype):
     X = _data(seed=5, d=2)
     resolved = GaussianMixturePrior().resolve(X, 2, ctype)
     model = build_model(X, 2, ctype, resolved)
-    point = _prior_point(model, 0)
-    values = _transform(model, {model.rvs_to_values[model[n]].name: v for n, v in point.items()})
+    point, values = prior_point(model, 0)
     logp = model.compile_logp(vars=model.free_RVs, jacobian=False, mode=MODE)(values)
     scale = np.diagonal(resolved.scale)
     rate = scale / 2 if ctype == "EEI" else np.mean(scale) / 2
@@ -98,19 +90,6 @@ def test_shared_precision_priors(ctype):
 def _unique_entries(cov):
     rows, cols = np.tril_indices(cov.shape[-1])
     return cov[..., rows, cols].ravel()
-
-
-def _transform(model, constrained):
-    """Constrained values keyed by value-variable name -> the model's value variables."""
-    out = {}
-    for rv in model.free_RVs:
-        value_var = model.rvs_to_values[rv]
-        value = constrained[value_var.name]
-        transform = model.rvs_to_transforms.get(rv)
-        if transform is not None:
-            value = transform.forward(value, *rv.owner.inputs).eval()
-        out[value_var.name] = value
-    return out
 
 
 @pytest.mark.parametrize("ctype", CTYPES)
@@ -148,16 +127,13 @@ def _named_data(model):
     return {v.name: v for v in model.data_vars}
 
 
-def test_integer_weights_equal_repeated_rows():
+def test_integer_weights_equal_repeated_rows(prior_point):
     X = _data(seed=2)
     counts = np.random.default_rng(1).integers(1, 4, size=len(X))
     prior = GaussianMixturePrior().resolve(X, 2, "full")
     weighted = build_model(X, 2, "full", prior, sample_weight=counts)
     repeated = build_model(np.repeat(X, counts, axis=0), 2, "full", prior)
-    point = _prior_point(weighted, 3)
-    values = _transform(
-        weighted, {weighted.rvs_to_values[weighted[n]].name: v for n, v in point.items()}
-    )
+    _, values = prior_point(weighted, 3)
     a = weighted.compile_logp(mode=MODE)(values)
     b = repeated.compile_logp(mode=MODE)(values)
     np.testing.assert_allclose(a, b, rtol=1e-12)

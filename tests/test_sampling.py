@@ -4,7 +4,6 @@ data-only parts computed once per run."""
 import warnings
 
 import numpy as np
-import pymc as pm
 import pytensor.tensor as pt
 import pytest
 
@@ -19,20 +18,8 @@ def _data(seed=0, n=80, d=3):
     return np.concatenate([rng.normal(c, 1.0, (n // 2, d)) for c in centres])
 
 
-def _point(model, seed):
-    draw = pm.draw([model[rv.name] for rv in model.free_RVs], random_seed=seed)
-    point = {}
-    for rv, value in zip(model.free_RVs, draw, strict=True):
-        value_var = model.rvs_to_values[rv]
-        transform = model.rvs_to_transforms.get(rv)
-        if transform is not None:
-            value = transform.forward(value, *rv.owner.inputs).eval()
-        point[value_var.name] = np.asarray(value)
-    return point
-
-
 @pytest.mark.parametrize("ctype", ["full", "diag", "EII"])
-def test_jax_log_density_is_the_model_log_density(ctype):
+def test_jax_log_density_is_the_model_log_density(ctype, prior_point):
     """prepare (once per run) then logp (per gradient) gives PyMC's own log density, and
     the rows' features are among what prepare computes."""
     _setup_jax()
@@ -48,7 +35,7 @@ def test_jax_log_density_is_the_model_log_density(ctype):
     shapes = [np.shape(p) for p in prepared]
     assert (len(X), d * (d + 1) // 2 + d) in shapes, shapes
     for seed in range(3):
-        point = _point(model, seed)
+        _, point = prior_point(model, seed)
         values = [point[v.name] for v in model.value_vars]
         expected = model.compile_logp(mode="FAST_COMPILE")(point)
         # Prior draws can make the likelihood and the prior large and of opposite sign:
