@@ -15,7 +15,7 @@ _LAZY = {
     "GaussianMixture": "bayes_gmm.em",
     "GaussianMixturePrior": "bayes_gmm.priors",
     "select_model": "bayes_gmm.selection",
-    "ModelSelection": "bayes_gmm.selection",
+    "ModelSelection": "bayes_gmm.selection_result",
     "BayesianGaussianMixture": "bayes_gmm.bayesian",
     "datasets": "bayes_gmm.datasets",
     "plots": "bayes_gmm.plots",
