@@ -138,6 +138,7 @@ def batched_em(
     means = np.array(means, dtype=float, order="C")
     # A copy (the kernel overwrites it), in the kernel's (R, K, d, d) layout.
     covs = np.array(g.full_covariances(covariances, ctype, K, d), dtype=float, order="C")
+    prior_counts, prior_scatter = np.zeros(K), np.zeros((K, d, d))
     if prior is None:
         hyper, prior_mean, prior_scale, prior_const = np.ones(3), np.zeros(d), np.zeros((d, d)), 0.0
     else:
@@ -148,6 +149,12 @@ def batched_em(
             g.full_covariances(centered.scale, ctype, 1, d).reshape(d, d), dtype=float
         )
         prior_const = float(prior._log_normalizer)
+        if centered.map_terms is not None:  # mclust's other models: their own prior terms
+            prior_counts, prior_scatter = (np.array(a, order="C") for a in centered.map_terms)
+            prior_scale = np.zeros((d, d))
+        elif layout == "full":  # VVV
+            prior_counts = np.full(K, centered.nu + d + 2.0)
+            prior_scatter = np.repeat(prior_scale[None], K, axis=0)  # writable, as all
         reg_covar = 0.0  # the prior's scale keeps covariances positive definite instead
     history = np.empty((R, int(max_iters.max(initial=0)) + 1))
     n_iter = np.zeros(R, dtype=np.int64)
@@ -157,7 +164,7 @@ def batched_em(
     # second specialization (seconds) because, say, reg_covar came as an int or max_iter as
     # a read-only array.
     settings = (float(tol * w.sum()), float(reg_covar), tied_moment, prior is not None, hyper,
-                prior_mean, prior_scale, prior_const)  # fmt: skip
+                prior_mean, prior_scale, prior_counts, prior_scatter, prior_const)  # fmt: skip
 
     def run(first, last):
         kernel.run_starts(

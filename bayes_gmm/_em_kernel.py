@@ -219,8 +219,13 @@ def _e_step(
 
 
 @_jit
-def _log_prior(ctype, weights, means, covs, prec, log_dets, prior, prior_mean, prior_scale):
-    """``ResolvedPrior.log_density`` without its constant (centered frame)."""
+def _log_prior(ctype, weights, means, covs, prec, log_dets, prior, prior_mean, prior_scale,
+               prior_counts, prior_scatter):  # fmt: skip
+    """``ResolvedPrior.log_density`` without its constant (centered frame).
+
+    "full" (VVV and mclust's other models) reads ``prior_counts`` and ``prior_scatter``
+    (``Structure.map_prior_terms``; VVV: ``nu + d + 2`` and the scale).
+    """
     K, d = means.shape
     alpha, kappa, nu = prior[0], prior[1], prior[2]
     log_p = 0.0
@@ -237,7 +242,13 @@ def _log_prior(ctype, weights, means, covs, prec, log_dets, prior, prior_mean, p
             else:
                 maha += da * da * prec[k, a, a]
         log_p -= 0.5 * log_dets[k] + 0.5 * kappa * maha
-        if ctype == _FULL or (ctype == _TIED and k == 0):
+        if ctype == _FULL:
+            trace = 0.0
+            for a in range(d):
+                for b in range(d):
+                    trace += prior_scatter[k, a, b] * prec[k, b, a]
+            log_p -= 0.5 * (prior_counts[k] - 1.0) * log_dets[k] + 0.5 * trace
+        elif ctype == _TIED and k == 0:
             trace = 0.0
             for a in range(d):
                 for b in range(d):
@@ -348,8 +359,8 @@ def _m_step(ctype, nk, stats, total_weight, tied_moment, reg_covar, use_prior, p
 
 @_jit
 def run_starts(ctype, feats, w, weights, means, covs, max_iter, tol, reg_covar, tied_moment,
-               use_prior, prior, prior_mean, prior_scale, prior_const, history, n_iter,
-               converged, status):  # fmt: skip
+               use_prior, prior, prior_mean, prior_scale, prior_counts, prior_scatter,
+               prior_const, history, n_iter, converged, status):  # fmt: skip
     """Run EM from each of R starts (one after the other) until ``tol`` or ``max_iter``.
 
     Parameters
@@ -375,7 +386,10 @@ def run_starts(ctype, feats, w, weights, means, covs, max_iter, tol, reg_covar, 
     prior_mean : ndarray of shape (d,)
         Centered frame (zeros without a prior).
     prior_scale : ndarray of shape (d, d)
-        "diag" reads its diagonal, "spherical" ``[0, 0]`` (zeros without a prior).
+        "diag" reads its diagonal, "spherical" ``[0, 0]`` (zeros without a prior, and for
+        mclust's other models, which read the next two).
+    prior_counts, prior_scatter : ndarray of shape (K,), (K, d, d)
+        "full" layout: ``Structure.map_prior_terms`` (VVV: ``nu + d + 2`` and the scale).
     prior_const : float
         The parameter-free part of the log prior density.
     history : ndarray of shape (R, max(max_iter) + 1)
@@ -428,7 +442,7 @@ def run_starts(ctype, feats, w, weights, means, covs, max_iter, tol, reg_covar, 
             if use_prior:
                 objective += prior_const + _log_prior(
                     layout, weights[r], means[r], covs[r], prec, log_dets, prior, prior_mean,
-                    prior_scale,
+                    prior_scale, prior_counts, prior_scatter,
                 )  # fmt: skip
             history[r, iteration] = objective
             n_iter[r] = iteration
@@ -446,13 +460,17 @@ def run_starts(ctype, feats, w, weights, means, covs, max_iter, tol, reg_covar, 
                 status[r] = EMPTIED
                 break
             if layout != ctype:
-                # Back from the "full" update's covariances to its scatter and counts (as
+                # Back from the "full" update's covariances (under a prior, with a zero
+                # scale) to its scatter, plus the model's prior terms (as
                 # _gaussian.from_summaries does), then the model's own covariances.
                 for k in range(K):
-                    counts[k] = (nu_d2 + nk[k]) if use_prior else nk[k] + 10.0 * _EPS
+                    full_count = (nu_d2 + nk[k]) if use_prior else nk[k] + 10.0 * _EPS
+                    counts[k] = (prior_counts[k] + nk[k]) if use_prior else full_count
                     for a in range(d):
                         for b in range(d):
-                            scatter[k, a, b] = covs[r, k, a, b] * counts[k]
+                            scatter[k, a, b] = covs[r, k, a, b] * full_count
+                            if use_prior:
+                                scatter[k, a, b] += prior_scatter[k, a, b]
                 if not structured_covariances(ctype, scatter, counts, previous, covs[r]):
                     status[r] = NOT_POSITIVE_DEFINITE
                     break

@@ -486,6 +486,8 @@ class CenteredPrior:
     mean: np.ndarray
     nu: float
     scale: np.ndarray
+    #: mclust's other models: ``ResolvedPrior.map_terms`` (None for scikit-learn's four).
+    map_terms: tuple | None = None
 
     @classmethod
     def from_resolved(cls, resolved, center):
@@ -496,6 +498,7 @@ class CenteredPrior:
             mean=resolved.mean - center,
             nu=resolved.degrees_of_freedom,
             scale=resolved.scale,
+            map_terms=resolved.map_terms,
         )
 
 
@@ -508,8 +511,9 @@ def from_summaries(stats, covariance_type, reg_covar, prior=None, previous=None)
     anything would break the monotone increase of the log-posterior.
 
     mclust's models beyond scikit-learn's four take their covariances from
-    ``Structure.covariances_from_scatter`` (under a prior, the posterior scatter and
-    counts of the "full" update), starting its inner iterations at ``previous`` (the
+    ``Structure.covariances_from_scatter`` (under a prior, from the scatter and counts of
+    ``Structure.map_prior_terms``: mclust's per-model update), starting its inner
+    iterations at ``previous`` (the
     current (K, d, d) covariances); ``reg_covar`` is not added to them (as in mclust), so
     that they keep their structure. Where a component collapsed (a singular scatter the
     model cannot use) the unconstrained covariances are returned, for the caller's
@@ -524,12 +528,19 @@ def from_summaries(stats, covariance_type, reg_covar, prior=None, previous=None)
     """
     structure = get_structure(covariance_type)
     if not structure.is_sklearn:
-        weights, means, scatter = from_summaries(stats, "full", 0.0, prior)
         if prior is None:
+            weights, means, scatter = from_summaries(stats, "full", 0.0)
             counts = stats.weight + 10 * np.finfo(float).eps
+            scatter *= counts[:, None, None]  # back from covariances to the scatter
         else:
-            counts = prior.nu + scatter.shape[-1] + 2.0 + stats.weight
-        scatter *= counts[:, None, None]  # back from covariances to the scatter
+            extra, prior_scatter = prior.map_terms
+            unshrunk = CenteredPrior(prior.alpha, prior.kappa, prior.mean, prior.nu, 0.0)
+            weights, means, scatter = from_summaries(stats, "full", 0.0, unshrunk)
+            # The "full" update with a zero scale, times its count, is W_k plus the mean
+            # prior's pull; the model's terms replace the rest.
+            scatter *= (prior.nu + scatter.shape[-1] + 2.0 + stats.weight)[:, None, None]
+            scatter += prior_scatter
+            counts = stats.weight + extra
         covariances = structure.covariances_from_scatter(scatter, counts, previous)
         if covariances is None:  # collapsed: the unconstrained estimate, repaired and warned
             covariances = scatter / counts[:, None, None]  # about by precision_cholesky

@@ -313,13 +313,23 @@ def structured_covariances(code, W, n, previous, out):
 
 @_jit
 def _variable_volume_equal_shape(code, W, n, previous, out):
-    """VEI, VEE, VEV: alternate the shared shape (and orientation) and the volumes."""
+    """VEI, VEE, VEV: alternate the shared shape (and orientation) and the volumes.
+
+    A component with no weight (``n[k] == 0``: VEV's MAP update, whose prior adds no count,
+    once a component emptied) has no optimal volume; it keeps its previous covariance and
+    takes no part in the shape.
+    """
     K, d = W.shape[0], W.shape[1]
     volumes = np.empty(K)
+    active = 0
     for k in range(K):
         volumes[k] = _volume(previous[k])
         if volumes[k] == 0.0:  # not a usable start: any positive volume will do
             volumes[k] = 1.0
+        if n[k] > 0.0:
+            active += 1
+    if active == 0:
+        return False
     # VEV: the orientations are the scatter's eigenvectors whatever the shape (the largest
     # scatter direction takes the largest shape value), so only eigenvalues are iterated.
     values = np.empty((K, d))
@@ -343,6 +353,8 @@ def _variable_volume_equal_shape(code, W, n, previous, out):
         if code == _VEE:
             S[:] = 0.0
             for k in range(K):
+                if not n[k] > 0.0:
+                    continue
                 for i in range(d):
                     for j in range(d):
                         S[i, j] += W[k, i, j] / volumes[k]
@@ -355,6 +367,8 @@ def _variable_volume_equal_shape(code, W, n, previous, out):
             inv_shape *= volume
             f = 0.0
             for k in range(K):
+                if not n[k] > 0.0:
+                    continue
                 t = 0.0
                 for a in range(d):
                     for b in range(d):
@@ -366,6 +380,8 @@ def _variable_volume_equal_shape(code, W, n, previous, out):
         else:
             s[:] = 0.0
             for k in range(K):
+                if not n[k] > 0.0:
+                    continue
                 for j in range(d):
                     s[j] += values[k, j] / volumes[k]
             if not s.min() > 0.0:
@@ -375,6 +391,8 @@ def _variable_volume_equal_shape(code, W, n, previous, out):
                 shape_values[j] = s[j] / geometric_mean
             f = 0.0
             for k in range(K):
+                if not n[k] > 0.0:
+                    continue
                 t = 0.0
                 for j in range(d):
                     t += values[k, j] / shape_values[j]
@@ -388,7 +406,9 @@ def _variable_volume_equal_shape(code, W, n, previous, out):
             break
         f_old = f
     for k in range(K):
-        if code == _VEV:
+        if not n[k] > 0.0:
+            out[k] = previous[k]
+        elif code == _VEV:
             _compose(vectors[k], volumes[k] * np.diag(shape), out[k])
         else:
             out[k] = volumes[k] * shape

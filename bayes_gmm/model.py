@@ -546,8 +546,8 @@ class SharedSphericalForm(PosteriorForm):
     """One precision shared by every component and coordinate, ``tau ~ Gamma`` (mclust EII).
 
     The Gamma analogue of the spherical prior for a single shared variance: the EM
-    engine's MAP for EII constrains the full-covariance prior instead, so its estimate is
-    near, not at, this model's mode (the chains start there all the same).
+    engine's MAP for EII is mclust's, which leaves this scale out for K >= 2, so its
+    estimate is near, not at, this model's mode (the chains start there all the same).
     """
 
     covariance_type = "EII"
@@ -573,8 +573,8 @@ class SharedSphericalForm(PosteriorForm):
 class SharedDiagForm(PosteriorForm):
     """One diagonal precision shared by every component, ``tau_j ~ Gamma`` (mclust EEI).
 
-    As for EII, the EM engine's MAP for EEI constrains the full-covariance prior, so its
-    estimate is near, not at, this model's mode.
+    The EM engine's MAP for EEI (mclust's update, with the scale's diagonal) is this
+    model's mode in the variances.
     """
 
     covariance_type = "EEI"

@@ -20,9 +20,18 @@ regularization for normal mixture estimation and model-based clustering"):
 ``Lambda`` = sample covariance / ``K ** (2 / d)`` (its diagonal for "diag", the
 mean of its diagonal for "spherical"), and ``alpha = 1`` (a flat Dirichlet, so
 the weights are not shrunk, as in mclust). One deliberate difference: for its diagonal
-models mclust puts the mean of the diagonal on every coordinate; "diag" keeps each
-column's own variance (pass that mean as ``covariance_prior`` for mclust's update).
-For "spherical", "tied" and "full" the MAP update equals mclust's (tests/test_structures.py).
+models mclust puts the mean of the diagonal on every coordinate; ours keep each column's
+own variance (pass that mean as ``covariance_prior`` for mclust's update).
+
+mclust's six other models with a prior (EII, EEI, VEI, EVI, EEV, VEV) each have mclust's
+own update, the mode of a prior of the same family (``Structure.map_prior_terms``: a power
+of each covariance's determinant and a scale matrix, besides the means' normal prior), as
+the four above are; EII, as mclust, leaves the scale out for K >= 2. Every model with one
+component takes the update of VII, VVI or VVV, as mclust's ``mvnXII``/``XXI``/``XXX``. From
+the same responsibilities every update equals mclust's (tests/test_structures.py) except
+where mclust's ``mstep`` and its EM (``me``) disagree, where ours is the consistent one:
+EII and EEV follow ``me``, EEI and EVI ``mstep``, and EEI's means are the prior's mode
+where mclust leaves them unshrunk.
 """
 
 from __future__ import annotations
@@ -89,7 +98,9 @@ class GaussianMixturePrior:
         Shape (), (n_features,) or (n_features, n_features).
         Scale ``Lambda`` of the inverse-Wishart. A scalar means ``scalar * I``,
         a vector a diagonal matrix. ``None``: the sample covariance divided by
-        ``n_components ** (2 / n_features)``.
+        ``n_components ** (2 / n_features)``. The diagonal models use its diagonal, the
+        spherical ones its mean; EII's MAP update does not use it (as mclust's), except
+        with one component.
 
     Examples
     --------
@@ -145,8 +156,8 @@ class GaussianMixturePrior:
         covariance_type : str
             scikit-learn's four names, or one of mclust's models with a conjugate prior
             (``bayes_gmm.structures``: EII, EEI, VEI, EVI, EEV, VEV besides the four). Those
-            six take the "full" prior, a Normal-inverse-Wishart on each component's
-            covariance, whose MAP update the model's M-step then constrains.
+            six keep the full (d, d) scale; their updates take from it what mclust's do
+            (:attr:`ResolvedPrior.map_terms`).
         sample_weight : ndarray of shape (n_samples,), default=None
 
         Returns
@@ -156,7 +167,8 @@ class GaussianMixturePrior:
         """
         from bayes_gmm.structures import check_map_supported
 
-        covariance_type = check_map_supported(covariance_type).layout
+        structure = check_map_supported(covariance_type)
+        covariance_type = structure.layout
         X = np.asarray(X, dtype=float)
         n_samples, n_features = X.shape
         w = np.ones(n_samples) if sample_weight is None else np.asarray(sample_weight, float)
@@ -227,6 +239,7 @@ class GaussianMixturePrior:
             mean=mean,
             degrees_of_freedom=nu,
             scale=np.asarray(scale, dtype=float),
+            model=structure.name,
         )
 
 
@@ -246,6 +259,19 @@ class ResolvedPrior:
     mean: np.ndarray = field(repr=False)
     degrees_of_freedom: float = 0.0
     scale: np.ndarray = field(default=None, repr=False)
+    model: str | None = None
+
+    @functools.cached_property
+    def map_terms(self):
+        """mclust's other models (``layout == "full"``, not VVV): the prior's extra counts
+        (K,) and scatter matrices (K, d, d) of their MAP update
+        (``Structure.map_prior_terms``); None for scikit-learn's four structures."""
+        from bayes_gmm.structures import get_structure
+
+        structure = get_structure(self.model or self.covariance_type)
+        if structure.is_sklearn:
+            return None
+        return structure.map_prior_terms(self.n_components, self.degrees_of_freedom, self.scale)
 
     @functools.cached_property
     def _log_normalizer(self):
@@ -255,6 +281,8 @@ class ResolvedPrior:
         const = gammaln(K * alpha) - K * gammaln(alpha)
         # One normal per mean coordinate, each with variance (covariance / kappa).
         const += K * d * (-0.5 * np.log(2 * np.pi) + 0.5 * np.log(kappa))
+        if self.map_terms is not None:
+            return float(const)  # mclust's other models: the covariances' prior is unnormalized
         if self.covariance_type in ("full", "tied"):
             _, log_det_scale = np.linalg.slogdet(self.scale)
             n_wisharts = K if self.covariance_type == "full" else 1
@@ -287,6 +315,13 @@ class ResolvedPrior:
             log_p += (alpha - 1.0) * np.sum(np.log(weights))
         diff = means - self.mean
         ctype = self.covariance_type
+        if self.map_terms is not None:
+            extra, prior_scatter = self.map_terms
+            chol = np.linalg.cholesky(covariances)
+            log_det = 2.0 * np.sum(np.log(np.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
+            inv = np.linalg.inv(covariances)
+            log_p -= 0.5 * extra @ log_det + 0.5 * np.einsum("kij,kji->", prior_scatter, inv)
+            return float(log_p - 0.5 * kappa * np.einsum("ki,kij,kj->", diff, inv, diff))
         if ctype in ("full", "tied"):
             covs = covariances if ctype == "full" else covariances[None]
             chol = np.linalg.cholesky(covs)

@@ -57,6 +57,28 @@ POSTERIOR_STRUCTURES = ("EII", "VII", "EEI", "VVI", "EEE", "VVV")
 
 _LETTER_ORDER = {"I": 0, "E": 1, "V": 2}
 
+#: mclust's MAP update of each model (its Fortran ``ms*p``/``me*p``, Fraley & Raftery 2007),
+#: as the model's maximum-likelihood M-step from the posterior scatter
+#: ``B_k = W_k + s_k(K) P + kappa n_k / (kappa + n_k) (xbar_k - m0)(xbar_k - m0)'`` and the
+#: counts ``n_k + e_k(K, d, nu)``: the form of the prior scale ``P`` (the scale's trace / d
+#: times I, its diagonal, or the whole matrix), the share ``s_k`` of it each component takes
+#: and the extra count ``e_k``. EII takes no scale (as mclust) and VEV no extra count; the
+#: counts sum to mclust's denominators (EEI, EVI: ``nu + 2 + K + n``, mclust's mstep; EEV:
+#: ``nu + d + 2 + n``, mclust's me: its mstep drops the mean prior). The four scikit-learn
+#: structures have their own closed forms (the rows here are theirs, used for K = 1).
+_MAP_UPDATES = {
+    "EII": ("spherical", lambda K: 0.0, lambda K, d, nu: 1.0 + (nu + 2.0) / (d * K)),
+    "VII": ("spherical", lambda K: 1.0, lambda K, d, nu: 1.0 + (nu + 2.0) / d),
+    "EEI": ("diag", lambda K: 1.0 / K, lambda K, d, nu: 1.0 + (nu + 2.0) / K),
+    "VEI": ("diag", lambda K: 1.0, lambda K, d, nu: (nu + 3.0) / d),
+    "EVI": ("diag", lambda K: 1.0, lambda K, d, nu: 1.0 + (nu + 2.0) / K),
+    "VVI": ("diag", lambda K: 1.0, lambda K, d, nu: nu + 3.0),
+    "EEE": ("full", lambda K: 1.0 / K, lambda K, d, nu: 1.0 + (nu + d + 1.0) / K),
+    "EEV": ("full", lambda K: 1.0, lambda K, d, nu: (nu + d + 2.0) / K),
+    "VEV": ("full", lambda K: 1.0, lambda K, d, nu: 0.0),
+    "VVV": ("full", lambda K: 1.0, lambda K, d, nu: nu + d + 2.0),
+}
+
 
 @dataclass(frozen=True)
 class Structure:
@@ -134,6 +156,51 @@ class Structure:
         return all(
             _LETTER_ORDER[a] <= _LETTER_ORDER[b] for a, b in zip(other.name, self.name, strict=True)
         )
+
+    def single_component_structure(self):
+        """The model this one is for one component: VII (spherical), VVI (diagonal) or VVV.
+
+        As mclust (its ``mvnXII``, ``mvnXXI``, ``mvnXXX``), a one-component MAP fit uses that
+        model's prior and update whatever the model's name.
+        """
+        if self.orientation != "I":
+            return STRUCTURES["VVV"]
+        return STRUCTURES["VII" if self.shape == "I" else "VVI"]
+
+    def map_prior_terms(self, n_components, degrees_of_freedom, scale):
+        """The prior's part of this model's MAP covariance update, per component.
+
+        The update is the model's maximum-likelihood M-step
+        (:meth:`covariances_from_scatter`) from the scatter ``W_k + prior_scatter[k] +
+        kappa n_k / (kappa + n_k) (xbar_k - m0)(xbar_k - m0)'`` and the counts
+        ``n_k + extra_counts[k]``: the mode of the prior density
+        ``prod_k det(Sigma_k)^(-extra_counts[k] / 2) exp(-tr(prior_scatter[k] inv(Sigma_k)) / 2)
+        N(mu_k | m0, Sigma_k / kappa)`` (improper for some models), which reproduces mclust's
+        per-model updates (see ``_MAP_UPDATES``).
+
+        Parameters
+        ----------
+        n_components : int
+        degrees_of_freedom : float
+        scale : ndarray of shape (d, d)
+            The resolved prior's scale (``GaussianMixturePrior.resolve``).
+
+        Returns
+        -------
+        extra_counts : ndarray of shape (K,)
+        prior_scatter : ndarray of shape (K, d, d)
+        """
+        check_map_supported(self.name)
+        K = int(n_components)
+        d = scale.shape[0]
+        rule = self.single_component_structure() if K == 1 else self
+        form, share, count = _MAP_UPDATES[rule.name]
+        if form == "spherical":
+            scale = np.trace(scale) / d**2 * np.eye(d)  # its trace is the mean variance
+        elif form == "diag":
+            scale = np.diag(np.diagonal(scale))
+        extra = np.full(K, count(K, d, float(degrees_of_freedom)))
+        return extra, np.broadcast_to(share(K) * scale, (K, d, d)).copy()
 
     def closest_posterior_structure(self):
         """The structure to sample instead: itself if supported, else the smallest

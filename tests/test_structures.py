@@ -76,9 +76,11 @@ def test_map_only_where_mclust_defines_a_prior():
             GaussianMixture(2, covariance_type=model, prior=GaussianMixturePrior()).fit(X)
 
 
-def _mclust_map_mstep():
-    """mclust's mstep(faithful, model, z, prior = priorControl()) (make_map_tables.R)."""
-    table = pd.read_csv(DATA / "map_mstep.csv").set_index("model")
+def _mclust_map_steps(name="map_mstep.csv"):
+    """mclust's MAP step on faithful from the responsibilities map_z.csv (make_map_tables.R):
+    ``mstep(X, model, z, prior = priorControl())`` (map_mstep.csv) or one M-step of its EM,
+    ``me(..., control = emControl(itmax = 1))`` (map_me_step.csv)."""
+    table = pd.read_csv(DATA / name).set_index("model")
     z = pd.read_csv(DATA / "map_z.csv").to_numpy()
     K = z.shape[1]
     out = {}
@@ -112,51 +114,142 @@ def _map_mstep(X, z, model, prior):
     return weights, means + center, g.full_covariances(covs, model, K, d)
 
 
+def _mclust_prior(X, K, model):
+    """mclust's default prior (priorControl): the diagonal models' scale is one number, the
+    mean variance / K^(2/d), where ours keeps each column's variance (see priors.py)."""
+    structure = get_structure(model)
+    if structure.orientation != "I" or structure.shape == "I":  # EII, VII: the mean already
+        return GaussianMixturePrior()
+    d = X.shape[1]
+    return GaussianMixturePrior(covariance_prior=np.var(X, axis=0, ddof=1).mean() / K ** (2 / d))
+
+
+#: The models whose update is mclust's ``mstep`` and ``me`` alike, with the tolerance: VEI
+#: and VEV iterate (mclust to its own inner tolerance, 1.5e-8).
+_MAP_AS_MCLUST = {"VII": 1e-10, "VVI": 1e-10, "EEE": 1e-10, "VVV": 1e-10,
+                  "VEI": 1e-8, "VEV": 1e-8}  # fmt: skip
+
+
 def test_map_models_and_m_steps_are_mclusts():
-    """Under mclust's default prior (priorControl) our MAP M-step is mclust's: the same
-    models have one, and from the same responsibilities VII, EEE and VVV give mclust's
-    estimates to rounding; VVI too once given mclust's prior scale (below)."""
+    """Under mclust's default prior (priorControl) our MAP M-step is mclust's, model by
+    model, from the same responsibilities; where mclust's mstep and its EM (me) disagree, ours
+    is the consistent one of the two, and the difference is pinned exactly."""
     X = pd.read_csv(DATA / "faithful.csv").to_numpy()
-    z, mclust = _mclust_map_mstep()
-    assert [m for m in MCLUST_MODELS if mclust[m]["has_map"]] == [
+    z, mstep = _mclust_map_steps()
+    _, me = _mclust_map_steps("map_me_step.csv")
+    K, d = z.shape[1], X.shape[1]
+    assert [m for m in MCLUST_MODELS if mstep[m]["has_map"]] == [
         m for m in MCLUST_MODELS if get_structure(m).has_map
     ]
-    for model in ("VII", "EEE", "VVV"):
-        weights, means, covs = _map_mstep(X, z, model, GaussianMixturePrior())
-        theirs = mclust[model]
-        np.testing.assert_allclose(weights, theirs["weights"], rtol=1e-12)
-        np.testing.assert_allclose(means, theirs["means"], rtol=1e-12)
-        np.testing.assert_allclose(covs, theirs["covariances"], rtol=1e-10, err_msg=model)
-    # mclust's prior for the diagonal models (EEI, VEI, EVI, VVI) puts one scale, the mean
-    # variance / K^(2/d), on every coordinate; ours keeps each column's variance (so a
-    # small-variance column is not shrunk towards a large one). With mclust's scale, VVI's
-    # update is mclust's.
-    K, d = z.shape[1], X.shape[1]
-    scalar = np.var(X, axis=0, ddof=1).mean() / K ** (2 / d)
-    weights, means, covs = _map_mstep(X, z, "VVI", GaussianMixturePrior(covariance_prior=scalar))
-    np.testing.assert_allclose(covs, mclust["VVI"]["covariances"], rtol=1e-10)
-    np.testing.assert_allclose(means, mclust["VVI"]["means"], rtol=1e-12)
+    ours = {
+        m: _map_mstep(X, z, m, _mclust_prior(X, K, m))
+        for m in MCLUST_MODELS
+        if get_structure(m).has_map
+    }
+    for model, rtol in _MAP_AS_MCLUST.items():
+        weights, means, covs = ours[model]
+        for theirs in (mstep[model], me[model]):
+            np.testing.assert_allclose(weights, theirs["weights"], rtol=1e-12)
+            np.testing.assert_allclose(means, theirs["means"], rtol=1e-12)
+            np.testing.assert_allclose(covs, theirs["covariances"], rtol=rtol, err_msg=model)
+
+    counts = z.sum(axis=0)
+    xbar = z.T @ X / counts[:, None]
+    kappa, nu, m0 = 0.01, d + 2.0, X.mean(axis=0)
+    shrunk = (counts[:, None] * xbar + kappa * m0) / (counts + kappa)[:, None]
+    # EII: mclust's EM (me) exactly. Its mstep takes the scatter about the shrunk means
+    # rather than the component means, which adds n_k |xbar_k - mu_k|^2 to it.
+    weights, means, covs = ours["EII"]
+    np.testing.assert_allclose(covs, me["EII"]["covariances"], rtol=1e-12)
+    np.testing.assert_allclose(means, me["EII"]["means"], rtol=1e-12)
+    extra = (counts * np.square(xbar - shrunk).sum(axis=1)).sum() / (nu + 2 + (len(X) + K) * d)
+    np.testing.assert_allclose(covs + extra * np.eye(d), mstep["EII"]["covariances"], rtol=1e-12)
+    assert extra > 1e-9 * covs.max()  # the difference is real, if small
+    # EEI: mclust's mstep's covariances; mclust leaves the means unshrunk (mstep and me
+    # alike), although its covariance update counts the means' prior; ours are its mode.
+    weights, means, covs = ours["EEI"]
+    np.testing.assert_allclose(mstep["EEI"]["means"], xbar, rtol=1e-12)
+    np.testing.assert_allclose(means, shrunk, rtol=1e-12)
+    # EEI, EVI: mclust's mstep; its me leaves the K means' counts out of the volume's
+    # denominator, although it adds their scatter (it does count them for VII and VVV).
+    for model in ("EEI", "EVI"):
+        np.testing.assert_allclose(ours[model][0], mstep[model]["weights"], rtol=1e-12)
+        np.testing.assert_allclose(ours[model][2], mstep[model]["covariances"], rtol=1e-12)
+        ratio = (nu + 2 + K + len(X)) / (nu + 2 + len(X))
+        np.testing.assert_allclose(ours[model][2] * ratio, me[model]["covariances"], rtol=1e-12)
+    # EEV: mclust's me exactly; its mstep drops the means' prior (Fortran mseevp sets the
+    # shrinkage to zero), so that its means are the unshrunk component means.
+    weights, means, covs = ours["EEV"]
+    np.testing.assert_allclose(covs, me["EEV"]["covariances"], rtol=1e-12)
+    np.testing.assert_allclose(means, me["EEV"]["means"], rtol=1e-12)
+    np.testing.assert_allclose(mstep["EEV"]["means"], xbar, rtol=1e-12)
 
 
 def test_map_grid_reaches_mclusts_bic_under_its_prior():
     """select_model(prior=...) against mclustBIC(prior = priorControl()) on Old Faithful,
-    for the models whose prior is mclust's: at K = 1 equal, elsewhere as good or better."""
+    for the ten models with a prior (the diagonal ones given mclust's scale): at K = 1 equal
+    (mclust's one-component fits, as ours, do not depend on the model within each family),
+    elsewhere as good or better."""
     from bayes_gmm import select_model
 
     X = pd.read_csv(DATA / "faithful.csv")
-    models = ["VII", "EEE", "VVV"]
-    mclust = pd.read_csv(DATA / "map_bic.csv").set_index("G")[models]
-    sel = select_model(
-        X,
-        n_components=mclust.index,
-        covariance_types=models,
-        prior=GaussianMixturePrior(),
+    mclust = pd.read_csv(DATA / "map_bic.csv").set_index("G")
+    models = ["EII", "VII", "EEE", "EEV", "VEV", "VVV"]  # our default prior is mclust's
+    ours = select_model(
+        X, n_components=mclust.index, covariance_types=models, prior=GaussianMixturePrior(),
         random_state=0,
-    )
-    diff = sel.criterion_table()[models] + mclust  # our sign is minus mclust's
+    ).criterion_table()  # fmt: skip
+    diagonal = ["EEI", "VEI", "EVI"]
+    for K in mclust.index:
+        prior = _mclust_prior(X.to_numpy(), K, "EEI")
+        cells = select_model(
+            X, n_components=[K], covariance_types=diagonal, prior=prior, random_state=0
+        )
+        ours.loc[K, diagonal] = cells.criterion_table().loc[K, diagonal]
+    models += diagonal
+    diff = ours[models] + mclust[models]  # our sign is minus mclust's
     np.testing.assert_allclose(diff.loc[1], 0.0, atol=1e-3)
     assert (diff.to_numpy() <= 0.01).all(), diff
-    assert sel.best_params == ("EEE", 3)  # mclust's best under the prior too (-2314.549)
+    # mclust's best under the prior (-2314.549) is ours too.
+    assert ours[models].stack().idxmin() == (3, "EEE")
+    assert mclust[models].stack().idxmax() == (3, "EEE")
+
+
+@pytest.mark.parametrize("model", [m for m in MCLUST_MODELS if get_structure(m).has_map])
+def test_map_objective_never_decreases(model):
+    """The log posterior (log-likelihood + the model's log prior density) of every MAP model
+    rises at every iteration: each model's update is the exact mode of its prior (including
+    mclust's improper ones), so that EM is exact for it."""
+    X = _iris()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gm = GaussianMixture(
+            3, covariance_type=model, init_params="random", max_iter=150, tol=0.0,
+            random_state=2, prior=GaussianMixturePrior(),
+        ).fit(X)  # fmt: skip
+    history = np.array(gm.history_)
+    assert np.all(np.diff(history) >= -1e-12 * np.abs(history[1:]))
+    assert history[-1] - history[0] > 1.0  # it did climb
+    expected = gm.score(X) * len(X) + gm.prior_.log_density(gm.weights_, gm.means_, gm.covariances_)
+    assert history[-1] == pytest.approx(expected, rel=1e-10)
+
+
+@pytest.mark.parametrize("family", [("EII", "VII"), ("EEI", "VEI", "EVI", "VVI"),
+                                    ("EEE", "EEV", "VEV", "VVV")])  # fmt: skip
+def test_one_component_map_is_the_familys(family):
+    """For K = 1 the models of a family coincide, and so do their MAP fits (as mclust's,
+    which fits mvnXII, mvnXXI or mvnXXX whatever the model)."""
+    X = _iris()
+    fits = [
+        GaussianMixture(1, covariance_type=m, prior=GaussianMixturePrior()).fit(X) for m in family
+    ]
+    from bayes_gmm._gaussian import full_covariances
+
+    covs = [full_covariances(gm.covariances_, gm.covariance_type, 1, 4) for gm in fits]
+    for gm, cov in zip(fits[1:], covs[1:], strict=True):
+        np.testing.assert_allclose(gm.means_, fits[0].means_, rtol=1e-12)
+        np.testing.assert_allclose(cov, covs[0], rtol=1e-10, err_msg=gm.covariance_type)
+        assert gm.score(X) == pytest.approx(fits[0].score(X), rel=1e-12)
 
 
 # --------------------------------------------------------------------------- M-steps

@@ -2,6 +2,9 @@
 # 1. map_mstep.csv: one M-step, mstep(X, modelName, z, prior = priorControl()), from fixed soft
 #    responsibilities map_z.csv (hc's 3-cluster partition mixed with uniform noise), for every
 #    model whose M-step takes a prior; the others (VEE, EVE, VVE, EVV) return no estimate.
+#    map_me_step.csv: the same from one M-step of mclust's EM, me(X, modelName, z, prior =
+#    priorControl(), control = emControl(itmax = 1)): where mstep and me disagree (EEI, EVI:
+#    a count G in the volume's denominator; EEV: mstep drops the mean prior) Mclust fits with me.
 # 2. map_bic.csv: Mclust's BIC under the prior for G = 1..5 (its sign: 2 logL - p log n).
 # Run: Rscript make_map_tables.R   (Debian: apt-get install r-cran-mclust)
 suppressMessages(library(mclust))
@@ -23,6 +26,18 @@ for (m in mclust.options("emModelNames")) {
     sigma = if (ok) paste(format(as.vector(res$parameters$variance$sigma), digits = 17), collapse = " ") else "")
 }
 write.csv(do.call(rbind, rows), "map_mstep.csv", row.names = FALSE)
+rows <- list()
+for (m in mclust.options("emModelNames")) {
+  res <- suppressWarnings(me(X, modelName = m, z = z, prior = priorControl(),
+                             control = emControl(itmax = 1)))
+  ok <- !is.null(res$parameters$variance$sigma) && all(is.finite(res$parameters$variance$sigma))
+  if (!ok) next
+  rows[[m]] <- data.frame(model = m, has_map = ok,
+    pro = paste(format(res$parameters$pro, digits = 17), collapse = " "),
+    mean = paste(format(as.vector(res$parameters$mean), digits = 17), collapse = " "),
+    sigma = paste(format(as.vector(res$parameters$variance$sigma), digits = 17), collapse = " "))
+}
+write.csv(do.call(rbind, rows), "map_me_step.csv", row.names = FALSE)
 b <- mclustBIC(X, G = 1:5, prior = priorControl())
 out <- as.data.frame(unclass(b)[, , drop = FALSE])
 out$G <- as.integer(rownames(b))
