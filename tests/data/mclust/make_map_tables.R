@@ -5,7 +5,8 @@
 #    map_me_step.csv: the same from one M-step of mclust's EM, me(X, modelName, z, prior =
 #    priorControl(), control = emControl(itmax = 1)): where mstep and me disagree (EEI, EVI:
 #    a count G in the volume's denominator; EEV: mstep drops the mean prior) Mclust fits with me.
-# 2. map_bic.csv: Mclust's BIC under the prior for G = 1..5 (its sign: 2 logL - p log n).
+# 2. map_bic.csv: Mclust's BIC under the prior for G = 1..5 (its sign: 2 logL - p log n);
+#    map_bic_iris.csv: the same on iris (iris.csv).
 # Run: Rscript make_map_tables.R   (Debian: apt-get install r-cran-mclust)
 suppressMessages(library(mclust))
 X <- as.matrix(read.csv("faithful.csv"))
@@ -42,4 +43,9 @@ b <- mclustBIC(X, G = 1:5, prior = priorControl())
 out <- as.data.frame(unclass(b)[, , drop = FALSE])
 out$G <- as.integer(rownames(b))
 write.csv(out, "map_bic.csv", row.names = FALSE)
+print(b)
+b <- mclustBIC(as.matrix(read.csv("iris.csv")), G = 1:5, prior = priorControl())
+out <- as.data.frame(unclass(b)[, , drop = FALSE])
+out$G <- as.integer(rownames(b))
+write.csv(out, "map_bic_iris.csv", row.names = FALSE)
 print(b)
