@@ -513,11 +513,10 @@ def from_summaries(stats, covariance_type, reg_covar, prior=None, previous=None)
     mclust's models beyond scikit-learn's four take their covariances from
     ``Structure.covariances_from_scatter`` (under a prior, from the scatter and counts of
     ``Structure.map_prior_terms``: mclust's per-model update), starting its inner
-    iterations at ``previous`` (the
-    current (K, d, d) covariances); ``reg_covar`` is not added to them (as in mclust), so
-    that they keep their structure. Where a component collapsed (a singular scatter the
-    model cannot use) the unconstrained covariances are returned, for the caller's
-    repair and warning.
+    iterations at ``previous`` (the current (K, d, d) covariances); ``reg_covar`` is not
+    added to them (as in mclust), so that they keep their structure. Where a component
+    collapsed (a singular scatter the model cannot use) the unconstrained covariances are
+    returned, for the caller's repair and warning.
 
     Returns
     -------
@@ -534,8 +533,8 @@ def from_summaries(stats, covariance_type, reg_covar, prior=None, previous=None)
             scatter *= counts[:, None, None]  # back from covariances to the scatter
         else:
             extra, prior_scatter = prior.map_terms
-            unshrunk = CenteredPrior(prior.alpha, prior.kappa, prior.mean, prior.nu, 0.0)
-            weights, means, scatter = from_summaries(stats, "full", 0.0, unshrunk)
+            zero_scale = CenteredPrior(prior.alpha, prior.kappa, prior.mean, prior.nu, 0.0)
+            weights, means, scatter = from_summaries(stats, "full", 0.0, zero_scale)
             # The "full" update with a zero scale, times its count, is W_k plus the mean
             # prior's pull; the model's terms replace the rest.
             scatter *= (prior.nu + scatter.shape[-1] + 2.0 + stats.weight)[:, None, None]

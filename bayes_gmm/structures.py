@@ -64,8 +64,9 @@ _LETTER_ORDER = {"I": 0, "E": 1, "V": 2}
 #: times I, its diagonal, or the whole matrix), the share ``s_k`` of it each component takes
 #: and the extra count ``e_k``. EII takes no scale (as mclust) and VEV no extra count; the
 #: counts sum to mclust's denominators (EEI, EVI: ``nu + 2 + K + n``, mclust's mstep; EEV:
-#: ``nu + d + 2 + n``, mclust's me: its mstep drops the mean prior). The four scikit-learn
-#: structures have their own closed forms (the rows here are theirs, used for K = 1).
+#: ``nu + d + 2 + n``, mclust's me: its mstep drops the mean prior). scikit-learn's
+#: structures have their own closed forms; VII's, VVI's and VVV's rows here (the same
+#: updates) serve the other models with one component.
 _MAP_UPDATES = {
     "EII": ("spherical", lambda K: 0.0, lambda K, d, nu: 1.0 + (nu + 2.0) / (d * K)),
     "VII": ("spherical", lambda K: 1.0, lambda K, d, nu: 1.0 + (nu + 2.0) / d),
@@ -73,7 +74,6 @@ _MAP_UPDATES = {
     "VEI": ("diag", lambda K: 1.0, lambda K, d, nu: (nu + 3.0) / d),
     "EVI": ("diag", lambda K: 1.0, lambda K, d, nu: 1.0 + (nu + 2.0) / K),
     "VVI": ("diag", lambda K: 1.0, lambda K, d, nu: nu + 3.0),
-    "EEE": ("full", lambda K: 1.0 / K, lambda K, d, nu: 1.0 + (nu + d + 1.0) / K),
     "EEV": ("full", lambda K: 1.0, lambda K, d, nu: (nu + d + 2.0) / K),
     "VEV": ("full", lambda K: 1.0, lambda K, d, nu: 0.0),
     "VVV": ("full", lambda K: 1.0, lambda K, d, nu: nu + d + 2.0),
@@ -174,9 +174,10 @@ class Structure:
         (:meth:`covariances_from_scatter`) from the scatter ``W_k + prior_scatter[k] +
         kappa n_k / (kappa + n_k) (xbar_k - m0)(xbar_k - m0)'`` and the counts
         ``n_k + extra_counts[k]``: the mode of the prior density
-        ``prod_k det(Sigma_k)^(-extra_counts[k] / 2) exp(-tr(prior_scatter[k] inv(Sigma_k)) / 2)
-        N(mu_k | m0, Sigma_k / kappa)`` (improper for some models), which reproduces mclust's
-        per-model updates (see ``_MAP_UPDATES``).
+        ``prod_k det(Sigma_k)^(-(extra_counts[k] - 1) / 2) exp(-tr(prior_scatter[k]
+        inv(Sigma_k)) / 2) N(mu_k | m0, Sigma_k / kappa)`` (the normal brings the last
+        ``det^(-1/2)``; improper for some models), which reproduces mclust's per-model
+        updates (see ``_MAP_UPDATES``).
 
         Parameters
         ----------
