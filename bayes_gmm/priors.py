@@ -21,7 +21,7 @@ regularization for normal mixture estimation and model-based clustering"):
 mean of its diagonal for "spherical"), and ``alpha = 1`` (a flat Dirichlet, so
 the weights are not shrunk, as in mclust). One deliberate difference: for its diagonal
 models mclust puts the mean of the diagonal on every coordinate; ours keep each column's
-own variance (pass that mean as ``covariance_prior`` for mclust's update).
+own variance (``diagonal_scale="mean"`` gives mclust's).
 
 mclust's six other models with a prior (EII, EEI, VEI, EVI, EEV, VEV) each have mclust's
 own update, the mode of a prior of the same family (``Structure.map_prior_terms``: a power
@@ -46,6 +46,8 @@ from scipy.special import gammaln, multigammaln
 __all__ = ["COVARIANCE_TYPES", "GaussianMixturePrior", "ResolvedPrior"]
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+#: ``GaussianMixturePrior.diagonal_scale``'s values: ours, and mclust's.
+DIAGONAL_SCALES = ("per_column", "mean")
 
 
 def _check_covariance_type(covariance_type):
@@ -98,9 +100,15 @@ class GaussianMixturePrior:
         Shape (), (n_features,) or (n_features, n_features).
         Scale ``Lambda`` of the inverse-Wishart. A scalar means ``scalar * I``,
         a vector a diagonal matrix. ``None``: the sample covariance divided by
-        ``n_components ** (2 / n_features)``. The diagonal models use its diagonal, the
-        spherical ones its mean; EII's MAP update does not use it (as mclust's), except
-        with one component.
+        ``n_components ** (2 / n_features)``. The diagonal models use its diagonal (see
+        ``diagonal_scale``), the spherical ones its mean; EII's MAP update does not use it
+        (as mclust's), except with one component.
+    diagonal_scale : {"per_column", "mean"}, default="per_column"
+        What the diagonal models (EEI, VEI, EVI, VVI / "diag") take from the scale's
+        diagonal: each column's own value, or their mean on every coordinate, as mclust's
+        ``priorControl`` does (with it, every MAP model's prior is mclust's, so that MAP
+        fits and BIC grids reproduce ``Mclust(..., prior = priorControl())``). Per column
+        (the default) a small-variance column is not shrunk towards a large one.
 
     Examples
     --------
@@ -114,8 +122,13 @@ class GaussianMixturePrior:
     mean_prior: object = None
     degrees_of_freedom: float | None = None
     covariance_prior: object = None
+    diagonal_scale: str = "per_column"
 
     def __post_init__(self):
+        if self.diagonal_scale not in DIAGONAL_SCALES:
+            raise ValueError(
+                f"diagonal_scale must be one of {DIAGONAL_SCALES}, got {self.diagonal_scale!r}."
+            )
         for name in ("weight_concentration", "mean_precision"):
             value = getattr(self, name)
             if not isinstance(value, numbers.Real) or not np.isfinite(value) or value <= 0:
@@ -138,6 +151,7 @@ class GaussianMixturePrior:
             "mean_prior": plain(self.mean_prior),
             "degrees_of_freedom": plain(self.degrees_of_freedom),
             "covariance_prior": plain(self.covariance_prior),
+            "diagonal_scale": self.diagonal_scale,
         }
 
     @classmethod
@@ -225,6 +239,8 @@ class GaussianMixturePrior:
             if not np.allclose(scale, scale.T) or np.any(np.linalg.eigvalsh(scale) <= 0):
                 raise ValueError("covariance_prior must be symmetric positive definite.")
 
+        if structure.is_diagonal and self.diagonal_scale == "mean":
+            scale = np.mean(np.diag(scale)) * np.eye(n_features)
         if covariance_type == "diag":
             scale = np.diag(scale).copy()
         elif covariance_type == "spherical":

@@ -115,6 +115,11 @@ class Structure:
         return self.name[2]
 
     @property
+    def is_diagonal(self):
+        """Diagonal covariances with a shape (EEI, VEI, EVI, VVI): not spherical ones."""
+        return self.orientation == "I" and self.shape != "I"
+
+    @property
     def has_map(self):
         """Whether mclust defines a conjugate prior (MAP fit) for this model."""
         return self.name in _MAP_MODELS

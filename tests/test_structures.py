@@ -114,14 +114,31 @@ def _map_mstep(X, z, model, prior):
     return weights, means + center, g.full_covariances(covs, model, K, d)
 
 
-def _mclust_prior(X, K, model):
-    """mclust's default prior (priorControl): the diagonal models' scale is one number, the
-    mean variance / K^(2/d), where ours keeps each column's variance (see priors.py)."""
-    structure = get_structure(model)
-    if structure.orientation != "I" or structure.shape == "I":  # EII, VII: the mean already
-        return GaussianMixturePrior()
-    d = X.shape[1]
-    return GaussianMixturePrior(covariance_prior=np.var(X, axis=0, ddof=1).mean() / K ** (2 / d))
+#: mclust's default prior, priorControl(): the diagonal models' scale is the mean variance /
+#: K^(2/d) on every coordinate, where ours keeps each column's by default.
+MCLUST_PRIOR = GaussianMixturePrior(diagonal_scale="mean")
+
+
+def test_diagonal_scale_mean_is_mclusts_and_per_column_ours():
+    X = pd.read_csv(DATA / "faithful.csv").to_numpy()
+    K = 3
+    mean_variance = np.var(X, axis=0, ddof=1).mean() / K  # K^(2/d) with d = 2
+    per_column = np.var(X, axis=0, ddof=1) / K
+
+    def diagonal(prior, model):  # "diag" stores a vector, mclust's other models a matrix
+        scale = prior.resolve(X, K, model).scale
+        return scale if scale.ndim == 1 else np.diagonal(scale)
+
+    for model in ("EEI", "VEI", "EVI", "VVI"):
+        np.testing.assert_allclose(diagonal(GaussianMixturePrior(), model), per_column, rtol=1e-12)
+        np.testing.assert_allclose(diagonal(MCLUST_PRIOR, model), mean_variance, rtol=1e-12)
+    # The other models do not depend on it.
+    for model in ("EII", "VII", "EEE", "EEV", "VEV", "VVV"):
+        a, b = GaussianMixturePrior().resolve(X, K, model), MCLUST_PRIOR.resolve(X, K, model)
+        np.testing.assert_array_equal(a.scale, b.scale)
+    assert GaussianMixturePrior.from_dict(MCLUST_PRIOR.to_dict()) == MCLUST_PRIOR
+    with pytest.raises(ValueError, match=r"diagonal_scale must be one of \('per_column', 'mean'\)"):
+        GaussianMixturePrior(diagonal_scale="mclust")
 
 
 #: The models whose update is mclust's ``mstep`` and ``me`` alike, with the tolerance: VEI
@@ -141,11 +158,7 @@ def test_map_models_and_m_steps_are_mclusts():
     assert [m for m in MCLUST_MODELS if mstep[m]["has_map"]] == [
         m for m in MCLUST_MODELS if get_structure(m).has_map
     ]
-    ours = {
-        m: _map_mstep(X, z, m, _mclust_prior(X, K, m))
-        for m in MCLUST_MODELS
-        if get_structure(m).has_map
-    }
+    ours = {m: _map_mstep(X, z, m, MCLUST_PRIOR) for m in MCLUST_MODELS if get_structure(m).has_map}
     for model, rtol in _MAP_AS_MCLUST.items():
         weights, means, covs = ours[model]
         for theirs in (mstep[model], me[model]):
@@ -186,23 +199,21 @@ def test_map_models_and_m_steps_are_mclusts():
 
 
 def _map_grid(X, n_components):
-    """select_model(prior=...) over the ten MAP models under mclust's prior (the diagonal
-    ones, one K at a time, given mclust's scale): the K x model BIC table (our sign)."""
+    """select_model under mclust's prior over the ten MAP models, the diagonal ones in a grid
+    of their own: K x model BIC (our sign). (A grid starts some cells from other models'
+    fits, so that its cells depend a little on which models it holds.)"""
     from bayes_gmm import select_model
 
-    models = ["EII", "VII", "EEE", "EEV", "VEV", "VVV"]  # our default prior is mclust's
-    ours = select_model(
-        X, n_components=n_components, covariance_types=models, prior=GaussianMixturePrior(),
-        random_state=0,
-    ).criterion_table()  # fmt: skip
-    diagonal = ["EEI", "VEI", "EVI", "VVI"]
-    for K in n_components:
-        prior = _mclust_prior(X.to_numpy(), K, "EEI")
-        cells = select_model(
-            X, n_components=[K], covariance_types=diagonal, prior=prior, random_state=0
-        )
-        ours.loc[K, diagonal] = cells.criterion_table().loc[K, diagonal]
-    return ours
+    models = [m for m in MCLUST_MODELS if get_structure(m).has_map]
+    diagonal = [m for m in models if get_structure(m).is_diagonal]
+    tables = [
+        select_model(
+            X, n_components=n_components, covariance_types=group, prior=MCLUST_PRIOR,
+            random_state=0,
+        ).criterion_table()
+        for group in ([m for m in models if m not in diagonal], diagonal)
+    ]  # fmt: skip
+    return pd.concat(tables, axis=1)[models]
 
 
 def test_map_grid_reaches_mclusts_bic_under_its_prior():
