@@ -143,17 +143,22 @@ def test_degenerate_start_is_left_to_the_caller():
 
 def test_kernel_exp_is_accurate():
     """The vectorized exp of the E-step against numpy's, over its whole range."""
-    from bayes_gmm._em_kernel import _exp_shifted
+    from bayes_gmm._em_kernel import _exp_rows
 
     values = np.concatenate(
         [-np.geomspace(1e-12, 708.0, 5000), [0.0, -0.0, -708.0, -708.5, -1e4, -np.inf]]
     )
-    out = np.empty_like(values)
-    _exp_shifted(values, out, np.empty(values.size, dtype=np.int64))
-    inside = values >= -708.0
-    np.testing.assert_allclose(out[inside], np.exp(values[inside]), rtol=1e-15, atol=0)
-    # Below -708 exp is under 3.3e-308: the kernel's 0 differs from it by less.
-    assert np.all(out[~inside] == 0.0)
+    top = np.linspace(-3.0, 3.0, values.size)  # each row's largest log density
+    rows = np.stack([values + top, values[::-1] + top])
+    expected = np.exp(rows - top)
+    total = np.empty(values.size)
+    _exp_rows(rows, top, np.empty(values.size, dtype=np.int64), total)
+    for out, exact, shifted in zip(rows, (values, values[::-1]), expected, strict=True):
+        inside = exact >= -708.0
+        np.testing.assert_allclose(out[inside], shifted[inside], rtol=1e-15, atol=0)
+        # Below -708 exp is under 3.3e-308: the kernel's 0 differs from it by less.
+        assert np.all(out[exact < -709.0] == 0.0)
+    np.testing.assert_array_equal(total, rows[0] + rows[1])
 
 
 def test_kernel_is_compiled_once_whatever_the_input_types():
