@@ -52,7 +52,7 @@ _GRID_DEFAULTS = {
     "prior": "none",
 }
 # --prior's values; "default" was the old name of "conjugate" (it was never the default).
-_PRIOR_CHOICES = ("none", "conjugate")
+_PRIOR_CHOICES = ("none", "conjugate", "mclust")
 _PRIOR_ALIASES = {"default": "conjugate"}
 # Delimiters a CSV file may use instead of the comma (sniffed from its first lines).
 _DELIMITERS = ",;\t|"
@@ -115,8 +115,9 @@ def _parse_prior(text):
     name = str(text).strip().lower()
     if _PRIOR_ALIASES.get(name, name) not in _PRIOR_CHOICES:
         raise argparse.ArgumentTypeError(
-            f"invalid prior {text!r}: choose 'none' (maximum likelihood, the default) or "
-            "'conjugate' (MAP under the package's conjugate prior)"
+            f"invalid prior {text!r}: choose 'none' (maximum likelihood, the default), "
+            "'conjugate' (MAP under the package's conjugate prior) or 'mclust' (the same with "
+            "mclust's priorControl scale for the diagonal models)"
         )
     return name  # an old alias is kept as typed, so that the run can say it is deprecated
 
@@ -191,10 +192,11 @@ def build_parser():
         "--prior",
         type=_parse_prior,
         default=_GRID_DEFAULTS["prior"],
-        metavar="{none,conjugate}",
+        metavar="{none,conjugate,mclust}",
         help="EM grid by maximum likelihood ('none', the default, as mclust) or MAP under the "
-        "package's conjugate prior ('conjugate'; 'default' is its deprecated old name); the "
-        "posterior always uses that prior",
+        "package's conjugate prior ('conjugate'; 'default' is its deprecated old name), or "
+        "under mclust's priorControl exactly ('mclust': the diagonal models' scale is the mean "
+        "variance); the posterior always uses the conjugate prior chosen",
     )
 
     data = argparse.ArgumentParser(add_help=False)
@@ -577,7 +579,7 @@ def _prior(name, rep):
         return None
     from bayes_gmm.priors import GaussianMixturePrior
 
-    return GaussianMixturePrior()
+    return GaussianMixturePrior(diagonal_scale="mean" if name == "mclust" else "per_column")
 
 
 def _run_grid(frame, args, rep):

@@ -475,11 +475,14 @@ def test_prior_is_named_conjugate_and_the_old_name_still_works(tmp_path, monkeyp
     assert code == 0, err
     assert "bayes-gmm: warning: --prior default is deprecated" in err
     assert "--prior conjugate" in err
-    assert [type(p).__name__ for p in seen] == ["GaussianMixturePrior"] * 2
+    code, _, err = run(["select", data, "--k", "2", "--covariance", "VEI", "--prior", "mclust"])
+    assert code == 0, err
+    assert [type(p).__name__ for p in seen] == ["GaussianMixturePrior"] * 3
+    assert [p.diagonal_scale for p in seen] == ["per_column", "per_column", "mean"]
     code, _, err = run(["select", data, "--prior", "flat"])
-    assert code == 2 and "'conjugate'" in err
+    assert code == 2 and "'conjugate'" in err and "'mclust'" in err
     code, out, _ = run(["select", "--help"])
-    assert "{none,conjugate}" in out
+    assert "{none,conjugate,mclust}" in out
 
 
 class _Terminal(io.StringIO):
