@@ -28,7 +28,7 @@ from bayes_gmm import _gaussian as g
 from bayes_gmm.em import _Run, held_by_regularization
 from bayes_gmm.structures import canonical_name, get_structure
 
-__all__ = ["batched_em", "fits_in_batch", "kernel_loaded"]
+__all__ = ["batched_em", "fits_in_batch", "kernel_loaded", "log_norm_and_resp"]
 
 #: Largest number of float64 elements in the kernel's temporaries (~32 MB).
 MAX_BATCH_ELEMENTS = 2**22
@@ -130,10 +130,12 @@ def batched_em(
     R, K = np.shape(weights)
     d = X.shape[1]
     center = w @ X / w.sum()
-    Xc = X - center
+    if features is None or ctype == "tied":
+        Xc = X - center
     feats = np.ascontiguousarray(g.features(Xc, ctype).T) if features is None else features
     tied_moment = g.weighted_second_moment(Xc, w) if ctype == "tied" else np.zeros((d, d))
-    max_iters = np.array(np.broadcast_to(max_iter, (R,)), dtype=np.int64)  # a writable copy
+    max_iters = np.empty(R, dtype=np.int64)  # writable
+    max_iters[:] = max_iter
     weights = np.array(weights, dtype=float, order="C")
     means = np.array(means, dtype=float, order="C")
     # A copy (the kernel overwrites it), in the kernel's (R, K, d, d) layout.
@@ -180,8 +182,9 @@ def batched_em(
     if prior is None and len(ok):
         if data_scale is None:
             data_scale = float(np.max(np.var(X, axis=0))) or 1.0
-        singular = held_by_regularization(covs, ctype, reg_covar, data_scale)
-        repaired |= singular.reshape(len(ok), -1).any(axis=1)
+        if not _clearly_regular(prec_chol, layout, reg_covar, data_scale):
+            singular = held_by_regularization(covs, ctype, reg_covar, data_scale)
+            repaired |= singular.reshape(len(ok), -1).any(axis=1)
     results = [None] * R
     for j, r in enumerate(ok):
         if repaired[j]:
@@ -197,6 +200,42 @@ def batched_em(
             n_iter=int(n_iter[r]),
         )
     return results
+
+
+def log_norm_and_resp(features, covariance_type, weights, means, covariances):
+    """``GaussianMixture._log_norm_and_resp`` of a fitted mixture, in compiled code.
+
+    For a caller that holds the data's features (a selection grid: the numpy version's
+    calls cost ten times its arithmetic on a few hundred rows).
+
+    Parameters
+    ----------
+    features : ndarray of shape (m, n)
+        As for :func:`batched_em`.
+    covariance_type : str
+    weights : ndarray of shape (K,)
+    means : ndarray of shape (K, d)
+        Centered as ``features``.
+    covariances : ndarray
+        In the estimator's shape for ``covariance_type``.
+
+    Returns
+    -------
+    (log_norm, resp) : ndarray of shape (n,) and (n, K), or None
+        None if a covariance is not numerically positive definite.
+    """
+    kernel = _kernel()
+    ctype = canonical_name(covariance_type)
+    K, d = means.shape
+    n = features.shape[1]
+    covs = np.array(g.full_covariances(covariances, ctype, K, d), dtype=float, order="C")
+    log_norm, resp = np.empty(n), np.empty((K, n))
+    if not kernel.log_norm_and_resp(
+        kernel.CTYPE_CODES[ctype], features, np.ascontiguousarray(weights, dtype=float),
+        np.ascontiguousarray(means, dtype=float), covs, log_norm, resp,
+    ):  # fmt: skip
+        return None
+    return log_norm, resp.T
 
 
 #: Below this many multiply-adds (feature values x K x iterations) the starts run on one
@@ -230,6 +269,19 @@ def _run_in_parallel(run, n_starts, n_iterations, work):
             # threads) has nothing left to do: not waited for.
             if not helper.cancel():
                 helper.result()
+
+
+def _clearly_regular(prec_chol, layout, reg_covar, data_scale):
+    """Whether no covariance can be one that ``held_by_regularization`` flags.
+
+    A cheap sufficient test, so that the eigenvalues are only computed when it fails: the
+    smallest eigenvalue of a covariance is at least ``1 / ||P||_F**2`` for its precision
+    factor ``P`` (``inv(cov) = P P'``), checked here with a margin for rounding.
+    """
+    if layout not in ("full", "tied"):
+        return False  # held_by_regularization has no eigenvalues to compute there
+    squares = np.square(prec_chol).sum(axis=(-2, -1))
+    return bool(np.all((1.0 - 1e-6) / squares - reg_covar > 1e-9 * data_scale))
 
 
 def _compact(covs, ctype):

@@ -148,12 +148,12 @@ def _exp_rows(resp, top, bits, total):
 
 
 @_jit
-def _e_step(ctype, feats, w, unit_weights, eta, const, prec, resp, top, total, bits, stats, nk):
-    """Responsibilities, their weighted sums ``nk`` and moments ``stats = resp @ feats.T``.
+def _log_densities(feats, eta, const, resp):
+    """``resp[k] = const[k] + eta[k] @ feats`` (the weighted log-densities, but for "tied"'s
+    shared quadratic term).
 
-    ``feats`` is (m, n), rows along the last axis so that every loop over rows vectorizes.
     Four features at a time share each pass over a component's row (a quarter of the
-    loads and stores). Returns the weighted log-likelihood.
+    loads and stores of the row).
     """
     K, m = eta.shape
     n = feats.shape[1]
@@ -174,6 +174,13 @@ def _e_step(ctype, feats, w, unit_weights, eta, const, prec, resp, top, total, b
             f = feats[rest]
             for i in range(n):
                 row[i] += e * f[i]
+
+
+@_jit
+def _exp_normalized(resp, top, bits, total):
+    """``resp[k] = exp(resp[k] - top)`` with ``top`` the rows' largest log-density (0
+    where that is not finite) and ``total`` the sum over components."""
+    K, n = resp.shape
     for i in range(n):
         top[i] = resp[0, i]
     for k in range(1, K):
@@ -183,6 +190,32 @@ def _e_step(ctype, feats, w, unit_weights, eta, const, prec, resp, top, total, b
         if not math.isfinite(top[i]):
             top[i] = 0.0
     _exp_rows(resp, top, bits, total)
+
+
+@_jit
+def _tied_quadratic(prec, feats, i):
+    """``x' A x`` of row ``i`` for "tied" (``A = prec[0]``, ``x = feats[:, i]``)."""
+    d = prec.shape[1]
+    q = 0.0
+    for a in range(d):
+        s = 0.0
+        for b in range(d):
+            s += prec[0, a, b] * feats[b, i]
+        q += s * feats[a, i]
+    return q
+
+
+@_jit
+def _e_step(ctype, feats, w, unit_weights, eta, const, prec, resp, top, total, bits, stats, nk):
+    """Responsibilities, their weighted sums ``nk`` and moments ``stats = resp @ feats.T``.
+
+    ``feats`` is (m, n), rows along the last axis so that every loop over rows vectorizes.
+    Returns the weighted log-likelihood.
+    """
+    K, m = eta.shape
+    n = feats.shape[1]
+    _log_densities(feats, eta, const, resp)
+    _exp_normalized(resp, top, bits, total)
     log_lik = 0.0
     if unit_weights:
         # One scalar log per block of rows instead of one per row (the log is not
@@ -200,15 +233,8 @@ def _e_step(ctype, feats, w, unit_weights, eta, const, prec, resp, top, total, b
             log_lik += w[i] * (top[i] + math.log(total[i]))
             total[i] = w[i] / total[i]
     if ctype == _TIED:  # the quadratic term shared by all components: -x' A x / 2
-        d = prec.shape[1]
         for i in range(n):
-            q = 0.0
-            for a in range(d):
-                s = 0.0
-                for b in range(d):
-                    s += prec[0, a, b] * feats[b, i]
-                q += s * feats[a, i]
-            log_lik -= 0.5 * w[i] * q
+            log_lik -= 0.5 * w[i] * _tied_quadratic(prec, feats, i)
     for k in range(K):
         row = resp[k]
         s = 0.0
@@ -492,3 +518,35 @@ def run_starts(ctype, feats, w, weights, means, covs, max_iter, tol, reg_covar, 
                 if not structured_covariances(ctype, scatter, counts, previous, covs[r]):
                     status[r] = NOT_POSITIVE_DEFINITE
                     break
+
+
+@_jit
+def log_norm_and_resp(ctype, feats, weights, means, covs, log_norm, resp):
+    """Per-row ``log p(x)`` and responsibilities of one mixture, as the E-step computes them.
+
+    ``weights`` (K,), ``means`` (K, d) centered as ``feats`` (m, n), ``covs`` (K, d, d) in
+    :func:`run_starts`' layout; fills ``log_norm`` (n,) and ``resp`` (K, n). Returns False
+    (leaving them unset) if a covariance is not positive definite.
+    """
+    K, d = means.shape
+    m, n = feats.shape
+    layout = ctype if ctype <= _SPHERICAL else _FULL
+    log_weights = np.empty(K)
+    for k in range(K):
+        log_weights[k] = math.log(weights[k]) if weights[k] > 0.0 else -np.inf
+    eta, const = np.empty((K, m)), np.empty(K)
+    prec, log_dets, work = np.zeros((K, d, d)), np.empty(K), np.zeros((2, d, d))
+    if not _natural_parameters(layout, log_weights, means, covs, eta, const, prec, log_dets, work):
+        return False
+    top, total, bits = np.empty(n), np.empty(n), np.empty(n, dtype=np.int64)
+    _log_densities(feats, eta, const, resp)
+    _exp_normalized(resp, top, bits, total)
+    for i in range(n):
+        log_norm[i] = top[i] + math.log(total[i])
+        if layout == _TIED:
+            log_norm[i] -= 0.5 * _tied_quadratic(prec, feats, i)
+        total[i] = 1.0 / total[i]
+    for k in range(K):
+        for i in range(n):
+            resp[k, i] *= total[i]
+    return True

@@ -64,7 +64,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from bayes_gmm import _dask, _hc, _missing
 from bayes_gmm import _gaussian as g
-from bayes_gmm._batched_em import batched_em, fits_in_batch, kernel_loaded
+from bayes_gmm._batched_em import batched_em, fits_in_batch, kernel_loaded, log_norm_and_resp
 from bayes_gmm._validation import (
     DataWarning,
     check_data,
@@ -645,6 +645,19 @@ def _explore(data, K, ctype, starts, prior, max_iter):
     return est, info
 
 
+def _log_norm_and_resp(est, data, ctype):
+    """``est._log_norm_and_resp(data.X)``, in the compiled kernel where it serves."""
+    K, d = est.means_.shape
+    if fits_in_batch(data.X.shape[0], K, d, ctype):
+        out = log_norm_and_resp(
+            data.features_t(ctype), ctype, est.weights_, est.means_ - data.center,
+            est.covariances_,
+        )  # fmt: skip
+        if out is not None:
+            return out
+    return est._log_norm_and_resp(data.X)
+
+
 def _estimator(data, K, ctype, prior, max_iter, **inits):
     """The grid's ``GaussianMixture`` for one cell (explored to ``EXPLORE_TOL``)."""
     return GaussianMixture(
@@ -765,7 +778,7 @@ def _run_grid(data, sub, ks, types, names, settings, progress):
             on_data = None  # the responsibilities on all the data, shared when sub is data
             if est is not None:
                 if sub is data:
-                    on_data = est._log_norm_and_resp(data.X)
+                    on_data = _log_norm_and_resp(est, data, ctype)
                 parents[(ctype, K)] = _Parent.from_estimator(
                     est, sub, ctype, None if on_data is None else on_data[1]
                 )

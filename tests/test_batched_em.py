@@ -244,3 +244,27 @@ def test_starts_on_worker_threads_equal_one_thread(ctype, monkeypatch):
         assert a.history == b.history
         for name in ("weights", "means", "covariances", "prec_chol"):
             np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+
+
+@pytest.mark.parametrize("ctype", ["full", "tied", "diag", "spherical", "VEV", "EVE", "EII"])
+def test_compiled_responsibilities_equal_the_estimators(ctype):
+    """The kernel's log p(x) and responsibilities (the grid's) equal GaussianMixture's."""
+    from bayes_gmm import _gaussian as g
+    from bayes_gmm._batched_em import log_norm_and_resp
+
+    X = load_faithful(as_frame=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = GaussianMixture(3, covariance_type=ctype, random_state=0, max_iter=20).fit(X)
+    center = X.mean(axis=0)
+    feats = np.ascontiguousarray(g.features(X - center, ctype).T)
+    log_norm, resp = log_norm_and_resp(
+        feats, ctype, est.weights_, est.means_ - center, est.covariances_
+    )
+    expected_log_norm, expected_resp = est._log_norm_and_resp(X)
+    np.testing.assert_allclose(log_norm, expected_log_norm, rtol=1e-12)
+    np.testing.assert_allclose(resp, expected_resp, rtol=1e-9, atol=1e-14)
+    # A covariance that is not positive definite: no answer, for the caller to fall back.
+    bad = np.array(g.full_covariances(est.covariances_, ctype, 3, 2))
+    bad[:, 0, 0] = -1.0
+    assert log_norm_and_resp(feats, "full", est.weights_, est.means_ - center, bad) is None
