@@ -162,6 +162,7 @@ def batched_em(
     n_iter = np.zeros(R, dtype=np.int64)
     converged = np.zeros(R, dtype=np.bool_)
     status = np.zeros(R, dtype=np.int64)
+    prec_chol = np.zeros((R, K, d, d))
     # Every argument has one type, C layout and is writable, so that numba never compiles a
     # second specialization (seconds) because, say, reg_covar came as an int or max_iter as
     # a read-only array.
@@ -172,22 +173,23 @@ def batched_em(
         kernel.run_starts(
             kernel.CTYPE_CODES[ctype], feats, w, weights[first:last], means[first:last],
             covs[first:last], max_iters[first:last], *settings, history[first:last],
-            n_iter[first:last], converged[first:last], status[first:last],
+            n_iter[first:last], converged[first:last], status[first:last], prec_chol[first:last],
         )  # fmt: skip
 
     _run_in_parallel(run, R, n_iterations=int(max_iters.sum()), work=feats.size * K)
     ok = np.flatnonzero(status == kernel.OK)
     covs = _compact(covs[ok], layout)
-    prec_chol, covs, repaired = _precision_cholesky(covs, layout)
+    prec_chol = _compact(prec_chol[ok], layout)
+    held = np.zeros(len(ok), dtype=bool)  # a covariance held only by reg_covar
     if prior is None and len(ok):
         if data_scale is None:
             data_scale = float(np.max(np.var(X, axis=0))) or 1.0
         if not _clearly_regular(prec_chol, layout, reg_covar, data_scale):
             singular = held_by_regularization(covs, ctype, reg_covar, data_scale)
-            repaired |= singular.reshape(len(ok), -1).any(axis=1)
+            held = singular.reshape(len(ok), -1).any(axis=1)
     results = [None] * R
     for j, r in enumerate(ok):
-        if repaired[j]:
+        if held[j]:
             continue
         results[r] = _Run(
             weights[r],
@@ -292,20 +294,3 @@ def _compact(covs, ctype):
         return covs[:, 0]
     diagonals = np.diagonal(covs, axis1=-2, axis2=-1).copy()
     return diagonals if ctype == "diag" else diagonals[..., 0]
-
-
-def _precision_cholesky(covs, ctype):
-    """Precision factors of (A, ...) stacked covariances, and (A,) which needed a repair."""
-    A = covs.shape[0]
-    bad = np.zeros(A, dtype=bool)
-    if A == 0:
-        return covs, covs, bad
-    if ctype == "tied":  # (A, d, d) tied matrices are factored like A "full" components
-        prec_chol, covs, repaired = g.precision_cholesky(covs, "full")
-        bad[[k for k, _ in repaired]] = True
-        return prec_chol, covs, bad
-    K = covs.shape[1]
-    flat = covs.reshape((A * K, *covs.shape[2:]))
-    prec_chol, flat, repaired = g.precision_cholesky(flat, ctype)
-    bad[[k // K for k, _ in repaired]] = True
-    return prec_chol.reshape(covs.shape), flat.reshape(covs.shape), bad

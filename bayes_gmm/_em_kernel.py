@@ -405,7 +405,7 @@ def _m_step(ctype, nk, stats, total_weight, tied_moment, reg_covar, use_prior, p
 @_jit
 def run_starts(ctype, feats, w, weights, means, covs, max_iter, tol, reg_covar, tied_moment,
                use_prior, prior, prior_mean, prior_scale, prior_counts, prior_scatter,
-               prior_const, history, n_iter, converged, status):  # fmt: skip
+               prior_const, history, n_iter, converged, status, prec_chol):  # fmt: skip
     """Run EM from each of R starts (one after the other) until ``tol`` or ``max_iter``.
 
     Parameters
@@ -442,6 +442,9 @@ def run_starts(ctype, feats, w, weights, means, covs, max_iter, tol, reg_covar, 
     n_iter, converged, status : ndarray of shape (R,)
         Outputs: M-steps done, whether ``tol`` was reached, ``OK`` / ``NOT_POSITIVE_DEFINITE``
         / ``EMPTIED``.
+    prec_chol : ndarray of shape (R, K, d, d)
+        Output: the precision factors of the final covariances of the starts that end
+        ``OK`` (:func:`_precision_factors`).
     """
     R, K, d = means.shape
     m, n = feats.shape
@@ -518,6 +521,31 @@ def run_starts(ctype, feats, w, weights, means, covs, max_iter, tol, reg_covar, 
                 if not structured_covariances(ctype, scatter, counts, previous, covs[r]):
                     status[r] = NOT_POSITIVE_DEFINITE
                     break
+        if status[r] == OK:  # the last E-step factored these covariances: they are
+            _precision_factors(layout, covs[r], prec_chol[r])
+
+
+@_jit
+def _precision_factors(layout, covs, out):
+    """scikit-learn's ``precisions_cholesky_`` of one start's covariances, ``P P' = inv(cov)``.
+
+    In the kernel's (K, d, d) layout: the upper-triangular ``P`` ("full"; "tied" in
+    ``out[0]``), or ``1 / sqrt(var)`` on the diagonal ("diag"; "spherical" in
+    ``out[k, 0, 0]``). The covariances must be positive definite.
+    """
+    K, d = covs.shape[0], covs.shape[1]
+    work = np.zeros((3, d, d))
+    for k in range(K):
+        if layout == _FULL or (layout == _TIED and k == 0):
+            precision_into(covs[k], work[0], work[1], work[2])
+            for a in range(d):
+                for b in range(d):
+                    out[k, a, b] = work[2, b, a]
+        elif layout == _DIAG:
+            for a in range(d):
+                out[k, a, a] = 1.0 / math.sqrt(covs[k, a, a])
+        elif layout == _SPHERICAL:
+            out[k, 0, 0] = 1.0 / math.sqrt(covs[k, 0, 0])
 
 
 @_jit
