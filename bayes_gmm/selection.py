@@ -383,22 +383,32 @@ def _lloyd(X, w, centers, max_iter=300, tol=1e-4):
     return labels if strict else _nearest(X, centers)
 
 
-def _params_from_labels(data, labels, K, ctype):
+def _params_from_labels(data, labels, K, ctype, moments=None):
     """Weights, centered means and covariances of the clusters of a hard partition.
 
     One maximum-likelihood M-step (with ``reg_covar``) from hard responsibilities. Returns
-    None when a cluster is empty (not a usable start).
+    None when a cluster is empty (not a usable start). ``moments``, a dict kept with the
+    partition, holds its sufficient statistics per storage layout and tied moment, which
+    every structure of that layout shares (the M-step does not change them).
     """
     Xc, w = data.Xc, data.w
     n, d = Xc.shape
-    if np.any(np.bincount(labels, weights=w, minlength=K) <= 0):
-        return None
-    resp = np.zeros((K, n))
-    resp[labels, np.arange(n)] = 1.0
-    stats = g.summarize(data.features_t(ctype).T, w, resp, ctype, d)
     shared = get_structure(ctype).shares_covariance
-    tied_moment = g.weighted_second_moment(Xc, w) if shared else None
-    g.finish_moments(stats, ctype, tied_moment)
+    key = (layout_of(ctype), shared)
+    stats = None if moments is None else moments.get(key)
+    if stats is None:
+        if np.any(np.bincount(labels, weights=w, minlength=K) <= 0):
+            stats = "empty"
+        else:
+            resp = np.zeros((K, n))
+            resp[labels, np.arange(n)] = 1.0
+            stats = g.summarize(data.features_t(ctype).T, w, resp, ctype, d)
+            tied_moment = g.weighted_second_moment(Xc, w) if shared else None
+            g.finish_moments(stats, ctype, tied_moment)
+        if moments is not None:
+            moments[key] = stats
+    if isinstance(stats, str):
+        return None
     return g.from_summaries(stats, ctype, data.reg_covar)
 
 
@@ -752,7 +762,7 @@ def _run_grid(data, sub, ks, types, names, settings, progress):
             progress.show(f"{ctype} K={K}")
             if partitions is None:  # once per K, shared by the structures
                 partitions = [
-                    (kind, sub, labels)
+                    (kind, sub, labels, {})
                     for kind, labels in _partitions(
                         sub, K, 1 if K == 1 else s["n_init"], s["entropy"]
                     )
@@ -762,10 +772,10 @@ def _run_grid(data, sub, ks, types, names, settings, progress):
                         hc = _hc_tree(sub, s["entropy"], ks)
                     hc_data, hc_labels = hc
                     if K in hc_labels:
-                        partitions.append(("hc", hc_data, hc_labels[K]))
+                        partitions.append(("hc", hc_data, hc_labels[K], {}))
             starts = [
-                (kind, _params_from_labels(pdata, labels, K, ctype))
-                for kind, pdata, labels in partitions
+                (kind, _params_from_labels(pdata, labels, K, ctype, moments))
+                for kind, pdata, labels, moments in partitions
                 if get_structure(ctype).is_sklearn or kind in CONSTRAINED_PARTITIONS
             ]
             if (ctype, K - 1) in parents:
