@@ -243,6 +243,10 @@ def log_norm_and_resp(features, covariance_type, weights, means, covariances):
 #: Below this many multiply-adds (feature values x K x iterations) the starts run on one
 #: thread: handing work to another costs tens of microseconds.
 MIN_PARALLEL_WORK = 500_000
+#: Nor below this many per iteration (feature values x K): starts of a few microseconds
+#: per iteration (Old Faithful's 272 rows) gained no wall time on a second thread and
+#: cost 5-10% more CPU (handing each start over, the GIL around each kernel call).
+MIN_PARALLEL_ITERATION_WORK = 50_000
 
 
 def _run_in_parallel(run, n_starts, n_iterations, work):
@@ -253,7 +257,8 @@ def _run_in_parallel(run, n_starts, n_iterations, work):
     of them. Small batches stay on the calling thread.
     """
     workers = min(g.n_available_workers(), n_starts)
-    if workers < 2 or n_iterations * work < MIN_PARALLEL_WORK:
+    small = work < MIN_PARALLEL_ITERATION_WORK or n_iterations * work < MIN_PARALLEL_WORK
+    if workers < 2 or small:
         run(0, n_starts)
         return
     starts = iter(range(n_starts))  # next() on it is atomic (the GIL)

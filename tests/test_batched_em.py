@@ -236,6 +236,7 @@ def test_starts_on_worker_threads_equal_one_thread(ctype, monkeypatch):
     monkeypatch.setattr(g, "N_WORKERS", 2)
     monkeypatch.setattr(g, "worker_pool", lambda: Spy())
     monkeypatch.setattr(batched, "MIN_PARALLEL_WORK", 0)
+    monkeypatch.setattr(batched, "MIN_PARALLEL_ITERATION_WORK", 0)
     shared = fit()
     assert submitted  # the starts did go to a worker
     assert all(run is not None for run in alone)
