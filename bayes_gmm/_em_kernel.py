@@ -193,16 +193,25 @@ def _exp_normalized(resp, top, bits, total):
 
 
 @_jit
-def _tied_quadratic(prec, feats, i):
-    """``x' A x`` of row ``i`` for "tied" (``A = prec[0]``, ``x = feats[:, i]``)."""
+def _tied_quadratics(prec, feats, q, s):
+    """``q[i] = x_i' A x_i`` for "tied" (``A = prec[0]``, ``x_i = feats[:, i]``).
+
+    In loops over the rows, which vectorize; ``s`` (n,) is work space.
+    """
     d = prec.shape[1]
-    q = 0.0
+    n = feats.shape[1]
+    for i in range(n):
+        q[i] = 0.0
     for a in range(d):
-        s = 0.0
+        for i in range(n):
+            s[i] = 0.0
         for b in range(d):
-            s += prec[0, a, b] * feats[b, i]
-        q += s * feats[a, i]
-    return q
+            p, f = prec[0, a, b], feats[b]
+            for i in range(n):
+                s[i] += p * f[i]
+        f = feats[a]
+        for i in range(n):
+            q[i] += s[i] * f[i]
 
 
 @_jit
@@ -233,8 +242,10 @@ def _e_step(ctype, feats, w, unit_weights, eta, const, prec, resp, top, total, b
             log_lik += w[i] * (top[i] + math.log(total[i]))
             total[i] = w[i] / total[i]
     if ctype == _TIED:  # the quadratic term shared by all components: -x' A x / 2
+        q = top  # top and bits are done with: they hold the sums
+        _tied_quadratics(prec, feats, q, bits.view(np.float64))
         for i in range(n):
-            log_lik -= 0.5 * w[i] * _tied_quadratic(prec, feats, i)
+            log_lik -= 0.5 * w[i] * q[i]
     for k in range(K):
         row = resp[k]
         s = 0.0
@@ -571,9 +582,12 @@ def log_norm_and_resp(ctype, feats, weights, means, covs, log_norm, resp):
     _exp_normalized(resp, top, bits, total)
     for i in range(n):
         log_norm[i] = top[i] + math.log(total[i])
-        if layout == _TIED:
-            log_norm[i] -= 0.5 * _tied_quadratic(prec, feats, i)
         total[i] = 1.0 / total[i]
+    if layout == _TIED:
+        q = np.empty(n)
+        _tied_quadratics(prec, feats, q, top)
+        for i in range(n):
+            log_norm[i] -= 0.5 * q[i]
     for k in range(K):
         for i in range(n):
             resp[k, i] *= total[i]
