@@ -431,12 +431,29 @@ def _common_orientation(code, W, n, previous, out):
     # covariances (they all share it), with distinct coefficients so that ties are rare.
     mix = np.zeros((d, d))
     for k in range(K):
-        mix += (1.0 + 0.618034 * k) * previous[k]
+        c = 1.0 + 0.618034 * k
+        for a in range(d):
+            for b in range(d):
+                mix[a, b] += c * previous[k, a, b]
     D = np.empty((d, d))
     _eigh_desc(mix, np.empty(d), D)
+    # M[k] = D' W[k] D, in loops: numba's @ calls BLAS (and allocates) for these tiny
+    # matrices, which cost more than the rest of the M-step.
     M = np.empty((K, d, d))
+    WD = np.empty((d, d))
     for k in range(K):
-        M[k] = D.T @ W[k] @ D
+        for a in range(d):
+            for b in range(d):
+                t = 0.0
+                for j in range(d):
+                    t += W[k, a, j] * D[j, b]
+                WD[a, b] = t
+        for a in range(d):
+            for b in range(d):
+                t = 0.0
+                for i in range(d):
+                    t += D[i, a] * WD[i, b]
+                M[k, a, b] = t
     psi = np.empty((K, d))
     inv = np.empty((K, d))
     f_old = np.inf
