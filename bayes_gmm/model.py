@@ -122,13 +122,16 @@ def mixture_log_density(value, weights, means, prec_chol, sample_weight):
         rows, cols = np.triu_indices(static_d)
         quad = x[:, rows] * x[:, cols]
         quad_coef = P[:, rows, cols] * np.where(rows == cols, 1.0, 2.0)
-    features = pt.concatenate([quad, x], axis=1)
+    # Components along the first axis, rows along the second: XLA's CPU code reduces a
+    # short leading axis in elementwise passes over contiguous rows, several times faster
+    # per gradient than a short trailing one (measured in NUTS on the 5-D benchmark case).
+    features = pt.concatenate([quad, x], axis=1).T  # (q, n), data only
     p_mu = pt.sum(P * m[:, None, :], axis=-1)  # (K, d): P_k m_k
     half_logdet = pt.sum(pt.log(pt.diagonal(prec_chol, axis1=-2, axis2=-1)), axis=-1)
     offset = pt.log(weights) + half_logdet - 0.5 * pt.sum(m * p_mu, axis=-1) - 0.5 * d * LOG_2PI
     coef = pt.concatenate([-0.5 * quad_coef, p_mu], axis=1)
-    log_dens = pt.dot(features, coef.T) + offset[None, :]
-    return sample_weight * pt.logsumexp(log_dens, axis=-1)
+    log_dens = pt.dot(coef, features) + offset[:, None]  # (K, n)
+    return sample_weight * pt.logsumexp(log_dens, axis=0)
 
 
 def missing_patterns(X):
