@@ -378,13 +378,26 @@ def normalize(log_prob, axis=0):
     log_norm : ndarray of shape (n,), or ``log_prob``'s shape without ``axis``
     resp : ndarray, the shape of ``log_prob``
     """
-    top = log_prob.max(axis=axis, keepdims=True)
+    top = _reduce_over(np.maximum, log_prob, axis)
     top[~np.isfinite(top)] = 0.0
     log_prob -= top
     resp = np.exp(log_prob, out=log_prob)
-    total = resp.sum(axis=axis, keepdims=True)
+    total = _reduce_over(np.add, resp, axis)
     resp /= total
     return np.squeeze(np.log(total) + top, axis=axis), resp
+
+
+def _reduce_over(ufunc, a, axis):
+    """``ufunc.reduce`` over ``axis``, keeping it, as elementwise passes over its slices.
+
+    The component axis is short (K): numpy's reduction over a short innermost axis (the
+    posterior's (draws, rows, K) blocks) runs 3-4x slower than K - 1 elementwise passes.
+    """
+    slices = np.moveaxis(a, axis, 0)
+    out = slices[0].copy()
+    for s in slices[1:]:
+        ufunc(out, s, out=out)
+    return np.expand_dims(out, axis)
 
 
 @dataclass
