@@ -35,6 +35,22 @@ _CACHE: dict = {}
 _CACHE_LOCK = threading.Lock()
 _SETUP: list = []
 
+MASS_MATRICES = ("laplace", "adapt")
+# Above this many free values a dense metric costs more per step (a matrix-vector
+# product, and the Hessian's D gradients at the start) than it saves: "laplace" falls
+# back to warm-up's diagonal adaptation there.
+DENSE_LIMIT = 1000
+# After warm-up each iteration's step size is the adapted one times a factor drawn
+# uniformly in 1 +- STEP_JITTER. With a fixed metric and a fixed step size, NUTS on a
+# near-Gaussian posterior runs trajectories of one length every time (7 steps on the
+# small benchmark case), and the draws of scale-like quantities came out periodic:
+# split R-hat of the variances above 1.01 in 2 of 10 seeds with ESS over 1000. The
+# jitter breaks the period (10 of 10, `benchmarks/bench_nuts.py`); Stan offers the same.
+STEP_JITTER = 0.2
+# Entries of the largest data array up to which the Hessian's Hessian-vector products
+# run all at once; above, in batches with about this many entries per product.
+_HESSIAN_BATCH_ENTRIES = 40_000_000
+
 
 def jax_cache_dir():
     """Where JAX's compiled samplers are kept between processes.
@@ -151,6 +167,39 @@ def _jax_functions(model):
     return prepare_fn, logp_fn, post_fn, names
 
 
+def _laplace_inverse_mass(potential, start, scale, batch_size):
+    """The inverse of the potential's Hessian at ``start``, flattened as numpyro does.
+
+    Near the mode of a well-identified posterior that is the Laplace approximation's
+    covariance: a dense metric that takes the posterior's correlations (between a
+    component's mean and its precision, say) out of the sampler's way, so NUTS needs far
+    fewer steps per draw than with a diagonal metric learnt during warm-up. Eigenvalues
+    are taken in absolute value (a start off the mode may see negative curvature) and
+    floored; a Hessian that is not finite falls back to the diagonal ``scale**2``.
+    """
+    import jax
+    import jax.numpy as jnp
+    from jax.flatten_util import ravel_pytree
+
+    flat, unravel = ravel_pytree(start)
+    grad = jax.grad(lambda f: potential(unravel(f)))
+
+    def hvp(v):
+        return jax.jvp(grad, (flat,), (v,))[1]
+
+    hessian = jax.lax.map(hvp, jnp.eye(flat.shape[0], dtype=flat.dtype), batch_size=batch_size)
+    eigval, eigvec = jnp.linalg.eigh(0.5 * (hessian + hessian.T))
+    eigval = jnp.abs(eigval)
+    eigval = jnp.maximum(eigval, 1e-10 * jnp.max(eigval))
+    inverse = (eigvec / eigval) @ eigvec.T
+    diagonal = jnp.diag(ravel_pytree(scale)[0] ** 2)
+    return jnp.where(jnp.all(jnp.isfinite(inverse)), inverse, diagonal)
+
+
+def _with_step_size(state, step_size):
+    return state._replace(adapt_state=state.adapt_state._replace(step_size=step_size))
+
+
 def _structure_key(model, shapes):
     """What fixes the compiled sampler: the log density's graph and every input's shape.
 
@@ -176,9 +225,13 @@ class _Sampler:
     on shapes only and JAX's persistent cache can serve it to a new process.
     """
 
-    def __init__(self, model, shapes, draws, tune, chains, target_accept, parallel, progressbar):
+    def __init__(
+        self, model, shapes, draws, tune, chains, target_accept, parallel, progressbar, mass_matrix
+    ):
         import jax
+        import jax.numpy as jnp
         from jax import lax
+        from jax.flatten_util import ravel_pytree
         from numpyro.infer.hmc import hmc
 
         prepare_fn, logp_fn, post_fn, names = _jax_functions(model)
@@ -203,29 +256,52 @@ class _Sampler:
                 )
             return state
 
-        def chain(key, start, scale, data):
-            from jax.flatten_util import ravel_pytree
+        n_values = sum(int(np.prod(shape)) for shape in shapes.values())
+        dense = mass_matrix == "laplace" and n_values <= DENSE_LIMIT
 
-            prepared = tuple(prepare_fn(*data))
+        def chain(key, start, scale, data):
+            key, jitter_key = jax.random.split(key)
+            prepared = tuple(prepare_fn(*data) or ())  # None when nothing is data-only
+            if dense:
+                largest = max((int(np.size(p)) for p in prepared), default=1)
+                batch = max(1, _HESSIAN_BATCH_ENTRIES // max(largest, 1))
+                inverse = _laplace_inverse_mass(
+                    potential_gen(*prepared), start, scale, min(batch, n_values)
+                )
+                metric = {
+                    "inverse_mass_matrix": inverse,
+                    "dense_mass": True,
+                    "adapt_mass_matrix": False,
+                }
+            else:
+                metric = {"inverse_mass_matrix": ravel_pytree(scale)[0] ** 2}
             state = init_kernel(
                 start,
                 num_warmup=tune,
-                inverse_mass_matrix=ravel_pytree(scale)[0] ** 2,
                 target_accept_prob=target_accept,
                 model_args=prepared,
                 rng_key=key,
+                **metric,
             )
 
             # Warm-up and draws in one scan: one copy of the NUTS step in the compiled
             # program (two loops compiled it twice). Warm-up iterations are recorded
             # too and dropped below: a few numbers per iteration.
             def iterate(state, _):
-                state = step(state, prepared)
+                adapted = state.adapt_state.step_size
+                drawing = state.i >= tune
+                u = jax.random.uniform(jax.random.fold_in(jitter_key, state.i), (), minval=-1.0)
+                used = jnp.where(drawing, adapted * (1.0 + STEP_JITTER * u), adapted)
+                state = step(_with_step_size(state, used), prepared)
+                # Warm-up's adaptation moves the step size; a draw's jitter does not stay.
+                state = _with_step_size(
+                    state, jnp.where(drawing, adapted, state.adapt_state.step_size)
+                )
                 fields = (
                     state.num_steps,
                     state.potential_energy,
                     state.energy,
-                    state.adapt_state.step_size,
+                    used,
                     state.accept_prob,
                     state.diverging,
                 )
@@ -308,6 +384,7 @@ def sample_nuts(
     progressbar=False,
     parallel=True,
     scale=None,
+    mass_matrix="laplace",
 ):
     """Sample a PyMC model with numpyro's NUTS, the data as arguments of one compiled sampler.
 
@@ -327,7 +404,14 @@ def sample_nuts(
         instead of one after the other.
     scale : dict of str -> ndarray, default=None
         Approximate posterior sds on the unconstrained scale, keyed and shaped like one
-        chain's start (1 where missing): the diagonal mass matrix warm-up begins with.
+        chain's start (1 where missing): the diagonal mass matrix warm-up begins with
+        (``mass_matrix="adapt"``), or the fallback of a Hessian that is not finite.
+    mass_matrix : {"laplace", "adapt"}, default="laplace"
+        "laplace": a dense metric, the inverse Hessian of the log density at each
+        chain's start, kept through warm-up (which then tunes the step size only); for
+        models of at most ``DENSE_LIMIT`` free values, else "adapt". "adapt": a
+        diagonal metric learnt during warm-up (numpyro's default windows), starting
+        from ``scale``.
 
     Returns
     -------
@@ -341,6 +425,8 @@ def sample_nuts(
         ("sample", which includes JAX's compile on the sampler's first run), and
         "gradients": the log-density gradients evaluated, warm-up included.
     """
+    if mass_matrix not in MASS_MATRICES:
+        raise ValueError(f"mass_matrix must be one of {MASS_MATRICES}, got {mass_matrix!r}.")
     n_devices = _setup_jax()
     t0 = time.perf_counter()
     missing = {v.name for v in model.value_vars} - set(start)
@@ -355,6 +441,7 @@ def sample_nuts(
         float(target_accept),
         parallel,
         bool(progressbar),
+        mass_matrix,
     )
     key = (_structure_key(model, shapes), settings)
     with _CACHE_LOCK:

@@ -299,6 +299,7 @@ def test_fitted_model_shows_a_readable_summary(blobs):
         ({"relabel": "sorted"}, "relabel must be one of"),
         ({"covariance_type": "VEV"}, "The posterior supports covariance_type"),
         ({"init_jitter": -1.0}, "init_jitter"),
+        ({"mass_matrix": "dense"}, "mass_matrix must be one of"),
         ({"cores": 0}, "cores must be an integer >= 1"),
         ({"n_components": 0}, "n_components must be >= 1"),
         ({"n_components": 5000}, "n_samples >= n_components"),
