@@ -432,11 +432,15 @@ def _split_start(data, parent, ctype):
     if not evals[-1] > 0:
         return None
     shift = 0.5 * np.sqrt(evals[-1]) * evecs[:, -1]
-    weights = np.concatenate([np.delete(parent.weights, j), parent.weights[[j, j]] / 2])
-    means = np.concatenate([np.delete(parent.means, j, axis=0), [mean_j - shift, mean_j + shift]])
+    K = len(parent.weights)
+    order = np.concatenate([np.arange(j), np.arange(j + 1, K), [j, j]])  # j last, twice
+    weights = parent.weights[order]
+    weights[-2:] /= 2
+    means = parent.means[order]
+    means[-2], means[-1] = mean_j - shift, mean_j + shift
     covs = parent.covariances
     if not get_structure(ctype).shares_covariance:
-        covs = np.concatenate([np.delete(covs, j, axis=0), covs[[j, j]]])
+        covs = covs[order]
     return weights, means, covs
 
 
@@ -526,7 +530,7 @@ def _run_starts(data, K, ctype, starts, prior, resolved, max_iter):
     n, d = data.X.shape
     results = [None] * len(starts)
     if starts and fits_in_batch(n, K, d, ctype):
-        weights, means, covs = (np.stack(part) for part in zip(*starts, strict=True))
+        weights, means, covs = (np.array(part) for part in zip(*starts, strict=True))
         results = batched_em(
             data.X,
             data.w,
