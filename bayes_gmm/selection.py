@@ -457,18 +457,27 @@ def _conversion_sources(fit_order, ctype, K, parents):
     before it); any other pair only from the nested model with the highest objective
     (with 14 models, every source would multiply the starts).
     """
-    before = fit_order[: fit_order.index(ctype)]
-    target = get_structure(ctype)
-    sources = [o for o in before if (o, K) in parents]
-    out = [o for o in sources if target.is_sklearn and get_structure(o).is_sklearn]
-    nested = [
-        o
-        for o in sources
-        if o not in out and target.nests(get_structure(o)) and get_structure(o) != target
-    ]
+    pairs, nested = _possible_sources(tuple(fit_order), ctype)
+    out = [o for o in pairs if (o, K) in parents]
+    nested = [o for o in nested if (o, K) in parents]
     if nested:
         out.append(max(nested, key=lambda o: parents[(o, K)].objective))
     return out
+
+
+@functools.cache
+def _possible_sources(fit_order, ctype):
+    """:func:`_conversion_sources` before knowing which cells were fitted: the structures
+    fitted before ``ctype`` that it starts from (scikit-learn pairs) and those nested in it."""
+    before = fit_order[: fit_order.index(ctype)]
+    target = get_structure(ctype)
+    pairs = [o for o in before if target.is_sklearn and get_structure(o).is_sklearn]
+    nested = [
+        o
+        for o in before
+        if o not in pairs and target.nests(get_structure(o)) and get_structure(o) != target
+    ]
+    return pairs, nested
 
 
 def _convert_start(parent, source, target):
