@@ -20,6 +20,7 @@ one thread): this is meant for small data, see :func:`fits_in_batch`.
 
 from __future__ import annotations
 
+import functools
 import sys
 
 import numpy as np
@@ -51,6 +52,7 @@ def kernel_loaded():
     return module is not None and bool(module.run_starts.signatures)
 
 
+@functools.cache
 def _kernel():
     # Imported on first use: numba's import (and its first compile) is paid only by
     # programs that run a selection grid.
@@ -129,8 +131,8 @@ def batched_em(
     w = np.ascontiguousarray(sample_weight, dtype=float)
     R, K = np.shape(weights)
     d = X.shape[1]
-    center = w @ X / w.sum()
-    if features is None or ctype == "tied":
+    if features is None or ctype == "tied" or prior is not None:
+        center = w @ X / w.sum()
         Xc = X - center
     feats = np.ascontiguousarray(g.features(Xc, ctype).T) if features is None else features
     tied_moment = g.weighted_second_moment(Xc, w) if ctype == "tied" else np.zeros((d, d))
@@ -287,8 +289,8 @@ def _clearly_regular(prec_chol, layout, reg_covar, data_scale):
     """
     if layout not in ("full", "tied"):
         return False  # held_by_regularization has no eigenvalues to compute there
-    squares = np.square(prec_chol).sum(axis=(-2, -1))
-    return bool(np.all((1.0 - 1e-6) / squares - reg_covar > 1e-9 * data_scale))
+    largest = float(np.square(prec_chol).sum(axis=(-2, -1)).max())
+    return (1.0 - 1e-6) / largest - reg_covar > 1e-9 * data_scale
 
 
 def _compact(covs, ctype):
