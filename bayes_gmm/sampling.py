@@ -47,6 +47,12 @@ DENSE_LIMIT = 1000
 # split R-hat of the variances above 1.01 in 2 of 10 seeds with ESS over 1000. The
 # jitter breaks the period (10 of 10, `benchmarks/bench_nuts.py`); Stan offers the same.
 STEP_JITTER = 0.2
+# XLA's CPU backend hands dot products and reductions to its YNNPACK library ("YNN
+# fusions"); for the mixture's thin products over many rows (a (K, q) by (q, n) product
+# and its gradient) inside NUTS' loops that was 1.6x slower per gradient on a million rows
+# (bench_nuts.py's case C; no difference on 5,000). Passed as compile options of the
+# sampler only, so a jaxlib without the option compiles with its defaults instead.
+XLA_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 # Entries of the largest data array up to which the Hessian's Hessian-vector products
 # run all at once; above, in batches with about this many entries per product.
 _HESSIAN_BATCH_ENTRIES = 40_000_000
@@ -196,6 +202,20 @@ def _laplace_inverse_mass(potential, start, scale, batch_size):
     return jnp.where(jnp.all(jnp.isfinite(inverse)), inverse, diagonal)
 
 
+def _compile(function, args):
+    """``function`` (a ``jax.jit`` or ``jax.pmap``) compiled for ``args`` with
+    ``XLA_OPTIONS``, or with XLA's defaults where this jaxlib does not know them."""
+    from jax.errors import JaxRuntimeError
+
+    lowered = function.lower(*args)
+    try:
+        return lowered.compile(compiler_options=XLA_OPTIONS)
+    except JaxRuntimeError as exc:
+        if "option" not in str(exc):
+            raise
+        return lowered.compile()
+
+
 def _with_step_size(state, step_size):
     return state._replace(adapt_state=state.adapt_state._replace(step_size=step_size))
 
@@ -314,6 +334,7 @@ class _Sampler:
             outputs = jax.vmap(lambda v: post_fn(*v, *data))(values)
             return outputs, fields, tune_steps
 
+        self._compiled = None
         if self.chain_method == "parallel":
             self._run = jax.pmap(chain, in_axes=(0, 0, None, None))
         else:
@@ -331,7 +352,10 @@ class _Sampler:
         if self._progress is not None:
             self._progress.open()
         try:
-            outputs, fields, tune_steps = self._run(keys, start, scale, tuple(data))
+            args = (keys, start, scale, tuple(data))
+            if self._compiled is None:
+                self._compiled = _compile(self._run, args)
+            outputs, fields, tune_steps = self._compiled(*args)
             outputs, fields, tune_steps = jax.device_get((outputs, fields, tune_steps))
         finally:
             if self._progress is not None:

@@ -129,3 +129,18 @@ def test_sample_nuts_refuses_an_unknown_metric():
         pm.Normal("x")
     with pytest.raises(ValueError, match="mass_matrix must be one of"):
         sample_nuts(model, {"x": np.zeros(2)}, chains=2, mass_matrix="dense")
+
+
+def test_unknown_xla_options_fall_back_to_defaults(monkeypatch):
+    """A jaxlib that does not know the sampler's XLA options compiles with its defaults."""
+    import pymc as pm
+
+    from bayes_gmm import sampling
+
+    monkeypatch.setattr(sampling, "XLA_OPTIONS", {"xla_no_such_option_here": "1"})
+    with pm.Model() as model:
+        pm.Normal("y", mu=3.0, sigma=0.5, shape=3)
+    posterior, _, _ = sampling.sample_nuts(
+        model, {"y": np.full((2, 3), 3.0)}, draws=300, tune=200, chains=2, random_seed=0
+    )
+    np.testing.assert_allclose(posterior["y"].mean(axis=(0, 1)), 3.0, atol=0.15)
