@@ -68,8 +68,8 @@ def cut(merges, n_clusters):
     """Labels 0..n_clusters-1 of the rows, the tree (:func:`merge_tree`) cut at
     ``n_clusters`` clusters."""
     n = len(merges) + 1
-    parent = np.arange(n)
-    for i, j in merges[: n - n_clusters]:
+    parent = list(range(n))  # a list: numpy's element access costs ten times more here
+    for i, j in merges[: n - n_clusters].tolist():
         parent[j] = i
 
     def root(k):
