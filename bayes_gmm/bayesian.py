@@ -136,8 +136,9 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
     mass_matrix : {"laplace", "adapt"}, default="laplace"
         NUTS' metric. "laplace": dense, the inverse Hessian of the log posterior at each
         chain's start (the Laplace approximation's covariance around the EM estimate),
-        kept fixed while warm-up tunes the step size: the posterior's correlations
-        (a component's mean with its precision) cost no extra steps. Models with more
+        re-estimated once from warm-up's draws when ``tune`` is long enough (one slow
+        window): the posterior's correlations (a component's mean with its precision)
+        cost no extra steps. Models with more
         than ``bayes_gmm.sampling.DENSE_LIMIT`` free values use "adapt". "adapt": a
         diagonal metric learnt during warm-up, starting from the EM estimate's
         approximate posterior sds; try it when a model you extended is far from

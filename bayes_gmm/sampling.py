@@ -21,6 +21,7 @@ own JAX samplers do for float64 models.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -53,6 +54,9 @@ STEP_JITTER = 0.2
 # (bench_nuts.py's case C; no difference on 5,000). Passed as compile options of the
 # sampler only, so a jaxlib without the option compiles with its defaults instead.
 XLA_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+# Warm-up's buffers (Stan's: step size only, first and last) around its one slow window,
+# which adapts the dense metric when it has at least this many draws per free value.
+_START_BUFFER, _END_BUFFER, _WINDOW_PER_VALUE = 75, 50, 5
 # Entries of the largest data array up to which the Hessian's Hessian-vector products
 # run all at once; above, in batches with about this many entries per product.
 _HESSIAN_BATCH_ENTRIES = 40_000_000
@@ -216,6 +220,42 @@ def _compile(function, args):
         return lowered.compile()
 
 
+@contextlib.contextmanager
+def _one_slow_window():
+    """numpyro's warm-up with a single slow window between Stan's buffers.
+
+    Stan's schedule (and numpyro's) re-estimates the metric at the end of windows of 25,
+    50, 100, ... draws; a dense estimate from the first ones, in dozens of dimensions, is
+    noise, and replaced a good starting metric (the Laplace one) with a worse one (78-82k
+    gradients on the 5-D case against 42-44k). One window over the middle of warm-up
+    keeps the Laplace metric until enough draws estimate the posterior's own covariance,
+    which is better where the posterior is not Gaussian (overlapping components: iris,
+    tied, K=3). numpyro has no argument for a schedule: its builder is swapped while
+    ``init_kernel`` reads it (under the sampler lock), or left alone if it moved.
+    """
+    from numpyro.infer import hmc_util
+
+    builder = getattr(hmc_util, "build_adaptation_schedule", None)
+    window = getattr(hmc_util, "AdaptWindow", None)
+    if builder is None or window is None:
+        yield
+        return
+
+    def schedule(num_steps):
+        end = num_steps - _END_BUFFER
+        return [
+            window(0, _START_BUFFER - 1),
+            window(_START_BUFFER, end - 1),
+            window(end, num_steps - 1),
+        ]
+
+    hmc_util.build_adaptation_schedule = schedule
+    try:
+        yield
+    finally:
+        hmc_util.build_adaptation_schedule = builder
+
+
 def _with_step_size(state, step_size):
     return state._replace(adapt_state=state.adapt_state._replace(step_size=step_size))
 
@@ -278,6 +318,9 @@ class _Sampler:
 
         n_values = sum(int(np.prod(shape)) for shape in shapes.values())
         dense = mass_matrix == "laplace" and n_values <= DENSE_LIMIT
+        # One slow window of warm-up, long enough to estimate a dense covariance.
+        window = tune - _START_BUFFER - _END_BUFFER
+        adapt_dense = dense and window >= max(_WINDOW_PER_VALUE * n_values, 100)
 
         def chain(key, start, scale, data):
             key, jitter_key = jax.random.split(key)
@@ -291,18 +334,23 @@ class _Sampler:
                 metric = {
                     "inverse_mass_matrix": inverse,
                     "dense_mass": True,
-                    "adapt_mass_matrix": False,
+                    "adapt_mass_matrix": adapt_dense,
+                    # numpyro's regularization shrinks towards 1e-3 I, larger than the
+                    # posterior variances of a million rows' means; the window is long
+                    # enough for the plain estimate (_WINDOW_PER_VALUE).
+                    "regularize_mass_matrix": False,
                 }
             else:
                 metric = {"inverse_mass_matrix": ravel_pytree(scale)[0] ** 2}
-            state = init_kernel(
-                start,
-                num_warmup=tune,
-                target_accept_prob=target_accept,
-                model_args=prepared,
-                rng_key=key,
-                **metric,
-            )
+            with _one_slow_window() if adapt_dense else contextlib.nullcontext():
+                state = init_kernel(
+                    start,
+                    num_warmup=tune,
+                    target_accept_prob=target_accept,
+                    model_args=prepared,
+                    rng_key=key,
+                    **metric,
+                )
 
             # Warm-up and draws in one scan: one copy of the NUTS step in the compiled
             # program (two loops compiled it twice). Warm-up iterations are recorded
@@ -432,8 +480,10 @@ def sample_nuts(
         (``mass_matrix="adapt"``), or the fallback of a Hessian that is not finite.
     mass_matrix : {"laplace", "adapt"}, default="laplace"
         "laplace": a dense metric, the inverse Hessian of the log density at each
-        chain's start, kept through warm-up (which then tunes the step size only); for
-        models of at most ``DENSE_LIMIT`` free values, else "adapt". "adapt": a
+        chain's start, which warm-up replaces once, with the draws' covariance over one
+        slow window (:func:`_one_slow_window`), when ``tune`` leaves at least
+        ``_WINDOW_PER_VALUE`` draws per free value there (else it keeps it and tunes the
+        step size only); for models of at most ``DENSE_LIMIT`` free values, else "adapt". "adapt": a
         diagonal metric learnt during warm-up (numpyro's default windows), starting
         from ``scale``.
 
