@@ -214,7 +214,7 @@ def match_to_pivot(true_means, post_means, scale):
 
 def one_simulation(task):
     """Ranks of every quantity for simulation ``sim`` of ``case`` (runs in a worker)."""
-    case, sim, n, draws, tune, L = task
+    case, sim, n, draws, tune, L, mass_matrix = task
     from bayes_gmm import BayesianGaussianMixture, GaussianMixturePrior
     from bayes_gmm.diagnostics import SamplingWarning
 
@@ -231,6 +231,7 @@ def one_simulation(task):
         tune=tune,
         chains=2,
         random_state=int(rng.integers(2**31)),
+        **({} if mass_matrix is None else {"mass_matrix": mass_matrix}),
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -432,8 +433,11 @@ def figures(by_case, L, out):
 # --------------------------------------------------------------------------- main
 
 
-def _settings(sims, n, draws, tune, L):
-    return {"sims": sims, "n": n, "draws": draws, "tune": tune, "L": L}
+def _settings(sims, n, draws, tune, L, mass_matrix=None):
+    settings = {"sims": sims, "n": n, "draws": draws, "tune": tune, "L": L}
+    if mass_matrix is not None:  # the estimator's default otherwise: old files still match
+        settings["mass_matrix"] = mass_matrix
+    return settings
 
 
 def _load_case(path, case, settings):
@@ -480,13 +484,13 @@ def _log(message):
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def run(case_list, sims, n, draws, tune, L, jobs, out=None, progress=True):
+def run(case_list, sims, n, draws, tune, L, jobs, out=None, progress=True, mass_matrix=None):
     """Every simulation of every case; each finished case is saved to ``out/cases/``.
 
     A case whose file exists with the same settings is read back, not refitted. Returns
     the results and the seconds spent fitting in this call.
     """
-    settings = _settings(sims, n, draws, tune, L)
+    settings = _settings(sims, n, draws, tune, L, mass_matrix)
     results = []
     todo = []
     for case in case_list:
@@ -516,7 +520,7 @@ def run(case_list, sims, n, draws, tune, L, jobs, out=None, progress=True):
         pool = mp.get_context("spawn").Pool(jobs)
     try:
         for c, case in enumerate(todo):
-            tasks = [(case, s, n, draws, tune, L) for s in range(sims)]
+            tasks = [(case, s, n, draws, tune, L, mass_matrix) for s in range(sims)]
             stream = (
                 pool.imap_unordered(one_simulation, tasks, chunksize=2)
                 if pool is not None
@@ -616,6 +620,11 @@ def main(argv=None):
     parser.add_argument("--tune", type=int, default=250)
     parser.add_argument("--L", type=int, default=99, help="thinned draws per rank")
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument(
+        "--mass-matrix",
+        default=None,
+        help="BayesianGaussianMixture's mass_matrix (default: the estimator's default)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--only", default=None, help="run the one case of this name")
     parser.add_argument(
@@ -636,7 +645,15 @@ def main(argv=None):
     # One thread per worker's linear algebra: the workers themselves fill the cores.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     results, elapsed = run(
-        case_list, sims, args.n, args.draws, args.tune, args.L, args.jobs, out=args.out
+        case_list,
+        sims,
+        args.n,
+        args.draws,
+        args.tune,
+        args.L,
+        args.jobs,
+        out=args.out,
+        mass_matrix=args.mass_matrix,
     )
     results.sort(key=lambda r: (case_list.index(r[0]), r[1]))
     table, summary, by_case = summarize(results, args.L)
@@ -652,7 +669,8 @@ def main(argv=None):
         f"bayes_gmm {_version()}",
         f"SBC: {len(case_list)} cases x {sims} simulations of N={args.n}; 2 chains x "
         f"{args.draws} draws ({args.tune} tune); ranks among L={args.L} thinned draws; "
-        f"{elapsed:.0f} s of fitting in this call with {args.jobs} job(s)",
+        + ("" if args.mass_matrix is None else f"mass_matrix={args.mass_matrix!r}; ")
+        + f"{elapsed:.0f} s of fitting in this call with {args.jobs} job(s)",
         *_provenance(args.out, case_list),
     ]
     with pd.option_context("display.width", 200, "display.max_columns", 20):
