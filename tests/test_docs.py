@@ -103,19 +103,61 @@ def test_calibration_page_quotes_the_tracked_result():
     assert f"tested commit `{commit}`" in text and run.count("code tested:") == 1
     fits = run.split("fitting time over the case files: ")[1].split()
     assert f"took {fits[0]} s of wall time" in text and f"{fits[5].lstrip('(')} s per fit" in text
-    # The same cases on the sampler that changed after that run.
-    final = folder / "final_sampler"
-    final_summary = pd.read_csv(final / "summary.csv")
-    assert module.result_sentence(final_summary) in text
-    assert list(final_summary["case"]) == [case.name for case in module.cases()]
-    assert final_summary["sims"].min() >= 200
-    final_run = (final / "run.txt").read_text()
-    final_commit = final_run.split("code tested: commit ")[1].split()[0]
-    assert f"at commit `{final_commit}`" in text and final_run.count("code tested:") == 1
-    final_fits = final_run.split("fitting time over the case files: ")[1].split()
+    # The current run (the Laplace metric) and the one before it, on the same 17 cases.
+    for name in ("laplace_metric", "final_sampler"):
+        later = folder / name
+        later_summary = pd.read_csv(later / "summary.csv")
+        assert module.result_sentence(later_summary) in text, name
+        assert list(later_summary["case"]) == [case.name for case in module.cases()], name
+        assert later_summary["sims"].min() >= 200, name
+        later_run = (later / "run.txt").read_text()
+        later_commit = later_run.split("code tested: commit ")[1].split()[0]
+        assert f"at commit `{later_commit}`" in text and later_run.count("code tested:") == 1
+        later_fits = later_run.split("fitting time over the case files: ")[1].split()
+        seconds, per_fit = later_fits[0], later_fits[5][1:]
+        assert f"Its 3400 fits took {seconds} s of wall time, {per_fit} s per fit" in text, name
+    current = folder / "laplace_metric"
+    current_fits = (current / "run.txt").read_text().split("over the case files: ")[1].split()
+    assert f"{3400 / float(current_fits[0]):.1f} fits per second" in text
+    # The load average (1 minute) sampled every minute while the run was fitting.
+    load = [float(line.split()[1]) for line in (current / "load.txt").read_text().splitlines()]
+    assert f"load average between {min(load):.1f} and {max(load):.1f}" in text
+    current_table = pd.read_csv(current / "calibration.csv").set_index(["case", "quantity"])
+    tied_ks = current_table.loc[("d=2 K=3 tied", "mixture mean[0]"), "ks_p"]
+    assert f"p = {tied_ks:.2g} before the adjustment)" in text
+    # Divergences: the Laplace metric's against the previous sampler's on the same data
+    # sets, and the follow-ups with mass_matrix="adapt".
+
+    def divergent(path, case):
+        stored = pd.read_json(path / "cases" / f"{case.slug}.json", typ="series")
+        return sum(stored["flags"]["divergent"])
+
+    regular_cases = [case for case in module.cases() if not case.control]
+    divergence = {}
+    for name in ("laplace_metric", "final_sampler"):
+        later_summary = pd.read_csv(folder / name / "summary.csv")
+        share = later_summary.loc[~later_summary["control"], "share_divergent"]
+        fits = sum(divergent(folder / name, case) for case in regular_cases)
+        divergence[name] = (share.min(), share.max(), share.mean(), fits)
+    (lo, hi, mean, fits), (old_lo, old_hi, old_mean, old_fits) = divergence.values()
     assert (
-        f"Its 3400 fits took {final_fits[0]} s of wall time, {final_fits[5][1:]} s per fit" in text
+        f"in {lo:.1%} to {hi:.1%} of a case's fits (mean {mean:.1%} over the 16 cases), "
+        f"against {old_lo:.1%} to {old_hi:.1%} (mean {old_mean:.1%})" in text
     )
+    assert f"{fits} of the 3200 regular fits against {old_fits}." in text
+    tied_1d = module.Case(1, 2, "tied")
+    assert (
+        f"(d=1 K=2 tied: {divergent(current, tied_1d)} of 200 fits against "
+        f"{divergent(folder / 'final_sampler', tied_1d)})" in text
+    )
+    for case in (tied_1d, module.Case(2, 3, "full"), module.Case(2, 2, "full")):
+        follow_up = current / f"followup_{case.slug}_adapt_metric"
+        assert pd.read_csv(follow_up / "summary.csv")["calibrated"].all(), case.name
+        assert "mass_matrix='adapt'" in (follow_up / "run.txt").read_text()
+        assert (
+            f"{case.name} in {divergent(follow_up, case)} of 200 "
+            f"(Laplace: {divergent(current, case)})" in text
+        )
     # The numbers the prose quotes about the failing cases and the rerun.
     table = pd.read_csv(folder / "calibration.csv").set_index(["case", "quantity"])
     long_table = pd.read_csv(folder / "followup_d1_K3_full_500_draws" / "calibration.csv")
