@@ -300,6 +300,7 @@ def test_fitted_model_shows_a_readable_summary(blobs):
         ({"covariance_type": "VEV"}, "The posterior supports covariance_type"),
         ({"init_jitter": -1.0}, "init_jitter"),
         ({"mass_matrix": "dense"}, "mass_matrix must be one of"),
+        ({"mass_matrix": None}, "mass_matrix must be one of"),
         ({"cores": 0}, "cores must be an integer >= 1"),
         ({"n_components": 0}, "n_components must be >= 1"),
         ({"n_components": 5000}, "n_samples >= n_components"),
@@ -602,3 +603,16 @@ def test_missing_jax_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "jax", None)
     with pytest.raises(ImportError, match="pip install jax numpyro"):
         sampling._setup_jax()
+
+
+def test_auto_metric_follows_the_smallest_components_rows():
+    """ "auto" is the Laplace metric when every EM component holds enough rows, warm-up's
+    diagonal one otherwise (sample weights count as rows)."""
+    from bayes_gmm.bayesian import LAPLACE_MIN_COMPONENT_WEIGHT, _metric
+
+    weights = np.array([0.7, 0.3])
+    enough = LAPLACE_MIN_COMPONENT_WEIGHT / 0.3
+    assert _metric("auto", weights, enough) == "laplace"
+    assert _metric("auto", weights, 0.99 * enough) == "adapt"
+    assert _metric("adapt", weights, 1e9) == "adapt"
+    assert _metric("laplace", weights, 10) == "laplace"
