@@ -46,7 +46,7 @@ DENSE_LIMIT = 1000
 # near-Gaussian posterior runs trajectories of one length every time (7 steps on the
 # small benchmark case), and the draws of scale-like quantities came out periodic:
 # split R-hat of the variances above 1.01 in 2 of 10 seeds with ESS over 1000. The
-# jitter breaks the period (10 of 10, `benchmarks/bench_nuts.py`); Stan offers the same.
+# jitter breaks the period (README, "How it samples"); Stan offers the same.
 STEP_JITTER = 0.2
 # XLA's CPU backend hands dot products and reductions to its YNNPACK library ("YNN
 # fusions"); for the mixture's thin products over many rows (a (K, q) by (q, n) product
