@@ -63,11 +63,11 @@ _MISSING = ("error", "em")
 #: (200 MB of float64); above it, ``loo`` works through the rows in chunks.
 LOG_LIKELIHOOD_LIMIT = 25_000_000
 # mass_matrix="auto" takes the Laplace metric when every component of the EM estimate holds
-# at least this many rows. Above, it saves gradients where they cost most (5-D, 1,250 rows
-# per component: 42-45k gradients against 54-65k); below, sampling is cheap anyway, the
-# dense metric's Hessian and adaptation lengthen the compile (2-D, 167 rows per component:
-# cold fit 10.8 s against 8.4 s) and it is less robust (50 rows in all, the SBC: 4% of fits
-# diverged against 0.5% with warm-up's diagonal metric).
+# at least this many rows. Above, it saves gradients where they cost most (the 5-D
+# benchmark case); below, sampling is cheap anyway, while the dense metric's Hessian and
+# adaptation lengthen the compile (the 2-D case's cold fit) and diverge more often on small
+# data (the SBC's 50 rows). The measurements: README, "How it samples", and
+# docs/calibration.md.
 LAPLACE_MIN_COMPONENT_WEIGHT = 500
 _FITTED = (
     "idata_",

@@ -50,8 +50,8 @@ DENSE_LIMIT = 1000
 STEP_JITTER = 0.2
 # XLA's CPU backend hands dot products and reductions to its YNNPACK library ("YNN
 # fusions"); for the mixture's thin products over many rows (a (K, q) by (q, n) product
-# and its gradient) inside NUTS' loops that was 1.6x slower per gradient on a million rows
-# (bench_nuts.py's case C; no difference on 5,000). Passed as compile options of the
+# and its gradient) inside NUTS' loops that was markedly slower per gradient on a million
+# rows (bench_nuts.py's case C; no difference on 5,000 rows). Passed as compile options of the
 # sampler only, so a jaxlib without the option compiles with its defaults instead.
 XLA_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 # Warm-up's buffers (Stan's: step size only, first and last) around its one slow window,
@@ -226,8 +226,8 @@ def _one_slow_window():
 
     Stan's schedule (and numpyro's) re-estimates the metric at the end of windows of 25,
     50, 100, ... draws; a dense estimate from the first ones, in dozens of dimensions, is
-    noise, and replaced a good starting metric (the Laplace one) with a worse one (78-82k
-    gradients on the 5-D case against 42-44k). One window over the middle of warm-up
+    noise, and replaced a good starting metric (the Laplace one) with a worse one (nearly
+    twice the gradients on the 5-D benchmark case). One window over the middle of warm-up
     keeps the Laplace metric until enough draws estimate the posterior's own covariance,
     which is better where the posterior is not Gaussian (overlapping components: iris,
     tied, K=3). numpyro has no argument for a schedule: its builder is swapped while
