@@ -43,10 +43,9 @@ MASS_MATRICES = ("laplace", "adapt")
 DENSE_LIMIT = 1000
 # After warm-up each iteration's step size is the adapted one times a factor drawn
 # uniformly in 1 +- STEP_JITTER. With a fixed metric and a fixed step size, NUTS on a
-# near-Gaussian posterior runs trajectories of one length every time (7 steps on the
-# small benchmark case), and the draws of scale-like quantities came out periodic:
-# split R-hat of the variances above 1.01 in 2 of 10 seeds with ESS over 1000. The
-# jitter breaks the period (README, "How it samples"); Stan offers the same.
+# near-Gaussian posterior runs trajectories of one length every time, and the draws of
+# scale-like quantities can come out periodic (split R-hat of the variances above 1.01
+# with a large ESS). The jitter breaks the period; Stan offers the same.
 STEP_JITTER = 0.2
 # XLA's CPU backend hands dot products and reductions to its YNNPACK library ("YNN
 # fusions"); for the mixture's thin products over many rows (a (K, q) by (q, n) product
