@@ -266,7 +266,9 @@ def main(argv=None):
     # (with the Laplace metric warm-up tunes the step size only) + 800 draws each; its
     # peers would take hours and its fresh processes add nothing.
     draws, tune = (800, 200) if case == "C" else (1000, 1000)
-    run = (args.draws or draws, args.tune or tune, args.chains)
+    draws = draws if args.draws is None else args.draws
+    tune = tune if args.tune is None else args.tune  # --tune 0 is a valid choice
+    run = (draws, tune, args.chains)
     if case == "C":
         args.no_peer = args.no_fresh = True
     print(
