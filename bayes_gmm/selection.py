@@ -297,14 +297,13 @@ def _hc_tree(data, entropy, ks):
     return subset, labels
 
 
-def _partitions(data, K, n_init, entropy, rng=None):
+def _partitions(data, K, n_init, entropy, rng):
     """``n_init`` hard partitions for K components, shared by every covariance structure.
 
     ``rng``, a ``RandomState`` to reseed (the same draws as a new one from the same seed,
     without the ~0.1 ms a new one costs in drawing its own entropy first).
     """
     X, w = data.X, data.w
-    rng = np.random.RandomState(0) if rng is None else rng
     out = []
     for r in range(n_init):
         rng.seed(_seed(entropy, K, r))
