@@ -599,3 +599,102 @@ def log_norm_and_resp(ctype, feats, weights, means, covs, log_norm, resp):
         for i in range(n):
             resp[k, i] *= total[i]
     return True
+
+
+@_jit
+def chunk_statistics(resp, const, feats, w, unit_weights, threshold, moments, top, total,
+                     bits, nk, stats, skipped):  # fmt: skip
+    """One chunk of a large fit's E-step (``GaussianMixture``): responsibilities, their
+    sums and the moments of the features, skipping the negligible responsibilities.
+
+    ``resp`` (K, B) holds ``eta @ feats.T`` (BLAS computes it); ``const`` (K,) is added
+    here, then ``resp`` is overwritten with ``w * responsibility``. ``feats`` is (B, m).
+    Adds to ``nk`` (K,) (every responsibility) and, with ``moments``, to ``stats`` (K, m)
+    the sums ``resp[k, i] * feats[i]`` over the rows where the (unweighted)
+    responsibility is at least ``threshold``; the weighted responsibilities left out are
+    added to ``skipped`` (K,) so the caller can check they do not matter. Where the
+    clusters are apart, most rows have one or two components above 1e-20: the M-step's
+    product becomes a few row updates per row. Returns the weighted log-likelihood.
+    ``top``, ``total`` (B,) and ``bits`` (B,) int64 are work space.
+    """
+    K, n = resp.shape
+    m = feats.shape[1]
+    for k in range(K):
+        row = resp[k]
+        c = const[k]
+        for i in range(n):
+            row[i] += c
+    _exp_normalized(resp, top, bits, total)
+    log_lik = 0.0
+    if unit_weights:
+        # As _e_step: one scalar log per 32 rows (each total is in [1, K]).
+        for start in range(0, n, 32):
+            product = 1.0
+            for i in range(start, min(start + 32, n)):
+                product *= total[i]
+            log_lik += math.log(product)
+        for i in range(n):
+            log_lik += top[i]
+            total[i] = 1.0 / total[i]
+    else:
+        for i in range(n):
+            log_lik += w[i] * (top[i] + math.log(total[i]))
+            total[i] = w[i] / total[i]
+    for k in range(K):
+        row = resp[k]
+        s = 0.0
+        for i in range(n):
+            row[i] *= total[i]
+            s += row[i]
+        nk[k] += s
+    if not moments:
+        return log_lik
+    kept = bits  # work space again: the rows kept, listed without branches
+    for k in range(K):
+        n_kept = 0
+        left_out = 0.0
+        for i in range(n):
+            r = resp[k, i]
+            keep = r >= (threshold if unit_weights else threshold * w[i])
+            kept[n_kept] = i
+            n_kept += keep
+            left_out += 0.0 if keep else r
+        skipped[k] += left_out
+        for c in range(n_kept):
+            i = kept[c]
+            r = resp[k, i]
+            for j in range(m):
+                stats[k, j] += r * feats[i, j]
+    return log_lik
+
+
+@_jit
+def features_into(X, center, layout, out):
+    """``out[i] = _gaussian.features(X[i] - center)`` for "full", "diag" or "spherical"
+    (``layout`` a code), the same products in the same order.
+
+    The large fits' E-step computes each chunk's features here just before using them
+    twice (log-densities, moments) while they are in cache, instead of streaming stored
+    features from memory twice per iteration.
+    """
+    n, d = X.shape
+    for i in range(n):
+        x = X[i]
+        row = out[i]
+        for a in range(d):
+            row[a] = x[a] - center[a]
+        if layout == _FULL:  # from X again: loops that read and write ``row`` do not vectorize
+            col = d
+            for a in range(d):
+                xa = x[a] - center[a]
+                for b in range(a, d):
+                    row[col + b - a] = xa * (x[b] - center[b])
+                col += d - a
+        elif layout == _DIAG:
+            for a in range(d):
+                row[d + a] = (x[a] - center[a]) * (x[a] - center[a])
+        elif layout == _SPHERICAL:
+            s = 0.0
+            for a in range(d):
+                s += (x[a] - center[a]) * (x[a] - center[a])
+            row[d] = s

@@ -1054,14 +1054,22 @@ class _Context:
     tied_moment: np.ndarray = None
     features: np.ndarray = None
     unit_weights: bool = False
+    #: Whether the E-step's chunks go through the compiled ``_em_kernel.chunk_statistics``.
+    compiled: bool = False
     #: The centered rows with NaN for missing values (``missing="em"``); ``X`` is then imputed.
     missing: np.ndarray = None
 
     def __post_init__(self):
         n, d = self.X.shape
         self.unit_weights = bool(np.all(self.w == 1.0))
+        self.compiled = (
+            layout_of(self.ctype) != "tied" and n * self.K >= COMPILED_E_STEP_MIN_ENTRIES
+        )
         width = g.feature_width(d, self.ctype)
-        if n * width * 8 <= g.FEATURE_CACHE_BYTES:
+        # The compiled E-step computes the narrow features of "diag" and "spherical" chunk by
+        # chunk, in cache, faster than it would read stored ones from memory.
+        on_the_fly = self.compiled and layout_of(self.ctype) in ("diag", "spherical")
+        if n * width * 8 <= g.FEATURE_CACHE_BYTES and not on_the_fly:
             # The narrow features of "diag" and "spherical" are stored column by column:
             # BLAS multiplies a chunk's (width, rows) slice 5-20% faster than the transpose
             # of a (rows, width) one (benchmarks/bench_em.py); for "full" it is no faster.
@@ -1121,21 +1129,85 @@ def _e_step(ctx, weights, means, prec_chol, moments=True):
     eta, const = g.natural_parameters(means, prec_chol, ctx.ctype)
     with np.errstate(divide="ignore"):
         const = const + np.log(weights)
+    stats, skipped = _e_step_blocks(ctx, eta, const, prec_chol, moments, ctx.compiled)
+    if skipped is not None and np.any(skipped > SKIPPED_RELATIVE * stats.weight):
+        # A component whose left-out responsibilities are not negligible against its
+        # weight (one that is emptying): this E-step again, every responsibility counted.
+        stats, _ = _e_step_blocks(ctx, eta, const, prec_chol, moments, compiled=False)
+    return g.finish_moments(stats, ctx.ctype, ctx.tied_moment)
+
+
+#: The compiled E-step serves fits with at least this many (row, component) pairs; on
+#: less, numba's import and first call would cost more than it saves.
+COMPILED_E_STEP_MIN_ENTRIES = 2**16
+#: The compiled E-step leaves the responsibilities below this out of the moments (their
+#: sum is checked against ``SKIPPED_RELATIVE``).
+SKIPPED_THRESHOLD = 1e-20
+#: If a component's left-out responsibilities add up to more than this fraction of its
+#: weight, the E-step is redone counting every responsibility: below it, what was left
+#: out changes the M-step's sums less than their own rounding.
+SKIPPED_RELATIVE = 1e-17
+
+
+def _e_step_blocks(ctx, eta, const, prec_chol, moments, compiled):
+    """The E-step's statistics added over the worker threads' row blocks, and the sum
+    of the responsibilities left out of the moments (``None`` unless ``compiled``)."""
+    block_step = _e_step_block_compiled if compiled else _e_step_block
     blocks = ctx.row_blocks()
     if len(blocks) == 1:
-        parts = [_e_step_block(ctx, *blocks[0], eta, const, prec_chol, moments)]
+        parts = [block_step(ctx, *blocks[0], eta, const, prec_chol, moments)]
     else:
         with g.single_threaded():  # one BLAS thread per worker
             parts = list(
                 g.worker_pool().map(
-                    lambda block: _e_step_block(ctx, *block, eta, const, prec_chol, moments),
+                    lambda block: block_step(ctx, *block, eta, const, prec_chol, moments),
                     blocks,
                 )
             )
+    if compiled:
+        skipped = sum(part[1] for part in parts)
+        parts = [part[0] for part in parts]
+    else:
+        skipped = None
     stats = parts[0]
     for part in parts[1:]:
         stats += part
-    return g.finish_moments(stats, ctx.ctype, ctx.tied_moment)
+    return stats, skipped
+
+
+def _e_step_block_compiled(ctx, first, last, eta, const, prec_chol, moments=True):
+    """:func:`_e_step_block` with each chunk's responsibilities and moments in compiled
+    code (``_em_kernel.chunk_statistics``): one pass over the chunk, negligible
+    responsibilities left out of the moments. Returns the statistics and the
+    responsibilities left out per component."""
+    from bayes_gmm import _em_kernel  # numba: imported by the fits that use it
+
+    K, m = eta.shape
+    d = ctx.X.shape[1]
+    top, total = np.empty(ctx.rows), np.empty(ctx.rows)
+    bits = np.empty(ctx.rows, dtype=np.int64)
+    nk, moments_sum, skipped = np.zeros(K), np.zeros((K, m)), np.zeros(K)
+    log_likelihood = 0.0
+    code = _em_kernel.CTYPE_CODES[layout_of(ctx.ctype)]
+    work = np.empty((ctx.rows, m)) if ctx.features is None else None
+    for start in range(first, last, ctx.rows):
+        stop = min(start + ctx.rows, last)
+        rows = stop - start
+        if work is None:
+            feats = ctx.features[start:stop]
+        else:
+            feats = work[:rows]
+            _em_kernel.features_into(ctx.X[start:stop], ctx.center, code, feats)
+        log_likelihood += _em_kernel.chunk_statistics(
+            eta @ feats.T, const, feats, ctx.w[start:stop], ctx.unit_weights,
+            SKIPPED_THRESHOLD, moments, top[:rows], total[:rows], bits[:rows], nk,
+            moments_sum, skipped,
+        )  # fmt: skip
+    total_weight = float(last - first if ctx.unit_weights else ctx.w[first:last].sum())
+    rest = moments_sum[:, d:]
+    sum_xx = rest[:, 0] if layout_of(ctx.ctype) == "spherical" else rest
+    stats = g.SufficientStatistics(nk, moments_sum[:, :d], sum_xx, total_weight, log_likelihood)
+    return stats, skipped
 
 
 def _e_step_block(ctx, first, last, eta, const, prec_chol, moments=True):
