@@ -153,12 +153,8 @@ def batched_em(
             g.full_covariances(centered.scale, ctype, 1, d).reshape(d, d), dtype=float
         )
         prior_const = float(prior._log_normalizer)
-        if centered.map_terms is not None:  # mclust's other models: their own prior terms
+        if centered.map_terms is not None:  # the "full" layout's update reads these instead
             prior_counts, prior_scatter = (np.array(a, order="C") for a in centered.map_terms)
-            prior_scale = np.zeros((d, d))
-        elif layout == "full":  # VVV
-            prior_counts = np.full(K, centered.nu + d + 2.0)
-            prior_scatter = np.repeat(prior_scale[None], K, axis=0)  # writable, as all
         reg_covar = 0.0  # the prior's scale keeps covariances positive definite instead
     history = np.empty((R, int(max_iters.max(initial=0)) + 1))
     n_iter = np.zeros(R, dtype=np.int64)

@@ -328,12 +328,16 @@ def _log_prior(ctype, weights, means, covs, prec, log_dets, prior, prior_mean, p
 
 
 @_jit
-def _m_step(ctype, nk, stats, total_weight, tied_moment, reg_covar, use_prior, prior, prior_mean,
-            prior_scale, weights, means, covs):  # fmt: skip
+def _m_step(ctype, scatter_only, nk, stats, total_weight, tied_moment, reg_covar, use_prior,
+            prior, prior_mean, prior_scale, prior_counts, prior_scatter, weights, means, covs,
+            counts):  # fmt: skip
     """``_gaussian.from_summaries`` for one start; False if a component lost its weight.
 
-    The caller passes a zero ``prior_scale`` without a prior and a zero ``reg_covar`` with
-    one, so both are simply added.
+    The "full" layout's update is the posterior scatter plus ``prior_scatter[k]`` over the
+    counts ``nk[k] + prior_counts[k]`` (also left in ``counts``); with ``scatter_only``
+    ``covs`` keeps the scatter undivided, for mclust's other models' own M-step. The caller
+    passes zero prior terms without a prior and a zero ``reg_covar`` with one (and with
+    ``scatter_only``), so both are simply added.
     """
     K, d = means.shape
     alpha, kappa, nu = prior[0], prior[1], prior[2]
@@ -386,24 +390,23 @@ def _m_step(ctype, nk, stats, total_weight, tied_moment, reg_covar, use_prior, p
                 covs[k, 0, 0] = v
         if ctype == _TIED:
             continue
-        if use_prior:
-            if ctype == _FULL:
-                denom = nu + d + 2.0 + nk[k]
-            elif ctype == _DIAG:
-                denom = nu + 3.0 + nk[k]
-            else:
-                denom = nu + 2.0 + d + d * nk[k]
-        else:
-            denom = n_k if ctype != _SPHERICAL else n_k * d
-        for a in range(d):
-            if ctype == _FULL:
+        if ctype == _FULL:
+            counts[k] = prior_counts[k] + nk[k] if use_prior else n_k
+            divisor = 1.0 if scatter_only else counts[k]  # x / 1.0 is exact
+            for a in range(d):
                 for b in range(d):
-                    covs[k, a, b] = (covs[k, a, b] + prior_scale[a, b]) / denom
+                    covs[k, a, b] = (covs[k, a, b] + prior_scatter[k, a, b]) / divisor
                 covs[k, a, a] += reg_covar
-            elif ctype == _DIAG:
+            continue
+        if use_prior:
+            denom = nu + 3.0 + nk[k] if ctype == _DIAG else nu + 2.0 + d + d * nk[k]
+        else:
+            denom = n_k if ctype == _DIAG else n_k * d
+        if ctype == _DIAG:
+            for a in range(d):
                 covs[k, a, a] = (covs[k, a, a] + prior_scale[a, a]) / denom
                 covs[k, a, a] += reg_covar
-        if ctype == _SPHERICAL:
+        else:
             covs[k, 0, 0] = (covs[k, 0, 0] + prior_scale[0, 0]) / denom
             covs[k, 0, 0] += reg_covar
     if ctype == _TIED:
@@ -449,10 +452,11 @@ def run_starts(ctype, feats, w, weights, means, covs, max_iter, tol, reg_covar, 
     prior_mean : ndarray of shape (d,)
         Centered frame (zeros without a prior).
     prior_scale : ndarray of shape (d, d)
-        "diag" reads its diagonal, "spherical" ``[0, 0]`` (zeros without a prior, and for
-        mclust's other models, which read the next two).
+        "tied" reads it, "diag" its diagonal, "spherical" ``[0, 0]`` (zeros without a prior;
+        the "full" layout reads the next two instead).
     prior_counts, prior_scatter : ndarray of shape (K,), (K, d, d)
-        "full" layout: ``Structure.map_prior_terms`` (VVV: ``nu + d + 2`` and the scale).
+        "full" layout: ``ResolvedPrior.map_terms`` (VVV: ``nu + d + 2`` and the scale; zeros
+        without a prior).
     prior_const : float
         The parameter-free part of the log prior density.
     history : ndarray of shape (R, max(max_iter) + 1)
@@ -466,7 +470,6 @@ def run_starts(ctype, feats, w, weights, means, covs, max_iter, tol, reg_covar, 
     """
     R, K, d = means.shape
     m, n = feats.shape
-    nu_d2 = prior[2] + d + 2.0  # the "full" MAP update's extra count
     total_weight = 0.0
     unit_weights = True
     for i in range(n):
@@ -516,29 +519,22 @@ def run_starts(ctype, feats, w, weights, means, covs, max_iter, tol, reg_covar, 
                 break
             converging = abs(objective - previous_objective) < tol
             previous_objective = objective
-            if layout != ctype:
+            # mclust's other models: their covariances from the "full" layout's posterior
+            # scatter and counts (as _gaussian.from_summaries), iterative ones starting from
+            # the current covariances.
+            structured = layout != ctype
+            if structured:
                 previous[:] = covs[r]
             if not _m_step(
-                layout, nk, stats, total_weight, tied_moment, reg_covar, use_prior, prior,
-                prior_mean, prior_scale, weights[r], means[r], covs[r],
+                layout, structured, nk, stats, total_weight, tied_moment, reg_covar, use_prior,
+                prior, prior_mean, prior_scale, prior_counts, prior_scatter, weights[r],
+                means[r], scatter if structured else covs[r], counts,
             ):  # fmt: skip
                 status[r] = EMPTIED
                 break
-            if layout != ctype:
-                # Back from the "full" update's covariances (under a prior, with a zero
-                # scale) to its scatter, plus the model's prior terms (as
-                # _gaussian.from_summaries does), then the model's own covariances.
-                for k in range(K):
-                    full_count = (nu_d2 + nk[k]) if use_prior else nk[k] + 10.0 * _EPS
-                    counts[k] = (prior_counts[k] + nk[k]) if use_prior else full_count
-                    for a in range(d):
-                        for b in range(d):
-                            scatter[k, a, b] = covs[r, k, a, b] * full_count
-                            if use_prior:
-                                scatter[k, a, b] += prior_scatter[k, a, b]
-                if not structured_covariances(ctype, scatter, counts, previous, covs[r]):
-                    status[r] = NOT_POSITIVE_DEFINITE
-                    break
+            if structured and not structured_covariances(ctype, scatter, counts, previous, covs[r]):
+                status[r] = NOT_POSITIVE_DEFINITE
+                break
         if status[r] == OK:  # the last E-step factored these covariances: they are
             _precision_factors(layout, covs[r], prec_chol[r])
 

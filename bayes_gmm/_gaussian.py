@@ -503,7 +503,7 @@ class CenteredPrior:
     mean: np.ndarray
     nu: float
     scale: np.ndarray
-    #: mclust's other models: ``ResolvedPrior.map_terms`` (None for scikit-learn's four).
+    #: The "full" layout's ``ResolvedPrior.map_terms``: the prior's counts and scatter.
     map_terms: tuple | None = None
 
     @classmethod
@@ -527,13 +527,16 @@ def from_summaries(stats, covariance_type, reg_covar, prior=None, previous=None)
     the prior's scale already keeps every covariance positive definite, and adding
     anything would break the monotone increase of the log-posterior.
 
-    mclust's models beyond scikit-learn's four take their covariances from
-    ``Structure.covariances_from_scatter`` (under a prior, from the scatter and counts of
-    ``Structure.map_prior_terms``: mclust's per-model update), starting its inner
-    iterations at ``previous`` (the current (K, d, d) covariances); ``reg_covar`` is not
-    added to them (as in mclust), so that they keep their structure. Where a component
-    collapsed (a singular scatter the model cannot use) the unconstrained covariances are
-    returned, for the caller's repair and warning.
+    The models stored in the "full" layout (VVV and mclust's other ten) share one update:
+    the posterior scatter ``W_k + prior_scatter[k] + kappa n_k / (kappa + n_k) (xbar_k -
+    m0)(xbar_k - m0)'`` and counts ``n_k + prior_counts[k]`` (``Structure.map_prior_terms``;
+    without a prior ``W_k`` and ``n_k``). VVV's covariances are their ratio (plus
+    ``reg_covar`` without a prior); the other models' come from
+    ``Structure.covariances_from_scatter``, which starts its inner iterations at
+    ``previous`` (the current (K, d, d) covariances) and gets no ``reg_covar`` (as in
+    mclust), so that they keep their structure. Where a component collapsed (a singular
+    scatter the model cannot use) the unconstrained covariances are returned, for the
+    caller's repair and warning.
 
     Returns
     -------
@@ -543,24 +546,6 @@ def from_summaries(stats, covariance_type, reg_covar, prior=None, previous=None)
     covariances : ndarray
     """
     structure = get_structure(covariance_type)
-    if not structure.is_sklearn:
-        if prior is None:
-            weights, means, scatter = from_summaries(stats, "full", 0.0)
-            counts = stats.weight + 10 * np.finfo(float).eps
-            scatter *= counts[:, None, None]  # back from covariances to the scatter
-        else:
-            extra, prior_scatter = prior.map_terms
-            zero_scale = CenteredPrior(prior.alpha, prior.kappa, prior.mean, prior.nu, 0.0)
-            weights, means, scatter = from_summaries(stats, "full", 0.0, zero_scale)
-            # The "full" update with a zero scale, times its count, is W_k plus the mean
-            # prior's pull; the model's terms replace the rest.
-            scatter *= (prior.nu + scatter.shape[-1] + 2.0 + stats.weight)[:, None, None]
-            scatter += prior_scatter
-            counts = stats.weight + extra
-        covariances = structure.covariances_from_scatter(scatter, counts, previous)
-        if covariances is None:  # collapsed: the unconstrained estimate, repaired and warned
-            covariances = scatter / counts[:, None, None]  # about by precision_cholesky
-        return weights, means, covariances
     covariance_type = structure.layout
     # sklearn adds 10 eps so that an empty component does not divide by zero.
     nk = stats.weight + 10 * np.finfo(float).eps
@@ -579,10 +564,32 @@ def from_summaries(stats, covariance_type, reg_covar, prior=None, previous=None)
     if prior is None:
         weights = nk / stats.total_weight
         means = xbar
-        if covariance_type == "full":
-            covariances = scatter / nk[:, None, None]
+        counts = nk
+    else:
+        alpha, kappa, nu = prior.alpha, prior.kappa, prior.nu
+        weights = (stats.weight + alpha - 1.0) / (stats.total_weight + K * (alpha - 1.0))
+        means = (stats.sum_x + kappa * prior.mean) / (stats.weight + kappa)[:, None]
+        shrink = kappa * stats.weight / (kappa + stats.weight)
+        delta = xbar - prior.mean
+
+    if covariance_type == "full":
+        if prior is not None:
+            prior_counts, prior_scatter = prior.map_terms
+            outer = delta[:, :, None] * delta[:, None, :]
+            scatter = prior_scatter + scatter + shrink[:, None, None] * outer
+            counts = prior_counts + stats.weight
+        if not structure.is_sklearn:
+            covariances = structure.covariances_from_scatter(scatter, counts, previous)
+            if covariances is None:  # collapsed: the unconstrained estimate, repaired and
+                covariances = scatter / counts[:, None, None]  # warned about by precision_cholesky
+            return weights, means, covariances
+        covariances = scatter / counts[:, None, None]
+        if prior is None:
             covariances[diagonal] += reg_covar
-        elif covariance_type == "tied":
+        return weights, means, covariances
+
+    if prior is None:
+        if covariance_type == "tied":
             covariances = scatter / nk.sum()
             covariances[diagonal] += reg_covar
         elif covariance_type == "diag":
@@ -591,16 +598,7 @@ def from_summaries(stats, covariance_type, reg_covar, prior=None, previous=None)
             covariances = scatter / (nk * d) + reg_covar
         return weights, means, covariances
 
-    alpha, kappa, nu = prior.alpha, prior.kappa, prior.nu
-    weights = (stats.weight + alpha - 1.0) / (stats.total_weight + K * (alpha - 1.0))
-    means = (stats.sum_x + kappa * prior.mean) / (stats.weight + kappa)[:, None]
-    shrink = kappa * stats.weight / (kappa + stats.weight)
-    delta = xbar - prior.mean
-    if covariance_type == "full":
-        outer = delta[:, :, None] * delta[:, None, :]
-        covariances = prior.scale + scatter + shrink[:, None, None] * outer
-        covariances /= (nu + d + 2.0 + stats.weight)[:, None, None]
-    elif covariance_type == "tied":
+    if covariance_type == "tied":
         covariances = prior.scale + scatter + (delta * shrink[:, None]).T @ delta
         covariances /= nu + d + 1.0 + K + stats.total_weight
     elif covariance_type == "diag":

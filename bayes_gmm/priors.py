@@ -278,16 +278,22 @@ class ResolvedPrior:
     model: str | None = None
 
     @functools.cached_property
-    def map_terms(self):
-        """mclust's other models (``layout == "full"``, not VVV): the prior's extra counts
-        (K,) and scatter matrices (K, d, d) of their MAP update
-        (``Structure.map_prior_terms``); None for scikit-learn's four structures."""
+    def _structure(self):
         from bayes_gmm.structures import get_structure
 
-        structure = get_structure(self.model or self.covariance_type)
-        if structure.is_sklearn:
+        return get_structure(self.model or self.covariance_type)
+
+    @functools.cached_property
+    def map_terms(self):
+        """The models stored in the "full" layout (VVV and mclust's other models): the
+        prior's extra counts (K,) and scatter matrices (K, d, d) of their MAP update
+        (``Structure.map_prior_terms``; VVV: ``nu + d + 2`` and the scale); None for
+        "tied", "diag" and "spherical", whose updates read ``scale`` directly."""
+        if self.covariance_type != "full":
             return None
-        return structure.map_prior_terms(self.n_components, self.degrees_of_freedom, self.scale)
+        return self._structure.map_prior_terms(
+            self.n_components, self.degrees_of_freedom, self.scale
+        )
 
     @functools.cached_property
     def _log_normalizer(self):
@@ -297,7 +303,7 @@ class ResolvedPrior:
         const = gammaln(K * alpha) - K * gammaln(alpha)
         # One normal per mean coordinate, each with variance (covariance / kappa).
         const += K * d * (-0.5 * np.log(2 * np.pi) + 0.5 * np.log(kappa))
-        if self.map_terms is not None:
+        if not self._structure.is_sklearn:
             return float(const)  # mclust's other models: the covariances' prior is unnormalized
         if self.covariance_type in ("full", "tied"):
             _, log_det_scale = np.linalg.slogdet(self.scale)

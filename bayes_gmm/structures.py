@@ -64,9 +64,10 @@ _LETTER_ORDER = {"I": 0, "E": 1, "V": 2}
 #: times I, its diagonal, or the whole matrix), the share ``s_k`` of it each component takes
 #: and the extra count ``e_k``. EII takes no scale (as mclust) and VEV no extra count; the
 #: counts sum to mclust's denominators (EEI, EVI: ``nu + 2 + K + n``, mclust's mstep; EEV:
-#: ``nu + d + 2 + n``, mclust's me: its mstep drops the mean prior). scikit-learn's
-#: structures have their own closed forms; VII's, VVI's and VVV's rows here (the same
-#: updates) serve the other models with one component.
+#: ``nu + d + 2 + n``, mclust's me: its mstep drops the mean prior). VVV's row is its own
+#: update (every model stored in the "full" layout runs the same one from these terms);
+#: "tied", "diag" and "spherical" have their own closed forms, and VII's and VVI's rows
+#: (the same updates) serve the other models with one component.
 _MAP_UPDATES = {
     "EII": ("spherical", lambda K: 0.0, lambda K, d, nu: 1.0 + (nu + 2.0) / (d * K)),
     "VII": ("spherical", lambda K: 1.0, lambda K, d, nu: 1.0 + (nu + 2.0) / d),
