@@ -674,17 +674,21 @@ def features_into(X, center, layout, out):
     features from memory twice per iteration.
     """
     n, d = X.shape
+    xc = np.empty(d)
     for i in range(n):
         x = X[i]
         row = out[i]
         for a in range(d):
-            row[a] = x[a] - center[a]
-        if layout == _FULL:  # from X again: loops that read and write ``row`` do not vectorize
+            xc[a] = x[a] - center[a]
+            row[a] = xc[a]
+        if layout == _FULL:
             col = d
             for a in range(d):
-                xa = x[a] - center[a]
-                for b in range(a, d):
-                    row[col + b - a] = xa * (x[b] - center[b])
+                # Slices: indices known to be nonnegative (no wraparound checks, which
+                # turned this loop into gathers and scatters).
+                xa, tail, dst = xc[a], xc[a:], row[col : col + d - a]
+                for t in range(d - a):
+                    dst[t] = xa * tail[t]
                 col += d - a
         elif layout == _DIAG:
             for a in range(d):

@@ -190,7 +190,8 @@ def warn_constant_columns(X, feature_names=None, stacklevel=3):
     """Warn about columns with zero variance: the fit stays usable but regularized."""
     if X.shape[0] < 2:
         return np.zeros(X.shape[1], dtype=bool)
-    constant = np.all(X == X[:1], axis=0)
+    # Two reductions without an (n, d) temporary (NaN compares unequal in both forms).
+    constant = np.max(X, axis=0) == np.min(X, axis=0)
     if constant.any():
         idx = np.flatnonzero(constant)
         names = [str(feature_names[i]) for i in idx] if feature_names is not None else idx.tolist()

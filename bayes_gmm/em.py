@@ -9,6 +9,7 @@ and stream over chunks of rows.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import numbers
 import time
@@ -517,7 +518,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         do_init = not (self.warm_start and hasattr(self, "converged_"))
         n_init = self.n_init if do_init else 1
         random_state = check_random_state(self.random_state)
-        data_scale = float(np.max(np.var(X, axis=0))) or 1.0
+        data_scale = _DataScale(X)
         context = _Context(X, w, center, ctype, self._reg_covar(), prior, rows, K)
         if X_missing is not None:
             context.missing = X_missing - center
@@ -689,6 +690,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return self.prior_.log_density(run.weights, run.means + ctx.center, run.covariances)
 
     def _warn_degenerate(self, run, data_scale):
+        """``data_scale``: a :class:`_DataScale` or the scale itself (a float)."""
+        if not isinstance(data_scale, _DataScale):
+            data_scale = _DataScale.known(data_scale)
         messages = []
         if run.emptied:
             messages.append(
@@ -699,9 +703,15 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         if self.prior is None:
             singular = np.atleast_1d(
                 held_by_regularization(
-                    run.covariances, self.covariance_type, self._reg_covar(), data_scale
+                    run.covariances, self.covariance_type, self._reg_covar(), data_scale.bound
                 )
             )
+            if singular.any():  # the bound could not clear them: the exact scale decides
+                singular = np.atleast_1d(
+                    held_by_regularization(
+                        run.covariances, self.covariance_type, self._reg_covar(), data_scale.value
+                    )
+                )
             if layout_of(self.covariance_type) == "tied":
                 collapsed.update([-1] if singular[0] else [])
             else:
@@ -745,7 +755,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         covs = run.covariances
         layout = layout_of(self.covariance_type)
         smallest = np.linalg.eigvalsh(covs).min() if layout in ("full", "tied") else covs.min()
-        return smallest <= run.means.shape[1] * np.finfo(float).eps * data_scale
+        return smallest <= run.means.shape[1] * np.finfo(float).eps * data_scale.value
 
     def _store_run(self, run, center, total_weight, n_features, prior):
         """Make this estimator the result of ``run``, as ``fit`` on validated arrays would.
@@ -1066,9 +1076,12 @@ class _Context:
             layout_of(self.ctype) != "tied" and n * self.K >= COMPILED_E_STEP_MIN_ENTRIES
         )
         width = g.feature_width(d, self.ctype)
-        # The compiled E-step computes the narrow features of "diag" and "spherical" chunk by
-        # chunk, in cache, faster than it would read stored ones from memory.
-        on_the_fly = self.compiled and layout_of(self.ctype) in ("diag", "spherical")
+        # The compiled E-step computes the features chunk by chunk, in cache, faster than
+        # it reads stored ones from memory (twice per iteration), but for "full" on few
+        # columns (d = 2: a few products per row, less than the per-row work around them).
+        on_the_fly = self.compiled and (
+            layout_of(self.ctype) in ("diag", "spherical") or width >= ON_THE_FLY_MIN_WIDTH
+        )
         if n * width * 8 <= g.FEATURE_CACHE_BYTES and not on_the_fly:
             # The narrow features of "diag" and "spherical" are stored column by column:
             # BLAS multiplies a chunk's (width, rows) slice 5-20% faster than the transpose
@@ -1137,6 +1150,9 @@ def _e_step(ctx, weights, means, prec_chol, moments=True):
     return g.finish_moments(stats, ctx.ctype, ctx.tied_moment)
 
 
+#: "full" features at least this wide are computed chunk by chunk, not stored, in the
+#: compiled E-step (d >= 7).
+ON_THE_FLY_MIN_WIDTH = 35
 #: The compiled E-step serves fits with at least this many (row, component) pairs; on
 #: less, numba's import and first call would cost more than it saves.
 COMPILED_E_STEP_MIN_ENTRIES = 2**16
@@ -1227,6 +1243,27 @@ def _e_step_block(ctx, first, last, eta, const, prec_chol, moments=True):
         else:
             stats += chunk
     return stats
+
+
+class _DataScale:
+    """The data's largest column variance (or 1 if that is 0), the scale of the checks for
+    degenerate covariances; ``bound`` is an upper bound of it from the columns' ranges
+    (variance <= range ** 2 / 4) that clears most fits without the variance's passes."""
+
+    def __init__(self, X):
+        self.X = X
+        largest_range = float(np.max(np.max(X, axis=0) - np.min(X, axis=0)))
+        self.bound = largest_range**2 / 4 * (1 + 1e-12) if largest_range > 0 else 1.0
+
+    @classmethod
+    def known(cls, value):
+        scale = cls.__new__(cls)
+        scale.bound = scale.value = value
+        return scale
+
+    @functools.cached_property
+    def value(self):
+        return float(np.max(np.var(self.X, axis=0))) or 1.0
 
 
 def held_by_regularization(covariances, covariance_type, reg_covar, data_scale):
