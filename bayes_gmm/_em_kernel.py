@@ -222,18 +222,27 @@ def _tied_quadratics(prec, feats, q, s):
 
 
 @_jit
-def _e_step(ctype, feats, w, unit_weights, eta, const, prec, resp, top, total, bits, stats, nk):
-    """Responsibilities, their weighted sums ``nk`` and moments ``stats = resp @ feats.T``.
+def _responsibilities(resp, w, unit_weights, top, bits, total, nk, log_norm):
+    """The E-step's normalization, shared by the grid's EM (:func:`_e_step`), its
+    per-cell responsibilities (:func:`log_norm_and_resp`) and large fits' chunks
+    (:func:`chunk_statistics`).
 
-    ``feats`` is (m, n), rows along the last axis so that every loop over rows vectorizes.
-    Returns the weighted log-likelihood.
+    ``resp`` (K, n) holds the log-densities plus log weights (but for "tied"'s quadratic
+    term, the same in every component, which its callers subtract) and is overwritten with
+    ``w_i`` times the responsibilities; their sums over rows are added to ``nk`` (K,).
+    Returns ``sum_i w_i log p(x_i)``. Where ``log_norm`` has n entries (else none) it is
+    filled with each row's ``log p(x_i)``. ``top``, ``total`` (n,) and ``bits`` (n,) int64
+    are work space; ``top`` and ``bits`` are free again on return.
     """
-    K, m = eta.shape
-    n = feats.shape[1]
-    _log_densities(feats, eta, const, resp)
+    K, n = resp.shape
     _exp_normalized(resp, top, bits, total)
     log_lik = 0.0
-    if unit_weights:
+    if log_norm.size:
+        for i in range(n):
+            log_norm[i] = top[i] + math.log(total[i])
+            log_lik += w[i] * log_norm[i]
+            total[i] = w[i] / total[i]
+    elif unit_weights:
         # One scalar log per block of rows instead of one per row (the log is not
         # vectorized): each total is in [1, K], so a product of 32 stays finite for K < 4e9.
         for start in range(0, n, 32):
@@ -248,18 +257,37 @@ def _e_step(ctype, feats, w, unit_weights, eta, const, prec, resp, top, total, b
         for i in range(n):
             log_lik += w[i] * (top[i] + math.log(total[i]))
             total[i] = w[i] / total[i]
-    if ctype == _TIED:  # the quadratic term shared by all components: -x' A x / 2
-        q = top  # top and bits are done with: they hold the sums
-        _tied_quadratics(prec, feats, q, bits.view(np.float64))
-        for i in range(n):
-            log_lik -= 0.5 * w[i] * q[i]
     for k in range(K):
         row = resp[k]
         s = 0.0
         for i in range(n):
             row[i] *= total[i]
             s += row[i]
-        nk[k] = s
+        nk[k] += s
+    return log_lik
+
+
+@_jit
+def _e_step(ctype, feats, w, unit_weights, eta, const, prec, resp, top, total, bits, stats, nk,
+            no_rows):  # fmt: skip
+    """Responsibilities, their weighted sums ``nk`` and moments ``stats = resp @ feats.T``.
+
+    ``feats`` is (m, n), rows along the last axis so that every loop over rows vectorizes.
+    ``no_rows`` is an empty array (no per-row log-likelihoods wanted). Returns the weighted
+    log-likelihood.
+    """
+    K, m = eta.shape
+    n = feats.shape[1]
+    _log_densities(feats, eta, const, resp)
+    nk[:] = 0.0
+    log_lik = _responsibilities(resp, w, unit_weights, top, bits, total, nk, no_rows)
+    if ctype == _TIED:  # the quadratic term shared by all components: -x' A x / 2
+        q = top  # free work space
+        _tied_quadratics(prec, feats, q, bits.view(np.float64))
+        for i in range(n):
+            log_lik -= 0.5 * w[i] * q[i]
+    for k in range(K):
+        row = resp[k]
         j = 0
         while j + 4 <= m:
             f0, f1, f2, f3 = feats[j], feats[j + 1], feats[j + 2], feats[j + 3]
@@ -486,6 +514,7 @@ def run_starts(ctype, feats, w, weights, means, covs, max_iter, tol, reg_covar, 
     bits = np.empty(n, dtype=np.int64)
     stats = np.empty((K, m))
     nk = np.empty(K)
+    no_rows = np.empty(0)
     # mclust's other models: stored and evaluated as "full", with their own covariances.
     layout = ctype if ctype <= _SPHERICAL else _FULL
     previous = np.empty((K, d, d))
@@ -505,8 +534,9 @@ def run_starts(ctype, feats, w, weights, means, covs, max_iter, tol, reg_covar, 
                 status[r] = NOT_POSITIVE_DEFINITE
                 break
             objective = _e_step(
-                layout, feats, w, unit_weights, eta, const, prec, resp, top, total, bits, stats, nk
-            )
+                layout, feats, w, unit_weights, eta, const, prec, resp, top, total, bits, stats,
+                nk, no_rows,
+            )  # fmt: skip
             if use_prior:
                 objective += prior_const + _log_prior(
                     layout, weights[r], means[r], covs[r], prec, log_dets, prior, prior_mean,
@@ -582,18 +612,12 @@ def log_norm_and_resp(ctype, feats, weights, means, covs, log_norm, resp):
         return False
     top, total, bits = np.empty(n), np.empty(n), np.empty(n, dtype=np.int64)
     _log_densities(feats, eta, const, resp)
-    _exp_normalized(resp, top, bits, total)
-    for i in range(n):
-        log_norm[i] = top[i] + math.log(total[i])
-        total[i] = 1.0 / total[i]
-    if layout == _TIED:
-        q = np.empty(n)
-        _tied_quadratics(prec, feats, q, top)
+    _responsibilities(resp, np.ones(n), True, top, bits, total, np.zeros(K), log_norm)
+    if layout == _TIED:  # the quadratic term shared by all components: -x' A x / 2
+        q = top  # free work space
+        _tied_quadratics(prec, feats, q, bits.view(np.float64))
         for i in range(n):
             log_norm[i] -= 0.5 * q[i]
-    for k in range(K):
-        for i in range(n):
-            resp[k, i] *= total[i]
     return True
 
 
@@ -620,29 +644,7 @@ def chunk_statistics(resp, const, feats, w, unit_weights, threshold, moments, to
         c = const[k]
         for i in range(n):
             row[i] += c
-    _exp_normalized(resp, top, bits, total)
-    log_lik = 0.0
-    if unit_weights:
-        # As _e_step: one scalar log per 32 rows (each total is in [1, K]).
-        for start in range(0, n, 32):
-            product = 1.0
-            for i in range(start, min(start + 32, n)):
-                product *= total[i]
-            log_lik += math.log(product)
-        for i in range(n):
-            log_lik += top[i]
-            total[i] = 1.0 / total[i]
-    else:
-        for i in range(n):
-            log_lik += w[i] * (top[i] + math.log(total[i]))
-            total[i] = w[i] / total[i]
-    for k in range(K):
-        row = resp[k]
-        s = 0.0
-        for i in range(n):
-            row[i] *= total[i]
-            s += row[i]
-        nk[k] += s
+    log_lik = _responsibilities(resp, w, unit_weights, top, bits, total, nk, np.empty(0))
     if not moments:
         return log_lik
     kept = bits  # work space again: the rows kept, listed without branches
