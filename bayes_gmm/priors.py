@@ -337,29 +337,26 @@ class ResolvedPrior:
             log_p += (alpha - 1.0) * np.sum(np.log(weights))
         diff = means - self.mean
         ctype = self.covariance_type
-        if self.map_terms is not None:
-            extra, prior_scatter = self.map_terms
+        if ctype in ("full", "tied"):
+            if ctype == "full":
+                counts, scatter = self.map_terms
+            else:  # one inverse-Wishart; each mean's normal brings another det^(-1/2)
+                counts, scatter = np.array([nu + d + 1.0 + K]), self.scale[None]
+                covariances = covariances[None]
             chol = np.linalg.cholesky(covariances)
             log_det = 2.0 * np.sum(np.log(np.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
-            inv = np.linalg.inv(covariances)
-            log_p -= 0.5 * extra @ log_det + 0.5 * np.einsum("kij,kji->", prior_scatter, inv)
-            return float(log_p - 0.5 * kappa * np.einsum("ki,kij,kj->", diff, inv, diff))
-        if ctype in ("full", "tied"):
-            covs = covariances if ctype == "full" else covariances[None]
-            chol = np.linalg.cholesky(covs)
-            log_det = 2.0 * np.sum(np.log(np.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
-            inv = np.linalg.inv(covs)
-            log_p -= np.sum(0.5 * (nu + d + 1.0) * log_det)
-            log_p -= 0.5 * np.einsum("ij,kji->", self.scale, inv)
-            maha = np.einsum("ki,kij,kj->k", diff, inv if ctype == "full" else inv[[0] * K], diff)
-            log_p -= 0.5 * (np.sum(log_det) if ctype == "full" else K * log_det[0])
-            log_p -= 0.5 * kappa * np.sum(maha)
-        else:
-            # One inverse-gamma per variance: (K, d) for diag, (K,) for spherical.
-            b = 0.5 * self.scale
-            var = np.asarray(covariances, dtype=float)
-            log_p -= np.sum((0.5 * nu + 1.0) * np.log(var) + b / var)
-            per_coord = var if ctype == "diag" else var[:, None]
-            # Broadcast to (K, d): a spherical variance enters once per coordinate.
-            log_p -= np.sum(0.5 * np.log(per_coord) + 0.5 * kappa * diff**2 / per_coord)
+            # From the factor, C = L L': tr(S inv(C)) = sum(inv(L) * (inv(L) S)) and
+            # (mu - m0)' inv(C) (mu - m0) = |inv(L) (mu - m0)|^2. numpy's batched inverse
+            # of L: scipy's solve_triangular loops over the batch in Python.
+            inv_chol = np.linalg.inv(chol)
+            maha = np.sum(np.square(inv_chol @ diff[:, :, None]))
+            log_p -= 0.5 * counts @ log_det + 0.5 * np.sum(inv_chol * (inv_chol @ scatter))
+            return float(log_p - 0.5 * kappa * maha)
+        # One inverse-gamma per variance: (K, d) for diag, (K,) for spherical.
+        b = 0.5 * self.scale
+        var = np.asarray(covariances, dtype=float)
+        log_p -= np.sum((0.5 * nu + 1.0) * np.log(var) + b / var)
+        per_coord = var if ctype == "diag" else var[:, None]
+        # Broadcast to (K, d): a spherical variance enters once per coordinate.
+        log_p -= np.sum(0.5 * np.log(per_coord) + 0.5 * kappa * diff**2 / per_coord)
         return float(log_p)
