@@ -32,6 +32,7 @@ from bayes_gmm._validation import (
     check_n_components,
     check_real,
     check_sample_weight,
+    column_extremes,
     warn_constant_columns,
 )
 from bayes_gmm.priors import GaussianMixturePrior, _check_prior
@@ -505,7 +506,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             # Starts, the prior's data-driven hyperparameters and the warnings' data scale
             # use the column-mean-imputed data; EM itself uses the observed values only.
             X_missing, X = X, _missing.impute_column_means(X, w)
-        warn_constant_columns(X, getattr(self, "feature_names_in_", None), stacklevel=4)
+        extremes = column_extremes(X)
+        warn_constant_columns(
+            X, getattr(self, "feature_names_in_", None), stacklevel=4, extremes=extremes
+        )
         ctype, K = canonical_name(self.covariance_type), self.n_components
         rows = g.chunk_rows(n_samples, K, n_features, ctype)
 
@@ -518,7 +522,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         do_init = not (self.warm_start and hasattr(self, "converged_"))
         n_init = self.n_init if do_init else 1
         random_state = check_random_state(self.random_state)
-        data_scale = _DataScale(X)
+        data_scale = _DataScale(X, extremes)
         context = _Context(X, w, center, ctype, self._reg_covar(), prior, rows, K)
         if X_missing is not None:
             context.missing = X_missing - center
@@ -1250,9 +1254,9 @@ class _DataScale:
     degenerate covariances; ``bound`` is an upper bound of it from the columns' ranges
     (variance <= range ** 2 / 4) that clears most fits without the variance's passes."""
 
-    def __init__(self, X):
+    def __init__(self, X, extremes):
         self.X = X
-        largest_range = float(np.max(np.max(X, axis=0) - np.min(X, axis=0)))
+        largest_range = float(np.max(extremes[0] - extremes[1]))
         self.bound = largest_range**2 / 4 * (1 + 1e-12) if largest_range > 0 else 1.0
 
     @classmethod
