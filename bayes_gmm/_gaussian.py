@@ -457,12 +457,22 @@ def summarize(feats, sample_weight, resp, covariance_type, n_features):
         (:func:`weighted_second_moment`).
     n_features : int
     """
-    covariance_type = layout_of(covariance_type)
     if sample_weight is not None:
         resp *= sample_weight
     total = float(feats.shape[0] if sample_weight is None else sample_weight.sum())
-    weight = resp.sum(axis=1)
-    moments = resp @ feats
+    return statistics_from_moments(
+        resp.sum(axis=1), resp @ feats, covariance_type, n_features, total
+    )
+
+
+def statistics_from_moments(weight, moments, covariance_type, n_features, total_weight):
+    """:class:`SufficientStatistics` (log-likelihood 0) from the responsibilities' sums
+    ``weight`` (K,) and moments ``resp @ features`` (K, m), in :func:`summarize`'s shapes.
+
+    Zero ``weight`` and ``moments`` give the statistics of no responsibilities (the last
+    E-step of a run wants only the log-likelihood and total weight).
+    """
+    covariance_type = layout_of(covariance_type)
     d = n_features
     sum_x, rest = moments[:, :d], moments[:, d:]
     if covariance_type == "tied":
@@ -471,7 +481,7 @@ def summarize(feats, sample_weight, resp, covariance_type, n_features):
         sum_xx = rest[:, 0]
     else:
         sum_xx = rest
-    return SufficientStatistics(weight, sum_x, sum_xx, total, 0.0)
+    return SufficientStatistics(weight, sum_x, sum_xx, total_weight, 0.0)
 
 
 def finish_moments(stats, covariance_type, tied_moment=None):

@@ -1224,28 +1224,29 @@ def _e_step_block_compiled(ctx, first, last, eta, const, prec_chol, moments=True
             moments_sum, skipped,
         )  # fmt: skip
     total_weight = float(last - first if ctx.unit_weights else ctx.w[first:last].sum())
-    rest = moments_sum[:, d:]
-    sum_xx = rest[:, 0] if layout_of(ctx.ctype) == "spherical" else rest
-    stats = g.SufficientStatistics(nk, moments_sum[:, :d], sum_xx, total_weight, log_likelihood)
+    stats = g.statistics_from_moments(nk, moments_sum, ctx.ctype, d, total_weight)
+    stats.log_likelihood = log_likelihood
     return stats, skipped
 
 
 def _e_step_block(ctx, first, last, eta, const, prec_chol, moments=True):
-    stats = None
+    """The statistics of rows ``first:last`` (one worker's block), chunk by chunk.
+
+    With ``moments=False`` only the log-likelihood and the total weight are summed; the
+    other sums stay zero.
+    """
+    K, m = eta.shape
+    d = ctx.X.shape[1]
+    stats = g.statistics_from_moments(np.zeros(K), np.zeros((K, m)), ctx.ctype, d, 0.0)
     for start, stop, feats in ctx.chunks(first, last):
         lp = g.linear_log_prob(feats, eta, const, ctx.ctype, prec_chol)
         log_norm, resp = g.normalize(lp)
         w = None if ctx.unit_weights else ctx.w[start:stop]
+        stats.log_likelihood += float(log_norm.sum() if w is None else w @ log_norm)
         if moments:
-            chunk = g.summarize(feats, w, resp, ctx.ctype, ctx.X.shape[1])
+            stats += g.summarize(feats, w, resp, ctx.ctype, d)
         else:
-            chunk = g.summarize(feats[:0], None, resp[:, :0], ctx.ctype, ctx.X.shape[1])
-            chunk.total_weight = float(stop - start if w is None else w.sum())
-        chunk.log_likelihood = float(log_norm.sum() if w is None else w @ log_norm)
-        if stats is None:
-            stats = chunk
-        else:
-            stats += chunk
+            stats.total_weight += float(stop - start if w is None else w.sum())
     return stats
 
 
