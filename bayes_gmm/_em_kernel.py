@@ -676,27 +676,30 @@ def features_into(X, center, layout, out):
     features from memory twice per iteration.
     """
     n, d = X.shape
+    if layout != _FULL:  # 2-d indexing: no row views in the loop (1.8x faster for diag)
+        for i in range(n):
+            for a in range(d):
+                out[i, a] = X[i, a] - center[a]
+            if layout == _DIAG:
+                for a in range(d):
+                    out[i, d + a] = (X[i, a] - center[a]) * (X[i, a] - center[a])
+            elif layout == _SPHERICAL:
+                s = 0.0
+                for a in range(d):
+                    s += (X[i, a] - center[a]) * (X[i, a] - center[a])
+                out[i, d] = s
+        return
     xc = np.empty(d)
     for i in range(n):
-        x = X[i]
         row = out[i]
         for a in range(d):
-            xc[a] = x[a] - center[a]
+            xc[a] = X[i, a] - center[a]
             row[a] = xc[a]
-        if layout == _FULL:
-            col = d
-            for a in range(d):
-                # Slices: indices known to be nonnegative (no wraparound checks, which
-                # turned this loop into gathers and scatters).
-                xa, tail, dst = xc[a], xc[a:], row[col : col + d - a]
-                for t in range(d - a):
-                    dst[t] = xa * tail[t]
-                col += d - a
-        elif layout == _DIAG:
-            for a in range(d):
-                row[d + a] = (x[a] - center[a]) * (x[a] - center[a])
-        elif layout == _SPHERICAL:
-            s = 0.0
-            for a in range(d):
-                s += (x[a] - center[a]) * (x[a] - center[a])
-            row[d] = s
+        col = d
+        for a in range(d):
+            # Slices: indices known to be nonnegative (no wraparound checks, which turned
+            # this loop into gathers and scatters).
+            xa, tail, dst = xc[a], xc[a:], row[col : col + d - a]
+            for t in range(d - a):
+                dst[t] = xa * tail[t]
+            col += d - a
