@@ -1157,6 +1157,10 @@ def _e_step(ctx, weights, means, prec_chol, moments=True):
 #: "full" features at least this wide are computed chunk by chunk, not stored, in the
 #: compiled E-step (d >= 7).
 ON_THE_FLY_MIN_WIDTH = 35
+#: Narrower features than this have their moments summed by BLAS over every
+#: responsibility (for a few dozen columns the per-row updates cost more: spherical at
+#: d = 32, width 33, took 15% longer in benchmarks/bench_em.py; diag's width 64 was even).
+SPARSE_MOMENTS_MIN_WIDTH = 48
 #: The compiled E-step serves fits with at least this many (row, component) pairs; on
 #: less, numba's import and first call would cost more than it saves.
 COMPILED_E_STEP_MIN_ENTRIES = 2**16
@@ -1198,8 +1202,9 @@ def _e_step_blocks(ctx, eta, const, prec_chol, moments, compiled):
 def _e_step_block_compiled(ctx, first, last, eta, const, prec_chol, moments=True):
     """:func:`_e_step_block` with each chunk's responsibilities and moments in compiled
     code (``_em_kernel.chunk_statistics``): one pass over the chunk, negligible
-    responsibilities left out of the moments. Returns the statistics and the
-    responsibilities left out per component."""
+    responsibilities left out of the moments (features at least
+    ``SPARSE_MOMENTS_MIN_WIDTH`` wide; narrower ones: every responsibility, by BLAS).
+    Returns the statistics and the responsibilities left out per component."""
     from bayes_gmm import _em_kernel  # numba: imported by the fits that use it
 
     K, m = eta.shape
@@ -1209,6 +1214,7 @@ def _e_step_block_compiled(ctx, first, last, eta, const, prec_chol, moments=True
     nk, moments_sum, skipped = np.zeros(K), np.zeros((K, m)), np.zeros(K)
     log_likelihood = 0.0
     code = _em_kernel.CTYPE_CODES[layout_of(ctx.ctype)]
+    dense = m < SPARSE_MOMENTS_MIN_WIDTH
     work = np.empty((ctx.rows, m)) if ctx.features is None else None
     for start in range(first, last, ctx.rows):
         stop = min(start + ctx.rows, last)
@@ -1218,11 +1224,14 @@ def _e_step_block_compiled(ctx, first, last, eta, const, prec_chol, moments=True
         else:
             feats = work[:rows]
             _em_kernel.features_into(ctx.X[start:stop], ctx.center, code, feats)
+        resp = eta @ feats.T
         log_likelihood += _em_kernel.chunk_statistics(
-            eta @ feats.T, const, feats, ctx.w[start:stop], ctx.unit_weights,
-            SKIPPED_THRESHOLD, moments, top[:rows], total[:rows], bits[:rows], nk,
+            resp, const, feats, ctx.w[start:stop], ctx.unit_weights,
+            SKIPPED_THRESHOLD, moments and not dense, top[:rows], total[:rows], bits[:rows], nk,
             moments_sum, skipped,
         )  # fmt: skip
+        if moments and dense:
+            moments_sum += resp @ feats
     total_weight = float(last - first if ctx.unit_weights else ctx.w[first:last].sum())
     stats = g.statistics_from_moments(nk, moments_sum, ctx.ctype, d, total_weight)
     stats.log_likelihood = log_likelihood

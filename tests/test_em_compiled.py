@@ -37,8 +37,11 @@ def assert_same_fit(a, b):
 
 @pytest.mark.parametrize(("ctype", "d"), [("full", 3), ("full", 8), ("diag", 3), ("spherical", 3)])
 @pytest.mark.parametrize("weighted", [False, True])
-def test_compiled_e_step_equals_numpy(ctype, d, weighted):
-    """Stored features ("full" on 3 columns) and features computed chunk by chunk."""
+@pytest.mark.parametrize("sparse", [False, True])
+def test_compiled_e_step_equals_numpy(ctype, d, weighted, sparse, monkeypatch):
+    """Stored features ("full" on 3 columns) and features computed chunk by chunk; moments
+    from the responsibilities above the threshold (sparse) or from all of them."""
+    monkeypatch.setattr(em, "SPARSE_MOMENTS_MIN_WIDTH", 0 if sparse else 10**6)
     X = blobs(3000, d, 4)
     weights = np.random.default_rng(1).random(len(X)) * 2 if weighted else None
     assert_same_fit(fit(X, ctype, True, weights), fit(X, ctype, False, weights))
@@ -47,6 +50,7 @@ def test_compiled_e_step_equals_numpy(ctype, d, weighted):
 @pytest.mark.parametrize("ctype", ["full", "diag"])
 def test_compiled_e_step_two_threads(ctype, monkeypatch):
     X = blobs(6000, 3, 4, seed=2)
+    monkeypatch.setattr(em, "SPARSE_MOMENTS_MIN_WIDTH", 0)
     monkeypatch.setattr(g, "CHUNK_ELEMENTS", 2048)  # many chunks: two worker blocks
     monkeypatch.setattr(g, "N_WORKERS", 2)
     assert_same_fit(fit(X, ctype, True), fit(X, ctype, False))
@@ -64,6 +68,7 @@ def test_left_out_responsibilities_fall_back(monkeypatch):
 
     monkeypatch.setattr(em, "_e_step_blocks", spy)
     monkeypatch.setattr(em, "SKIPPED_THRESHOLD", 0.5)  # leaves out most responsibilities
+    monkeypatch.setattr(em, "SPARSE_MOMENTS_MIN_WIDTH", 0)
     compiled = fit(X, "full", True)
     assert calls.count(True) == 16 and calls.count(False) == 15  # every M-step's E-step
     assert_same_fit(compiled, fit(X, "full", False))
