@@ -103,6 +103,8 @@ def mixture_log_density(value, weights, means, prec_chol, sample_weight):
     """
     import pytensor.tensor as pt
 
+    from bayes_gmm._mixture_op import mixture_rows
+
     weights, means, prec_chol = _core(weights, 1), _core(means, 2), _core(prec_chol, 3)
     # The Gaussian log density is linear in the features [x_i x_j (i <= j), x] of a row:
     # log N(x | mu, P^-1) = -x'Px/2 + (P mu)'x - mu'P mu/2 + log|P|/2 - d log(2 pi)/2.
@@ -130,8 +132,9 @@ def mixture_log_density(value, weights, means, prec_chol, sample_weight):
     half_logdet = pt.sum(pt.log(pt.diagonal(prec_chol, axis1=-2, axis2=-1)), axis=-1)
     offset = pt.log(weights) + half_logdet - 0.5 * pt.sum(m * p_mu, axis=-1) - 0.5 * d * LOG_2PI
     coef = pt.concatenate([-0.5 * quad_coef, p_mu], axis=1)
-    log_dens = pt.dot(coef, features) + offset[:, None]  # (K, n)
-    return sample_weight * pt.logsumexp(log_dens, axis=0)
+    # One node for sample_weight * logsumexp(coef @ features + offset, components): the
+    # sampler swaps its sum for a fused pass over the rows (bayes_gmm._mixture_op).
+    return mixture_rows(coef, offset, features, sample_weight)
 
 
 def missing_patterns(X):

@@ -159,10 +159,13 @@ def _jax_functions(model):
     from pymc.util import get_default_varnames
     from pytensor.graph.replace import clone_replace
 
+    from bayes_gmm._mixture_op import fuse_mixture_sums, register_jax
+
+    register_jax()
     data = _data_inputs(model)
     placeholders = [v.type() for v in data]
     replace = dict(zip(data, placeholders, strict=True))
-    logp = clone_replace([model.logp()], replace=replace)
+    logp = fuse_mixture_sums(clone_replace([model.logp()], replace=replace))
     prepared = _data_only_inputs(logp, placeholders)
     prepare_fn = get_jaxified_graph(inputs=placeholders, outputs=prepared)
     slots = [v.type() for v in prepared]

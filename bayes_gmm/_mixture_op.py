@@ -1,0 +1,188 @@
+"""The mixture's summed log-likelihood as one operation, fused for NUTS.
+
+The observed variable's log density (:func:`bayes_gmm.model.mixture_log_density`) is, per
+row ``n``, ``w_n logsumexp_k (C F + o)_kn``: a thin matrix product of the components'
+coefficients ``C`` (K, q) with the rows' features ``F`` (q, n), then a log-sum-exp over
+the components. Written as separate array operations, a gradient reads ``F`` twice
+(the product, then its transpose for the coefficients' gradient) and materializes
+(K, n) arrays in between. At a million rows that is most of the sampler's time.
+
+Here the rows' log densities are one node, :class:`MixtureRows` (an inline
+``OpFromGraph`` of the plain expression, so every PyTensor backend, PyMC's log-likelihood
+and PyTensor's gradient see ordinary operations). The sampler (:mod:`bayes_gmm.sampling`)
+replaces the sum of that node by :class:`MixtureTotal`, whose JAX form computes the value
+and the gradient with respect to ``C`` and ``o`` in one pass over the rows, in blocks
+that stay in cache. The gradient is returned through a ``custom_jvp`` rule, so reverse
+mode (NUTS) and forward-over-reverse (the Laplace metric's Hessian-vector products) both
+work.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+from pytensor.compile.builders import OpFromGraph
+from pytensor.graph.basic import Apply
+from pytensor.graph.op import Op
+from pytensor.graph.replace import clone_replace
+from pytensor.graph.traversal import ancestors, io_toposort
+from pytensor.tensor.math import Sum
+
+__all__ = ["MixtureRows", "MixtureTotal", "fuse_mixture_sums", "mixture_rows", "register_jax"]
+
+# Rows per block of the fused pass: the block's features (q x CHUNK_ROWS doubles) and its
+# (K x CHUNK_ROWS) densities stay in the core's cache between the two products.
+CHUNK_ROWS = 4096
+
+
+def _rows_expression(coef, offset, features, sample_weight):
+    return sample_weight * pt.logsumexp(pt.dot(coef, features) + offset[:, None], axis=0)
+
+
+class MixtureRows(OpFromGraph):
+    """``w_n logsumexp_k (C F + o)_kn`` for each row: see the module docstring."""
+
+
+def mixture_rows(coef, offset, features, sample_weight):
+    """Each row's weighted log mixture density, as one :class:`MixtureRows` node.
+
+    Parameters
+    ----------
+    coef : tensor of shape (K, q)
+        Each component's coefficients on the features.
+    offset : tensor of shape (K,)
+        Each component's constant term (log weight included).
+    features : tensor of shape (q, n)
+    sample_weight : tensor of shape (n,)
+
+    Returns
+    -------
+    tensor of shape (n,)
+    """
+    inputs = [v.type() for v in (coef, offset, features, sample_weight)]
+    op = MixtureRows(inputs, [_rows_expression(*inputs)], inline=True)
+    return op(coef, offset, features, sample_weight)
+
+
+class MixtureTotal(Op):
+    """``sum_n w_n logsumexp_k (C F + o)_kn``; fused in its JAX form (:func:`register_jax`)."""
+
+    __props__ = ()
+
+    def make_node(self, coef, offset, features, sample_weight):
+        inputs = [pt.as_tensor_variable(v) for v in (coef, offset, features, sample_weight)]
+        return Apply(self, inputs, [pt.dscalar()])
+
+    def perform(self, node, inputs, output_storage):
+        coef, offset, features, sample_weight = inputs
+        log_dens = coef @ features + offset[:, None]
+        top = log_dens.max(axis=0)
+        lse = top + np.log(np.exp(log_dens - top).sum(axis=0))
+        output_storage[0][0] = np.asarray(np.dot(sample_weight, lse), dtype=float)
+
+    def pullback(self, inputs, outputs, cotangents):
+        total = pt.sum(_rows_expression(*inputs))
+        return [cotangents[0] * g for g in pytensor.grad(total, inputs)]
+
+
+def fuse_mixture_sums(outputs):
+    """``outputs`` with each full sum of a :class:`MixtureRows` node one :class:`MixtureTotal`."""
+    replace = {}
+    for node in io_toposort([v for v in ancestors(outputs) if v.owner is None], outputs):
+        if not (isinstance(node.op, Sum) and node.op.axis in (None, (0,))):
+            continue
+        summed = node.inputs[0]
+        if summed.owner is not None and isinstance(summed.owner.op, MixtureRows):
+            total = MixtureTotal()(*summed.owner.inputs)
+            replace[node.outputs[0]] = total.astype(node.outputs[0].dtype)
+    return clone_replace(outputs, replace=replace) if replace else outputs
+
+
+def _jax_total():
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+    from jax.custom_derivatives import SymbolicZero
+
+    def block(coef, offset, features, sample_weight):
+        log_dens = coef @ features + offset[:, None]
+        top = jnp.max(log_dens, axis=0)
+        scaled = jnp.exp(log_dens - top)
+        norm = jnp.sum(scaled, axis=0)
+        resp = scaled * (sample_weight / norm)  # responsibilities times the row weights
+        value = jnp.sum(sample_weight * (top + jnp.log(norm)))
+        return value, resp @ features.T, jnp.sum(resp, axis=1)
+
+    def value_and_gradients(coef, offset, features, sample_weight):
+        n = features.shape[1]
+        if n <= 2 * CHUNK_ROWS:
+            return block(coef, offset, features, sample_weight)
+        whole = n // CHUNK_ROWS
+
+        def body(i, acc):
+            start = i * CHUNK_ROWS
+            rows = lax.dynamic_slice_in_dim(features, start, CHUNK_ROWS, axis=1)
+            weights = lax.dynamic_slice_in_dim(sample_weight, start, CHUNK_ROWS)
+            return tuple(
+                a + b for a, b in zip(acc, block(coef, offset, rows, weights), strict=True)
+            )
+
+        zero = (jnp.zeros((), coef.dtype), jnp.zeros_like(coef), jnp.zeros_like(offset))
+        acc = lax.fori_loop(0, whole, body, zero)
+        if n % CHUNK_ROWS:
+            tail = whole * CHUNK_ROWS
+            rest = block(coef, offset, features[:, tail:], sample_weight[tail:])
+            acc = tuple(a + b for a, b in zip(acc, rest, strict=True))
+        return acc
+
+    def plain(coef, offset, features, sample_weight):
+        log_dens = coef @ features + offset[:, None]
+        return jnp.sum(sample_weight * jax.nn.logsumexp(log_dens, axis=0))
+
+    @jax.custom_jvp
+    def mixture_total(coef, offset, features, sample_weight):
+        return value_and_gradients(coef, offset, features, sample_weight)[0]
+
+    def tangent_of(primals, tangents):
+        coef, offset, features, sample_weight = primals
+        t_coef, t_offset, t_features, t_weight = tangents
+        value, d_coef, d_offset = value_and_gradients(*primals)
+        out = jnp.zeros_like(value)
+        if not isinstance(t_coef, SymbolicZero):
+            out = out + jnp.sum(d_coef * t_coef)
+        if not isinstance(t_offset, SymbolicZero):
+            out = out + jnp.dot(d_offset, t_offset)
+        if not (isinstance(t_features, SymbolicZero) and isinstance(t_weight, SymbolicZero)):
+            # Only a model that makes the data depend on parameters gets here: a second
+            # pass over the rows, by the plain expression.
+            def data_part(f, w):
+                return plain(coef, offset, f, w)
+
+            if isinstance(t_features, SymbolicZero):
+                t_features = jnp.zeros_like(features)
+            if isinstance(t_weight, SymbolicZero):
+                t_weight = jnp.zeros_like(sample_weight)
+            out = out + jax.jvp(data_part, (features, sample_weight), (t_features, t_weight))[1]
+        return value, out
+
+    mixture_total.defjvp(tangent_of, symbolic_zeros=True)
+    return mixture_total
+
+
+def register_jax():
+    """Give :class:`MixtureTotal` its fused JAX form (idempotent; imports JAX)."""
+    if _REGISTERED:
+        return
+    from pytensor.link.jax.dispatch import jax_funcify
+
+    total = _jax_total()
+
+    @jax_funcify.register(MixtureTotal)
+    def _funcify(op, **kwargs):
+        return total
+
+    _REGISTERED.append(total)
+
+
+_REGISTERED = []

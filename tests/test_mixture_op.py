@@ -1,0 +1,117 @@
+"""The fused mixture total NUTS differentiates equals the plain expression it replaces:
+value, gradient, Hessian-vector products, in one block or many, and in the model."""
+
+import warnings
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+import pytest
+
+from bayes_gmm import _mixture_op
+from bayes_gmm._mixture_op import MixtureRows, MixtureTotal, fuse_mixture_sums, mixture_rows
+from bayes_gmm.model import build_model
+from bayes_gmm.sampling import _jax_functions, _setup_jax
+
+
+def _problem(n, K=3, q=9, seed=0):
+    rng = np.random.default_rng(seed)
+    coef = rng.normal(0.0, 0.3, (K, q))
+    offset = rng.normal(0.0, 1.0, K)
+    features = rng.normal(0.0, 1.0, (q, n))
+    weights = rng.uniform(0.5, 2.0, n)
+    return coef, offset, features, weights
+
+
+def _plain(coef, offset, features, weights):
+    import jax
+    import jax.numpy as jnp
+
+    return jnp.sum(weights * jax.nn.logsumexp(coef @ features + offset[:, None], axis=0))
+
+
+# One block; several whole blocks; whole blocks and a remainder.
+@pytest.mark.parametrize("n", [50, 3 * _mixture_op.CHUNK_ROWS, 3 * _mixture_op.CHUNK_ROWS + 17])
+def test_fused_total_value_gradient_and_hessian(n):
+    import jax
+    import jax.numpy as jnp
+
+    _setup_jax()
+    _mixture_op.register_jax()
+    fused = _mixture_op._REGISTERED[0]
+    coef, offset, features, weights = _problem(n)
+
+    def total(f, c, o):
+        return f(c, o, features, weights)
+
+    for f in (fused, _plain):
+        assert np.isfinite(float(total(f, coef, offset)))
+    np.testing.assert_allclose(total(fused, coef, offset), total(_plain, coef, offset), rtol=1e-13)
+    grads = [jax.grad(total, argnums=(1, 2))(f, coef, offset) for f in (fused, _plain)]
+    for got, expected in zip(*grads, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-10)
+    # Forward over reverse, as the Laplace metric's Hessian-vector products.
+    direction = (jnp.ones_like(coef) * 0.1, jnp.ones_like(offset))
+    hvps = [
+        jax.jvp(
+            lambda c, o, f=f: jax.grad(total, argnums=(1, 2))(f, c, o), (coef, offset), direction
+        )[1]
+        for f in (fused, _plain)
+    ]
+    for got, expected in zip(*hvps, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-9)
+
+
+def test_fused_total_differentiates_the_data_too():
+    """A model whose data depend on parameters still gets the right derivative."""
+    import jax
+
+    _setup_jax()
+    _mixture_op.register_jax()
+    fused = _mixture_op._REGISTERED[0]
+    coef, offset, features, weights = _problem(3 * _mixture_op.CHUNK_ROWS + 5)
+    tangents = (np.full_like(features, 0.01), np.full_like(weights, 0.1))
+    got = jax.jvp(lambda f, w: fused(coef, offset, f, w), (features, weights), tangents)
+    expected = jax.jvp(lambda f, w: _plain(coef, offset, f, w), (features, weights), tangents)
+    np.testing.assert_allclose(got, expected, rtol=1e-11)
+
+
+def test_pytensor_forms_agree():
+    """MixtureRows is the plain expression; MixtureTotal's perform and gradient its sum."""
+    coef, offset, features, weights = _problem(200)
+    inputs = [pt.as_tensor(v) for v in (coef, offset, features, weights)]
+    rows = mixture_rows(*inputs)
+    plain = weights * np.log(np.exp(coef @ features + offset[:, None]).sum(axis=0))
+    np.testing.assert_allclose(rows.eval(), plain, rtol=1e-12)
+    total = MixtureTotal()(*inputs)
+    np.testing.assert_allclose(total.eval(), plain.sum(), rtol=1e-12)
+    grads = pytensor.grad(total, inputs[:2])
+    expected = pytensor.grad(pt.sum(rows), inputs[:2])
+    for g, e in zip(grads, expected, strict=True):
+        np.testing.assert_allclose(g.eval(), e.eval(), rtol=1e-10)
+
+
+def test_sampler_sums_the_rows_in_one_fused_node():
+    """The model's log density holds MixtureRows; the sampler's holds MixtureTotal and no
+    MixtureRows, and the JAX log density is the model's."""
+    from pytensor.graph.traversal import ancestors
+
+    _setup_jax()
+    X = np.random.default_rng(0).normal(size=(60, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = build_model(X, 2, "full")
+
+    def ops(graph):
+        return [type(v.owner.op) for v in ancestors(graph) if v.owner is not None]
+
+    before = ops([model.logp()])
+    after = ops(fuse_mixture_sums([model.logp()]))
+    assert MixtureRows in before and MixtureTotal not in before
+    assert MixtureTotal in after and MixtureRows not in after
+    prepare, logp, _, _ = _jax_functions(model)
+    data = [np.asarray(v.get_value()) for v in sorted(model.data_vars, key=lambda v: v.name)]
+    point = model.initial_point()
+    values = [point[v.name] for v in model.value_vars]
+    got = float(logp(*values, *prepare(*data))[0])
+    np.testing.assert_allclose(got, model.compile_logp()(point), rtol=1e-12)
