@@ -39,6 +39,7 @@ from bayes_gmm.datatree import (
     log_likelihood_dataset,
     model_dataset,
     observed_rows,
+    pointwise_dataset,
     posterior_draws,
 )
 from bayes_gmm.diagnostics import SamplingWarning, compute_diagnostics, warn_if_untrustworthy
@@ -417,7 +418,9 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         )
         timings["build"] = time.perf_counter() - t
 
-        posterior, stats, sample_times = sample_nuts(
+        # The pointwise log-likelihood comes out of the compiled sampler, up to a size.
+        pointwise = int(self.draws) * int(self.chains) * n_samples <= LOG_LIKELIHOOD_LIMIT
+        posterior, stats, sample_times, log_likelihood = sample_nuts(
             model,
             start,
             draws=int(self.draws),
@@ -429,6 +432,7 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
             progressbar=bool(self.progressbar),
             parallel=(self.cores or os.cpu_count() or 1) > 1,
             scale=scale,
+            log_likelihood=pointwise,
         )
         n_gradients = sample_times.pop("gradients")
         timings.update(sample_times)
@@ -472,9 +476,8 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         config = self._config(prior, K, ctype, n_features, feature_names, relabelled, timings)
         tree = build_tree(posterior_ds, stats_ds, model, em, config)
         draws = posterior_draws(tree)
-        if draws.n_draws * n_samples <= LOG_LIKELIHOOD_LIMIT:
-            name = model.observed_RVs[0].name
-            tree["log_likelihood"] = log_likelihood_dataset(draws, tree, X, w, name)
+        if log_likelihood:
+            tree["log_likelihood"] = pointwise_dataset(log_likelihood, tree)
         fitted["idata_"] = tree
         fitted["_posterior_draws"] = draws
         timings["output"] = time.perf_counter() - t

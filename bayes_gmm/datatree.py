@@ -20,6 +20,7 @@ __all__ = [
     "log_likelihood_dataset",
     "model_dataset",
     "observed_rows",
+    "pointwise_dataset",
     "posterior_draws",
 ]
 
@@ -140,10 +141,21 @@ def chunked_loo(draws, tree, X, w, name, chunk_rows, pointwise, kwargs):
 
 def log_likelihood_dataset(draws, tree, X, w, name):
     """Pointwise log-likelihood of the observed rows, as the model defines it (weighted)."""
-    import xarray as xr
-
     post = tree["posterior"]
     C, S = post.sizes["chain"], post.sizes["draw"]
     ll = draws.pointwise_log_likelihood(X) * w[None, :]
-    dims = tree["observed_data"][name].dims[:1]
-    return xr.Dataset({name: (("chain", "draw", *dims), ll.reshape(C, S, X.shape[0]))})
+    return pointwise_dataset({name: ll.reshape(C, S, X.shape[0])}, tree)
+
+
+def pointwise_dataset(values, tree):
+    """Pointwise values of the observed variables, shaped (chain, draw, ...), as a Dataset
+    with the observed data's leading dimensions and coordinates."""
+    import xarray as xr
+
+    variables, coords = {}, {}
+    for name, array in values.items():
+        array = np.asarray(array)
+        dims = tree["observed_data"][name].dims[: array.ndim - 2]
+        variables[name] = (("chain", "draw", *dims), array)
+        coords.update({dim: tree["observed_data"][dim].values for dim in dims})
+    return xr.Dataset(variables, coords=coords)

@@ -59,6 +59,8 @@ _START_BUFFER, _END_BUFFER, _WINDOW_PER_VALUE = 75, 50, 5
 # Entries of the largest data array up to which the Hessian's Hessian-vector products
 # run all at once; above, in batches with about this many entries per product.
 _HESSIAN_BATCH_ENTRIES = 40_000_000
+# Outputs per batch of draws mapped to the constrained variables (and log-likelihoods).
+_POST_BATCH_ENTRIES = 4_000_000
 
 
 def jax_cache_dir():
@@ -148,12 +150,13 @@ def _data_only_inputs(outputs, placeholders):
     return boundary
 
 
-def _jax_functions(model):
+def _jax_functions(model, log_likelihood=False):
     """JAX functions of the model with the data as arguments.
 
     Returns ``prepare(*data)`` (the data-only parts of the log density, computed once
     per run), ``logp(*values, *prepared)`` and ``post(*values, *data)`` (the
-    constrained free variables and Deterministics), and the names of ``post``'s outputs.
+    constrained free variables and Deterministics, then, with ``log_likelihood``, each
+    observed variable's pointwise log density), and the names of ``post``'s outputs.
     """
     from pymc.sampling.jax import get_jaxified_graph
     from pymc.util import get_default_varnames
@@ -173,9 +176,12 @@ def _jax_functions(model):
     logp_fn = get_jaxified_graph(inputs=[*model.value_vars, *slots], outputs=logp)
     # The constrained free variables and the Deterministics, not the transformed values.
     wanted = get_default_varnames(model.unobserved_value_vars, include_transformed=False)
+    names = [v.name for v in wanted]
+    if log_likelihood:
+        wanted = [*wanted, *model.logp(vars=model.observed_RVs, sum=False)]
+        names += [rv.name for rv in model.observed_RVs]
     outputs = clone_replace(wanted, replace=replace)
     post_fn = get_jaxified_graph(inputs=[*model.value_vars, *placeholders], outputs=outputs)
-    names = [v.name for v in wanted]
     return prepare_fn, logp_fn, post_fn, names
 
 
@@ -288,7 +294,17 @@ class _Sampler:
     """
 
     def __init__(
-        self, model, shapes, draws, tune, chains, target_accept, parallel, progressbar, mass_matrix
+        self,
+        model,
+        shapes,
+        draws,
+        tune,
+        chains,
+        target_accept,
+        parallel,
+        progressbar,
+        mass_matrix,
+        log_likelihood,
     ):
         import jax
         import jax.numpy as jnp
@@ -296,9 +312,10 @@ class _Sampler:
         from jax.flatten_util import ravel_pytree
         from numpyro.infer.hmc import hmc
 
-        prepare_fn, logp_fn, post_fn, names = _jax_functions(model)
+        prepare_fn, logp_fn, post_fn, names = _jax_functions(model, log_likelihood)
         self.value_names = value_names = [v.name for v in model.value_vars]
         self.names = names
+        self.n_observed = len(model.observed_RVs) if log_likelihood else 0
         self.chain_method = "parallel" if parallel and chains > 1 else "sequential"
         progress = _Progress(chains * (draws + tune)) if progressbar else None
         every = max((draws + tune) // 100, 1)
@@ -381,7 +398,11 @@ class _Sampler:
             tune_steps = jax.numpy.sum(fields[0][:tune])
             values = [v[tune:] for v in values]
             fields = tuple(f[tune:] for f in fields)
-            outputs = jax.vmap(lambda v: post_fn(*v, *data))(values)
+            # Draws in batches: the pointwise log-likelihood is (rows x components) per draw.
+            per_draw = jax.eval_shape(lambda v: post_fn(*v, *data), [v[0] for v in values])
+            entries = max(sum(int(np.prod(o.shape)) for o in per_draw), 1)
+            batch = int(min(max(_POST_BATCH_ENTRIES // entries, 1), draws))
+            outputs = lax.map(lambda v: post_fn(*v, *data), values, batch_size=batch)
             return outputs, fields, tune_steps
 
         self._compiled = None
@@ -411,6 +432,8 @@ class _Sampler:
             if self._progress is not None:
                 self._progress.close()
         posterior = {n: np.asarray(o) for n, o in zip(self.names, outputs, strict=True)}
+        observed = self.names[len(self.names) - self.n_observed :]
+        log_likelihood = {n: posterior.pop(n) for n in observed}
         steps, potential, energy, step_size, accept, diverging = (np.asarray(f) for f in fields)
         stats = {
             "diverging": diverging,
@@ -421,7 +444,7 @@ class _Sampler:
             "n_steps": steps,
             "tree_depth": (np.log2(np.maximum(steps, 1)).astype(int) + 1),
         }
-        return posterior, stats, np.asarray(tune_steps)
+        return posterior, stats, np.asarray(tune_steps), log_likelihood
 
 
 class _Progress:
@@ -459,6 +482,7 @@ def sample_nuts(
     parallel=True,
     scale=None,
     mass_matrix="laplace",
+    log_likelihood=False,
 ):
     """Sample a PyMC model with numpyro's NUTS, the data as arguments of one compiled sampler.
 
@@ -488,6 +512,9 @@ def sample_nuts(
         step size only); for models of at most ``DENSE_LIMIT`` free values, else "adapt". "adapt": a
         diagonal metric learnt during warm-up (numpyro's default windows), starting
         from ``scale``.
+    log_likelihood : bool, default=False
+        Also return each observed variable's pointwise log density at every draw,
+        computed in the compiled sampler (as ``pm.compute_log_likelihood`` would).
 
     Returns
     -------
@@ -500,6 +527,9 @@ def sample_nuts(
         Seconds to set up the compiled sampler ("compile", 0 when reused) and to sample
         ("sample", which includes JAX's compile on the sampler's first run), and
         "gradients": the log-density gradients evaluated, warm-up included.
+    log_likelihood : dict of str -> ndarray
+        Only with ``log_likelihood=True``: each observed variable's pointwise log
+        density, shaped (chain, draw, *observed shape).
     """
     if mass_matrix not in MASS_MATRICES:
         raise ValueError(f"mass_matrix must be one of {MASS_MATRICES}, got {mass_matrix!r}.")
@@ -518,6 +548,7 @@ def sample_nuts(
         parallel,
         bool(progressbar),
         mass_matrix,
+        bool(log_likelihood),
     )
     key = (_structure_key(model, shapes), settings)
     with _CACHE_LOCK:
@@ -533,10 +564,12 @@ def sample_nuts(
             n: np.broadcast_to(np.asarray(scale.get(n, 1.0), dtype=float), shapes[n])
             for n in sampler.value_names
         }
-        posterior, stats, tune_steps = sampler.run(data, start, scale, int(random_seed))
+        posterior, stats, tune_steps, pointwise = sampler.run(data, start, scale, int(random_seed))
     timings = {
         "compile": t1 - t0,
         "sample": time.perf_counter() - t1,
         "gradients": int(tune_steps.sum() + stats["n_steps"].sum()),
     }
+    if log_likelihood:
+        return posterior, stats, timings, pointwise
     return posterior, stats, timings
