@@ -149,13 +149,12 @@ def log_likelihood_dataset(draws, tree, X, w, name):
 
 def pointwise_dataset(values, tree):
     """Pointwise values of the observed variables, shaped (chain, draw, ...), as a Dataset
-    with the observed data's leading dimensions and coordinates."""
+    with the observed data's leading dimensions."""
     import xarray as xr
 
-    variables, coords = {}, {}
+    variables = {}
     for name, array in values.items():
         array = np.asarray(array)
         dims = tree["observed_data"][name].dims[: array.ndim - 2]
         variables[name] = (("chain", "draw", *dims), array)
-        coords.update({dim: tree["observed_data"][dim].values for dim in dims})
-    return xr.Dataset(variables, coords=coords)
+    return xr.Dataset(variables)
