@@ -158,6 +158,7 @@ def _jax_functions(model, log_likelihood=False):
     constrained free variables and Deterministics, then, with ``log_likelihood``, each
     observed variable's pointwise log density), and the names of ``post``'s outputs.
     """
+    import jax
     from pymc.sampling.jax import get_jaxified_graph
     from pymc.util import get_default_varnames
     from pytensor.graph.replace import clone_replace
@@ -182,7 +183,11 @@ def _jax_functions(model, log_likelihood=False):
         names += [rv.name for rv in model.observed_RVs]
     outputs = clone_replace(wanted, replace=replace)
     post_fn = get_jaxified_graph(inputs=[*model.value_vars, *placeholders], outputs=outputs)
-    return prepare_fn, logp_fn, post_fn, names
+    # Under jit, the sampler's program traces each function once: the Laplace metric's
+    # Hessian, NUTS' gradient and step-size search then transform the one traced form
+    # instead of tracing PyTensor's generated code again. Inline: no call boundary in
+    # the compiled program, which keeps XLA's fusions as they were.
+    return (*(jax.jit(f, inline=True) for f in (prepare_fn, logp_fn, post_fn)), names)
 
 
 def _laplace_inverse_mass(potential, start, scale, batch_size):
