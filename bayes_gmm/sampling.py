@@ -534,7 +534,7 @@ def sample_nuts(
         "gradients": the log-density gradients evaluated, warm-up included.
     log_likelihood : dict of str -> ndarray
         Only with ``log_likelihood=True``: each observed variable's pointwise log
-        density, shaped (chain, draw, *observed shape).
+        density, shaped (chain, draw) followed by its own shape.
     """
     if mass_matrix not in MASS_MATRICES:
         raise ValueError(f"mass_matrix must be one of {MASS_MATRICES}, got {mass_matrix!r}.")
