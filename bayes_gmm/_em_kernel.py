@@ -658,8 +658,17 @@ def chunk_statistics(resp, const, feats, w, unit_weights, threshold, moments, to
             n_kept += keep
             left_out += 0.0 if keep else r
         skipped[k] += left_out
-        for c in range(n_kept):
-            i = kept[c]
+        c = 0
+        while c + 4 <= n_kept:  # four rows per pass over the component's moments
+            i0, i1, i2, i3 = kept[c], kept[c + 1], kept[c + 2], kept[c + 3]
+            r0, r1, r2, r3 = resp[k, i0], resp[k, i1], resp[k, i2], resp[k, i3]
+            for j in range(m):
+                stats[k, j] += (r0 * feats[i0, j] + r1 * feats[i1, j]) + (
+                    r2 * feats[i2, j] + r3 * feats[i3, j]
+                )
+            c += 4
+        for rest in range(c, n_kept):
+            i = kept[rest]
             r = resp[k, i]
             for j in range(m):
                 stats[k, j] += r * feats[i, j]
