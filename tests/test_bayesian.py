@@ -616,3 +616,17 @@ def test_auto_metric_follows_the_smallest_components_rows():
     assert _metric("auto", weights, 0.99 * enough) == "adapt"
     assert _metric("adapt", weights, 1e9) == "adapt"
     assert _metric("laplace", weights, 10) == "laplace"
+
+
+def test_pointwise_log_likelihood_above_the_limit_is_not_stored(monkeypatch, blobs):
+    """Above LOG_LIKELIHOOD_LIMIT the fit stores no log_likelihood group (the sampler is
+    not asked for it), and loo() computes the same estimate in chunks."""
+    from bayes_gmm import bayesian
+
+    stored, X, _ = blobs
+    monkeypatch.setattr(bayesian, "LOG_LIKELIHOOD_LIMIT", 0)
+    model = BayesianGaussianMixture(3, draws=1000, tune=500, chains=4, random_state=1)
+    model, _ = _fit_quietly(model, X)
+    assert "log_likelihood" not in model.idata_.children
+    # Same seed, same draws: only where the pointwise values come from differs.
+    np.testing.assert_allclose(model.loo().elpd, stored.loo().elpd, rtol=1e-9)
