@@ -25,7 +25,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bayes_gmm.structures import get_structure, layout_of
+from bayes_gmm.structures import (
+    get_layout,
+    get_structure,
+    layout_of,
+    pack_symmetric,
+    upper_indices,
+)
 
 _LOG_2PI = np.log(2.0 * np.pi)
 #: Target number of float64 elements in one chunk's widest temporary (~2 MB); larger
@@ -55,14 +61,7 @@ def n_parameters(n_components, n_features, covariance_type):
 
 def feature_width(n_features, covariance_type):
     """Number of columns of :func:`features`."""
-    covariance_type = layout_of(covariance_type)
-    d = n_features
-    return {
-        "full": d + d * (d + 1) // 2,
-        "tied": d,
-        "diag": 2 * d,
-        "spherical": d + 1,
-    }[covariance_type]
+    return get_layout(covariance_type).feature_width(n_features)
 
 
 def chunk_rows(n_samples, n_components, n_features, covariance_type="full"):
@@ -186,7 +185,7 @@ def precision_cholesky(covariances, covariance_type):
                     repaired.append((k if covariance_type == "full" else -1, added))
         # numpy's batched inverse: scipy's solve_triangular loops over the batch in Python.
         inverse = np.linalg.inv(chol)
-        rows, cols, off = _upper(inverse.shape[-1])
+        rows, cols, off = upper_indices(inverse.shape[-1])
         inverse[..., rows[off], cols[off]] = 0.0  # exactly lower-triangular
         prec_chol = np.swapaxes(inverse, -1, -2)
         if covariance_type == "tied":
@@ -284,33 +283,6 @@ def features(Xc, covariance_type, out=None):
     return out
 
 
-@functools.cache
-def _upper(d):
-    """Row-major upper-triangle indices of a (d, d) matrix, and which are off-diagonal.
-
-    Cached: ``np.triu_indices`` costs more than a whole EM iteration on small data.
-    """
-    rows, cols = np.triu_indices(d)
-    return rows, cols, rows != cols
-
-
-def _pack_symmetric(matrices):
-    """(K, d, d) symmetric -> (K, d (d + 1) / 2), off-diagonal entries doubled."""
-    rows, cols, off = _upper(matrices.shape[-1])
-    packed = matrices[:, rows, cols]
-    packed[:, off] *= 2.0
-    return packed
-
-
-def _unpack_symmetric(packed, d):
-    """(K, d (d + 1) / 2) upper triangles -> (K, d, d) symmetric matrices."""
-    rows, cols, _ = _upper(d)
-    out = np.empty((packed.shape[0], d, d))
-    out[:, rows, cols] = packed
-    out[:, cols, rows] = packed
-    return out
-
-
 def natural_parameters(means, prec_chol, covariance_type):
     """``eta`` and ``c`` with ``log N(x | mean_k, cov_k) = eta[k] @ features(x) + c[k]``.
 
@@ -328,7 +300,7 @@ def natural_parameters(means, prec_chol, covariance_type):
     if covariance_type == "full":
         precisions = prec_chol @ np.swapaxes(prec_chol, 1, 2)
         prec_means = np.einsum("kij,kj->ki", precisions, means)
-        eta = np.hstack([prec_means, -0.5 * _pack_symmetric(precisions)])
+        eta = np.hstack([prec_means, -0.5 * pack_symmetric(precisions)])
     elif covariance_type == "tied":
         prec_means = means @ (prec_chol @ prec_chol.T)
         eta = prec_means
@@ -472,16 +444,9 @@ def statistics_from_moments(weight, moments, covariance_type, n_features, total_
     Zero ``weight`` and ``moments`` give the statistics of no responsibilities (the last
     E-step of a run wants only the log-likelihood and total weight).
     """
-    covariance_type = layout_of(covariance_type)
     d = n_features
-    sum_x, rest = moments[:, :d], moments[:, d:]
-    if covariance_type == "tied":
-        sum_xx = np.zeros((d, d))
-    elif covariance_type == "spherical":
-        sum_xx = rest[:, 0]
-    else:
-        sum_xx = rest
-    return SufficientStatistics(weight, sum_x, sum_xx, total_weight, 0.0)
+    sum_xx = get_layout(covariance_type).second_moments(moments[:, d:], d)
+    return SufficientStatistics(weight, moments[:, :d], sum_xx, total_weight, 0.0)
 
 
 def finish_moments(stats, covariance_type, tied_moment=None):
@@ -490,11 +455,8 @@ def finish_moments(stats, covariance_type, tied_moment=None):
     Unpacks the "full" second moments into (K, d, d) matrices and puts the pooled
     ``tied_moment`` (:func:`weighted_second_moment`) in place for "tied".
     """
-    covariance_type = layout_of(covariance_type)
-    if covariance_type == "full":
-        stats.sum_xx = _unpack_symmetric(stats.sum_xx, stats.sum_x.shape[1])
-    elif covariance_type == "tied":
-        stats.sum_xx = tied_moment
+    layout = get_layout(covariance_type)
+    stats.sum_xx = layout.finish_second_moments(stats.sum_xx, stats.sum_x.shape[1], tied_moment)
     return stats
 
 
@@ -556,67 +518,34 @@ def from_summaries(stats, covariance_type, reg_covar, prior=None, previous=None)
     covariances : ndarray
     """
     structure = get_structure(covariance_type)
-    covariance_type = structure.layout
+    layout = structure.storage
     # sklearn adds 10 eps so that an empty component does not divide by zero.
     nk = stats.weight + 10 * np.finfo(float).eps
     K, d = stats.sum_x.shape
-    diagonal = (..., np.arange(d), np.arange(d))
     xbar = stats.sum_x / nk[:, None]
-    if covariance_type == "full":
-        scatter = stats.sum_xx - nk[:, None, None] * xbar[:, :, None] * xbar[:, None, :]
-    elif covariance_type == "tied":
-        scatter = stats.sum_xx - (xbar * nk[:, None]).T @ xbar
-    elif covariance_type == "diag":
-        scatter = stats.sum_xx - nk[:, None] * np.square(xbar)
-    else:
-        scatter = stats.sum_xx - nk * np.square(xbar).sum(axis=1)
-
+    scatter = layout.scatter(stats.sum_xx, nk, xbar)
     if prior is None:
         weights = nk / stats.total_weight
         means = xbar
-        counts = nk
+        counts = layout.ml_counts(nk, d)
     else:
-        alpha, kappa, nu = prior.alpha, prior.kappa, prior.nu
+        alpha, kappa = prior.alpha, prior.kappa
         weights = (stats.weight + alpha - 1.0) / (stats.total_weight + K * (alpha - 1.0))
         means = (stats.sum_x + kappa * prior.mean) / (stats.weight + kappa)[:, None]
         shrink = kappa * stats.weight / (kappa + stats.weight)
         delta = xbar - prior.mean
-
-    if covariance_type == "full":
-        if prior is not None:
-            prior_counts, prior_scatter = prior.map_terms
-            outer = delta[:, :, None] * delta[:, None, :]
-            scatter = prior_scatter + scatter + shrink[:, None, None] * outer
-            counts = prior_counts + stats.weight
-        if not structure.is_sklearn:
-            covariances = structure.covariances_from_scatter(scatter, counts, previous)
-            if covariances is None:  # collapsed: the unconstrained estimate, repaired and
-                covariances = scatter / counts[:, None, None]  # warned about by precision_cholesky
+        scatter, counts = layout.map_posterior(
+            scatter, shrink, delta, prior, stats.weight, stats.total_weight
+        )
+    if not structure.is_sklearn:
+        covariances = structure.covariances_from_scatter(scatter, counts, previous)
+        if covariances is not None:
             return weights, means, covariances
-        covariances = scatter / counts[:, None, None]
-        if prior is None:
-            covariances[diagonal] += reg_covar
-        return weights, means, covariances
-
-    if prior is None:
-        if covariance_type == "tied":
-            covariances = scatter / nk.sum()
-            covariances[diagonal] += reg_covar
-        elif covariance_type == "diag":
-            covariances = scatter / nk[:, None] + reg_covar
-        else:
-            covariances = scatter / (nk * d) + reg_covar
-        return weights, means, covariances
-
-    if covariance_type == "tied":
-        covariances = prior.scale + scatter + (delta * shrink[:, None]).T @ delta
-        covariances /= nu + d + 1.0 + K + stats.total_weight
-    elif covariance_type == "diag":
-        covariances = prior.scale + scatter + shrink[:, None] * np.square(delta)
-        covariances /= (nu + 3.0 + stats.weight)[:, None]
-    else:
-        covariances = prior.scale + scatter + shrink * np.square(delta).sum(axis=1)
-        covariances /= nu + 2.0 + d + d * stats.weight
+        # Collapsed: the unconstrained estimate, repaired and warned about by
+        # precision_cholesky.
+    covariances = layout.divide(scatter, counts)
+    if prior is None and structure.is_sklearn:
+        layout.add_to_diagonal(covariances, reg_covar)
     return weights, means, covariances
 
 
@@ -636,13 +565,4 @@ def full_covariances(covariances, covariance_type, n_components, n_features):
     ndarray of shape (..., n_components, n_features, n_features)
         A new array except for "full", which returns ``covariances`` as a float array.
     """
-    covariance_type = layout_of(covariance_type)
-    cov = np.asarray(covariances, dtype=float)
-    if covariance_type == "full":
-        return cov
-    if covariance_type == "tied":
-        shape = (*cov.shape[:-2], n_components, n_features, n_features)
-        return np.broadcast_to(cov[..., None, :, :], shape).copy()
-    if covariance_type == "diag":
-        return cov[..., None] * np.eye(n_features)
-    return cov[..., None, None] * np.eye(n_features)
+    return get_layout(covariance_type).to_full(covariances, n_components, n_features)

@@ -41,7 +41,7 @@ import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.special import gammaln, multigammaln
+from scipy.special import gammaln
 
 __all__ = ["COVARIANCE_TYPES", "GaussianMixturePrior", "ResolvedPrior"]
 
@@ -241,10 +241,7 @@ class GaussianMixturePrior:
 
         if structure.is_diagonal and self.diagonal_scale == "mean":
             scale = np.mean(np.diag(scale)) * np.eye(n_features)
-        if covariance_type == "diag":
-            scale = np.diag(scale).copy()
-        elif covariance_type == "spherical":
-            scale = np.asarray(np.mean(np.diag(scale)))
+        scale = structure.storage.prior_scale(scale)
 
         return ResolvedPrior(
             covariance_type=covariance_type,
@@ -284,6 +281,12 @@ class ResolvedPrior:
         return get_structure(self.model or self.covariance_type)
 
     @functools.cached_property
+    def _layout(self):
+        from bayes_gmm.structures import get_layout
+
+        return get_layout(self.covariance_type)
+
+    @functools.cached_property
     def map_terms(self):
         """The models stored in the "full" layout (VVV and mclust's other models): the
         prior's extra counts (K,) and scatter matrices (K, d, d) of their MAP update
@@ -305,15 +308,7 @@ class ResolvedPrior:
         const += K * d * (-0.5 * np.log(2 * np.pi) + 0.5 * np.log(kappa))
         if not self._structure.is_sklearn:
             return float(const)  # mclust's other models: the covariances' prior is unnormalized
-        if self.covariance_type in ("full", "tied"):
-            _, log_det_scale = np.linalg.slogdet(self.scale)
-            n_wisharts = K if self.covariance_type == "full" else 1
-            const += n_wisharts * (
-                0.5 * nu * log_det_scale - 0.5 * nu * d * np.log(2.0) - multigammaln(0.5 * nu, d)
-            )
-        else:
-            a, b = 0.5 * nu, 0.5 * self.scale  # b: (d,) for diag, () for spherical
-            const += K * np.sum(a * np.log(b) - gammaln(a))
+        const += self._layout.log_prior_normalizer(self.scale, nu, K, d)
         return float(const)
 
     def log_density(self, weights, means, covariances):
@@ -330,33 +325,10 @@ class ResolvedPrior:
         -------
         float
         """
-        K, d = self.n_components, self.n_features
-        alpha, kappa, nu = self.weight_concentration, self.mean_precision, self.degrees_of_freedom
+        alpha = self.weight_concentration
         log_p = self._log_normalizer
         if alpha != 1.0:
             log_p += (alpha - 1.0) * np.sum(np.log(weights))
         diff = means - self.mean
-        ctype = self.covariance_type
-        if ctype in ("full", "tied"):
-            if ctype == "full":
-                counts, scatter = self.map_terms
-            else:  # one inverse-Wishart; each mean's normal brings another det^(-1/2)
-                counts, scatter = np.array([nu + d + 1.0 + K]), self.scale[None]
-                covariances = covariances[None]
-            chol = np.linalg.cholesky(covariances)
-            log_det = 2.0 * np.sum(np.log(np.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
-            # From the factor, C = L L': tr(S inv(C)) = sum(inv(L) * (inv(L) S)) and
-            # (mu - m0)' inv(C) (mu - m0) = |inv(L) (mu - m0)|^2. numpy's batched inverse
-            # of L: scipy's solve_triangular loops over the batch in Python.
-            inv_chol = np.linalg.inv(chol)
-            maha = np.sum(np.square(inv_chol @ diff[:, :, None]))
-            log_p -= 0.5 * counts @ log_det + 0.5 * np.sum(inv_chol * (inv_chol @ scatter))
-            return float(log_p - 0.5 * kappa * maha)
-        # One inverse-gamma per variance: (K, d) for diag, (K,) for spherical.
-        b = 0.5 * self.scale
-        var = np.asarray(covariances, dtype=float)
-        log_p -= np.sum((0.5 * nu + 1.0) * np.log(var) + b / var)
-        per_coord = var if ctype == "diag" else var[:, None]
-        # Broadcast to (K, d): a spherical variance enters once per coordinate.
-        log_p -= np.sum(0.5 * np.log(per_coord) + 0.5 * kappa * diff**2 / per_coord)
+        log_p = self._layout.add_log_covariance_prior(log_p, self, covariances, diff)
         return float(log_p)

@@ -25,9 +25,11 @@ Examples
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import gammaln, multigammaln
 
 __all__ = [
     "MCLUST_MODELS",
@@ -134,6 +136,11 @@ class Structure:
     def is_sklearn(self):
         """One of scikit-learn's four structures (its own shapes and compiled M-step)."""
         return self.alias is not None
+
+    @property
+    def storage(self):
+        """The :class:`Layout` object of :attr:`layout`: its shapes and numpy math."""
+        return LAYOUTS[self.layout]
 
     @property
     def shares_covariance(self):
@@ -243,12 +250,7 @@ class Structure:
         if not self.is_sklearn:
             counts = np.maximum(weights, 1e-12)
             return self.covariances_from_scatter(full * counts[:, None, None], counts, full)
-        if self.layout == "full":
-            return np.array(full, dtype=float)
-        if self.layout == "tied":
-            return np.tensordot(weights, full, axes=1)
-        variances = np.diagonal(full, axis1=1, axis2=2)
-        return variances.copy() if self.layout == "diag" else variances.mean(axis=1)
+        return self.storage.from_full(full, weights)
 
     def covariances_from_scatter(self, scatter, counts, previous=None):
         """M-step of the ten models beyond scikit-learn's: (K, d, d) covariances.
@@ -342,3 +344,301 @@ def check_map_supported(name):
             f"{tuple(SKLEARN_NAMES)}. Fit it without a prior, or choose one of those."
         )
     return structure
+
+
+# --------------------------------------------------------------------------- storage layouts
+class Layout:
+    """One of scikit-learn's four ways to store covariances, and the numpy math that
+    depends on it: what ``bayes_gmm._gaussian`` and ``bayes_gmm.priors`` would otherwise
+    branch on. Shapes for K components in d dimensions: "full" (K, d, d), "tied" (d, d),
+    "diag" (K, d), "spherical" (K,). (The numba kernel, ``_em_kernel``, keeps integer
+    codes for them: compiled code cannot dispatch on Python objects.)
+    """
+
+    name = None
+
+    def __repr__(self):
+        return f"Layout({self.name!r})"
+
+    def feature_width(self, d):
+        """Columns of ``_gaussian.features``: ``[x]`` and the layout's second-order terms."""
+        raise NotImplementedError
+
+    def second_moments(self, rest, d):
+        """``sum_xx`` of ``_gaussian.summarize`` from the moments' columns after the first
+        d (the responsibilities' sums of the second-order features)."""
+        return rest
+
+    def finish_second_moments(self, sum_xx, d, tied_moment):
+        """``sum_xx`` in the shape the M-step reads (``_gaussian.finish_moments``)."""
+        return sum_xx
+
+    def scatter(self, sum_xx, nk, xbar):
+        """Weighted scatter about the component means ``xbar`` (K, d)."""
+        raise NotImplementedError
+
+    def ml_counts(self, nk, d):
+        """What maximum likelihood divides the scatter by (:meth:`divide`)."""
+        return nk
+
+    def map_posterior(self, scatter, shrink, delta, prior, weight, total_weight):
+        """The MAP update's posterior scatter and counts, from the scatter, the means' pull
+        ``shrink`` (K,) times ``delta = xbar - m0`` (K, d) and a ``CenteredPrior``."""
+        raise NotImplementedError
+
+    def divide(self, scatter, counts):
+        """Covariances ``scatter / counts``, the counts broadcast per component."""
+        return scatter / counts
+
+    def add_to_diagonal(self, covariances, value):
+        """Add ``value`` to every variance, in place."""
+        covariances += value
+
+    def to_full(self, covariances, n_components, n_features):
+        """(..., K, d, d) matrices from covariances with any leading batch axes."""
+        raise NotImplementedError
+
+    def from_full(self, full, weights):
+        """scikit-learn's M-step from (K, d, d) covariances ``full`` with shares
+        ``weights``: the closest covariances of this layout (``covariances_from_full``)."""
+        raise NotImplementedError
+
+    def prior_scale(self, scale):
+        """The (d, d) prior scale in this layout's shape (``ResolvedPrior.scale``)."""
+        return scale
+
+    def log_prior_normalizer(self, scale, nu, n_components, d):
+        """Log normalizing constant of the covariances' conjugate priors."""
+        raise NotImplementedError
+
+    def add_log_covariance_prior(self, log_p, prior, covariances, diff):
+        """``log_p`` plus the log prior density of the covariances and of the means given
+        them, without :meth:`log_prior_normalizer` (``ResolvedPrior.log_density``);
+        ``diff`` (K, d) is the means minus the prior mean."""
+        raise NotImplementedError
+
+
+def _add_inverse_wishart_terms(log_p, covariances, counts, scatter, diff, kappa):
+    """``log_p - sum_k (counts[k] log det C_k + tr(scatter[k] inv(C_k)) + kappa
+    |diff[k]|^2_{inv(C_k)}) / 2`` for (K', d, d) covariances (K' = 1: one for every
+    mean)."""
+    chol = np.linalg.cholesky(covariances)
+    log_det = 2.0 * np.sum(np.log(np.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
+    # From the factor, C = L L': tr(S inv(C)) = sum(inv(L) * (inv(L) S)) and
+    # (mu - m0)' inv(C) (mu - m0) = |inv(L) (mu - m0)|^2. numpy's batched inverse of L:
+    # scipy's solve_triangular loops over the batch in Python.
+    inv_chol = np.linalg.inv(chol)
+    maha = np.sum(np.square(inv_chol @ diff[:, :, None]))
+    log_p -= 0.5 * counts @ log_det + 0.5 * np.sum(inv_chol * (inv_chol @ scatter))
+    return log_p - 0.5 * kappa * maha
+
+
+def _add_inverse_gamma_terms(log_p, variances, per_coordinate, scale, nu, diff, kappa):
+    """``log_p`` plus the inverse-gamma prior of each variance and the means' normal prior
+    given them (``per_coordinate`` (K, d): a spherical variance enters once per
+    coordinate)."""
+    log_p -= np.sum((0.5 * nu + 1.0) * np.log(variances) + 0.5 * scale / variances)
+    log_p -= np.sum(0.5 * np.log(per_coordinate) + 0.5 * kappa * diff**2 / per_coordinate)
+    return log_p
+
+
+class _Full(Layout):
+    name = "full"
+
+    def feature_width(self, d):
+        return d + d * (d + 1) // 2
+
+    def finish_second_moments(self, sum_xx, d, tied_moment):
+        return unpack_symmetric(sum_xx, d)  # accumulated as packed upper triangles
+
+    def scatter(self, sum_xx, nk, xbar):
+        return sum_xx - nk[:, None, None] * xbar[:, :, None] * xbar[:, None, :]
+
+    def map_posterior(self, scatter, shrink, delta, prior, weight, total_weight):
+        # Every model of this layout: its own prior terms (Structure.map_prior_terms).
+        prior_counts, prior_scatter = prior.map_terms
+        outer = delta[:, :, None] * delta[:, None, :]
+        return prior_scatter + scatter + shrink[:, None, None] * outer, prior_counts + weight
+
+    def divide(self, scatter, counts):
+        return scatter / counts[:, None, None]
+
+    def add_to_diagonal(self, covariances, value):
+        d = covariances.shape[-1]
+        covariances[..., np.arange(d), np.arange(d)] += value
+
+    def to_full(self, covariances, n_components, n_features):
+        return np.asarray(covariances, dtype=float)
+
+    def from_full(self, full, weights):
+        return np.array(full, dtype=float)
+
+    def log_prior_normalizer(self, scale, nu, n_components, d):
+        return n_components * _log_wishart_normalizer(scale, nu, d)
+
+    def add_log_covariance_prior(self, log_p, prior, covariances, diff):
+        counts, scatter = prior.map_terms
+        kappa = prior.mean_precision
+        return _add_inverse_wishart_terms(log_p, covariances, counts, scatter, diff, kappa)
+
+
+class _Tied(Layout):
+    name = "tied"
+    add_to_diagonal = _Full.add_to_diagonal
+
+    def feature_width(self, d):
+        return d  # its quadratic term is the same for every component: added apart
+
+    def second_moments(self, rest, d):
+        # The responsibilities sum to one: the pooled second moment does not depend on
+        # them and is computed once (_gaussian.weighted_second_moment).
+        return np.zeros((d, d))
+
+    def finish_second_moments(self, sum_xx, d, tied_moment):
+        return tied_moment
+
+    def scatter(self, sum_xx, nk, xbar):
+        return sum_xx - (xbar * nk[:, None]).T @ xbar
+
+    def ml_counts(self, nk, d):
+        return nk.sum()
+
+    def map_posterior(self, scatter, shrink, delta, prior, weight, total_weight):
+        posterior = prior.scale + scatter + (delta * shrink[:, None]).T @ delta
+        d, K = scatter.shape[-1], len(weight)
+        return posterior, prior.nu + d + 1.0 + K + total_weight
+
+    def divide(self, scatter, counts):
+        return scatter / counts
+
+    def to_full(self, covariances, n_components, n_features):
+        cov = np.asarray(covariances, dtype=float)
+        shape = (*cov.shape[:-2], n_components, n_features, n_features)
+        return np.broadcast_to(cov[..., None, :, :], shape).copy()
+
+    def from_full(self, full, weights):
+        return np.tensordot(weights, full, axes=1)
+
+    def log_prior_normalizer(self, scale, nu, n_components, d):
+        return _log_wishart_normalizer(scale, nu, d)
+
+    def add_log_covariance_prior(self, log_p, prior, covariances, diff):
+        # One inverse-Wishart; each mean's normal brings another det^(-1/2).
+        K, d, nu = prior.n_components, prior.n_features, prior.degrees_of_freedom
+        counts = np.array([nu + d + 1.0 + K])
+        return _add_inverse_wishart_terms(
+            log_p, covariances[None], counts, prior.scale[None], diff, prior.mean_precision
+        )
+
+
+class _Diag(Layout):
+    name = "diag"
+
+    def feature_width(self, d):
+        return 2 * d
+
+    def scatter(self, sum_xx, nk, xbar):
+        return sum_xx - nk[:, None] * np.square(xbar)
+
+    def map_posterior(self, scatter, shrink, delta, prior, weight, total_weight):
+        posterior = prior.scale + scatter + shrink[:, None] * np.square(delta)
+        return posterior, prior.nu + 3.0 + weight
+
+    def divide(self, scatter, counts):
+        return scatter / counts[:, None]
+
+    def to_full(self, covariances, n_components, n_features):
+        return np.asarray(covariances, dtype=float)[..., None] * np.eye(n_features)
+
+    def from_full(self, full, weights):
+        return np.diagonal(full, axis1=1, axis2=2).copy()
+
+    def prior_scale(self, scale):
+        return np.diag(scale).copy()
+
+    def log_prior_normalizer(self, scale, nu, n_components, d):
+        a, b = 0.5 * nu, 0.5 * scale
+        return n_components * np.sum(a * np.log(b) - gammaln(a))
+
+    def add_log_covariance_prior(self, log_p, prior, covariances, diff):
+        var = np.asarray(covariances, dtype=float)
+        nu, kappa = prior.degrees_of_freedom, prior.mean_precision
+        return _add_inverse_gamma_terms(log_p, var, var, prior.scale, nu, diff, kappa)
+
+
+class _Spherical(_Diag):
+    name = "spherical"
+
+    def feature_width(self, d):
+        return d + 1
+
+    def second_moments(self, rest, d):
+        return rest[:, 0]
+
+    def scatter(self, sum_xx, nk, xbar):
+        return sum_xx - nk * np.square(xbar).sum(axis=1)
+
+    def ml_counts(self, nk, d):
+        return nk * d
+
+    def map_posterior(self, scatter, shrink, delta, prior, weight, total_weight):
+        posterior = prior.scale + scatter + shrink * np.square(delta).sum(axis=1)
+        d = delta.shape[-1]
+        return posterior, prior.nu + 2.0 + d + d * weight
+
+    def divide(self, scatter, counts):
+        return scatter / counts
+
+    def to_full(self, covariances, n_components, n_features):
+        return np.asarray(covariances, dtype=float)[..., None, None] * np.eye(n_features)
+
+    def from_full(self, full, weights):
+        return np.diagonal(full, axis1=1, axis2=2).mean(axis=1)
+
+    def prior_scale(self, scale):
+        return np.asarray(np.mean(np.diag(scale)))
+
+    def add_log_covariance_prior(self, log_p, prior, covariances, diff):
+        var = np.asarray(covariances, dtype=float)
+        nu, kappa = prior.degrees_of_freedom, prior.mean_precision
+        return _add_inverse_gamma_terms(log_p, var, var[:, None], prior.scale, nu, diff, kappa)
+
+
+def _log_wishart_normalizer(scale, nu, d):
+    _, log_det_scale = np.linalg.slogdet(scale)
+    return 0.5 * nu * log_det_scale - 0.5 * nu * d * np.log(2.0) - multigammaln(0.5 * nu, d)
+
+
+LAYOUTS = {layout.name: layout for layout in (_Full(), _Tied(), _Diag(), _Spherical())}
+
+
+def get_layout(name):
+    """The :class:`Layout` of a structure's name ("VEV" and "full": the full layout)."""
+    return LAYOUTS[layout_of(name)]
+
+
+@functools.cache
+def upper_indices(d):
+    """Row-major upper-triangle indices of a (d, d) matrix, and which are off-diagonal.
+
+    Cached: ``np.triu_indices`` costs more than a whole EM iteration on small data.
+    """
+    rows, cols = np.triu_indices(d)
+    return rows, cols, rows != cols
+
+
+def pack_symmetric(matrices):
+    """(K, d, d) symmetric -> (K, d (d + 1) / 2), off-diagonal entries doubled."""
+    rows, cols, off = upper_indices(matrices.shape[-1])
+    packed = matrices[:, rows, cols]
+    packed[:, off] *= 2.0
+    return packed
+
+
+def unpack_symmetric(packed, d):
+    """(K, d (d + 1) / 2) upper triangles -> (K, d, d) symmetric matrices."""
+    rows, cols, _ = upper_indices(d)
+    out = np.empty((packed.shape[0], d, d))
+    out[:, rows, cols] = packed
+    out[:, cols, rows] = packed
+    return out
