@@ -678,7 +678,8 @@ def chunk_statistics(resp, const, feats, w, unit_weights, threshold, moments, to
 @_jit
 def features_into(X, center, layout, out):
     """``out[i] = _gaussian.features(X[i] - center)`` for "full", "diag" or "spherical"
-    (``layout`` a code), the same products in the same order.
+    (``layout`` a code): the same products, in the same order except spherical's sum of
+    squares (equal to rounding).
 
     The large fits' E-step computes each chunk's features here just before using them
     twice (log-densities, moments) while they are in cache, instead of streaming stored

@@ -539,12 +539,13 @@ def from_summaries(stats, covariance_type, reg_covar, prior=None, previous=None)
         )
     if not structure.is_sklearn:
         covariances = structure.covariances_from_scatter(scatter, counts, previous)
-        if covariances is not None:
-            return weights, means, covariances
-        # Collapsed: the unconstrained estimate, repaired and warned about by
-        # precision_cholesky.
+        if covariances is None:
+            # Collapsed: the unconstrained estimate, repaired and warned about by
+            # precision_cholesky.
+            covariances = layout.divide(scatter, counts)
+        return weights, means, covariances
     covariances = layout.divide(scatter, counts)
-    if prior is None and structure.is_sklearn:
+    if prior is None:
         layout.add_to_diagonal(covariances, reg_covar)
     return weights, means, covariances
 

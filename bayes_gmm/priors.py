@@ -281,12 +281,6 @@ class ResolvedPrior:
         return get_structure(self.model or self.covariance_type)
 
     @functools.cached_property
-    def _layout(self):
-        from bayes_gmm.structures import get_layout
-
-        return get_layout(self.covariance_type)
-
-    @functools.cached_property
     def map_terms(self):
         """The models stored in the "full" layout (VVV and mclust's other models): the
         prior's extra counts (K,) and scatter matrices (K, d, d) of their MAP update
@@ -308,7 +302,7 @@ class ResolvedPrior:
         const += K * d * (-0.5 * np.log(2 * np.pi) + 0.5 * np.log(kappa))
         if not self._structure.is_sklearn:
             return float(const)  # mclust's other models: the covariances' prior is unnormalized
-        const += self._layout.log_prior_normalizer(self.scale, nu, K, d)
+        const += self._structure.storage.log_prior_normalizer(self.scale, nu, K, d)
         return float(const)
 
     def log_density(self, weights, means, covariances):
@@ -330,5 +324,5 @@ class ResolvedPrior:
         if alpha != 1.0:
             log_p += (alpha - 1.0) * np.sum(np.log(weights))
         diff = means - self.mean
-        log_p = self._layout.add_log_covariance_prior(log_p, self, covariances, diff)
+        log_p = self._structure.storage.add_log_covariance_prior(log_p, self, covariances, diff)
         return float(log_p)

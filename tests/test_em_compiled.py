@@ -22,10 +22,21 @@ def fit(X, ctype, compiled, weights=None, **params):
     """A 15-iteration fit (tol=0) with or without the compiled E-step."""
     gm = GaussianMixture(4, covariance_type=ctype, random_state=0, max_iter=15, tol=0, **params)
     limit = 0 if compiled else np.inf
+    paths = []
+    original = em._e_step_blocks
+
+    def spy(ctx, eta, const, prec_chol, moments, compiled):
+        paths.append(compiled)
+        return original(ctx, eta, const, prec_chol, moments, compiled)
+
     with pytest.MonkeyPatch.context() as mp, warnings.catch_warnings():
         mp.setattr(em, "COMPILED_E_STEP_MIN_ENTRIES", limit)
+        mp.setattr(em, "_e_step_blocks", spy)
         warnings.simplefilter("ignore", ConvergenceWarning)
-        return gm.fit(X, sample_weight=weights)
+        fitted = gm.fit(X, sample_weight=weights)
+    # The E-step under test ran: otherwise a comparison would set numpy against numpy.
+    assert any(paths) == compiled
+    return fitted
 
 
 def assert_same_fit(a, b):
