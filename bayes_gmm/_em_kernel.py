@@ -676,6 +676,35 @@ def chunk_statistics(resp, const, feats, w, unit_weights, threshold, moments, to
 
 
 @_jit
+def left_out_moments(resp, const, top, scale, feats, w, unit_weights, threshold, bits, work,
+                     stats):  # fmt: skip
+    """The moments :func:`chunk_statistics` left out of a chunk, for some components only.
+
+    ``resp`` (J, B) holds ``eta[components] @ feats.T`` over the chunk's rows and ``const``
+    (J,) their constants; ``top`` and ``scale`` (B,) are what :func:`chunk_statistics`
+    left in its ``top`` and ``total`` for these rows (each row's largest log-density and
+    ``w_i`` over its sum of exponentials). The responsibilities are recomputed as there,
+    and ``resp[j, i] * feats[i]`` is added to ``stats`` (J, m) over the rows where the
+    (unweighted) responsibility is positive but below ``threshold``. ``bits`` (B,) int64
+    and ``work`` (B,) are work space.
+    """
+    J, n = resp.shape
+    m = feats.shape[1]
+    for j in range(J):
+        row = resp[j]
+        c = const[j]
+        for i in range(n):
+            row[i] += c
+    _exp_rows(resp, top, bits, work)
+    for j in range(J):
+        for i in range(n):
+            r = resp[j, i] * scale[i]
+            if 0.0 < r < (threshold if unit_weights else threshold * w[i]):
+                for a in range(m):
+                    stats[j, a] += r * feats[i, a]
+
+
+@_jit
 def features_into(X, center, layout, out):
     """``out[i] = _gaussian.features(X[i] - center)`` for "full", "diag" or "spherical"
     (``layout`` a code): the same products, in the same order except spherical's sum of

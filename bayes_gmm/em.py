@@ -1072,6 +1072,13 @@ class _Context:
     compiled: bool = False
     #: The centered rows with NaN for missing values (``missing="em"``); ``X`` is then imputed.
     missing: np.ndarray = None
+    #: Whether the compiled E-step sums the moments over the responsibilities of at least
+    #: ``SKIPPED_THRESHOLD`` only (features at least ``SPARSE_MOMENTS_MIN_WIDTH`` wide).
+    sparse_moments: bool = False
+    #: Each row's largest log-density and ``w_i`` over its sum of exponentials, as the
+    #: sparse moments' E-step leaves them (:func:`_left_out_statistics` reads them).
+    row_top: np.ndarray = None
+    row_scale: np.ndarray = None
 
     def __post_init__(self):
         n, d = self.X.shape
@@ -1080,6 +1087,9 @@ class _Context:
             layout_of(self.ctype) != "tied" and n * self.K >= COMPILED_E_STEP_MIN_ENTRIES
         )
         width = g.feature_width(d, self.ctype)
+        self.sparse_moments = self.compiled and width >= SPARSE_MOMENTS_MIN_WIDTH
+        if self.sparse_moments:
+            self.row_top, self.row_scale = np.empty(n), np.empty(n)
         # The compiled E-step computes the features chunk by chunk, in cache, faster than
         # it reads stored ones from memory (twice per iteration), but for "full" on few
         # columns (d = 2: a few products per row, less than the per-row work around them).
@@ -1147,10 +1157,12 @@ def _e_step(ctx, weights, means, prec_chol, moments=True):
     with np.errstate(divide="ignore"):
         const = const + np.log(weights)
     stats, skipped = _e_step_blocks(ctx, eta, const, prec_chol, moments, ctx.compiled)
-    if skipped is not None and np.any(skipped > SKIPPED_RELATIVE * stats.weight):
-        # A component whose left-out responsibilities are not negligible against its
-        # weight (one that is emptying): this E-step again, every responsibility counted.
-        stats, _ = _e_step_blocks(ctx, eta, const, prec_chol, moments, compiled=False)
+    if skipped is not None:
+        # Components whose left-out responsibilities are not negligible against their
+        # weight (a light one, or one that is emptying): their left-out moments are added.
+        left_out = np.flatnonzero(skipped > SKIPPED_RELATIVE * stats.weight)
+        if left_out.size:
+            stats += _left_out_statistics(ctx, left_out, eta, const)
     return g.finish_moments(stats, ctx.ctype, ctx.tied_moment)
 
 
@@ -1168,8 +1180,8 @@ COMPILED_E_STEP_MIN_ENTRIES = 2**16
 #: sum is checked against ``SKIPPED_RELATIVE``).
 SKIPPED_THRESHOLD = 1e-20
 #: If a component's left-out responsibilities add up to more than this fraction of its
-#: weight, the E-step is redone counting every responsibility: below it, what was left
-#: out changes the M-step's sums less than their own rounding.
+#: weight, their moments are added (:func:`_left_out_statistics`): below it, what was
+#: left out changes the M-step's sums less than their own rounding.
 SKIPPED_RELATIVE = 1e-17
 
 
@@ -1213,17 +1225,11 @@ def _e_step_block_compiled(ctx, first, last, eta, const, prec_chol, moments=True
     bits = np.empty(ctx.rows, dtype=np.int64)
     nk, moments_sum, skipped = np.zeros(K), np.zeros((K, m)), np.zeros(K)
     log_likelihood = 0.0
-    code = _em_kernel.CTYPE_CODES[layout_of(ctx.ctype)]
-    dense = m < SPARSE_MOMENTS_MIN_WIDTH
-    work = np.empty((ctx.rows, m)) if ctx.features is None else None
-    for start in range(first, last, ctx.rows):
-        stop = min(start + ctx.rows, last)
+    dense = not ctx.sparse_moments
+    for start, stop, feats in _compiled_chunks(ctx, first, last):
         rows = stop - start
-        if work is None:
-            feats = ctx.features[start:stop]
-        else:
-            feats = work[:rows]
-            _em_kernel.features_into(ctx.X[start:stop], ctx.center, code, feats)
+        if not dense:  # kept for _left_out_statistics
+            top, total = ctx.row_top[start:stop], ctx.row_scale[start:stop]
         resp = eta @ feats.T
         log_likelihood += _em_kernel.chunk_statistics(
             resp, const, feats, ctx.w[start:stop], ctx.unit_weights,
@@ -1236,6 +1242,49 @@ def _e_step_block_compiled(ctx, first, last, eta, const, prec_chol, moments=True
     stats = g.statistics_from_moments(nk, moments_sum, ctx.ctype, d, total_weight)
     stats.log_likelihood = log_likelihood
     return stats, skipped
+
+
+def _compiled_chunks(ctx, first, last):
+    """``ctx.chunks(first, last)`` with the features not stored computed by
+    ``_em_kernel.features_into`` (into one reused buffer)."""
+    from bayes_gmm import _em_kernel
+
+    if ctx.features is not None:
+        yield from ctx.chunks(first, last)
+        return
+    code = _em_kernel.CTYPE_CODES[layout_of(ctx.ctype)]
+    work = np.empty((ctx.rows, g.feature_width(ctx.X.shape[1], ctx.ctype)))
+    for start in range(first, last, ctx.rows):
+        stop = min(start + ctx.rows, last)
+        feats = work[: stop - start]
+        _em_kernel.features_into(ctx.X[start:stop], ctx.center, code, feats)
+        yield start, stop, feats
+
+
+def _left_out_statistics(ctx, components, eta, const):
+    """The moments that the compiled E-step left out for ``components`` (their
+    responsibilities below ``SKIPPED_THRESHOLD``), as statistics to add to its own.
+
+    Only these components' log-densities are computed again (one pass over the rows);
+    each row's normalization is the one the E-step kept in ``ctx.row_top`` and
+    ``ctx.row_scale``. Their weights counted every responsibility already.
+    """
+    from bayes_gmm import _em_kernel
+
+    K, m = eta.shape
+    eta_left, const_left = eta[components], const[components]
+    left = np.zeros((len(components), m))
+    bits, work = np.empty(ctx.rows, dtype=np.int64), np.empty(ctx.rows)
+    for start, stop, feats in _compiled_chunks(ctx, 0, ctx.X.shape[0]):
+        rows = stop - start
+        _em_kernel.left_out_moments(
+            eta_left @ feats.T, const_left, ctx.row_top[start:stop], ctx.row_scale[start:stop],
+            feats, ctx.w[start:stop], ctx.unit_weights, SKIPPED_THRESHOLD, bits[:rows],
+            work[:rows], left,
+        )  # fmt: skip
+    moments_sum = np.zeros((K, m))
+    moments_sum[components] = left
+    return g.statistics_from_moments(np.zeros(K), moments_sum, ctx.ctype, ctx.X.shape[1], 0.0)
 
 
 def _e_step_block(ctx, first, last, eta, const, prec_chol, moments=True):

@@ -67,22 +67,73 @@ def test_compiled_e_step_two_threads(ctype, monkeypatch):
     assert_same_fit(fit(X, ctype, True), fit(X, ctype, False))
 
 
-def test_left_out_responsibilities_fall_back(monkeypatch):
-    """When what the compiled E-step leaves out is not negligible, it counts everything."""
+def spy_left_out(monkeypatch):
+    """The components whose left-out moments each E-step added, and every E-step's path."""
+    mended, paths = [], []
+    blocks, left_out = em._e_step_blocks, em._left_out_statistics
+
+    def spy_blocks(ctx, eta, const, prec_chol, moments, compiled):
+        paths.append(compiled)
+        return blocks(ctx, eta, const, prec_chol, moments, compiled)
+
+    def spy(ctx, components, eta, const):
+        mended.append(components.tolist())
+        return left_out(ctx, components, eta, const)
+
+    monkeypatch.setattr(em, "_e_step_blocks", spy_blocks)
+    monkeypatch.setattr(em, "_left_out_statistics", spy)
+    return mended, paths
+
+
+def test_left_out_moments_are_added(monkeypatch):
+    """When what the compiled E-step leaves out is not negligible, the left-out moments of
+    those components are added (one pass over the rows), not the whole E-step redone."""
     X = blobs(3000, 2, 4, seed=3)
-    calls = []
-    original = em._e_step_blocks
-
-    def spy(ctx, eta, const, prec_chol, moments, compiled):
-        calls.append(compiled)
-        return original(ctx, eta, const, prec_chol, moments, compiled)
-
-    monkeypatch.setattr(em, "_e_step_blocks", spy)
     monkeypatch.setattr(em, "SKIPPED_THRESHOLD", 0.5)  # leaves out most responsibilities
     monkeypatch.setattr(em, "SPARSE_MOMENTS_MIN_WIDTH", 0)
+    mended, paths = spy_left_out(monkeypatch)
     compiled = fit(X, "full", True)
-    assert calls.count(True) == 16 and calls.count(False) == 15  # every M-step's E-step
+    assert paths == [True] * 16  # 15 E-steps with moments, the last for the likelihood only
+    assert len(mended) == 15 and all(mended)
     assert_same_fit(compiled, fit(X, "full", False))
+
+
+def tiny_component(n=100_000, seed=0):
+    """Two overlapping clusters and 20 rows far away, spread so that the rows of the
+    clusters have responsibilities of 1e-31 to 1e-24 for the far component (left out)."""
+    rng = np.random.default_rng(seed)
+    far = rng.normal(size=(20, 2)) * 14.0 + 100.0
+    near = rng.normal(size=(n - 20, 2)) + 1.5 * (np.arange(n - 20) % 2)[:, None]
+    return np.vstack([near, far])
+
+
+@pytest.mark.parametrize("ctype", ["full", "diag"])
+def test_tiny_component_mends_only_what_it_needs(ctype, monkeypatch):
+    """A 20-row component among 1e5 rows: the compiled E-step equals numpy's to 1e-10,
+    never runs the numpy E-step, and adds left-out moments only for components that had
+    any: the far one (with SKIPPED_RELATIVE at 0, in every E-step; at its value, never)."""
+    X = tiny_component()
+    monkeypatch.setattr(em, "SPARSE_MOMENTS_MIN_WIDTH", 0)
+    mended, paths = spy_left_out(monkeypatch)
+
+    def run(compiled):
+        gm = GaussianMixture(3, covariance_type=ctype, random_state=0, max_iter=20, tol=0)
+        limit = 0 if compiled else np.inf
+        with pytest.MonkeyPatch.context() as mp, warnings.catch_warnings():
+            mp.setattr(em, "COMPILED_E_STEP_MIN_ENTRIES", limit)
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return gm.fit(X)
+
+    expected = run(False)
+    np.testing.assert_allclose(np.sort(expected.weights_)[0] * len(X), 20.0, rtol=1e-6)
+    paths.clear()
+    assert_same_fit(run(True), expected)
+    assert paths == [True] * 21 and mended == []  # negligible left out: nothing added
+    monkeypatch.setattr(em, "SKIPPED_RELATIVE", 0.0)
+    paths.clear()
+    assert_same_fit(run(True), expected)
+    assert paths == [True] * 21 and len(mended) == 20
+    assert all(components == mended[0] and len(components) == 1 for components in mended)
 
 
 @pytest.mark.parametrize("ctype", ["full", "diag", "spherical"])
