@@ -420,7 +420,7 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
 
         # The pointwise log-likelihood comes out of the compiled sampler, up to a size.
         pointwise = int(self.draws) * int(self.chains) * n_samples <= LOG_LIKELIHOOD_LIMIT
-        posterior, stats, sample_times, *log_likelihood = sample_nuts(
+        posterior, stats, sample_times, log_likelihood = sample_nuts(
             model,
             start,
             draws=int(self.draws),
@@ -476,8 +476,8 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         config = self._config(prior, K, ctype, n_features, feature_names, relabelled, timings)
         tree = build_tree(posterior_ds, stats_ds, model, em, config)
         draws = posterior_draws(tree)
-        if log_likelihood:  # returned only when asked for
-            tree["log_likelihood"] = pointwise_dataset(log_likelihood[0], tree)
+        if log_likelihood:  # empty when not asked for (above the size limit)
+            tree["log_likelihood"] = pointwise_dataset(log_likelihood, tree)
         fitted["idata_"] = tree
         fitted["_posterior_draws"] = draws
         timings["output"] = time.perf_counter() - t

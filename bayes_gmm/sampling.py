@@ -27,10 +27,11 @@ import threading
 import time
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["jax_cache_dir", "sample_nuts"]
+__all__ = ["NutsResult", "jax_cache_dir", "sample_nuts"]
 
 _CACHE: dict = {}
 _CACHE_LOCK = threading.Lock()
@@ -150,8 +151,11 @@ def _data_only_inputs(outputs, placeholders):
     return boundary
 
 
-def _jax_functions(model, log_likelihood=False):
+def _jax_functions(model, log_likelihood=False, logp=None):
     """JAX functions of the model with the data as arguments.
+
+    ``logp`` is ``model.logp()`` where the caller has built it already (PyMC builds the
+    log density anew on every call, a noticeable part of a first fit).
 
     Returns ``prepare(*data)`` (the data-only parts of the log density, computed once
     per run), ``logp(*values, *prepared)`` and ``post(*values, *data)`` (the
@@ -169,7 +173,8 @@ def _jax_functions(model, log_likelihood=False):
     data = _data_inputs(model)
     placeholders = [v.type() for v in data]
     replace = dict(zip(data, placeholders, strict=True))
-    logp = fuse_mixture_sums(clone_replace([model.logp()], replace=replace))
+    logp = model.logp() if logp is None else logp
+    logp = fuse_mixture_sums(clone_replace([logp], replace=replace))
     prepared = _data_only_inputs(logp, placeholders)
     prepare_fn = get_jaxified_graph(inputs=placeholders, outputs=prepared)
     slots = [v.type() for v in prepared]
@@ -273,15 +278,16 @@ def _with_step_size(state, step_size):
     return state._replace(adapt_state=state.adapt_state._replace(step_size=step_size))
 
 
-def _structure_key(model, shapes):
-    """What fixes the compiled sampler: the log density's graph and every input's shape.
+def _structure_key(model, shapes, logp):
+    """What fixes the compiled sampler: the log density's graph ``logp`` (the model's
+    ``model.logp()``) and every input's shape.
 
     The graph is compared by its printed form (data containers by name, constants by
     value), so a model a user changed never reuses the sampler of another.
     """
     from pytensor.printing import debugprint
 
-    graph = debugprint(model.logp(), file="str", print_type=True)
+    graph = debugprint(logp, file="str", print_type=True)
     data = tuple((v.name, tuple(v.get_value(borrow=True).shape)) for v in _data_inputs(model))
     return (graph, tuple(sorted(shapes.items())), data)
 
@@ -310,6 +316,7 @@ class _Sampler:
         progressbar,
         mass_matrix,
         log_likelihood,
+        logp=None,
     ):
         import jax
         import jax.numpy as jnp
@@ -317,7 +324,7 @@ class _Sampler:
         from jax.flatten_util import ravel_pytree
         from numpyro.infer.hmc import hmc
 
-        prepare_fn, logp_fn, post_fn, names = _jax_functions(model, log_likelihood)
+        prepare_fn, logp_fn, post_fn, names = _jax_functions(model, log_likelihood, logp)
         self.value_names = value_names = [v.name for v in model.value_vars]
         self.names = names
         self.n_observed = len(model.observed_RVs) if log_likelihood else 0
@@ -474,6 +481,31 @@ class _Progress:
             self.bar = None
 
 
+class NutsResult(NamedTuple):
+    """What :func:`sample_nuts` returns.
+
+    Attributes
+    ----------
+    posterior : dict of str -> ndarray
+        Every free variable (constrained) and Deterministic, shaped (chain, draw, ...).
+    sample_stats : dict of str -> ndarray
+        ``diverging``, ``energy``, ``lp``, ``step_size``, ``acceptance_rate``,
+        ``n_steps``, ``tree_depth``, shaped (chain, draw).
+    timings : dict
+        Seconds to set up the compiled sampler ("compile", 0 when reused) and to sample
+        ("sample", which includes JAX's compile on the sampler's first run), and
+        "gradients": the log-density gradients evaluated, warm-up included.
+    log_likelihood : dict of str -> ndarray
+        Each observed variable's pointwise log density, shaped (chain, draw) followed
+        by its own shape; empty unless asked for (``log_likelihood=True``).
+    """
+
+    posterior: dict
+    sample_stats: dict
+    timings: dict
+    log_likelihood: dict
+
+
 def sample_nuts(
     model,
     start,
@@ -518,23 +550,15 @@ def sample_nuts(
         diagonal metric learnt during warm-up (numpyro's default windows), starting
         from ``scale``.
     log_likelihood : bool, default=False
-        Also return each observed variable's pointwise log density at every draw,
-        computed in the compiled sampler (as ``pm.compute_log_likelihood`` would).
+        Also compute each observed variable's pointwise log density at every draw, in
+        the compiled sampler (as ``pm.compute_log_likelihood`` would): the result's
+        ``log_likelihood``.
 
     Returns
     -------
-    posterior : dict of str -> ndarray
-        Every free variable (constrained) and Deterministic, shaped (chain, draw, ...).
-    sample_stats : dict of str -> ndarray
-        ``diverging``, ``energy``, ``lp``, ``step_size``, ``acceptance_rate``,
-        ``n_steps``, ``tree_depth``, shaped (chain, draw).
-    timings : dict
-        Seconds to set up the compiled sampler ("compile", 0 when reused) and to sample
-        ("sample", which includes JAX's compile on the sampler's first run), and
-        "gradients": the log-density gradients evaluated, warm-up included.
-    log_likelihood : dict of str -> ndarray
-        Only with ``log_likelihood=True``: each observed variable's pointwise log
-        density, shaped (chain, draw) followed by its own shape.
+    NutsResult
+        ``(posterior, sample_stats, timings, log_likelihood)``, the same four fields
+        whatever the arguments.
     """
     if mass_matrix not in MASS_MATRICES:
         raise ValueError(f"mass_matrix must be one of {MASS_MATRICES}, got {mass_matrix!r}.")
@@ -555,11 +579,12 @@ def sample_nuts(
         mass_matrix,
         bool(log_likelihood),
     )
-    key = (_structure_key(model, shapes), settings)
+    logp = model.logp()
+    key = (_structure_key(model, shapes, logp), settings)
     with _CACHE_LOCK:
         sampler = _CACHE.get(key)
         if sampler is None:
-            sampler = _Sampler(model, shapes, *settings)
+            sampler = _Sampler(model, shapes, *settings, logp=logp)
             _CACHE[key] = sampler
         t1 = time.perf_counter()
         data = [np.asarray(v.get_value(borrow=True)) for v in _data_inputs(model)]
@@ -575,6 +600,4 @@ def sample_nuts(
         "sample": time.perf_counter() - t1,
         "gradients": int(tune_steps.sum() + stats["n_steps"].sum()),
     }
-    if log_likelihood:
-        return posterior, stats, timings, pointwise
-    return posterior, stats, timings
+    return NutsResult(posterior, stats, timings, pointwise)

@@ -108,10 +108,11 @@ def test_both_metrics_sample_a_correlated_posterior():
     start = {"x": np.array([[0.5, -1.0], [1.5, -3.0]])}
     gradients = {}
     for metric in ("laplace", "adapt"):
-        posterior, stats, timings = sample_nuts(
+        posterior, stats, timings, log_likelihood = sample_nuts(
             model, start, draws=2000, tune=500, chains=2, random_seed=1, mass_matrix=metric
         )
         x = posterior["x"].reshape(-1, 2)
+        assert log_likelihood == {}  # not asked for
         assert not stats["diverging"].any()
         # 4000 draws with ESS well above 1000: means within 4 Monte Carlo sds.
         np.testing.assert_allclose(x.mean(axis=0), [1.0, -2.0], atol=4 * 3.0 / np.sqrt(1000))
@@ -140,7 +141,7 @@ def test_unknown_xla_options_fall_back_to_defaults(monkeypatch):
     monkeypatch.setattr(sampling, "XLA_OPTIONS", {"xla_no_such_option_here": "1"})
     with pm.Model() as model:
         pm.Normal("y", mu=3.0, sigma=0.5, shape=3)
-    posterior, _, _ = sampling.sample_nuts(
+    posterior = sampling.sample_nuts(
         model, {"y": np.full((2, 3), 3.0)}, draws=300, tune=200, chains=2, random_seed=0
-    )
+    ).posterior
     np.testing.assert_allclose(posterior["y"].mean(axis=(0, 1)), 3.0, atol=0.15)
