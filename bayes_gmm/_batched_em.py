@@ -27,7 +27,7 @@ import numpy as np
 
 from bayes_gmm import _gaussian as g
 from bayes_gmm.em import _Run, held_by_regularization
-from bayes_gmm.structures import canonical_name, get_structure
+from bayes_gmm.structures import canonical_name, get_layout, get_structure
 
 __all__ = ["batched_em", "fits_in_batch", "kernel_loaded", "log_norm_and_resp"]
 
@@ -176,8 +176,8 @@ def batched_em(
 
     _run_in_parallel(run, R, n_iterations=int(max_iters.sum()), work=feats.size * K)
     ok = np.flatnonzero(status == kernel.OK)
-    covs = _compact(covs[ok], layout)
-    prec_chol = _compact(prec_chol[ok], layout)
+    covs = get_layout(layout).from_kernel(covs[ok])
+    prec_chol = get_layout(layout).from_kernel(prec_chol[ok])
     held = np.zeros(len(ok), dtype=bool)  # a covariance held only by reg_covar
     if prior is None and len(ok):
         if data_scale is None:
@@ -283,17 +283,7 @@ def _clearly_regular(prec_chol, layout, reg_covar, data_scale):
     smallest eigenvalue of a covariance is at least ``1 / ||P||_F**2`` for its precision
     factor ``P`` (``inv(cov) = P P'``), checked here with a margin for rounding.
     """
-    if layout not in ("full", "tied"):
+    if not get_layout(layout).stores_matrices:
         return False  # held_by_regularization has no eigenvalues to compute there
     largest = float(np.square(prec_chol).sum(axis=(-2, -1)).max())
     return (1.0 - 1e-6) / largest - reg_covar > 1e-9 * data_scale
-
-
-def _compact(covs, ctype):
-    """(A, K, d, d) kernel layout -> the scikit-learn shapes of ``ctype`` with a batch axis."""
-    if ctype == "full":
-        return covs
-    if ctype == "tied":
-        return covs[:, 0]
-    diagonals = np.diagonal(covs, axis1=-2, axis2=-1).copy()
-    return diagonals if ctype == "diag" else diagonals[..., 0]

@@ -29,8 +29,6 @@ from bayes_gmm.structures import (
     get_layout,
     get_structure,
     layout_of,
-    pack_symmetric,
-    upper_indices,
 )
 
 _LOG_2PI = np.log(2.0 * np.pi)
@@ -169,80 +167,22 @@ def precision_cholesky(covariances, covariance_type):
         ``(component, added_to_diagonal)`` for each component whose covariance was not
         numerically positive definite; component ``-1`` stands for the tied matrix.
     """
-    covariance_type = layout_of(covariance_type)
-    repaired = []
-    if covariance_type in ("full", "tied"):
-        covs = covariances if covariance_type == "full" else covariances[None]
-        try:
-            chol = np.linalg.cholesky(covs)
-        except np.linalg.LinAlgError:
-            covs = covs.copy()
-            chol = np.empty_like(covs)
-            for k in range(covs.shape[0]):  # failure path only: not per iteration
-                chol[k], added = _robust_cholesky(covs[k])
-                if added:
-                    covs[k].flat[:: covs.shape[-1] + 1] += added
-                    repaired.append((k if covariance_type == "full" else -1, added))
-        # numpy's batched inverse: scipy's solve_triangular loops over the batch in Python.
-        inverse = np.linalg.inv(chol)
-        rows, cols, off = upper_indices(inverse.shape[-1])
-        inverse[..., rows[off], cols[off]] = 0.0  # exactly lower-triangular
-        prec_chol = np.swapaxes(inverse, -1, -2)
-        if covariance_type == "tied":
-            return prec_chol[0], covs[0], repaired
-        return prec_chol, covs, repaired
-    var = np.asarray(covariances, dtype=float)
-    bad = ~(var > 0)
-    if bad.any():
-        scale = float(np.max(var[~bad])) if (~bad).any() else 1.0
-        added = 1e-10 * max(scale, 1e-300)
-        var = np.where(bad, added, var)
-        comps = np.unique(np.nonzero(bad)[0])
-        repaired.extend((int(k), added) for k in comps)
-    return 1.0 / np.sqrt(var), var, repaired
-
-
-def _robust_cholesky(cov):
-    """Cholesky factor of ``cov``, adding a growing multiple of its scale to the diagonal."""
-    d = cov.shape[0]
-    scale = max(float(np.mean(np.abs(np.diag(cov)))), np.finfo(float).tiny)
-    added = 0.0
-    for exponent in range(-12, 3):
-        try:
-            return np.linalg.cholesky(cov + added * np.eye(d)), added
-        except np.linalg.LinAlgError:
-            added = scale * 10.0**exponent
-    return np.linalg.cholesky(cov + added * np.eye(d)), added
+    return get_layout(covariance_type).precision_cholesky(covariances)
 
 
 def log_det_precision_cholesky(prec_chol, covariance_type, n_features):
     """``log det P`` per component (half the log-determinant of the precision)."""
-    covariance_type = layout_of(covariance_type)
-    if covariance_type == "full":
-        return np.sum(np.log(np.diagonal(prec_chol, axis1=1, axis2=2)), axis=1)
-    if covariance_type == "tied":
-        return np.sum(np.log(np.diag(prec_chol)))
-    if covariance_type == "diag":
-        return np.sum(np.log(prec_chol), axis=1)
-    return n_features * np.log(prec_chol)
+    return get_layout(covariance_type).log_det_precision_cholesky(prec_chol, n_features)
 
 
 def precisions_from_cholesky(prec_chol, covariance_type):
     """Precision matrices (or vectors) ``P @ P.T`` from their factors."""
-    covariance_type = layout_of(covariance_type)
-    if covariance_type == "full":
-        return prec_chol @ np.swapaxes(prec_chol, 1, 2)
-    if covariance_type == "tied":
-        return prec_chol @ prec_chol.T
-    return prec_chol**2
+    return get_layout(covariance_type).precisions_from_cholesky(prec_chol)
 
 
 def covariances_from_precisions(precisions, covariance_type):
     """Invert user-given precisions (``precisions_init``) into covariances."""
-    covariance_type = layout_of(covariance_type)
-    if covariance_type in ("full", "tied"):
-        return np.linalg.inv(precisions)
-    return 1.0 / precisions
+    return get_layout(covariance_type).covariances_from_precisions(precisions)
 
 
 # --------------------------------------------------------------------------- E-step
@@ -264,22 +204,12 @@ def features(Xc, covariance_type, out=None):
     -------
     ndarray of shape (n, feature_width(d, covariance_type))
     """
-    covariance_type = layout_of(covariance_type)
+    layout = get_layout(covariance_type)
     n, d = Xc.shape
     if out is None:
-        out = np.empty((n, feature_width(d, covariance_type)))
+        out = np.empty((n, layout.feature_width(d)))
     out[:, :d] = Xc
-    if covariance_type == "full":
-        # Row a of the upper triangle at a time: no (n, d, d) outer product (for d = 32 that
-        # temporary was 16 times the features and took a third of an EM fit's time).
-        col = d
-        for a in range(d):
-            np.multiply(Xc[:, a, None], Xc[:, a:], out=out[:, col : col + d - a])
-            col += d - a
-    elif covariance_type == "diag":
-        np.square(Xc, out=out[:, d:])
-    elif covariance_type == "spherical":
-        out[:, d] = np.einsum("ij,ij->i", Xc, Xc)
+    layout.fill_second_order_features(Xc, out)
     return out
 
 
@@ -294,24 +224,10 @@ def natural_parameters(means, prec_chol, covariance_type):
     eta : ndarray of shape (K, feature_width)
     const : ndarray of shape (K,)
     """
-    covariance_type = layout_of(covariance_type)
+    layout = get_layout(covariance_type)
     d = means.shape[-1]
-    log_det = log_det_precision_cholesky(prec_chol, covariance_type, d)
-    if covariance_type == "full":
-        precisions = prec_chol @ np.swapaxes(prec_chol, 1, 2)
-        prec_means = np.einsum("kij,kj->ki", precisions, means)
-        eta = np.hstack([prec_means, -0.5 * pack_symmetric(precisions)])
-    elif covariance_type == "tied":
-        prec_means = means @ (prec_chol @ prec_chol.T)
-        eta = prec_means
-    elif covariance_type == "diag":
-        prec = prec_chol**2
-        prec_means = prec * means
-        eta = np.hstack([prec_means, -0.5 * prec])
-    else:
-        prec = prec_chol**2
-        prec_means = prec[:, None] * means
-        eta = np.hstack([prec_means, -0.5 * prec[:, None]])
+    log_det = layout.log_det_precision_cholesky(prec_chol, d)
+    eta, prec_means = layout.natural_parameters(means, prec_chol)
     const = -0.5 * np.einsum("ki,ki->k", means, prec_means) + log_det
     const -= 0.5 * d * _LOG_2PI
     return np.ascontiguousarray(eta), const
@@ -326,12 +242,9 @@ def linear_log_prob(feats, eta, const, covariance_type, prec_chol=None):
     log-density is about ``eps * |x - center|_A ** 2``, far below anything that matters.
     For "tied" the quadratic term shared by all components is added here.
     """
-    covariance_type = layout_of(covariance_type)
     out = eta @ feats.T
     out += const[:, None]
-    if covariance_type == "tied":
-        Y = feats @ prec_chol  # for "tied" the features are the centered rows
-        out -= 0.5 * np.einsum("ij,ij->i", Y, Y)
+    get_layout(covariance_type).add_shared_log_prob(out, feats, prec_chol)
     return out
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from bayes_gmm import _gaussian as g
+from bayes_gmm.structures import get_layout
 
 __all__ = [
     "check_missing_rows",
@@ -216,20 +217,10 @@ def expected_statistics(X, sample_weight, weights, means, covariances, covarianc
         if cond.m.any():
             block = np.ix_(np.arange(K), np.flatnonzero(cond.m), np.flatnonzero(cond.m))
             sum_xx[block] += nk[:, None, None] * cond.cond_cov
-    if covariance_type == "tied":
-        pooled = sum_xx.sum(axis=0)
-    elif covariance_type == "diag":
-        pooled = np.diagonal(sum_xx, axis1=1, axis2=2).copy()
-    elif covariance_type == "spherical":
-        pooled = np.trace(sum_xx, axis1=1, axis2=2)
-    else:
-        pooled = sum_xx
+    pooled = get_layout(covariance_type).second_moments_from_full(sum_xx)
     return g.SufficientStatistics(weight, sum_x, pooled, float(sample_weight.sum()), log_likelihood)
 
 
 def covariances_from_cholesky(prec_chol, covariance_type):
     """Covariances from the precision factors ``P`` (``P @ P.T = inv(cov)``)."""
-    if covariance_type in ("full", "tied"):
-        inv = np.linalg.inv(prec_chol)  # cov = inv(P).T @ inv(P)
-        return np.swapaxes(inv, -1, -2) @ inv
-    return 1.0 / prec_chol**2
+    return get_layout(covariance_type).covariances_from_cholesky(prec_chol)

@@ -36,7 +36,13 @@ from bayes_gmm._validation import (
     warn_constant_columns,
 )
 from bayes_gmm.priors import GaussianMixturePrior, _check_prior
-from bayes_gmm.structures import MCLUST_MODELS, canonical_name, get_structure, layout_of
+from bayes_gmm.structures import (
+    MCLUST_MODELS,
+    canonical_name,
+    get_layout,
+    get_structure,
+    layout_of,
+)
 
 __all__ = ["DegenerateFitWarning", "GaussianMixture", "n_parameters"]
 
@@ -364,7 +370,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                     f"got {p.shape}: that is precisions_init's shape for covariance_type="
                     f"{ctype!r} with {K} components and {d} features."
                 )
-            if layout in ("full", "tied"):
+            if get_layout(layout).stores_matrices:
                 mats = p if p.ndim == 3 else p[None]
                 if not np.allclose(mats, np.swapaxes(mats, 1, 2)) or np.any(
                     np.linalg.eigvalsh(mats) <= 0
@@ -757,8 +763,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         if self._reg_covar() > 0 or self.prior is not None:
             return False
         covs = run.covariances
-        layout = layout_of(self.covariance_type)
-        smallest = np.linalg.eigvalsh(covs).min() if layout in ("full", "tied") else covs.min()
+        smallest = get_layout(self.covariance_type).smallest_variances(covs).min()
         return smallest <= run.means.shape[1] * np.finfo(float).eps * data_scale.value
 
     def _store_run(self, run, center, total_weight, n_features, prior):
@@ -1336,11 +1341,7 @@ def held_by_regularization(covariances, covariance_type, reg_covar, data_scale):
     ``data_scale``, the largest variance of the data. Works on any leading batch axes:
     returns one flag per covariance matrix (full, tied) or per component (diag, spherical).
     """
-    covariance_type = layout_of(covariance_type)
-    if covariance_type in ("full", "tied"):
-        smallest = np.linalg.eigvalsh(covariances).min(axis=-1)
-    else:
-        smallest = covariances if covariance_type == "spherical" else covariances.min(axis=-1)
+    smallest = get_layout(covariance_type).smallest_variances(covariances)
     return smallest - reg_covar <= 1e-9 * data_scale
 
 

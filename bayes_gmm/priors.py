@@ -286,7 +286,7 @@ class ResolvedPrior:
         prior's extra counts (K,) and scatter matrices (K, d, d) of their MAP update
         (``Structure.map_prior_terms``; VVV: ``nu + d + 2`` and the scale); None for
         "tied", "diag" and "spherical", whose updates read ``scale`` directly."""
-        if self.covariance_type != "full":
+        if not self._structure.storage.has_map_terms:
             return None
         return self._structure.map_prior_terms(
             self.n_components, self.degrees_of_freedom, self.scale

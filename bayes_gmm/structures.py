@@ -417,6 +417,96 @@ class Layout:
         ``diff`` (K, d) is the means minus the prior mean."""
         raise NotImplementedError
 
+    #: Whether the covariances are stored as matrices ("full", "tied"), not variances.
+    stores_matrices = False
+
+    #: Whether the MAP update reads each model's own prior terms (``ResolvedPrior.map_terms``,
+    #: ``Structure.map_prior_terms``) rather than the prior's ``scale`` directly.
+    has_map_terms = False
+
+    # The E-step's side: precision factors, features and natural parameters.
+    def precision_cholesky(self, covariances):
+        """``(prec_chol, covariances, repaired)`` as ``_gaussian.precision_cholesky``."""
+        raise NotImplementedError
+
+    def log_det_precision_cholesky(self, prec_chol, d):
+        """``log det P`` per component (half the log-determinant of the precision)."""
+        raise NotImplementedError
+
+    def precisions_from_cholesky(self, prec_chol):
+        """Precision matrices (or vectors) ``P @ P.T`` from their factors."""
+        return prec_chol**2
+
+    def covariances_from_precisions(self, precisions):
+        """Invert precisions into covariances."""
+        return 1.0 / precisions
+
+    def fill_second_order_features(self, Xc, out):
+        """Fill the columns of ``out`` (n, :meth:`feature_width`) after the first d with
+        the layout's second-order terms of the centered rows ``Xc`` (n, d)."""
+
+    def natural_parameters(self, means, prec_chol):
+        """``eta`` (K, :meth:`feature_width`) of ``_gaussian.natural_parameters`` and the
+        precisions times the means (K, d)."""
+        raise NotImplementedError
+
+    def add_shared_log_prob(self, log_prob, feats, prec_chol):
+        """Add to the log-densities (K, n) the term that :meth:`natural_parameters` leaves
+        out because it is the same in every component (only "tied" has one)."""
+
+    def covariances_from_cholesky(self, prec_chol):
+        """Covariances from the precision factors ``P`` (``P @ P.T = inv(cov)``)."""
+        return 1.0 / prec_chol**2
+
+    def smallest_variances(self, covariances):
+        """The smallest variance (eigenvalue) of each covariance, over any leading batch
+        axes: one per matrix ("full", "tied") or per component ("diag", "spherical")."""
+        return covariances.min(axis=-1)
+
+    def second_moments_from_full(self, sum_xx):
+        """This layout's ``sum_xx`` (``SufficientStatistics``) from (K, d, d) ones."""
+        return sum_xx
+
+    def from_kernel(self, covs):
+        """Covariances (or precision factors) in this layout's shapes, with a batch axis,
+        from the compiled kernel's (A, K, d, d) layout (``_em_kernel.run_starts``)."""
+        return covs
+
+
+def _matrix_precision_cholesky(covs):
+    """Upper-triangular factors ``P`` of the precisions of (K', d, d) covariances,
+    ``P P' = inv(C)``, repairing those that are not numerically positive definite: the
+    factors, the covariances used and ``(k, added_to_diagonal)`` per repair."""
+    repaired = []
+    try:
+        chol = np.linalg.cholesky(covs)
+    except np.linalg.LinAlgError:
+        covs = covs.copy()
+        chol = np.empty_like(covs)
+        for k in range(covs.shape[0]):  # failure path only: not per iteration
+            chol[k], added = _robust_cholesky(covs[k])
+            if added:
+                covs[k].flat[:: covs.shape[-1] + 1] += added
+                repaired.append((k, added))
+    # numpy's batched inverse: scipy's solve_triangular loops over the batch in Python.
+    inverse = np.linalg.inv(chol)
+    rows, cols, off = upper_indices(inverse.shape[-1])
+    inverse[..., rows[off], cols[off]] = 0.0  # exactly lower-triangular
+    return np.swapaxes(inverse, -1, -2), covs, repaired
+
+
+def _robust_cholesky(cov):
+    """Cholesky factor of ``cov``, adding a growing multiple of its scale to the diagonal."""
+    d = cov.shape[0]
+    scale = max(float(np.mean(np.abs(np.diag(cov)))), np.finfo(float).tiny)
+    added = 0.0
+    for exponent in range(-12, 3):
+        try:
+            return np.linalg.cholesky(cov + added * np.eye(d)), added
+        except np.linalg.LinAlgError:
+            added = scale * 10.0**exponent
+    return np.linalg.cholesky(cov + added * np.eye(d)), added
+
 
 def _add_inverse_wishart_terms(log_p, covariances, counts, scatter, diff, kappa):
     """``log_p - sum_k (counts[k] log det C_k + tr(scatter[k] inv(C_k)) + kappa
@@ -444,6 +534,8 @@ def _add_inverse_gamma_terms(log_p, variances, per_coordinate, scale, nu, diff, 
 
 class _Full(Layout):
     name = "full"
+    stores_matrices = True
+    has_map_terms = True
 
     def feature_width(self, d):
         return d + d * (d + 1) // 2
@@ -481,10 +573,46 @@ class _Full(Layout):
         kappa = prior.mean_precision
         return _add_inverse_wishart_terms(log_p, covariances, counts, scatter, diff, kappa)
 
+    def precision_cholesky(self, covariances):
+        return _matrix_precision_cholesky(covariances)
+
+    def log_det_precision_cholesky(self, prec_chol, d):
+        return np.sum(np.log(np.diagonal(prec_chol, axis1=1, axis2=2)), axis=1)
+
+    def precisions_from_cholesky(self, prec_chol):
+        return prec_chol @ np.swapaxes(prec_chol, 1, 2)
+
+    def covariances_from_precisions(self, precisions):
+        return np.linalg.inv(precisions)
+
+    def fill_second_order_features(self, Xc, out):
+        # Row a of the upper triangle at a time: no (n, d, d) outer product (for d = 32 that
+        # temporary was 16 times the features and took a third of an EM fit's time).
+        d = Xc.shape[1]
+        col = d
+        for a in range(d):
+            np.multiply(Xc[:, a, None], Xc[:, a:], out=out[:, col : col + d - a])
+            col += d - a
+
+    def natural_parameters(self, means, prec_chol):
+        precisions = prec_chol @ np.swapaxes(prec_chol, 1, 2)
+        prec_means = np.einsum("kij,kj->ki", precisions, means)
+        return np.hstack([prec_means, -0.5 * pack_symmetric(precisions)]), prec_means
+
+    def covariances_from_cholesky(self, prec_chol):
+        inv = np.linalg.inv(prec_chol)  # cov = inv(P).T @ inv(P)
+        return np.swapaxes(inv, -1, -2) @ inv
+
+    def smallest_variances(self, covariances):
+        return np.linalg.eigvalsh(covariances).min(axis=-1)
+
 
 class _Tied(Layout):
     name = "tied"
+    stores_matrices = True
     add_to_diagonal = _Full.add_to_diagonal
+    covariances_from_cholesky = _Full.covariances_from_cholesky
+    smallest_variances = _Full.smallest_variances
 
     def feature_width(self, d):
         return d  # its quadratic term is the same for every component: added apart
@@ -530,6 +658,32 @@ class _Tied(Layout):
             log_p, covariances[None], counts, prior.scale[None], diff, prior.mean_precision
         )
 
+    def precision_cholesky(self, covariances):
+        prec_chol, covs, repaired = _matrix_precision_cholesky(covariances[None])
+        return prec_chol[0], covs[0], [(-1, added) for _, added in repaired]
+
+    def log_det_precision_cholesky(self, prec_chol, d):
+        return np.sum(np.log(np.diag(prec_chol)))
+
+    def precisions_from_cholesky(self, prec_chol):
+        return prec_chol @ prec_chol.T
+
+    covariances_from_precisions = _Full.covariances_from_precisions
+
+    def natural_parameters(self, means, prec_chol):
+        prec_means = means @ (prec_chol @ prec_chol.T)
+        return prec_means, prec_means
+
+    def add_shared_log_prob(self, log_prob, feats, prec_chol):
+        Y = feats @ prec_chol  # for "tied" the features are the centered rows
+        log_prob -= 0.5 * np.einsum("ij,ij->i", Y, Y)
+
+    def second_moments_from_full(self, sum_xx):
+        return sum_xx.sum(axis=0)
+
+    def from_kernel(self, covs):
+        return covs[:, 0]
+
 
 class _Diag(Layout):
     name = "diag"
@@ -564,6 +718,35 @@ class _Diag(Layout):
         var = np.asarray(covariances, dtype=float)
         nu, kappa = prior.degrees_of_freedom, prior.mean_precision
         return _add_inverse_gamma_terms(log_p, var, var, prior.scale, nu, diff, kappa)
+
+    def precision_cholesky(self, covariances):
+        repaired = []
+        var = np.asarray(covariances, dtype=float)
+        bad = ~(var > 0)
+        if bad.any():
+            scale = float(np.max(var[~bad])) if (~bad).any() else 1.0
+            added = 1e-10 * max(scale, 1e-300)
+            var = np.where(bad, added, var)
+            comps = np.unique(np.nonzero(bad)[0])
+            repaired.extend((int(k), added) for k in comps)
+        return 1.0 / np.sqrt(var), var, repaired
+
+    def log_det_precision_cholesky(self, prec_chol, d):
+        return np.sum(np.log(prec_chol), axis=1)
+
+    def fill_second_order_features(self, Xc, out):
+        np.square(Xc, out=out[:, Xc.shape[1] :])
+
+    def natural_parameters(self, means, prec_chol):
+        prec = prec_chol**2
+        prec_means = prec * means
+        return np.hstack([prec_means, -0.5 * prec]), prec_means
+
+    def second_moments_from_full(self, sum_xx):
+        return np.diagonal(sum_xx, axis1=1, axis2=2).copy()
+
+    def from_kernel(self, covs):
+        return np.diagonal(covs, axis1=-2, axis2=-1).copy()
 
 
 class _Spherical(_Diag):
@@ -602,6 +785,26 @@ class _Spherical(_Diag):
         var = np.asarray(covariances, dtype=float)
         nu, kappa = prior.degrees_of_freedom, prior.mean_precision
         return _add_inverse_gamma_terms(log_p, var, var[:, None], prior.scale, nu, diff, kappa)
+
+    def log_det_precision_cholesky(self, prec_chol, d):
+        return d * np.log(prec_chol)
+
+    def fill_second_order_features(self, Xc, out):
+        out[:, Xc.shape[1]] = np.einsum("ij,ij->i", Xc, Xc)
+
+    def natural_parameters(self, means, prec_chol):
+        prec = prec_chol**2
+        prec_means = prec[:, None] * means
+        return np.hstack([prec_means, -0.5 * prec[:, None]]), prec_means
+
+    def smallest_variances(self, covariances):
+        return covariances
+
+    def second_moments_from_full(self, sum_xx):
+        return np.trace(sum_xx, axis1=1, axis2=2)
+
+    def from_kernel(self, covs):
+        return np.diagonal(covs, axis1=-2, axis2=-1)[..., 0].copy()
 
 
 def _log_wishart_normalizer(scale, nu, d):

@@ -499,3 +499,42 @@ def test_duplicated_rows_warn_and_stay_usable(model):
         gm = GaussianMixture(3, covariance_type=model, random_state=0).fit(X)
     assert np.all(np.isfinite(gm.score_samples(X)))
     assert np.all(np.isfinite(gm.covariances_))
+
+
+@pytest.mark.parametrize("name", ["full", "tied", "diag", "spherical"])
+def test_layout_e_step_math_is_the_gaussian_density(name):
+    """Each storage layout's precision factors, features and natural parameters give the
+    Gaussian log-density, and its conversions agree with its full matrices."""
+    from scipy.stats import multivariate_normal
+
+    from bayes_gmm import _gaussian as g
+    from bayes_gmm.structures import LAYOUTS
+
+    layout = LAYOUTS[name]
+    rng = np.random.default_rng(5)
+    K, d = 3, 4
+    A = rng.normal(size=(K, d, d))
+    full = A @ np.swapaxes(A, 1, 2) + np.eye(d)
+    covs = layout.from_full(full, np.full(K, 1.0 / K))
+    means, Xc = rng.normal(size=(K, d)), rng.normal(size=(6, d))
+    prec_chol, used, repaired = layout.precision_cholesky(covs)
+    np.testing.assert_array_equal(used, covs)
+    assert repaired == []
+    as_full = layout.to_full(covs, K, d)
+    feats = g.features(Xc, name)
+    assert feats.shape == (6, layout.feature_width(d))
+    eta, const = g.natural_parameters(means, prec_chol, name)
+    expected = [multivariate_normal(means[k], as_full[k]).logpdf(Xc) for k in range(K)]
+    np.testing.assert_allclose(g.linear_log_prob(feats, eta, const, name, prec_chol), expected)
+    np.testing.assert_allclose(layout.covariances_from_cholesky(prec_chol), covs)
+    precisions = layout.precisions_from_cholesky(prec_chol)
+    np.testing.assert_allclose(layout.covariances_from_precisions(precisions), covs)
+    smallest = np.linalg.eigvalsh(as_full).min(axis=-1)
+    np.testing.assert_allclose(np.min(layout.smallest_variances(covs)), smallest.min())
+    kernel = layout.to_full(covs, K, d)[None]  # the compiled kernel's (A, K, d, d) layout
+    if name == "tied":
+        kernel = kernel[:, :1]
+    np.testing.assert_array_equal(layout.from_kernel(kernel)[0], covs)
+    summed = layout.second_moments_from_full(as_full)  # spherical's: the trace, not the mean
+    per_variance = d if name == "spherical" else 1
+    np.testing.assert_allclose(summed, layout.from_full(as_full, np.ones(K)) * per_variance)
