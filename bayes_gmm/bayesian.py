@@ -1,10 +1,11 @@
 """``BayesianGaussianMixture``: an EM-initialized NUTS posterior of a Gaussian mixture.
 
 Stage 5 of the Bayesian pipeline, the one that ties the others together: EM/MAP fit
-(:mod:`bayes_gmm.em`) -> the PyMC model (:mod:`bayes_gmm.model`) -> NUTS through JAX
-(:mod:`bayes_gmm.sampling`) -> relabelling (:mod:`bayes_gmm.relabel`) -> diagnostics
-(:mod:`bayes_gmm.diagnostics`) -> predictions (:mod:`bayes_gmm.predictive`); the data
-tree is laid out by :mod:`bayes_gmm.datatree`, files are :mod:`bayes_gmm.storage`.
+(:mod:`bayes_gmm.em`) -> the PyMC model (:mod:`bayes_gmm.model`) -> the chains' start
+(:mod:`bayes_gmm.start`) -> NUTS through JAX (:mod:`bayes_gmm.sampling`) -> relabelling
+(:mod:`bayes_gmm.relabel`) -> diagnostics (:mod:`bayes_gmm.diagnostics`) -> predictions
+(:mod:`bayes_gmm.predictive`); the data tree is laid out by :mod:`bayes_gmm.datatree`,
+files are :mod:`bayes_gmm.storage`.
 Everything the fitted estimator knows is in ``idata_``, so
 :meth:`BayesianGaussianMixture.save` and :meth:`BayesianGaussianMixture.load` need
 nothing else (no pickle).
@@ -47,12 +48,12 @@ from bayes_gmm.model import (
     COMPONENT,
     OBS,
     build_model,
-    model_data,
     posterior_form,
 )
 from bayes_gmm.priors import GaussianMixturePrior
 from bayes_gmm.relabel import relabel_posterior
 from bayes_gmm.sampling import MASS_MATRICES, sample_nuts
+from bayes_gmm.start import chain_starts, choose_metric, em_values, start_scales
 from bayes_gmm.storage import FORMAT_VERSION, read_tree, write_tree
 from bayes_gmm.structures import canonical_name, get_structure
 
@@ -63,13 +64,6 @@ _MISSING = ("error", "em")
 #: Entries (rows x draws) of the pointwise log-likelihood ``fit`` stores in ``idata_``
 #: (200 MB of float64); above it, ``loo`` works through the rows in chunks.
 LOG_LIKELIHOOD_LIMIT = 25_000_000
-# mass_matrix="auto" takes the Laplace metric when every component of the EM estimate holds
-# at least this many rows. Above, it saves gradients where they cost most (the 5-D
-# benchmark case); below, sampling is cheap anyway, while the dense metric's Hessian and
-# adaptation lengthen the compile (the 2-D case's cold fit) and diverge more often on small
-# data (the SBC's 50 rows). The measurements: README, "How it samples", and
-# docs/calibration.md.
-LAPLACE_MIN_COMPONENT_WEIGHT = 500
 _FITTED = (
     "idata_",
     "model_",
@@ -150,7 +144,7 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         free values use "adapt". "adapt": a diagonal metric learnt during warm-up,
         starting from the EM estimate's approximate posterior sds. "auto": "laplace"
         when the EM estimate's smallest component holds at least
-        ``LAPLACE_MIN_COMPONENT_WEIGHT`` rows (sample weights summed), where the
+        ``bayes_gmm.start.LAPLACE_MIN_COMPONENT_WEIGHT`` rows (sample weights summed), where the
         posterior is close to Gaussian; "adapt" on less data, where the Laplace metric
         made NUTS diverge several times as often (simulation-based calibration on 50
         rows, ``docs/calibration.md``).
@@ -411,10 +405,10 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         X_model = X if feature_names is None else _frame(X, feature_names)
         model = self.build_model(X_model, K, ctype, resolved, w)
         _check_model(model)
-        em_values = _em_values(em, model, resolved, X, w)
-        scale = _start_scales(model, em, em_values, w.sum())
-        start = _chain_starts(
-            model, em_values, scale, self.chains, float(self.init_jitter), jitter_seed
+        em_start = em_values(em, model, resolved, X, w)
+        scale = start_scales(model, em, em_start, w.sum())
+        start = chain_starts(
+            model, em_start, scale, self.chains, float(self.init_jitter), jitter_seed
         )
         timings["build"] = time.perf_counter() - t
 
@@ -427,7 +421,7 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
             tune=int(self.tune),
             chains=int(self.chains),
             target_accept=float(self.target_accept),
-            mass_matrix=_metric(self.mass_matrix, em.weights_, w.sum()),
+            mass_matrix=choose_metric(self.mass_matrix, em.weights_, w.sum()),
             random_seed=sample_seed,
             progressbar=bool(self.progressbar),
             parallel=(self.cores or os.cpu_count() or 1) > 1,
@@ -461,7 +455,7 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         t = time.perf_counter()
         fitted = {
             "model_": model,
-            "start_": em_values,
+            "start_": em_start,
             "em_": em,
             "prior_": resolved,
             "selection_": selection,
@@ -932,7 +926,7 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         tree.attrs = {"bayes_gmm": json.dumps(config)}
         fitted = {
             "model_": pm_model,
-            "start_": _em_values(em, pm_model, resolved, X, w),
+            "start_": em_values(em, pm_model, resolved, X, w),
             "em_": em,
             "prior_": resolved,
             "selection_": None,
@@ -1032,63 +1026,3 @@ def _check_model(model):
                 f"The model's {name!r} needs a {COMPONENT!r} dimension (the relabelling "
                 "permutes every variable along it)."
             )
-
-
-def _em_values(em, model, resolved, X, w):
-    """The EM estimate written in the model's random variables (constrained scale)."""
-    form = posterior_form(em.covariance_type)
-    values = {
-        "weights": np.clip(em.weights_, 1e-12, None) / np.clip(em.weights_, 1e-12, None).sum(),
-        "means": np.asarray(em.means_, dtype=float),
-        **form.start_values(
-            np.asarray(em.covariances_, dtype=float),
-            model_data(X, w, resolved, em.covariance_type),
-        ),
-    }
-    free = {rv.name for rv in model.free_RVs}
-    return {name: value for name, value in values.items() if name in free}
-
-
-def _metric(mass_matrix, weights, total_weight):
-    """The sampler's metric for ``mass_matrix``, "auto" resolved from the EM weights."""
-    if mass_matrix != "auto":
-        return mass_matrix
-    smallest = float(np.min(weights)) * float(total_weight)
-    return "laplace" if smallest >= LAPLACE_MIN_COMPONENT_WEIGHT else "adapt"
-
-
-def _start_scales(model, em, em_values, total_weight):
-    """Approximate posterior sds of the EM-started free values on the unconstrained
-    scale, keyed by value-variable name (the start's jitter and the sampler's first mass
-    matrix); variables a user added are left out."""
-    K, d = em.means_.shape
-    n_k = np.maximum(np.asarray(em.weights_) * total_weight, 1.0)
-    inv_sqrt = 1.0 / np.sqrt(n_k)
-    covs = full_covariances(em.covariances_, em.covariance_type, K, d)
-    sd = np.sqrt(np.diagonal(covs, axis1=-2, axis2=-1))
-    scales = {"weights": inv_sqrt[:-1], "means": sd * inv_sqrt[:, None]}
-    scales.update(posterior_form(em.covariance_type).jitter_scale(em_values, n_k, total_weight))
-    return {
-        model.rvs_to_values[rv].name: np.asarray(scales[rv.name], dtype=float)
-        for rv in model.free_RVs
-        if rv.name in em_values and rv.name in scales
-    }
-
-
-def _chain_starts(model, em_values, scale, chains, jitter, seed):
-    """Each chain's start on the unconstrained scale: the EM estimate plus a uniform
-    jitter of ``jitter`` times ``scale``, keyed by value-variable name."""
-    from pymc.initial_point import make_initial_point_fn
-
-    overrides = {model[name]: value for name, value in em_values.items()}
-    point = make_initial_point_fn(
-        model=model, overrides=overrides, jitter_rvs=set(), return_transformed=True
-    )(seed)
-    rng = np.random.default_rng(seed)
-    starts = {}
-    for value_var in model.value_vars:
-        base = np.asarray(point[value_var.name], dtype=float)
-        width = np.broadcast_to(scale.get(value_var.name, 0.0), base.shape)
-        noise = rng.uniform(-1.0, 1.0, size=(chains, *base.shape))
-        starts[value_var.name] = base[None] + jitter * width[None] * noise
-    return starts

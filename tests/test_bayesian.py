@@ -608,14 +608,14 @@ def test_missing_jax_is_a_clear_error(monkeypatch):
 def test_auto_metric_follows_the_smallest_components_rows():
     """ "auto" is the Laplace metric when every EM component holds enough rows, warm-up's
     diagonal one otherwise (sample weights count as rows)."""
-    from bayes_gmm.bayesian import LAPLACE_MIN_COMPONENT_WEIGHT, _metric
+    from bayes_gmm.start import LAPLACE_MIN_COMPONENT_WEIGHT, choose_metric
 
     weights = np.array([0.7, 0.3])
     enough = LAPLACE_MIN_COMPONENT_WEIGHT / 0.3
-    assert _metric("auto", weights, enough) == "laplace"
-    assert _metric("auto", weights, 0.99 * enough) == "adapt"
-    assert _metric("adapt", weights, 1e9) == "adapt"
-    assert _metric("laplace", weights, 10) == "laplace"
+    assert choose_metric("auto", weights, enough) == "laplace"
+    assert choose_metric("auto", weights, 0.99 * enough) == "adapt"
+    assert choose_metric("adapt", weights, 1e9) == "adapt"
+    assert choose_metric("laplace", weights, 10) == "laplace"
 
 
 def test_pointwise_log_likelihood_above_the_limit_is_not_stored(monkeypatch, blobs):
