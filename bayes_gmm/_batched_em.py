@@ -131,29 +131,30 @@ def batched_em(
     w = np.ascontiguousarray(sample_weight, dtype=float)
     R, K = np.shape(weights)
     d = X.shape[1]
-    if features is None or ctype == "tied" or prior is not None:
-        center = w @ X / w.sum()
-        Xc = X - center
-    feats = np.ascontiguousarray(g.features(Xc, ctype).T) if features is None else features
-    tied_moment = g.weighted_second_moment(Xc, w) if ctype == "tied" else np.zeros((d, d))
+    center = w @ X / w.sum()  # the frame of the features (a caller's too) and of the prior
+    feats = features
+    if feats is None:
+        feats = np.ascontiguousarray(g.features(X - center, ctype).T)
+    tied_moment = g.weighted_second_moment(X - center, w) if ctype == "tied" else np.zeros((d, d))
     max_iters = np.empty(R, dtype=np.int64)  # writable
     max_iters[:] = max_iter
     weights = np.array(weights, dtype=float, order="C")
     means = np.array(means, dtype=float, order="C")
     # A copy (the kernel overwrites it), in the kernel's (R, K, d, d) layout.
     covs = np.array(g.full_covariances(covariances, ctype, K, d), dtype=float, order="C")
-    prior_counts, prior_scatter = np.zeros(K), np.zeros((K, d, d))
+    prior_scale, prior_counts, prior_scatter = np.zeros((d, d)), np.zeros(K), np.zeros((K, d, d))
     if prior is None:
-        hyper, prior_mean, prior_scale, prior_const = np.ones(3), np.zeros(d), np.zeros((d, d)), 0.0
+        hyper, prior_mean, prior_const = np.ones(3), np.zeros(d), 0.0
     else:
         centered = g.CenteredPrior.from_resolved(prior, center)
         hyper = np.array([centered.alpha, centered.kappa, centered.nu], dtype=float)
         prior_mean = np.ascontiguousarray(centered.mean, dtype=float)
-        prior_scale = np.ascontiguousarray(
-            g.full_covariances(centered.scale, ctype, 1, d).reshape(d, d), dtype=float
-        )
         prior_const = float(prior._log_normalizer)
-        if centered.map_terms is not None:  # the "full" layout's update reads these instead
+        if centered.map_terms is None:
+            prior_scale = np.ascontiguousarray(
+                g.full_covariances(centered.scale, ctype, 1, d).reshape(d, d), dtype=float
+            )
+        else:  # the "full" layout's update reads these instead of the scale
             prior_counts, prior_scatter = (np.array(a, order="C") for a in centered.map_terms)
         reg_covar = 0.0  # the prior's scale keeps covariances positive definite instead
     history = np.empty((R, int(max_iters.max(initial=0)) + 1))

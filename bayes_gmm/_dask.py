@@ -530,8 +530,11 @@ def fit(est, X, sample_weight=None):
             ConvergenceWarning,
             stacklevel=3,
         )
+    from bayes_gmm.em import _DataScale  # em imports this module
+
     variances = scan.sum_squares / scan.observed_weight - center**2
-    est._warn_degenerate(best, float(np.max(variances)) or 1.0)  # as fit warns in memory
+    data_scale = _DataScale.known(float(np.max(variances)) or 1.0)
+    est._warn_degenerate(best, data_scale)  # as fit warns in memory
     est._store_run(best, center, scan.total_weight, d, prior_)
     est.init_log_likelihoods_ = np.asarray([r.objective for r in runs])
     est.n_passes_ = passes

@@ -623,7 +623,7 @@ def log_norm_and_resp(ctype, feats, weights, means, covs, log_norm, resp):
 
 @_jit
 def chunk_statistics(resp, const, feats, w, unit_weights, threshold, moments, top, total,
-                     bits, nk, stats, skipped):  # fmt: skip
+                     bits, nk, stats, skipped, no_rows):  # fmt: skip
     """One chunk of a large fit's E-step (``GaussianMixture``): responsibilities, their
     sums and the moments of the features, skipping the negligible responsibilities.
 
@@ -635,7 +635,8 @@ def chunk_statistics(resp, const, feats, w, unit_weights, threshold, moments, to
     added to ``skipped`` (K,) so the caller can check they do not matter. Where the
     clusters are apart, most rows have one or two components above 1e-20: the M-step's
     product becomes a few row updates per row. Returns the weighted log-likelihood.
-    ``top``, ``total`` (B,) and ``bits`` (B,) int64 are work space.
+    ``top``, ``total`` (B,) and ``bits`` (B,) int64 are work space; ``no_rows`` is an empty
+    array (no per-row log-likelihoods wanted), which the caller allocates once.
     """
     K, n = resp.shape
     m = feats.shape[1]
@@ -644,7 +645,7 @@ def chunk_statistics(resp, const, feats, w, unit_weights, threshold, moments, to
         c = const[k]
         for i in range(n):
             row[i] += c
-    log_lik = _responsibilities(resp, w, unit_weights, top, bits, total, nk, np.empty(0))
+    log_lik = _responsibilities(resp, w, unit_weights, top, bits, total, nk, no_rows)
     if not moments:
         return log_lik
     kept = bits  # work space again: the rows kept, listed without branches
@@ -721,11 +722,11 @@ def features_into(X, center, layout, out):
                 out[i, a] = X[i, a] - center[a]
             if layout == _DIAG:
                 for a in range(d):
-                    out[i, d + a] = (X[i, a] - center[a]) * (X[i, a] - center[a])
+                    out[i, d + a] = out[i, a] * out[i, a]
             elif layout == _SPHERICAL:
                 s = 0.0
                 for a in range(d):
-                    s += (X[i, a] - center[a]) * (X[i, a] - center[a])
+                    s += out[i, a] * out[i, a]
                 out[i, d] = s
         return
     xc = np.empty(d)

@@ -700,9 +700,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return self.prior_.log_density(run.weights, run.means + ctx.center, run.covariances)
 
     def _warn_degenerate(self, run, data_scale):
-        """``data_scale``: a :class:`_DataScale` or the scale itself (a float)."""
-        if not isinstance(data_scale, _DataScale):
-            data_scale = _DataScale.known(data_scale)
+        """Warn about emptied, collapsed or repaired components (``data_scale``: the data's
+        :class:`_DataScale`)."""
         messages = []
         if run.emptied:
             messages.append(
@@ -1229,6 +1228,7 @@ def _e_step_block_compiled(ctx, first, last, eta, const, prec_chol, moments=True
     top, total = np.empty(ctx.rows), np.empty(ctx.rows)
     bits = np.empty(ctx.rows, dtype=np.int64)
     nk, moments_sum, skipped = np.zeros(K), np.zeros((K, m)), np.zeros(K)
+    no_rows = np.empty(0)  # no per-row log-likelihoods wanted
     log_likelihood = 0.0
     dense = not ctx.sparse_moments
     for start, stop, feats in _compiled_chunks(ctx, first, last):
@@ -1239,7 +1239,7 @@ def _e_step_block_compiled(ctx, first, last, eta, const, prec_chol, moments=True
         log_likelihood += _em_kernel.chunk_statistics(
             resp, const, feats, ctx.w[start:stop], ctx.unit_weights,
             SKIPPED_THRESHOLD, moments and not dense, top[:rows], total[:rows], bits[:rows], nk,
-            moments_sum, skipped,
+            moments_sum, skipped, no_rows,
         )  # fmt: skip
         if moments and dense:
             moments_sum += resp @ feats

@@ -54,6 +54,7 @@ import functools
 import numbers
 import os
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -297,16 +298,25 @@ def _hc_tree(data, entropy, ks):
     return subset, labels
 
 
-def _partitions(data, K, n_init, entropy, rng):
-    """``n_init`` hard partitions for K components, shared by every covariance structure.
+_thread_random_state = threading.local()
 
-    ``rng``, a ``RandomState`` to reseed (the same draws as a new one from the same seed,
-    without the ~0.1 ms a new one costs in drawing its own entropy first).
-    """
+
+def _random_state(seed):
+    """This thread's ``RandomState``, reseeded with ``seed``: the same draws as a new one
+    from that seed, without the ~0.1 ms a new one costs in drawing its own entropy first."""
+    rng = getattr(_thread_random_state, "rng", None)
+    if rng is None:
+        rng = _thread_random_state.rng = np.random.RandomState()
+    rng.seed(seed)
+    return rng
+
+
+def _partitions(data, K, n_init, entropy):
+    """``n_init`` hard partitions for K components, shared by every covariance structure."""
     X, w = data.X, data.w
     out = []
     for r in range(n_init):
-        rng.seed(_seed(entropy, K, r))
+        rng = _random_state(_seed(entropy, K, r))
         if r == 0:
             # As scikit-learn's KMeans(n_init=1), which also centers the rows first.
             Xm = X - X.mean(axis=0)
@@ -739,7 +749,6 @@ def _run_grid(data, sub, ks, types, names, settings, progress):
     fit_order = _fit_order(types)
     announce_kernel = not kernel_loaded()
     hc = None
-    seeded = np.random.RandomState(0)  # reseeded for each partition
     for K in ks:
         partitions = None
         for ctype in fit_order:
@@ -782,7 +791,7 @@ def _run_grid(data, sub, ks, types, names, settings, progress):
                 partitions = [
                     (kind, sub, labels, {})
                     for kind, labels in _partitions(
-                        sub, K, 1 if K == 1 else s["n_init"], s["entropy"], seeded
+                        sub, K, 1 if K == 1 else s["n_init"], s["entropy"]
                     )
                 ]
                 if K > 1:
