@@ -1,4 +1,4 @@
-"""The compiled E-step of large fits (em._e_step_block_compiled) against the numpy one."""
+"""The compiled E-step of large fits (_e_step._e_step_block_compiled) against the numpy one."""
 
 import warnings
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.exceptions import ConvergenceWarning
 
-from bayes_gmm import GaussianMixture, em
+from bayes_gmm import GaussianMixture, _e_step
 from bayes_gmm import _gaussian as g
 
 
@@ -23,15 +23,15 @@ def fit(X, ctype, compiled, weights=None, **params):
     gm = GaussianMixture(4, covariance_type=ctype, random_state=0, max_iter=15, tol=0, **params)
     limit = 0 if compiled else np.inf
     paths = []
-    original = em._e_step_blocks
+    original = _e_step._e_step_blocks
 
     def spy(ctx, eta, const, prec_chol, moments, compiled):
         paths.append(compiled)
         return original(ctx, eta, const, prec_chol, moments, compiled)
 
     with pytest.MonkeyPatch.context() as mp, warnings.catch_warnings():
-        mp.setattr(em, "COMPILED_E_STEP_MIN_ENTRIES", limit)
-        mp.setattr(em, "_e_step_blocks", spy)
+        mp.setattr(_e_step, "COMPILED_E_STEP_MIN_ENTRIES", limit)
+        mp.setattr(_e_step, "_e_step_blocks", spy)
         warnings.simplefilter("ignore", ConvergenceWarning)
         fitted = gm.fit(X, sample_weight=weights)
     # The E-step under test ran: otherwise a comparison would set numpy against numpy.
@@ -52,7 +52,7 @@ def assert_same_fit(a, b):
 def test_compiled_e_step_equals_numpy(ctype, d, weighted, sparse, monkeypatch):
     """Stored features ("full" on 3 columns) and features computed chunk by chunk; moments
     from the responsibilities above the threshold (sparse) or from all of them."""
-    monkeypatch.setattr(em, "SPARSE_MOMENTS_MIN_WIDTH", 0 if sparse else 10**6)
+    monkeypatch.setattr(_e_step, "SPARSE_MOMENTS_MIN_WIDTH", 0 if sparse else 10**6)
     X = blobs(3000, d, 4)
     weights = np.random.default_rng(1).random(len(X)) * 2 if weighted else None
     assert_same_fit(fit(X, ctype, True, weights), fit(X, ctype, False, weights))
@@ -61,7 +61,7 @@ def test_compiled_e_step_equals_numpy(ctype, d, weighted, sparse, monkeypatch):
 @pytest.mark.parametrize("ctype", ["full", "diag"])
 def test_compiled_e_step_two_threads(ctype, monkeypatch):
     X = blobs(6000, 3, 4, seed=2)
-    monkeypatch.setattr(em, "SPARSE_MOMENTS_MIN_WIDTH", 0)
+    monkeypatch.setattr(_e_step, "SPARSE_MOMENTS_MIN_WIDTH", 0)
     monkeypatch.setattr(g, "CHUNK_ELEMENTS", 2048)  # many chunks: two worker blocks
     monkeypatch.setattr(g, "N_WORKERS", 2)
     assert_same_fit(fit(X, ctype, True), fit(X, ctype, False))
@@ -70,7 +70,7 @@ def test_compiled_e_step_two_threads(ctype, monkeypatch):
 def spy_left_out(monkeypatch):
     """The components whose left-out moments each E-step added, and every E-step's path."""
     mended, paths = [], []
-    blocks, left_out = em._e_step_blocks, em._left_out_statistics
+    blocks, left_out = _e_step._e_step_blocks, _e_step._left_out_statistics
 
     def spy_blocks(ctx, eta, const, prec_chol, moments, compiled):
         paths.append(compiled)
@@ -80,8 +80,8 @@ def spy_left_out(monkeypatch):
         mended.append(components.tolist())
         return left_out(ctx, components, eta, const)
 
-    monkeypatch.setattr(em, "_e_step_blocks", spy_blocks)
-    monkeypatch.setattr(em, "_left_out_statistics", spy)
+    monkeypatch.setattr(_e_step, "_e_step_blocks", spy_blocks)
+    monkeypatch.setattr(_e_step, "_left_out_statistics", spy)
     return mended, paths
 
 
@@ -89,8 +89,8 @@ def test_left_out_moments_are_added(monkeypatch):
     """When what the compiled E-step leaves out is not negligible, the left-out moments of
     those components are added (one pass over the rows), not the whole E-step redone."""
     X = blobs(3000, 2, 4, seed=3)
-    monkeypatch.setattr(em, "SKIPPED_THRESHOLD", 0.5)  # leaves out most responsibilities
-    monkeypatch.setattr(em, "SPARSE_MOMENTS_MIN_WIDTH", 0)
+    monkeypatch.setattr(_e_step, "SKIPPED_THRESHOLD", 0.5)  # leaves out most responsibilities
+    monkeypatch.setattr(_e_step, "SPARSE_MOMENTS_MIN_WIDTH", 0)
     mended, paths = spy_left_out(monkeypatch)
     compiled = fit(X, "full", True)
     assert paths == [True] * 16  # 15 E-steps with moments, the last for the likelihood only
@@ -113,14 +113,14 @@ def test_tiny_component_mends_only_what_it_needs(ctype, monkeypatch):
     never runs the numpy E-step, and adds left-out moments only for components that had
     any: the far one (with SKIPPED_RELATIVE at 0, in every E-step; at its value, never)."""
     X = tiny_component()
-    monkeypatch.setattr(em, "SPARSE_MOMENTS_MIN_WIDTH", 0)
+    monkeypatch.setattr(_e_step, "SPARSE_MOMENTS_MIN_WIDTH", 0)
     mended, paths = spy_left_out(monkeypatch)
 
     def run(compiled):
         gm = GaussianMixture(3, covariance_type=ctype, random_state=0, max_iter=20, tol=0)
         limit = 0 if compiled else np.inf
         with pytest.MonkeyPatch.context() as mp, warnings.catch_warnings():
-            mp.setattr(em, "COMPILED_E_STEP_MIN_ENTRIES", limit)
+            mp.setattr(_e_step, "COMPILED_E_STEP_MIN_ENTRIES", limit)
             warnings.simplefilter("ignore", ConvergenceWarning)
             return gm.fit(X)
 
@@ -129,7 +129,7 @@ def test_tiny_component_mends_only_what_it_needs(ctype, monkeypatch):
     paths.clear()
     assert_same_fit(run(True), expected)
     assert paths == [True] * 21 and mended == []  # negligible left out: nothing added
-    monkeypatch.setattr(em, "SKIPPED_RELATIVE", 0.0)
+    monkeypatch.setattr(_e_step, "SKIPPED_RELATIVE", 0.0)
     paths.clear()
     assert_same_fit(run(True), expected)
     assert paths == [True] * 21 and len(mended) == 20
