@@ -135,7 +135,10 @@ def batched_em(
     feats = features
     if feats is None:
         feats = np.ascontiguousarray(g.features(X - center, ctype).T)
-    tied_moment = g.weighted_second_moment(X - center, w) if ctype == "tied" else np.zeros((d, d))
+    if structure.storage.shared:
+        tied_moment = g.weighted_second_moment(X - center, w)
+    else:
+        tied_moment = np.zeros((d, d))
     max_iters = np.empty(R, dtype=np.int64)  # writable
     max_iters[:] = max_iter
     weights = np.array(weights, dtype=float, order="C")

@@ -12,7 +12,7 @@ import numpy as np
 
 from bayes_gmm import _gaussian as g
 from bayes_gmm import _missing
-from bayes_gmm.structures import layout_of
+from bayes_gmm.structures import get_layout, layout_of
 
 __all__ = ["block_statistics", "log_norm_and_resp", "scale_statistics", "zero_statistics"]
 
@@ -77,14 +77,13 @@ def _complete_block_statistics(Xc, w, unit, weights, means, prec_chol, ctype):
             stats = chunk
         else:
             stats += chunk
-    tied = g.weighted_second_moment(Xc, w) if layout == "tied" else None
+    tied = g.weighted_second_moment(Xc, w) if get_layout(layout).shared else None
     return g.finish_moments(stats, ctype, tied)
 
 
 def zero_statistics(K, d, ctype):
     """Statistics of no rows (the identity of ``+=``)."""
-    shape = {"full": (K, d, d), "tied": (d, d), "diag": (K, d), "spherical": (K,)}
-    shape = shape[layout_of(ctype)]
+    shape = get_layout(ctype).covariance_shape(K, d)
     return g.SufficientStatistics(np.zeros(K), np.zeros((K, d)), np.zeros(shape), 0.0, 0.0)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from bayes_gmm import _gaussian as g
 from bayes_gmm import _missing
-from bayes_gmm.structures import layout_of
+from bayes_gmm.structures import get_layout, layout_of
 
 #: "full" features at least this wide are computed chunk by chunk, not stored, in the
 #: compiled E-step (d >= 7).
@@ -67,10 +67,9 @@ class Context:
 
     def __post_init__(self):
         n, d = self.X.shape
+        layout = get_layout(self.ctype)
         self.unit_weights = bool(np.all(self.w == 1.0))
-        self.compiled = (
-            layout_of(self.ctype) != "tied" and n * self.K >= COMPILED_E_STEP_MIN_ENTRIES
-        )
+        self.compiled = not layout.shared and n * self.K >= COMPILED_E_STEP_MIN_ENTRIES
         width = g.feature_width(d, self.ctype)
         self.sparse_moments = self.compiled and width >= SPARSE_MOMENTS_MIN_WIDTH
         if self.sparse_moments:
@@ -78,14 +77,12 @@ class Context:
         # The compiled E-step computes the features chunk by chunk, in cache, faster than
         # it reads stored ones from memory (twice per iteration), but for "full" on few
         # columns (d = 2: a few products per row, less than the per-row work around them).
-        on_the_fly = self.compiled and (
-            layout_of(self.ctype) in ("diag", "spherical") or width >= ON_THE_FLY_MIN_WIDTH
-        )
+        on_the_fly = self.compiled and (not layout.stores_matrices or width >= ON_THE_FLY_MIN_WIDTH)
         if n * width * 8 <= g.FEATURE_CACHE_BYTES and not on_the_fly:
             # The narrow features of "diag" and "spherical" are stored column by column:
             # BLAS multiplies a chunk's (width, rows) slice 5-20% faster than the transpose
             # of a (rows, width) one (benchmarks/bench_em.py); for "full" it is no faster.
-            if layout_of(self.ctype) in ("diag", "spherical"):
+            if not layout.stores_matrices:
                 features = np.empty((width, n)).T
             else:
                 features = np.empty((n, width))
@@ -102,7 +99,7 @@ class Context:
             else:  # one block per worker thread, as the E-step (numpy releases the GIL)
                 list(g.worker_pool().map(fill, blocks))
             self.features = features
-        if self.ctype == "tied":
+        if layout.shared:
             self.tied_moment = sum(
                 g.weighted_second_moment(feats, self.w[start:stop])
                 for start, stop, feats in self.chunks()

@@ -17,6 +17,7 @@ import pandas as pd
 from bayes_gmm._gaussian import full_covariances
 from bayes_gmm._validation import check_int, check_real
 from bayes_gmm.priors import _check_covariance_type
+from bayes_gmm.structures import get_layout
 
 __all__ = ["load_faithful", "load_iris", "make_foot_sizes", "make_mixture"]
 
@@ -141,9 +142,7 @@ def _draw_scales(rng, n_components, n_features, covariance_type):
 
 
 def _check_covariances(covariances, covariance_type, K, d):
-    expected = {"full": (K, d, d), "tied": (d, d), "diag": (K, d), "spherical": (K,)}[
-        covariance_type
-    ]
+    expected = get_layout(covariance_type).covariance_shape(K, d)
     cov = np.asarray(covariances, dtype=float)
     if cov.shape != expected:
         raise ValueError(

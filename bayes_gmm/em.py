@@ -362,7 +362,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             inits["means"] = m
         if self.precisions_init is not None:
             ctype = self.covariance_type
-            shape = {"full": (K, d, d), "tied": (d, d), "diag": (K, d), "spherical": (K,)}[layout]
+            shape = get_layout(layout).covariance_shape(K, d)
             p = check_finite_numeric(self.precisions_init, name="precisions_init").astype(float)
             if p.shape != shape:
                 raise ValueError(
@@ -628,7 +628,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         weights, means, covs = g.from_summaries(stats, ctx.ctype, ctx.reg_covar, ctx.prior)
         if ctx.prior is None:
             _spread_empty_starts(stats, covs, ctx)
-            if self.conventions == "sklearn" and layout_of(ctx.ctype) == "tied":
+            if self.conventions == "sklearn" and get_layout(ctx.ctype).shared:
                 covs = _sklearn_tied_start(X, w, resp, ctx.reg_covar)
         if "means" in inits:
             means = inits["means"] - ctx.center
@@ -721,7 +721,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                         run.covariances, self.covariance_type, self._reg_covar(), data_scale.value
                     )
                 )
-            if layout_of(self.covariance_type) == "tied":
+            if get_layout(self.covariance_type).shared:
                 collapsed.update([-1] if singular[0] else [])
             else:
                 collapsed.update(int(k) for k in np.flatnonzero(singular))
@@ -786,7 +786,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         # scikit-learn's, so sample()'s multinomial accepts them.
         self.weights_ = run.weights[order] / run.weights.sum()
         self.means_ = run.means[order] + center
-        if ctype == "tied":
+        if get_layout(ctype).shared:
             self.covariances_ = run.covariances
             self.precisions_cholesky_ = run.prec_chol
         else:
@@ -919,30 +919,29 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         K, d = self.means_.shape
         labels = rng.choice(K, size=n_samples, p=self.weights_)
         z = rng.standard_normal((n_samples, d))
-        ctype = layout_of(self.covariance_type)
+        layout = get_layout(self.covariance_type)
         for k in range(K):  # one pass per component; labels are i.i.d. so rows stay shuffled
             rows = labels == k
-            if ctype == "full":
-                z[rows] = z[rows] @ np.linalg.cholesky(self.covariances_[k]).T
-            elif ctype == "tied":
-                z[rows] = z[rows] @ np.linalg.cholesky(self.covariances_).T
+            cov = layout.component(self.covariances_, k)
+            if layout.stores_matrices:
+                z[rows] = z[rows] @ np.linalg.cholesky(cov).T
             else:
-                z[rows] *= np.sqrt(self.covariances_[k])
+                z[rows] *= np.sqrt(cov)
         return z + self.means_[labels], labels
 
     def _sample_as_sklearn(self, n_samples, rng):
         """scikit-learn's ``sample``: per-component counts, then each component's rows."""
         counts = rng.multinomial(n_samples, self.weights_)
-        layout = layout_of(self.covariance_type)
+        layout = get_layout(self.covariance_type)
         d = self.means_.shape[1]
         blocks = []
         for k, (mean, count) in enumerate(zip(self.means_, counts, strict=True)):
-            if layout in ("full", "tied"):
-                cov = self.covariances_ if layout == "tied" else self.covariances_[k]
+            cov = layout.component(self.covariances_, k)
+            if layout.stores_matrices:
                 blocks.append(rng.multivariate_normal(mean, cov, int(count)))
             else:
                 z = rng.standard_normal(size=(count, d))
-                blocks.append(mean + z * np.sqrt(self.covariances_[k]))
+                blocks.append(mean + z * np.sqrt(cov))
         labels = np.concatenate([np.full(c, k, dtype=np.int64) for k, c in enumerate(counts)])
         return np.vstack(blocks), labels
 
@@ -1097,16 +1096,13 @@ def _spread_empty_starts(stats, covs, ctx):
     emptied components (with a DegenerateFitWarning), as it does for one that empties later.
     """
     empty = stats.weight <= 1e-12 * stats.total_weight
-    layout = layout_of(ctx.ctype)
-    if not empty.any() or layout == "tied":
+    layout = get_layout(ctx.ctype)
+    if not empty.any() or layout.shared:
         return
     pooled = np.atleast_2d(np.cov(ctx.X, rowvar=False, aweights=ctx.w, bias=True))
-    pooled = {
-        "full": pooled + ctx.reg_covar * np.eye(pooled.shape[0]),
-        "diag": np.diag(pooled) + ctx.reg_covar,
-        "spherical": np.mean(np.diag(pooled)) + ctx.reg_covar,
-    }[layout]
-    covs[empty] = pooled
+    pooled = layout.from_full(pooled[None], np.ones(1))
+    layout.add_to_diagonal(pooled, ctx.reg_covar)
+    covs[empty] = pooled[0]
 
 
 def _sklearn_tied_start(X, w, resp, reg_covar):

@@ -145,7 +145,7 @@ class Structure:
     @property
     def shares_covariance(self):
         """Whether one stored covariance serves every component ("tied" layout)."""
-        return self.layout == "tied"
+        return self.storage.shared
 
     def display_name(self, one_dimensional=False):
         """mclust's name: the code, or "E" / "V" for one-dimensional data."""
@@ -398,6 +398,14 @@ class Layout:
         """(..., K, d, d) matrices from covariances with any leading batch axes."""
         raise NotImplementedError
 
+    def covariance_shape(self, n_components, n_features):
+        """The shape of K components' covariances (and precision factors) in d dimensions."""
+        raise NotImplementedError
+
+    def component(self, covariances, k):
+        """Component ``k``'s covariance (matrix or variances)."""
+        return covariances[k]
+
     def from_full(self, full, weights):
         """scikit-learn's M-step from (K, d, d) covariances ``full`` with shares
         ``weights``: the closest covariances of this layout (``covariances_from_full``)."""
@@ -419,6 +427,8 @@ class Layout:
 
     #: Whether the covariances are stored as matrices ("full", "tied"), not variances.
     stores_matrices = False
+    #: Whether one stored covariance serves every component ("tied").
+    shared = False
 
     #: Whether the MAP update reads each model's own prior terms (``ResolvedPrior.map_terms``,
     #: ``Structure.map_prior_terms``) rather than the prior's ``scale`` directly.
@@ -562,6 +572,9 @@ class _Full(Layout):
     def to_full(self, covariances, n_components, n_features):
         return np.asarray(covariances, dtype=float)
 
+    def covariance_shape(self, n_components, n_features):
+        return (n_components, n_features, n_features)
+
     def from_full(self, full, weights):
         return np.array(full, dtype=float)
 
@@ -610,6 +623,7 @@ class _Full(Layout):
 class _Tied(Layout):
     name = "tied"
     stores_matrices = True
+    shared = True
     add_to_diagonal = _Full.add_to_diagonal
     covariances_from_cholesky = _Full.covariances_from_cholesky
     smallest_variances = _Full.smallest_variances
@@ -643,6 +657,12 @@ class _Tied(Layout):
         cov = np.asarray(covariances, dtype=float)
         shape = (*cov.shape[:-2], n_components, n_features, n_features)
         return np.broadcast_to(cov[..., None, :, :], shape).copy()
+
+    def covariance_shape(self, n_components, n_features):
+        return (n_features, n_features)
+
+    def component(self, covariances, k):
+        return covariances
 
     def from_full(self, full, weights):
         return np.tensordot(weights, full, axes=1)
@@ -703,6 +723,9 @@ class _Diag(Layout):
 
     def to_full(self, covariances, n_components, n_features):
         return np.asarray(covariances, dtype=float)[..., None] * np.eye(n_features)
+
+    def covariance_shape(self, n_components, n_features):
+        return (n_components, n_features)
 
     def from_full(self, full, weights):
         return np.diagonal(full, axis1=1, axis2=2).copy()
@@ -774,6 +797,9 @@ class _Spherical(_Diag):
 
     def to_full(self, covariances, n_components, n_features):
         return np.asarray(covariances, dtype=float)[..., None, None] * np.eye(n_features)
+
+    def covariance_shape(self, n_components, n_features):
+        return (n_components,)
 
     def from_full(self, full, weights):
         return np.diagonal(full, axis1=1, axis2=2).mean(axis=1)

@@ -517,6 +517,8 @@ def test_layout_e_step_math_is_the_gaussian_density(name):
     full = A @ np.swapaxes(A, 1, 2) + np.eye(d)
     covs = layout.from_full(full, np.full(K, 1.0 / K))
     means, Xc = rng.normal(size=(K, d)), rng.normal(size=(6, d))
+    assert layout.covariance_shape(K, d) == covs.shape and layout.shared == (name == "tied")
+    assert layout.stores_matrices == (name in ("full", "tied"))
     prec_chol, used, repaired = layout.precision_cholesky(covs)
     np.testing.assert_array_equal(used, covs)
     assert repaired == []
@@ -527,6 +529,9 @@ def test_layout_e_step_math_is_the_gaussian_density(name):
     expected = [multivariate_normal(means[k], as_full[k]).logpdf(Xc) for k in range(K)]
     np.testing.assert_allclose(g.linear_log_prob(feats, eta, const, name, prec_chol), expected)
     np.testing.assert_allclose(layout.covariances_from_cholesky(prec_chol), covs)
+    for k in range(K):
+        one = layout.to_full(layout.component(covs, k), 1, d).reshape(d, d)
+        np.testing.assert_array_equal(one, as_full[k])
     precisions = layout.precisions_from_cholesky(prec_chol)
     np.testing.assert_allclose(layout.covariances_from_precisions(precisions), covs)
     smallest = np.linalg.eigvalsh(as_full).min(axis=-1)
