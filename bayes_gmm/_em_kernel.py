@@ -632,11 +632,13 @@ def chunk_statistics(resp, const, feats, w, unit_weights, threshold, moments, to
     Adds to ``nk`` (K,) (every responsibility) and, with ``moments``, to ``stats`` (K, m)
     the sums ``resp[k, i] * feats[i]`` over the rows where the (unweighted)
     responsibility is at least ``threshold``; the weighted responsibilities left out are
-    added to ``skipped`` (K,) so the caller can check they do not matter. Where the
-    clusters are apart, most rows have one or two components above 1e-20: the M-step's
-    product becomes a few row updates per row. Returns the weighted log-likelihood.
-    ``top``, ``total`` (B,) and ``bits`` (B,) int64 are work space; ``no_rows`` is an empty
-    array (no per-row log-likelihoods wanted), which the caller allocates once.
+    added to ``skipped`` (K,) so the caller can check they do not matter (or add them:
+    :func:`left_out_moments`). Where the clusters are apart, most rows have one or two
+    components above 1e-20: the M-step's product becomes a few row updates per row.
+    Returns the weighted log-likelihood. ``top``, ``total`` (B,) and ``bits`` (B,) int64
+    are work space; on return ``top`` holds each row's largest log-density and ``total``
+    ``w_i`` over its sum of exponentials (what :func:`left_out_moments` reads). ``no_rows``
+    is an empty array (no per-row log-likelihoods wanted), which the caller allocates once.
     """
     K, n = resp.shape
     m = feats.shape[1]
