@@ -85,10 +85,15 @@ def spy_left_out(monkeypatch):
     return mended, paths
 
 
-def test_left_out_moments_are_added(monkeypatch):
+@pytest.mark.parametrize("two_threads", [False, True])
+def test_left_out_moments_are_added(two_threads, monkeypatch):
     """When what the compiled E-step leaves out is not negligible, the left-out moments of
-    those components are added (one pass over the rows), not the whole E-step redone."""
+    those components are added (one pass over the rows), not the whole E-step redone; with
+    two worker blocks each keeps its rows' normalization for that pass."""
     X = blobs(3000, 2, 4, seed=3)
+    if two_threads:
+        monkeypatch.setattr(g, "CHUNK_ELEMENTS", 2048)
+        monkeypatch.setattr(g, "N_WORKERS", 2)
     monkeypatch.setattr(_e_step, "SKIPPED_THRESHOLD", 0.5)  # leaves out most responsibilities
     monkeypatch.setattr(_e_step, "SPARSE_MOMENTS_MIN_WIDTH", 0)
     mended, paths = spy_left_out(monkeypatch)
