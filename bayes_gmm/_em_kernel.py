@@ -155,6 +155,17 @@ def _exp_rows(resp, top, bits, total):
 
 
 @_jit
+def _add_constants(resp, const):
+    """``resp[k] += const[k]`` for each row k of (K, n) ``resp``, in place."""
+    K, n = resp.shape
+    for k in range(K):
+        row = resp[k]
+        c = const[k]
+        for i in range(n):
+            row[i] += c
+
+
+@_jit
 def _log_densities(feats, eta, const, resp):
     """``resp[k] = const[k] + eta[k] @ feats`` (the weighted log-densities, but for "tied"'s
     shared quadratic term).
@@ -642,11 +653,7 @@ def chunk_statistics(resp, const, feats, w, unit_weights, threshold, moments, to
     """
     K, n = resp.shape
     m = feats.shape[1]
-    for k in range(K):
-        row = resp[k]
-        c = const[k]
-        for i in range(n):
-            row[i] += c
+    _add_constants(resp, const)
     log_lik = _responsibilities(resp, w, unit_weights, top, bits, total, nk, no_rows)
     if not moments:
         return log_lik
@@ -693,11 +700,7 @@ def left_out_moments(resp, const, top, scale, feats, w, unit_weights, threshold,
     """
     J, n = resp.shape
     m = feats.shape[1]
-    for j in range(J):
-        row = resp[j]
-        c = const[j]
-        for i in range(n):
-            row[i] += c
+    _add_constants(resp, const)
     _exp_rows(resp, top, bits, work)
     for j in range(J):
         for i in range(n):
