@@ -27,11 +27,10 @@ import shlex
 import shutil
 import sys
 import tempfile
-import time
-import warnings
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 
+from bayes_gmm._cli_report import PROG, CLIError, Reporter, version
 from bayes_gmm.structures import (
     MCLUST_MODELS,
     SKLEARN_NAMES,
@@ -42,7 +41,6 @@ from bayes_gmm.structures import (
 
 __all__ = ["build_parser", "main", "parse_covariance", "parse_k", "read_data"]
 
-PROG = "bayes-gmm"
 # The grid's defaults, which are also the grid that ``demo`` always runs. ``covariance``
 # None: select_model's default (mclust's 14 models; its "E" and "V" in one dimension).
 _GRID_DEFAULTS = {
@@ -56,10 +54,6 @@ _PRIOR_CHOICES = ("none", "conjugate", "mclust")
 _PRIOR_ALIASES = {"default": "conjugate"}
 # Delimiters a CSV file may use instead of the comma (sniffed from its first lines).
 _DELIMITERS = ",;\t|"
-
-
-class CLIError(Exception):
-    """An error with a message meant for the user; the CLI prints it on one line."""
 
 
 # --------------------------------------------------------------------------- parsing
@@ -149,7 +143,7 @@ def build_parser():
         ),
         epilog="Run 'bayes-gmm demo' to see the whole pipeline on the Old Faithful data.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", metavar="{demo,fit,select}")
     sub.required = True
 
@@ -260,12 +254,6 @@ def build_parser():
     )
     p_select.set_defaults(func=_run_select)
     return parser
-
-
-def _version():
-    from bayes_gmm import __version__
-
-    return __version__
 
 
 # --------------------------------------------------------------------------- data
@@ -520,51 +508,6 @@ def results_folder(target, overwrite=False):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-class _Reporter:
-    """Progress on stderr (silenced by --quiet); results on stdout.
-
-    Progress bars (the grid's, the sampler's) redraw a line in place: they are drawn only
-    when stderr is a terminal, since in a file or a pipe they become one long line.
-    """
-
-    def __init__(self, quiet, stdout=None, stderr=None):
-        self.quiet = quiet
-        self.out = stdout if stdout is not None else sys.stdout
-        self.err = stderr if stderr is not None else sys.stderr
-        self._t0 = time.perf_counter()
-        isatty = getattr(self.err, "isatty", None)
-        self.bars = not quiet and bool(isatty and isatty())
-        self._warned = set()
-
-    def progress(self, message):
-        if not self.quiet:
-            elapsed = time.perf_counter() - self._t0
-            print(f"[{elapsed:6.1f}s] {message}", file=self.err, flush=True)
-
-    def result(self, text=""):
-        print(text, file=self.out, flush=True)
-
-    def warning(self, message):
-        """A library warning as one line (its first), each distinct one once."""
-        text = str(message).strip()
-        first = text.splitlines()[0] if text else ""
-        if first and first not in self._warned:
-            self._warned.add(first)
-            print(f"{PROG}: warning: {first}", file=self.err, flush=True)
-
-    @contextmanager
-    def warnings_as_lines(self, skip=()):
-        """Show every warning raised inside as one line (not Python's two-line format)."""
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                yield
-            finally:
-                for w in caught:
-                    if not issubclass(w.category, tuple(skip)):
-                        self.warning(w.message)
 
 
 # --------------------------------------------------------------------------- pipeline
@@ -883,7 +826,7 @@ _FIGURE_README = {
 
 def _results_readme(command, figures):
     lines = [f"{name:<16} {_FIGURE_README[name]}" for name in figures if name in _FIGURE_README]
-    return _RESULTS_README.format(command=command, version=_version(), figures="\n".join(lines))
+    return _RESULTS_README.format(command=command, version=version(), figures="\n".join(lines))
 
 
 def _diagnostics_text(diag):
@@ -1002,7 +945,7 @@ def main(argv=None, *, stdout=None, stderr=None):
             args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: --help/--version (0) or usage errors (2)
         return int(exc.code or 0)
-    rep = _Reporter(args.quiet, stdout=stdout, stderr=stderr)
+    rep = Reporter(args.quiet, stdout=stdout, stderr=stderr)
     if "matplotlib.pyplot" not in sys.modules:
         # Figures are only saved: a command-line run must not need a display. A caller
         # that already chose a backend (pyplot imported) keeps it; no environment change.

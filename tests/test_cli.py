@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from bayes_gmm import cli
+from bayes_gmm._cli_report import CLIError, Reporter
 from bayes_gmm.datasets import load_faithful
 from bayes_gmm.structures import MCLUST_MODELS
 
@@ -111,7 +112,7 @@ def test_fit_samples_the_best_structure_with_a_posterior():
         }
     )
     out = io.StringIO()
-    rep = cli._Reporter(True, stdout=out, stderr=io.StringIO())
+    rep = Reporter(True, stdout=out, stderr=io.StringIO())
     sel = ModelSelection(table, "bic", {("VEV", 2): None}, n_samples=50, n_features=2)
     assert cli._posterior_choice(sel, ("VEV", 2), "bic", rep) == ("tied", 3)
     assert "sampling the best supported model, tied with K = 3 (BIC 105.00)" in out.getvalue()
@@ -314,7 +315,7 @@ def test_fit_missing_em_keeps_every_row(tmp_path):
     ],
 )
 def test_missing_em_refuses_what_it_cannot_use(csv, text, message):
-    with pytest.raises(cli.CLIError, match=message):
+    with pytest.raises(CLIError, match=message):
         cli.read_data(csv(text), missing="em")
 
 
@@ -328,7 +329,7 @@ def test_read_data_dropna_and_columns(csv):
     frame = cli.read_data(path, columns=["y", "x"], dropna=True)
     assert list(frame.columns) == ["y", "x"]
     np.testing.assert_array_equal(frame.to_numpy(), [[3.0, 2.0], [5.0, 4.0]])
-    with pytest.raises(cli.CLIError, match="nothing left"):
+    with pytest.raises(CLIError, match="nothing left"):
         cli.read_data(csv("x,y\n1,\n,2\n", name="holes.csv"), dropna=True)
 
 
@@ -493,9 +494,9 @@ class _Terminal(io.StringIO):
 def test_progress_bars_only_on_a_terminal(tmp_path, monkeypatch):
     data = tmp_path / "faithful.csv"
     load_faithful().to_csv(data, index=False)
-    assert cli._Reporter(False, stderr=_Terminal()).bars
-    assert not cli._Reporter(True, stderr=_Terminal()).bars
-    assert not cli._Reporter(False, stderr=io.StringIO()).bars
+    assert Reporter(False, stderr=_Terminal()).bars
+    assert not Reporter(True, stderr=_Terminal()).bars
+    assert not Reporter(False, stderr=io.StringIO()).bars
     # Into a file (not a terminal): progress lines, but no bar and no kernel note.
     code, _, err = run(["select", data, "--k", "1:3"])
     assert code == 0
@@ -520,7 +521,7 @@ def test_results_folder_overwrite_replaces_only_on_success(tmp_path):
     target = tmp_path / "out"
     target.mkdir()
     (target / "old.txt").write_text("old")
-    with pytest.raises(cli.CLIError, match="already exists"), cli.results_folder(target):
+    with pytest.raises(CLIError, match="already exists"), cli.results_folder(target):
         pass
     with pytest.raises(KeyboardInterrupt), cli.results_folder(target, overwrite=True) as f:
         (f / "new.txt").write_text("new")
@@ -535,7 +536,7 @@ def test_results_folder_overwrite_replaces_only_on_success(tmp_path):
 def test_results_folder_refuses_a_file(tmp_path):
     target = tmp_path / "out"
     target.write_text("a file")
-    with pytest.raises(cli.CLIError, match="not a folder"), cli.results_folder(target, True):
+    with pytest.raises(CLIError, match="not a folder"), cli.results_folder(target, True):
         pass
 
 
