@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from bayes_gmm import cli
+from bayes_gmm._cli_folder import check_output, results_folder
 from bayes_gmm._cli_report import CLIError, Reporter
 from bayes_gmm.datasets import load_faithful
 from bayes_gmm.structures import MCLUST_MODELS
@@ -391,7 +392,7 @@ def test_unwritable_output_is_refused_before_any_work(csv, tmp_path, monkeypatch
 
 
 def test_check_output_leaves_nothing_behind(tmp_path):
-    cli.check_output(tmp_path / "new" / "deeper" / "results")
+    check_output(tmp_path / "new" / "deeper" / "results")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -510,7 +511,7 @@ def test_progress_bars_only_on_a_terminal(tmp_path, monkeypatch):
 
 def test_results_folder_is_atomic_on_failure(tmp_path):
     target = tmp_path / "out"
-    with pytest.raises(RuntimeError), cli.results_folder(target) as folder:
+    with pytest.raises(RuntimeError), results_folder(target) as folder:
         (folder / "half.csv").write_text("1,2\n")
         raise RuntimeError("sampling failed")
     assert not target.exists()
@@ -521,13 +522,13 @@ def test_results_folder_overwrite_replaces_only_on_success(tmp_path):
     target = tmp_path / "out"
     target.mkdir()
     (target / "old.txt").write_text("old")
-    with pytest.raises(CLIError, match="already exists"), cli.results_folder(target):
+    with pytest.raises(CLIError, match="already exists"), results_folder(target):
         pass
-    with pytest.raises(KeyboardInterrupt), cli.results_folder(target, overwrite=True) as f:
+    with pytest.raises(KeyboardInterrupt), results_folder(target, overwrite=True) as f:
         (f / "new.txt").write_text("new")
         raise KeyboardInterrupt
     assert sorted(p.name for p in target.iterdir()) == ["old.txt"]
-    with cli.results_folder(target, overwrite=True) as f:
+    with results_folder(target, overwrite=True) as f:
         (f / "new.txt").write_text("new")
     assert sorted(p.name for p in target.iterdir()) == ["new.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
@@ -536,7 +537,7 @@ def test_results_folder_overwrite_replaces_only_on_success(tmp_path):
 def test_results_folder_refuses_a_file(tmp_path):
     target = tmp_path / "out"
     target.write_text("a file")
-    with pytest.raises(CLIError, match="not a folder"), cli.results_folder(target, True):
+    with pytest.raises(CLIError, match="not a folder"), results_folder(target, True):
         pass
 
 
