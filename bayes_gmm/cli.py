@@ -26,6 +26,15 @@ import sys
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
+from bayes_gmm._cli_args import (
+    PRIOR_ALIASES,
+    missing_option,
+    parse_columns,
+    parse_covariance,
+    parse_k,
+    parse_prior,
+    positive_int,
+)
 from bayes_gmm._cli_folder import check_output, results_folder
 from bayes_gmm._cli_input import DELIMITER_NAMES, check_rows_for_k, read_data
 from bayes_gmm._cli_report import PROG, CLIError, Reporter, version
@@ -36,10 +45,8 @@ from bayes_gmm._cli_results import (
 )
 from bayes_gmm.structures import (
     MCLUST_MODELS,
-    SKLEARN_NAMES,
     canonical_name,
     get_structure,
-    is_structure,
 )
 
 __all__ = ["build_parser", "main", "parse_covariance", "parse_k", "read_data"]
@@ -52,86 +59,6 @@ _GRID_DEFAULTS = {
     "criterion": "bic",
     "prior": "none",
 }
-# --prior's values; "default" was the old name of "conjugate" (it was never the default).
-_PRIOR_CHOICES = ("none", "conjugate", "mclust")
-_PRIOR_ALIASES = {"default": "conjugate"}
-
-
-# --------------------------------------------------------------------------- parsing
-
-
-def parse_k(text):
-    """Parse ``--k``: ``"3"``, ``"1:9"`` (inclusive) or ``"2,3,5"``; returns a sorted list."""
-    text = str(text).strip()
-    try:
-        if ":" in text:
-            lo, hi = (int(part) for part in text.split(":"))
-            values = list(range(lo, hi + 1))
-        else:
-            values = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"invalid K {text!r}: use a number (3), an inclusive range (1:9) or a list (2,3,5)"
-        ) from None
-    if not values:
-        raise argparse.ArgumentTypeError(f"invalid K {text!r}: the range is empty")
-    if min(values) < 1:
-        raise argparse.ArgumentTypeError(f"invalid K {text!r}: K must be at least 1")
-    return sorted(set(values))
-
-
-def parse_covariance(text):
-    """Parse ``--covariance``: comma-separated structures, or ``all`` (mclust's 14 models).
-
-    scikit-learn's names and mclust's codes are accepted in any case and returned as
-    spelled in the library ("FULL" -> "full", "vev" -> "VEV"), so that the table names each
-    as given; ``all`` is mclust's 14 codes, as the default grid.
-    """
-    names = [part.strip() for part in str(text).split(",") if part.strip()]
-    if [n.lower() for n in names] == ["all"]:
-        return MCLUST_MODELS
-    out = []
-    for name in names:
-        key = name.lower() if name.lower() in SKLEARN_NAMES else name.upper()
-        if not is_structure(key):
-            raise argparse.ArgumentTypeError(
-                f"invalid covariance structure {name!r}: choose from "
-                f"{', '.join(SKLEARN_NAMES)} or mclust's models ({', '.join(MCLUST_MODELS)}), "
-                "comma-separated, or all"
-            )
-        if key not in out:
-            out.append(key)
-    if not out:
-        raise argparse.ArgumentTypeError("no covariance structure given")
-    return tuple(out)
-
-
-def _parse_prior(text):
-    name = str(text).strip().lower()
-    if _PRIOR_ALIASES.get(name, name) not in _PRIOR_CHOICES:
-        raise argparse.ArgumentTypeError(
-            f"invalid prior {text!r}: choose 'none' (maximum likelihood, the default), "
-            "'conjugate' (MAP under the package's conjugate prior) or 'mclust' (the same with "
-            "mclust's priorControl scale for the diagonal models)"
-        )
-    return name  # an old alias is kept as typed, so that the run can say it is deprecated
-
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _columns(text):
-    cols = [c.strip() for c in str(text).split(",") if c.strip()]
-    if not cols:
-        raise argparse.ArgumentTypeError("--columns needs at least one column name")
-    return cols
 
 
 def build_parser():
@@ -185,7 +112,7 @@ def build_parser():
     )
     grid.add_argument(
         "--prior",
-        type=_parse_prior,
+        type=parse_prior,
         default=_GRID_DEFAULTS["prior"],
         metavar="{none,conjugate,mclust}",
         help="EM grid by maximum likelihood ('none', the default, as mclust) or MAP under the "
@@ -198,7 +125,7 @@ def build_parser():
     data.add_argument("data", type=Path, metavar="DATA.csv", help="a CSV file with a header row")
     data.add_argument(
         "--columns",
-        type=_columns,
+        type=parse_columns,
         default=None,
         metavar="A,B",
         help="comma-separated columns to use (default: all)",
@@ -218,13 +145,13 @@ def build_parser():
 
     sampler = argparse.ArgumentParser(add_help=False)
     sampler.add_argument(
-        "--draws", type=_positive_int, default=1000, help="draws per chain (default: 1000)"
+        "--draws", type=positive_int, default=1000, help="draws per chain (default: 1000)"
     )
     sampler.add_argument(
-        "--tune", type=_positive_int, default=1000, help="tuning steps per chain (default: 1000)"
+        "--tune", type=positive_int, default=1000, help="tuning steps per chain (default: 1000)"
     )
     sampler.add_argument(
-        "--chains", type=_positive_int, default=4, help="number of chains (default: 4)"
+        "--chains", type=positive_int, default=4, help="number of chains (default: 4)"
     )
 
     p_demo = sub.add_parser(
@@ -261,8 +188,8 @@ def build_parser():
 
 
 def _prior(name, rep):
-    if name in _PRIOR_ALIASES:
-        new = _PRIOR_ALIASES[name]
+    if name in PRIOR_ALIASES:
+        new = PRIOR_ALIASES[name]
         rep.warning(f"--prior {name} is deprecated and will be removed; use --prior {new}")
         name = new
     if name == "none":
@@ -293,7 +220,7 @@ def _run_grid(frame, args, rep):
             prior=prior,
             random_state=args.seed,
             verbose=rep.bars,
-            missing=_missing(args),
+            missing=missing_option(args),
         )
     cov, k = _best(selection, rep)
     rep.progress(f"grid done: best {cov} with K = {k}")
@@ -440,7 +367,7 @@ def _fit_posterior(X, best, args, rep):
         chains=args.chains,
         random_state=args.seed,
         progressbar=rep.bars,
-        missing=_missing(args),
+        missing=missing_option(args),
     )
     # Sampling problems are listed with the diagnostics (one "- problem" line each); any
     # other warning is shown once, on one line.
@@ -474,13 +401,9 @@ def _pipeline(frame, args, rep):
 
 
 def _read(args):
-    frame = read_data(args.data, args.columns, args.dropna, _missing(args))
+    frame = read_data(args.data, args.columns, args.dropna, missing_option(args))
     check_rows_for_k(frame, args.k, f"'{args.data}'")
     return frame
-
-
-def _missing(args):
-    return getattr(args, "missing", "error")  # demo: its data is complete
 
 
 def _describe(frame, args, rep):
