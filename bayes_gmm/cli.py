@@ -16,6 +16,12 @@ Set ``BAYES_GMM_DEBUG=1`` to get the full traceback of a library error instead.
 
 Results are written into a hidden temporary folder next to the target and renamed into
 place at the end, so a failed or interrupted run never leaves a half-written folder.
+
+This module is the entry point: the argument parser, the subcommands and :func:`main`.
+Their parts live in private modules: ``_cli_args`` (the options' values), ``_cli_input``
+(reading and checking the data table), ``_cli_fitting`` (the EM grid and the posterior,
+run and reported), ``_cli_folder`` (the results folder), ``_cli_results`` (the files
+written into it) and ``_cli_report`` (progress, results, warnings and errors).
 """
 
 from __future__ import annotations
@@ -27,13 +33,19 @@ from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 from bayes_gmm._cli_args import (
-    PRIOR_ALIASES,
     missing_option,
     parse_columns,
     parse_covariance,
     parse_k,
     parse_prior,
     positive_int,
+)
+from bayes_gmm._cli_fitting import (
+    check_posterior_supported,
+    fit_posterior,
+    posterior_choice,
+    print_selection,
+    run_grid,
 )
 from bayes_gmm._cli_folder import check_output, results_folder
 from bayes_gmm._cli_input import DELIMITER_NAMES, check_rows_for_k, read_data
@@ -42,11 +54,6 @@ from bayes_gmm._cli_results import (
     diagnostics_text,
     save_selection_outputs,
     write_posterior_outputs,
-)
-from bayes_gmm.structures import (
-    MCLUST_MODELS,
-    canonical_name,
-    get_structure,
 )
 
 __all__ = ["build_parser", "main", "parse_covariance", "parse_k", "read_data"]
@@ -184,197 +191,7 @@ def build_parser():
     return parser
 
 
-# --------------------------------------------------------------------------- pipeline
-
-
-def _prior(name, rep):
-    if name in PRIOR_ALIASES:
-        new = PRIOR_ALIASES[name]
-        rep.warning(f"--prior {name} is deprecated and will be removed; use --prior {new}")
-        name = new
-    if name == "none":
-        return None
-    from bayes_gmm.priors import GaussianMixturePrior
-
-    return GaussianMixturePrior(diagonal_scale="mean" if name == "mclust" else "per_column")
-
-
-def _run_grid(frame, args, rep):
-    from bayes_gmm import select_model
-    from bayes_gmm.selection import default_covariance_types
-
-    types = args.covariance or default_covariance_types(frame.shape[1])
-    n_cells = len(args.k) * len(types)
-    rep.progress(
-        f"selection grid: K in {_k_text(args.k)} x {_types_text(types)} "
-        f"({n_cells} EM fits, criterion {args.criterion.upper()})"
-    )
-    prior = _prior(args.prior, rep)
-    # The frame, not its values: warnings then name columns as the data does.
-    with rep.warnings_as_lines():
-        selection = select_model(
-            frame,
-            n_components=args.k,
-            covariance_types=types,
-            criterion=args.criterion,
-            prior=prior,
-            random_state=args.seed,
-            verbose=rep.bars,
-            missing=missing_option(args),
-        )
-    cov, k = _best(selection, rep)
-    rep.progress(f"grid done: best {cov} with K = {k}")
-    return selection, (cov, k)
-
-
-def failed_cells_text(selection, limit=5):
-    """``"N of M cells failed"`` and the reasons, each with its cells; ``""`` if none failed.
-
-    Parameters
-    ----------
-    selection : ModelSelection
-    limit : int, default=5
-        Distinct reasons shown; more are counted.
-
-    Returns
-    -------
-    str
-    """
-    table = selection.table
-    failed = table[table[selection.criterion].isna()]
-    if failed.empty:
-        return ""
-    lines = [f"{len(failed)} of {len(table)} cells of the grid failed:"]
-    # A reason's first clause; reasons that differ only in the cell's K or in which
-    # components collapsed are one reason (selection.csv keeps them whole).
-    general = (
-        failed["reason"]
-        .fillna("")
-        .astype(str)
-        .str.split(r"; |, e\.g\.|(?<!e\.g)\. ", n=1, regex=True)
-        .str[0]
-        .str.replace(r"\bK=\d+\b", "K", regex=True)
-        .str.replace(r"component\(s\) \[[\d, ]*\]", "component(s)", regex=True)
-    )
-    groups = list(failed.groupby(general.to_numpy(), sort=False))
-    groups.sort(key=lambda item: -len(item[1]))  # the most frequent reasons first
-    for reason, rows in groups[:limit]:
-        lines.append(f"  {_cells_text(rows)}: {reason or 'no reason recorded'}")
-    if len(groups) > limit:
-        lines.append(f"  ... and {len(groups) - limit} other reason(s): see selection.csv")
-    return "\n".join(lines)
-
-
-def _types_text(types):
-    """Structures by name, or "mclust's 14 models" for all of them as the default names them."""
-    return "mclust's 14 models" if tuple(types) == MCLUST_MODELS else ", ".join(types)
-
-
-def _cells_text(rows):
-    """Cells compactly: ``K=4..9 x full, tied`` when they form a grid, else a short list."""
-    ks = sorted({int(k) for k in rows["n_components"]})
-    types = list(dict.fromkeys(rows["covariance_type"]))
-    if len(rows) == len(ks) * len(types) and len(ks) > 1 and len(types) > 1:
-        return f"K={_k_text(ks)} x {_types_text(types)}"
-    cells = [
-        f"{c} K={k}" for c, k in zip(rows["covariance_type"], rows["n_components"], strict=True)
-    ]
-    return ", ".join(cells[:4]) + (f" and {len(cells) - 4} more" if len(cells) > 4 else "")
-
-
-def _posterior_structures(types):
-    return [t for t in types if get_structure(t).posterior_supported]
-
-
-def _check_posterior_supported(types):
-    """``fit`` samples a posterior: fail before the grid if no structure asked for has one."""
-    if types is not None and not _posterior_structures(types):
-        supported = [canonical_name(t) for t in MCLUST_MODELS]
-        supported = [t for t in supported if get_structure(t).posterior_supported]
-        raise CLIError(
-            f"the posterior can be sampled for {', '.join(supported)}, and none of "
-            f"--covariance {','.join(types)} is among them; add one of those, or run "
-            "'bayes-gmm select' for the EM grid alone"
-        )
-
-
-def _posterior_choice(selection, best, criterion, rep):
-    """The best cell whose structure the posterior supports (the grid's best if it is)."""
-    if get_structure(best[0]).posterior_supported:
-        return best
-    choice = selection.best_posterior_params(criterion)
-    if choice is None:
-        raise CLIError(
-            f"the best model, {best[0]} with K = {best[1]}, and every other fitted cell have "
-            "structures whose posterior cannot be sampled; add full, tied, diag or spherical "
-            "to --covariance"
-        )
-    score = selection.table.set_index(["covariance_type", "n_components"]).loc[choice, criterion]
-    rep.result(
-        f"The posterior of {best[0]} is not supported; sampling the best supported model, "
-        f"{choice[0]} with K = {choice[1]} ({criterion.upper()} {score:.2f})."
-    )
-    return choice
-
-
-def _best(selection, rep):
-    if selection.best_params is None:
-        rep.result(failed_cells_text(selection))
-        raise CLIError(
-            "no cell of the selection grid could be fitted (the reasons are listed above); "
-            "try a smaller --k or check the data"
-        )
-    cov, k = selection.best_params
-    return cov, int(k)
-
-
-def _k_text(ks):
-    if len(ks) > 2 and ks == list(range(ks[0], ks[-1] + 1)):
-        return f"{ks[0]}..{ks[-1]}"
-    return ",".join(map(str, ks))
-
-
-def _print_selection(selection, best, criterion, rep):
-    import pandas as pd
-
-    shown = selection.ranking  # the five best rows
-    with pd.option_context("display.width", 120, "display.max_columns", 20):
-        rep.result(f"Model selection ({criterion.upper()}, lower is better), best rows:")
-        if not shown["reason"].astype(str).str.strip().any():
-            shown = shown.drop(columns="reason")
-        rep.result(shown.to_string(float_format=lambda v: f"{v:.2f}"))
-    failed = failed_cells_text(selection)
-    if failed:
-        rep.result("\n" + failed)
-    cov, k = best
-    rep.result(f"\nChosen model: covariance_type={cov!r}, n_components={k}")
-
-
-def _fit_posterior(X, best, args, rep):
-    from bayes_gmm import BayesianGaussianMixture
-    from bayes_gmm.diagnostics import SamplingWarning
-
-    cov, k = best
-    rep.progress(
-        f"posterior: NUTS, {args.chains} chains x ({args.tune} tune + {args.draws} draws) "
-        f"for {cov}, K = {k}"
-    )
-    model = BayesianGaussianMixture(
-        n_components=k,
-        covariance_type=cov,
-        draws=args.draws,
-        tune=args.tune,
-        chains=args.chains,
-        random_state=args.seed,
-        progressbar=rep.bars,
-        missing=missing_option(args),
-    )
-    # Sampling problems are listed with the diagnostics (one "- problem" line each); any
-    # other warning is shown once, on one line.
-    with rep.warnings_as_lines(skip=(SamplingWarning,)):
-        model.fit(X)
-    rep.progress("sampling done")
-    return model
+# --------------------------------------------------------------------------- subcommands
 
 
 def _pipeline(frame, args, rep):
@@ -383,12 +200,12 @@ def _pipeline(frame, args, rep):
 
     from bayes_gmm._display import format_summary
 
-    selection, best = _run_grid(frame, args, rep)
-    _print_selection(selection, best, args.criterion, rep)
-    best = _posterior_choice(selection, best, args.criterion, rep)
+    selection, best = run_grid(frame, args, rep)
+    print_selection(selection, best, args.criterion, rep)
+    best = posterior_choice(selection, best, args.criterion, rep)
     with results_folder(args.out, overwrite=args.overwrite) as folder:
         save_selection_outputs(selection, args.criterion, folder)
-        model = _fit_posterior(frame, best, args, rep)
+        model = fit_posterior(frame, best, args, rep)
         rep.progress(f"writing results into {args.out}")
         summary, diag = write_posterior_outputs(model, frame, folder, rep, args.command)
     with pd.option_context("display.width", 120, "display.max_columns", 20):
@@ -425,8 +242,8 @@ def _run_select(args, rep):
     if args.out is not None:
         check_output(args.out, args.overwrite)  # fail before the grid runs, not after
     _describe(frame, args, rep)
-    selection, best = _run_grid(frame, args, rep)
-    _print_selection(selection, best, args.criterion, rep)
+    selection, best = run_grid(frame, args, rep)
+    print_selection(selection, best, args.criterion, rep)
     if args.out is not None:
         with results_folder(args.out, overwrite=args.overwrite) as folder:
             save_selection_outputs(selection, args.criterion, folder)
@@ -441,7 +258,7 @@ def _default_out(args, stem):
 
 
 def _run_fit(args, rep):
-    _check_posterior_supported(args.covariance)
+    check_posterior_supported(args.covariance)
     frame = _read(args)
     _default_out(args, args.data.with_name(f"{args.data.stem}_bayes_gmm"))
     _describe(frame, args, rep)

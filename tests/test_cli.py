@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bayes_gmm import cli
+from bayes_gmm import _cli_fitting, cli
+from bayes_gmm._cli_fitting import failed_cells_text, posterior_choice
 from bayes_gmm._cli_folder import check_output, results_folder
 from bayes_gmm._cli_report import CLIError, Reporter
 from bayes_gmm.datasets import load_faithful
@@ -93,7 +94,7 @@ def test_fit_refuses_structures_without_a_posterior_before_the_grid(csv, monkeyp
     def boom(*args, **kwargs):
         raise AssertionError("ran the grid")
 
-    monkeypatch.setattr(cli, "_run_grid", boom)
+    monkeypatch.setattr(cli, "run_grid", boom)
     code, _, err = run(["fit", path, "--covariance", ",".join(unsupported)])
     line = one_line_error(err)
     assert code == 1 and "none of --covariance" in line and "bayes-gmm select" in line
@@ -115,9 +116,9 @@ def test_fit_samples_the_best_structure_with_a_posterior():
     out = io.StringIO()
     rep = Reporter(True, stdout=out, stderr=io.StringIO())
     sel = ModelSelection(table, "bic", {("VEV", 2): None}, n_samples=50, n_features=2)
-    assert cli._posterior_choice(sel, ("VEV", 2), "bic", rep) == ("tied", 3)
+    assert posterior_choice(sel, ("VEV", 2), "bic", rep) == ("tied", 3)
     assert "sampling the best supported model, tied with K = 3 (BIC 105.00)" in out.getvalue()
-    assert cli._posterior_choice(sel, ("full", 2), "bic", rep) == ("full", 2)
+    assert posterior_choice(sel, ("full", 2), "bic", rep) == ("full", 2)
 
 
 def test_usage_errors_exit_2():
@@ -358,7 +359,7 @@ def test_existing_output_folder_is_refused_before_any_work(csv, tmp_path, monkey
     def boom(*args, **kwargs):  # the grid must not even start
         raise AssertionError("ran the grid")
 
-    monkeypatch.setattr(cli, "_run_grid", boom)
+    monkeypatch.setattr(cli, "run_grid", boom)
     for command in ("select", "fit"):
         code, _, err = run([command, path, "--out", out])
         line = one_line_error(err)
@@ -382,7 +383,7 @@ def test_unwritable_output_is_refused_before_any_work(csv, tmp_path, monkeypatch
     def boom(*args, **kwargs):
         raise AssertionError("ran the grid")
 
-    monkeypatch.setattr(cli, "_run_grid", boom)
+    monkeypatch.setattr(cli, "run_grid", boom)
     for command in ("select", "fit"):
         code, _, err = run([command, path, "--out", out])
         line = one_line_error(err)
@@ -444,7 +445,7 @@ def test_failed_cells_text_groups_reasons():
         }
     )
     sel = types.SimpleNamespace(table=table, criterion="bic")
-    text = cli.failed_cells_text(sel)
+    text = failed_cells_text(sel)
     assert text.splitlines() == [
         "4 of 5 cells of the grid failed:",
         "  full K=2, tied K=2, full K=3: empty",
@@ -453,21 +454,21 @@ def test_failed_cells_text_groups_reasons():
     # Reasons that differ only in K are one, and a full block of cells is named as one.
     table["reason"] = ["K=1 too big", "K=1 too big", "K=2 too big", "K=2 too big", ""]
     table["bic"] = [np.nan] * 4 + [1.0]
-    assert cli.failed_cells_text(sel).splitlines()[1] == "  K=1,2 x full, tied: K too big"
+    assert failed_cells_text(sel).splitlines()[1] == "  K=1,2 x full, tied: K too big"
     table["bic"] = 1.0
-    assert cli.failed_cells_text(sel) == ""
+    assert failed_cells_text(sel) == ""
 
 
 def test_prior_is_named_conjugate_and_the_old_name_still_works(tmp_path, monkeypatch):
     seen = []
-    real = cli._prior
+    real = _cli_fitting._prior
 
     def spy(name, rep):
         prior = real(name, rep)
         seen.append(prior)
         return prior
 
-    monkeypatch.setattr(cli, "_prior", spy)
+    monkeypatch.setattr(_cli_fitting, "_prior", spy)
     data = tmp_path / "faithful.csv"
     load_faithful().to_csv(data, index=False)
     code, _, err = run(["select", data, "--k", "2", "--covariance", "tied", "--prior", "conjugate"])
@@ -722,7 +723,7 @@ def test_failed_run_leaves_no_folder(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise ValueError("sampler exploded\nsecond line")
 
-    monkeypatch.setattr(cli, "_fit_posterior", broken)
+    monkeypatch.setattr(cli, "fit_posterior", broken)
     code, _, err = run(["fit", data, "--k", "2:3", "--out", tmp_path / "res", "-q", *FAST])
     assert code == 1
     assert one_line_error(err) == "bayes-gmm: error: sampler exploded"
