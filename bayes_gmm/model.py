@@ -54,6 +54,7 @@ __all__ = [
     "PosteriorForm",
     "build_model",
     "component_log_density",
+    "missing_blocks",
     "missing_patterns",
     "mixture_log_density",
     "observed_component_log_density",
@@ -62,12 +63,19 @@ __all__ = [
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 
+# Missing values (missing_blocks): a pattern keeps a graph branch of its own with at least
+# max(MIN_PATTERN_ROWS, PATTERN_FRACTION * n) rows, so at most 1 / PATTERN_FRACTION
+# branches; the other rows are grouped by their number of observed coordinates.
+MIN_PATTERN_ROWS = 100
+PATTERN_FRACTION = 0.05
+
 # Names shared with BayesianGaussianMixture.idata_ and the relabelling.
 COMPONENT, FEATURE, FEATURE_, OBS = "component", "feature", "feature_", "obs"
 _DATA_DIMS = {
     "X_data": (OBS, FEATURE),
     "sample_weight": (OBS,),
     "pattern_order": (OBS,),
+    "pattern_columns": (OBS, "position"),
     "prior_mean": (FEATURE,),
 }
 
@@ -165,17 +173,131 @@ def missing_patterns(X):
     return order, patterns
 
 
+def missing_blocks(X, min_rows=None):
+    """Rows laid out for :func:`observed_mixture_log_density`: frequent patterns, then the
+    rest grouped by how many coordinates they observe.
+
+    A pattern of missing values with at least ``min_rows`` rows (and the complete rows,
+    always) keeps a graph branch of its own; the rows of every rarer pattern go into one
+    group per count ``m`` of observed coordinates (at most ``d - 1`` groups), whose
+    densities are batched over rows. The graph then has at most ``n / min_rows + d``
+    branches, whatever the number of patterns (up to ``2**d - 1``).
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+        NaN = missing; no row entirely NaN.
+    min_rows : int, default=None
+        Rows a pattern needs for its own branch; ``None``:
+        ``max(MIN_PATTERN_ROWS, ceil(PATTERN_FRACTION * n))``. ``1`` gives every pattern a
+        branch (:func:`missing_patterns`' layout).
+
+    Returns
+    -------
+    order : ndarray of shape (n,), int
+        Row indices sorted by block (stable within a block).
+    columns : ndarray of shape (n, d), int
+        Per row (in ``X``'s order), its observed columns in increasing order, then its
+        missing ones: row ``i`` observes ``columns[i, :m_i]``.
+    blocks : tuple of (key, int, int)
+        Each block's key and its rows' span ``start:stop`` in ``order``. The key is a
+        tuple of bool (a pattern's branch: which columns it observes) or an int ``m``
+        (rows of rare patterns observing ``m`` coordinates).
+    """
+    missing = np.isnan(np.asarray(X, dtype=float))
+    n, d = missing.shape
+    if min_rows is None:
+        min_rows = max(MIN_PATTERN_ROWS, int(np.ceil(PATTERN_FRACTION * n)))
+    codes, inverse = np.unique(missing, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    counts = np.bincount(inverse, minlength=codes.shape[0])
+    frequent = (counts >= max(int(min_rows), 1)) | ~codes.any(axis=1)
+    # One sort key per row: a frequent pattern's index, else len(codes) + its missing count.
+    n_missing = missing.sum(axis=1)
+    key = np.where(frequent[inverse], inverse, codes.shape[0] + n_missing)
+    order = np.argsort(key, kind="stable")
+    keys, starts = np.unique(key[order], return_index=True)
+    stops = [*starts[1:], n]
+    blocks = tuple(
+        (
+            tuple(bool(o) for o in ~codes[k]) if k < codes.shape[0] else int(d - (k - len(codes))),
+            int(start),
+            int(stop),
+        )
+        for k, start, stop in zip(keys, starts, stops, strict=True)
+    )
+    columns = np.argsort(missing, axis=1, kind="stable")
+    return order, columns, blocks
+
+
+def _grouped_log_density(x, cols, m, log_weights, means, prec_chol, covariances, sample_weight):
+    """Weighted log mixture density of rows that each observe ``m`` coordinates (PyTensor).
+
+    Row ``i`` observes ``cols[i, :m]`` and misses ``cols[i, m:]``. With ``r = d - m``
+    missing, whichever side is smaller is factorized per row and component:
+
+    - ``m <= r``: the covariance block ``Sigma_k[o, o]`` (batched Cholesky ``L``):
+      ``log N = -m log(2 pi)/2 - log|L| - |L^-1 (x_o - mu_k,o)|^2 / 2``;
+    - ``m > r``: the precision block ``P_k[u, u]`` of the missing coordinates ``u``
+      (Schur complement: ``Sigma_oo^-1 = P_oo - P_ou P_uu^-1 P_uo``). With ``delta`` the
+      row minus the mean, zero on ``u``, and ``C`` the Cholesky factor of ``P_uu``:
+      ``log N = -m log(2 pi)/2 + log|U_k| - log|C| - (delta' P delta - |C^-1 (P delta)_u|^2) / 2``.
+
+    Memory: (K, rows, s, s) arrays with ``s = min(m, d - m) <= d / 2``.
+    """
+    import pytensor.tensor as pt
+    from pytensor.tensor.linalg import cholesky, solve_triangular
+
+    if m <= cols.type.shape[-1] - m:
+        obs = cols[:, :m]  # (rows, m)
+        x_o = pt.take_along_axis(x, obs, axis=1)  # (rows, m), no NaN read
+        delta = x_o[None] - means[:, obs]  # (K, rows, m)
+        block = covariances[:, obs[:, :, None], obs[:, None, :]]  # (K, rows, m, m)
+        chol = cholesky(block, lower=True)
+        z = solve_triangular(chol, delta, lower=True, b_ndim=1)
+        quad = pt.sum(z**2, axis=-1)
+        log_det = pt.sum(pt.log(pt.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
+        log_dens = -0.5 * quad - log_det
+    else:
+        mis = cols[:, m:]  # (rows, r)
+        gone = pt.isnan(x)
+        x0 = pt.where(gone, 0.0, x)
+        delta = pt.where(gone[None], 0.0, x0[None] - means[:, None, :])  # (K, rows, d)
+        t = pt.matmul(delta, prec_chol)  # (K, rows, d): U_k' delta
+        p_delta = pt.matmul(t, pt.swapaxes(prec_chol, -1, -2))  # P_k delta
+        b = p_delta[:, pt.arange(mis.shape[0])[:, None], mis]  # (K, rows, r)
+        precisions = pt.matmul(prec_chol, pt.swapaxes(prec_chol, -1, -2))
+        block = precisions[:, mis[:, :, None], mis[:, None, :]]  # (K, rows, r, r)
+        chol = cholesky(block, lower=True)
+        y = solve_triangular(chol, b, lower=True, b_ndim=1)
+        quad = pt.sum(t**2, axis=-1) - pt.sum(y**2, axis=-1)
+        half_logdet = pt.sum(pt.log(pt.diagonal(prec_chol, axis1=-2, axis2=-1)), axis=-1)
+        log_det = pt.sum(pt.log(pt.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
+        log_dens = -0.5 * quad - log_det + half_logdet[:, None]
+    log_dens = log_dens + log_weights[:, None] - 0.5 * m * LOG_2PI
+    return sample_weight * pt.logsumexp(log_dens, axis=0)
+
+
 def observed_mixture_log_density(
-    value, weights, means, prec_chol, sample_weight, pattern_order, *, patterns
+    value, weights, means, prec_chol, sample_weight, pattern_order, columns=None, *, patterns
 ):
     """Weighted log mixture density of each row's *observed* coordinates, in PyTensor.
 
     The observed variable's logp when ``X`` has missing values (NaN, missing at random):
     the missing coordinates are integrated out, so row ``n`` with observed coordinates
-    ``o`` contributes ``log sum_k weights_k N(x_n,o | means_k,o, Sigma_k,oo)``. Rows are
-    taken pattern by pattern (:func:`missing_patterns`); each pattern's marginal
-    precision factor (the Cholesky factor of ``Sigma_k,oo^-1``) goes into
-    :func:`mixture_log_density`, which the complete pattern uses as it is.
+    ``o`` contributes ``log sum_k weights_k N(x_n,o | means_k,o, Sigma_k,oo)``, exactly.
+    Rows come in blocks (:func:`missing_blocks`):
+
+    - a frequent pattern's rows are one branch: the pattern's marginal precision factor
+      (the Cholesky factor of ``Sigma_k,oo^-1``) goes into :func:`mixture_log_density`,
+      which the complete rows use as it is;
+    - the rows of the rare patterns are grouped by their number ``m`` of observed
+      coordinates, one branch per group: each row's covariance (or, when fewer are
+      missing than observed, precision) block gathered by its column indices
+      (``columns``, data), a batched Cholesky, the Gaussian log density
+      (:func:`_grouped_log_density`). Memory grows with rows x K x min(m, d - m)^2.
+
+    The graph thus has a bounded number of branches whatever the number of patterns.
 
     Parameters
     ----------
@@ -184,10 +306,12 @@ def observed_mixture_log_density(
     weights, means, prec_chol, sample_weight
         As for :func:`mixture_log_density`.
     pattern_order : tensor of shape (n,), int
-        ``missing_patterns(X)[0]`` (a ``pm.Data``, so the compiled graph holds no row
+        ``missing_blocks(X)[0]`` (a ``pm.Data``, so the compiled graph holds no row
         indices).
+    columns : tensor of shape (n, d), int, default=None
+        ``missing_blocks(X)[1]``; needed when ``patterns`` has grouped rows.
     patterns : tuple
-        ``missing_patterns(X)[1]``: the graph has one branch per pattern.
+        ``missing_blocks(X)[2]`` (or ``missing_patterns(X)[1]``: one branch per pattern).
 
     Returns
     -------
@@ -198,16 +322,22 @@ def observed_mixture_log_density(
 
     weights, means, prec_chol = _core(weights, 1), _core(means, 2), _core(prec_chol, 3)
     # Static row counts: JAX needs every slice and reshape to have a concrete shape.
-    n, d = patterns[-1][2], len(patterns[0][0])
+    n = patterns[-1][2]
+    d = next((len(key) for key, _, _ in patterns if isinstance(key, tuple)), None)
+    d = d or value.type.shape[-1] or (columns.type.shape[-1] if columns is not None else None)
+    if d is None:
+        raise ValueError("observed_mixture_log_density needs the static number of features.")
     order = pt.specify_shape(pt.cast(pattern_order, "int64"), (n,))
     rows = pt.specify_shape(value, (n, d))[order]
     row_weights = pt.specify_shape(sample_weight, (n,))[order]
+    if columns is not None:
+        row_columns = pt.specify_shape(pt.cast(_core(columns, 2), "int64"), (n, d))[order]
     covariances = None
     parts = []
-    for observed, start, stop in patterns:
+    for key, start, stop in patterns:
         x = pt.specify_shape(rows[start:stop], (stop - start, d))
         w = pt.specify_shape(row_weights[start:stop], (stop - start,))
-        if all(observed):  # complete rows: the complete-data density as it is
+        if isinstance(key, tuple) and all(key):  # complete rows: the complete-data density
             parts.append(mixture_log_density(x, weights, means, prec_chol, w))
             continue
         if covariances is None:
@@ -217,12 +347,22 @@ def observed_mixture_log_density(
                 lower=True, b_ndim=2,
             )  # fmt: skip
             covariances = pt.matmul(pt.swapaxes(U_inv, -1, -2), U_inv)
-        cols = np.flatnonzero(observed)
+        if not isinstance(key, tuple):
+            if columns is None:
+                raise ValueError("Grouped rows need the rows' column indices (columns=).")
+            cols = pt.specify_shape(row_columns[start:stop], (stop - start, d))
+            parts.append(
+                _grouped_log_density(
+                    x, cols, int(key), pt.log(weights), means, prec_chol, covariances, w
+                )
+            )
+            continue
+        cols = np.flatnonzero(key)
         sigma_oo = covariances[:, cols][:, :, cols]
         marginal_chol = cholesky(inv(sigma_oo), lower=True)
         parts.append(mixture_log_density(x[:, cols], weights, means[:, cols], marginal_chol, w))
-    by_pattern = pt.concatenate(parts) if len(parts) > 1 else parts[0]
-    return pt.set_subtensor(pt.zeros((n,), dtype=by_pattern.dtype)[order], by_pattern)
+    by_block = pt.concatenate(parts) if len(parts) > 1 else parts[0]
+    return pt.set_subtensor(pt.zeros((n,), dtype=by_block.dtype)[order], by_block)
 
 
 def _mixture_random(weights, means, prec_chol, sample_weight, rng=None, size=None):
@@ -245,7 +385,7 @@ def _mixture_random(weights, means, prec_chol, sample_weight, rng=None, size=Non
 
 
 def _observed_mixture_random(
-    weights, means, prec_chol, sample_weight, pattern_order, rng=None, size=None
+    weights, means, prec_chol, sample_weight, pattern_order, columns, rng=None, size=None
 ):
     """Complete rows from the mixture: the model does not say which values go missing."""
     return _mixture_random(weights, means, prec_chol, sample_weight, rng=rng, size=size)
@@ -781,8 +921,9 @@ def build_model(
         resolved = prior.resolve(X_full, K, covariance_type, sample_weight=w)
     values = model_data(X, w, resolved, covariance_type)
     if missing:
-        order, patterns = missing_patterns(X)
+        order, columns, patterns = missing_blocks(X)
         values["pattern_order"] = order
+        values["pattern_columns"] = columns
     features = [f"x{j}" for j in range(d)] if feature_names is None else list(feature_names)
     coords = {
         COMPONENT: np.arange(K),
@@ -792,6 +933,8 @@ def build_model(
     }
     if d > 1:
         coords["tril"] = _tril_labels(d, features)
+    if missing:
+        coords["position"] = np.arange(d)
 
     with pm.Model(coords=coords) as model:
         # pm.Data refuses NaN (it points to PyMC's imputation, which samples every missing
@@ -819,11 +962,11 @@ def build_model(
         }
         extra = ()
         if missing:  # the rows' pattern order too; the density of their observed values
-            extra = (data["pattern_order"],)
+            extra = (data["pattern_order"], data["pattern_columns"])
             density = {
                 "logp": partial(observed_mixture_log_density, patterns=patterns),
                 "random": _observed_mixture_random,
-                "signature": "(k),(k,d),(k,d,d),(),()->(d)",
+                "signature": "(k),(k,d),(k,d,d),(),(),(d)->(d)",
             }
         pm.CustomDist(
             "X",
@@ -889,9 +1032,11 @@ def component_log_density(X, weights, means, prec_chol):
 def observed_component_log_density(X, weights, means, prec_chol):
     """:func:`component_log_density` of each row's observed coordinates (NaN = missing).
 
-    The numpy counterpart of :func:`observed_mixture_log_density`: per pattern of missing
-    values, the marginal precision factor of the observed coordinates goes into
-    :func:`component_log_density`; complete rows use it as they are.
+    The numpy counterpart of :func:`observed_mixture_log_density`, equal to it (to
+    rounding) whatever its layout of rows: per pattern of missing values, the marginal
+    precision factor of the observed coordinates goes into :func:`component_log_density`;
+    complete rows use it as they are. (A Python loop over the patterns, not a graph: the
+    number of patterns costs no compile time here.)
 
     Parameters
     ----------

@@ -21,6 +21,7 @@ from bayes_gmm.model import (
     POSTERIOR_FORMS,
     build_model,
     component_log_density,
+    missing_blocks,
     missing_patterns,
     mixture_log_density,
     observed_component_log_density,
@@ -209,3 +210,135 @@ def test_complete_numpy_twin_is_unchanged_without_nan():
     np.testing.assert_array_equal(
         observed_component_log_density(X, w, m, U), component_log_density(X, w, m, U)
     )
+
+
+# --------------------------------------------------------------------------- many patterns
+
+
+def _many_patterns(n=400, d=6, fraction=0.3, seed=0):
+    """Mixture parameters and data with dozens of missingness patterns, some rare."""
+    rng = np.random.default_rng(seed)
+    K = 3
+    weights = rng.dirichlet(np.ones(K) * 3)
+    means = rng.normal(size=(K, d))
+    prec_chol = np.tril(rng.normal(size=(K, d, d)) * 0.3) + 1.5 * np.eye(d)
+    X = _holes(rng.normal(size=(n, d)) * 2.0, fraction, seed)
+    return X, rng.uniform(0.5, 2.0, n), weights, means, prec_chol
+
+
+def _grouped_function(X, min_rows):
+    """The observed density and its gradient (weights, means, factors), rows in blocks."""
+    d = X.shape[1]
+    value, order, cols = pt.tensor("v", shape=(None, d)), pt.lvector("o"), pt.lmatrix("c")
+    args = (pt.vector("w"), pt.matrix("m"), pt.tensor3("U"), pt.vector("sw"))
+    order_v, cols_v, blocks = missing_blocks(X, min_rows)
+    out = observed_mixture_log_density(value, *args, order, cols, patterns=blocks)
+    grads = pytensor.grad(out.sum(), list(args[:3]))
+    f = pytensor.function([value, *args, order, cols], [out, *grads], mode=MODE)
+    return lambda *params: f(X, *params, order_v, cols_v), blocks
+
+
+def test_rows_of_rare_patterns_grouped_give_the_per_pattern_density():
+    X, sw, weights, means, prec_chol = _many_patterns()
+    n_patterns = len(missing_patterns(X)[1])
+    assert n_patterns >= 40
+
+    def per_pattern(w, m, U):  # the numpy twin: one marginal factor per pattern
+        dens = observed_component_log_density(X, w[None], m[None], U[None])[0]
+        return sw * np.logaddexp.reduce(dens, axis=1)
+
+    expected = per_pattern(weights, means, prec_chol)
+    rng = np.random.default_rng(3)
+    params = (weights, means, prec_chol)
+    directions = [rng.normal(size=p.shape) for p in params]
+    directions[2] = np.tril(directions[2])
+    results = []
+    # 15 rows: frequent patterns keep their branch, the rest grouped; then every pattern
+    # grouped (both sides: covariance blocks where m <= d - m, precision blocks beyond).
+    for min_rows in (15, 10**9):
+        f, blocks = _grouped_function(X, min_rows)
+        assert any(isinstance(key, int) for key, _, _ in blocks)
+        assert len(blocks) < n_patterns
+        value, *grads = f(weights, means, prec_chol, sw)
+        np.testing.assert_allclose(value, expected, rtol=1e-10, atol=1e-10)
+        for i, (g, direction) in enumerate(zip(grads, directions, strict=True)):
+            h = 1e-5
+            shifted = [list(params), list(params)]
+            shifted[0][i] = params[i] + h * direction
+            shifted[1][i] = params[i] - h * direction
+            fd = (per_pattern(*shifted[0]).sum() - per_pattern(*shifted[1]).sum()) / (2 * h)
+            np.testing.assert_allclose(np.sum(g * direction), fd, rtol=1e-6)
+        results.append(grads)
+    # The two layouts' gradients agree (on the factors' lower triangles: the upper ones are
+    # not parameters, and each form reads them differently).
+    for a, b in zip(*results, strict=True):
+        mask = np.tril(np.ones(a.shape[-2:], dtype=bool)) if a.ndim == 3 else True
+        np.testing.assert_allclose(np.where(mask, a, 0.0), np.where(mask, b, 0.0), rtol=1e-9)
+
+
+def _graph_size(X):
+    import pytensor.graph.traversal as traversal
+
+    d = X.shape[1]
+    args = (pt.vector("w"), pt.matrix("m"), pt.tensor3("U"), pt.vector("sw"))
+    value, order, cols = pt.tensor("v", shape=(None, d)), pt.lvector("o"), pt.lmatrix("c")
+    sizes = {}
+    for name, patterns in (
+        ("per_pattern", missing_patterns(X)[1]),
+        ("blocks", missing_blocks(X)[2]),
+    ):
+        out = observed_mixture_log_density(value, *args, order, cols, patterns=patterns)
+        inputs = [v for v in traversal.ancestors([out]) if v.owner is None]
+        sizes[name] = len(traversal.io_toposort(inputs, [out]))
+    return sizes
+
+
+def test_many_patterns_make_a_bounded_graph():
+    from bayes_gmm import model as model_module
+
+    rng = np.random.default_rng(0)
+    d = 8
+    sizes = []
+    for n in (2000, 20000):
+        X = _holes(rng.normal(size=(n, d)), 0.15, seed=n)
+        order, columns, blocks = missing_blocks(X)
+        assert len(blocks) <= 1 / model_module.PATTERN_FRACTION + d - 1
+        np.testing.assert_array_equal(np.sort(order), np.arange(n))
+        observed = ~np.isnan(X)
+        counts = observed.sum(axis=1)
+        for key, start, stop in blocks:  # each row's observed columns come first
+            rows = order[start:stop]
+            if isinstance(key, int):
+                assert (counts[rows] == key).all()
+            else:
+                assert (observed[rows] == np.array(key)).all()
+            first = np.take_along_axis(observed[rows], columns[rows], axis=1)
+            assert (first[:, : counts[rows].min()]).all()
+        sizes.append(_graph_size(X))
+    # Hundreds of patterns: one branch each before, a bounded number now.
+    assert len(missing_patterns(X)[1]) > 150
+    assert sizes[1]["per_pattern"] > 5 * sizes[1]["blocks"]
+    assert sizes[1]["blocks"] < 2 * sizes[0]["blocks"]
+    model = build_model(X[:3000], 2, "full")
+    assert model["pattern_columns"].get_value().shape == (3000, d)
+
+
+def test_fit_with_many_patterns_in_eight_dimensions():
+    X = make_mixture(600, 2, 8, separation=6.0, random_state=5)[0]
+    Xm = _holes(X, 0.15, seed=2)
+    assert len(missing_patterns(Xm)[1]) > 60
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = BayesianGaussianMixture(
+            2, covariance_type="full", missing="em", draws=150, tune=150, chains=2,
+            random_state=0,
+        ).fit(Xm)  # fmt: skip
+    post = fit.idata_["posterior"]
+    sd = post["means"].std(("chain", "draw"))
+    chain_means = post["means"].mean("draw")
+    # Both chains found the same mode, near the EM estimate with missing values.
+    assert float((abs(chain_means[0] - chain_means[1]) / sd).max()) < 1.0
+    em = np.asarray(fit.idata_["em_estimate"]["means"])
+    assert float((abs(post["means"].mean(("chain", "draw")) - em) / sd).max()) < 1.0
+    assert int(fit.idata_["sample_stats"]["diverging"].sum()) <= 3
+    assert fit.predict_proba(Xm).shape == (600, 2)
