@@ -230,50 +230,84 @@ def missing_blocks(X, min_rows=None):
     return order, columns, blocks
 
 
+# Blocks of at most this size are factorized in unrolled elementwise operations over
+# (components, rows) arrays (XLA fuses them; a batched LAPACK call per tiny matrix is
+# several times slower per gradient); larger ones by batched Cholesky and solve.
+UNROLLED_MAX = 4
+
+
+def _log_det_and_quad(block, b, s):
+    """``log|L|`` and ``|L^-1 b|^2`` with ``L`` the Cholesky factor of each ``block``.
+
+    ``block`` (..., s, s) symmetric positive definite, ``b`` (..., s).
+    """
+    import pytensor.tensor as pt
+    from pytensor.tensor.linalg import cholesky, solve_triangular
+
+    if s > UNROLLED_MAX:
+        chol = cholesky(block, lower=True)
+        z = solve_triangular(chol, b, lower=True, b_ndim=1)
+        log_det = pt.sum(pt.log(pt.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
+        return log_det, pt.sum(z**2, axis=-1)
+    L = {}
+    for j in range(s):
+        L[j, j] = pt.sqrt(block[..., j, j] - sum((L[j, k] ** 2 for k in range(j)), 0.0))
+        for i in range(j + 1, s):
+            inner = sum((L[i, k] * L[j, k] for k in range(j)), 0.0)
+            L[i, j] = (block[..., i, j] - inner) / L[j, j]
+    z = []
+    for i in range(s):
+        z.append((b[..., i] - sum((L[i, k] * z[k] for k in range(i)), 0.0)) / L[i, i])
+    log_det = sum(pt.log(L[j, j]) for j in range(s))
+    return log_det, sum(zi**2 for zi in z)
+
+
 def _grouped_log_density(x, cols, m, log_weights, means, prec_chol, covariances, sample_weight):
     """Weighted log mixture density of rows that each observe ``m`` coordinates (PyTensor).
 
     Row ``i`` observes ``cols[i, :m]`` and misses ``cols[i, m:]``. With ``r = d - m``
     missing, whichever side is smaller is factorized per row and component:
 
-    - ``m <= r``: the covariance block ``Sigma_k[o, o]`` (batched Cholesky ``L``):
+    - ``m <= r``: the covariance block ``Sigma_k[o, o]`` (Cholesky factor ``L``):
       ``log N = -m log(2 pi)/2 - log|L| - |L^-1 (x_o - mu_k,o)|^2 / 2``;
     - ``m > r``: the precision block ``P_k[u, u]`` of the missing coordinates ``u``
       (Schur complement: ``Sigma_oo^-1 = P_oo - P_ou P_uu^-1 P_uo``). With ``delta`` the
       row minus the mean, zero on ``u``, and ``C`` the Cholesky factor of ``P_uu``:
       ``log N = -m log(2 pi)/2 + log|U_k| - log|C| - (delta' P delta - |C^-1 (P delta)_u|^2) / 2``.
 
-    Memory: (K, rows, s, s) arrays with ``s = min(m, d - m) <= d / 2``.
+    Blocks are gathered with one-hot selection matrices of the rows' columns (data:
+    matrix products, whose gradients are matrix products too). Memory: (K, rows, s, d)
+    arrays with ``s = min(m, d - m) <= d / 2``.
     """
     import pytensor.tensor as pt
-    from pytensor.tensor.linalg import cholesky, solve_triangular
 
-    if m <= cols.type.shape[-1] - m:
-        obs = cols[:, :m]  # (rows, m)
-        x_o = pt.take_along_axis(x, obs, axis=1)  # (rows, m), no NaN read
-        delta = x_o[None] - means[:, obs]  # (K, rows, m)
-        block = covariances[:, obs[:, :, None], obs[:, None, :]]  # (K, rows, m, m)
-        chol = cholesky(block, lower=True)
-        z = solve_triangular(chol, delta, lower=True, b_ndim=1)
-        quad = pt.sum(z**2, axis=-1)
-        log_det = pt.sum(pt.log(pt.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
-        log_dens = -0.5 * quad - log_det
+    d = cols.type.shape[-1]
+    gone = pt.isnan(x)
+    x0 = pt.where(gone, 0.0, x)
+    one_hot = pt.eq(cols[:, :, None], pt.arange(d)[None, None, :]).astype(x.dtype)  # (n, d, d)
+    if m <= d - m:
+        select = one_hot[:, :m]  # (rows, m, d), data only
+        s = m
+        delta = pt.sum(select[None] * (x0[None] - means[:, None, :])[:, :, None, :], axis=-1)
+        matrix = covariances
+        extra = 0.0
+        quad_sign = 1.0
+        quad_full = 0.0
     else:
-        mis = cols[:, m:]  # (rows, r)
-        gone = pt.isnan(x)
-        x0 = pt.where(gone, 0.0, x)
-        delta = pt.where(gone[None], 0.0, x0[None] - means[:, None, :])  # (K, rows, d)
-        t = pt.matmul(delta, prec_chol)  # (K, rows, d): U_k' delta
+        select = one_hot[:, m:]  # (rows, r, d)
+        s = d - m
+        centred = pt.where(gone[None], 0.0, x0[None] - means[:, None, :])  # (K, rows, d)
+        t = pt.matmul(centred, prec_chol)  # (K, rows, d): U_k' delta
         p_delta = pt.matmul(t, pt.swapaxes(prec_chol, -1, -2))  # P_k delta
-        b = p_delta[:, pt.arange(mis.shape[0])[:, None], mis]  # (K, rows, r)
-        precisions = pt.matmul(prec_chol, pt.swapaxes(prec_chol, -1, -2))
-        block = precisions[:, mis[:, :, None], mis[:, None, :]]  # (K, rows, r, r)
-        chol = cholesky(block, lower=True)
-        y = solve_triangular(chol, b, lower=True, b_ndim=1)
-        quad = pt.sum(t**2, axis=-1) - pt.sum(y**2, axis=-1)
-        half_logdet = pt.sum(pt.log(pt.diagonal(prec_chol, axis1=-2, axis2=-1)), axis=-1)
-        log_det = pt.sum(pt.log(pt.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
-        log_dens = -0.5 * quad - log_det + half_logdet[:, None]
+        delta = pt.sum(select[None] * p_delta[:, :, None, :], axis=-1)  # (K, rows, r)
+        matrix = pt.matmul(prec_chol, pt.swapaxes(prec_chol, -1, -2))
+        extra = pt.sum(pt.log(pt.diagonal(prec_chol, axis1=-2, axis2=-1)), axis=-1)[:, None]
+        quad_sign = -1.0
+        quad_full = pt.sum(t**2, axis=-1)
+    # select M_k select': (K, rows, s, s)
+    block = pt.matmul(pt.matmul(select[None], matrix[:, None]), pt.swapaxes(select, -1, -2)[None])
+    log_det, quad = _log_det_and_quad(block, delta, s)
+    log_dens = extra - log_det - 0.5 * (quad_full + quad_sign * quad)
     log_dens = log_dens + log_weights[:, None] - 0.5 * m * LOG_2PI
     return sample_weight * pt.logsumexp(log_dens, axis=0)
 

@@ -238,7 +238,9 @@ def _grouped_function(X, min_rows):
     return lambda *params: f(X, *params, order_v, cols_v), blocks
 
 
-def test_rows_of_rare_patterns_grouped_give_the_per_pattern_density():
+def test_rows_of_rare_patterns_grouped_give_the_per_pattern_density(monkeypatch):
+    from bayes_gmm import model as model_module
+
     X, sw, weights, means, prec_chol = _many_patterns()
     n_patterns = len(missing_patterns(X)[1])
     assert n_patterns >= 40
@@ -254,8 +256,10 @@ def test_rows_of_rare_patterns_grouped_give_the_per_pattern_density():
     directions[2] = np.tril(directions[2])
     results = []
     # 15 rows: frequent patterns keep their branch, the rest grouped; then every pattern
-    # grouped (both sides: covariance blocks where m <= d - m, precision blocks beyond).
-    for min_rows in (15, 10**9):
+    # grouped (both sides: covariance blocks where m <= d - m, precision blocks beyond),
+    # blocks factorized unrolled, then by batched Cholesky.
+    for min_rows, unrolled in ((15, 4), (10**9, 4), (10**9, 0)):
+        monkeypatch.setattr(model_module, "UNROLLED_MAX", unrolled)
         f, blocks = _grouped_function(X, min_rows)
         assert any(isinstance(key, int) for key, _, _ in blocks)
         assert len(blocks) < n_patterns
@@ -271,7 +275,7 @@ def test_rows_of_rare_patterns_grouped_give_the_per_pattern_density():
         results.append(grads)
     # The two layouts' gradients agree (on the factors' lower triangles: the upper ones are
     # not parameters, and each form reads them differently).
-    for a, b in zip(*results, strict=True):
+    for a, b in zip(results[0], results[2], strict=True):
         mask = np.tril(np.ones(a.shape[-2:], dtype=bool)) if a.ndim == 3 else True
         np.testing.assert_allclose(np.where(mask, a, 0.0), np.where(mask, b, 0.0), rtol=1e-9)
 
