@@ -329,7 +329,8 @@ def observed_mixture_log_density(
       coordinates, one branch per group: each row's covariance (or, when fewer are
       missing than observed, precision) block gathered by its column indices
       (``columns``, data), a batched Cholesky, the Gaussian log density
-      (:func:`_grouped_log_density`). Memory grows with rows x K x min(m, d - m)^2.
+      (:func:`_grouped_log_density`). Memory grows with rows x K x min(m, d - m) x d,
+      unbounded in the rows (no chunking).
 
     The graph thus has a bounded number of branches whatever the number of patterns.
 
