@@ -28,7 +28,6 @@ import numpy as np
 from bayes_gmm.structures import (
     get_layout,
     get_structure,
-    layout_of,
 )
 
 _LOG_2PI = np.log(2.0 * np.pi)
@@ -67,7 +66,6 @@ def chunk_rows(n_samples, n_components, n_features, covariance_type="full"):
 
     The widest temporaries are the (rows, K) responsibilities and the (rows, m) features.
     """
-    covariance_type = layout_of(covariance_type)
     width = max(n_components, feature_width(n_features, covariance_type))
     return int(max(256, min(n_samples, CHUNK_ELEMENTS // max(1, width))))
 
@@ -147,7 +145,6 @@ def single_threaded():
 
 def blas_threads_for(n_components, n_features, covariance_type):
     """:func:`single_threaded` for small problems, no change for large ones."""
-    covariance_type = layout_of(covariance_type)
     if feature_width(n_features, covariance_type) * n_components > SMALL_PROBLEM_WORK:
         return contextlib.nullcontext()
     return single_threaded()

@@ -161,15 +161,7 @@ def missing_patterns(X):
         Per pattern, which columns it observes and its rows' span ``start:stop`` in
         ``order``.
     """
-    missing = np.isnan(np.asarray(X, dtype=float))
-    codes, inverse = np.unique(missing, axis=0, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    order = np.argsort(inverse, kind="stable")
-    bounds = np.searchsorted(inverse[order], np.arange(codes.shape[0] + 1))
-    patterns = tuple(
-        (tuple(bool(o) for o in ~code), int(bounds[p]), int(bounds[p + 1]))
-        for p, code in enumerate(codes)
-    )
+    order, _, patterns = missing_blocks(X, min_rows=1)  # every pattern a branch of its own
     return order, patterns
 
 

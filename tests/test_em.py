@@ -622,6 +622,35 @@ def test_prior_handles_collinear_and_constant_data(ctype):
         assert np.all(np.isfinite(gm.score_samples(X)))
 
 
+def test_fit_split_over_workers_keeps_one_blas_thread_throughout(monkeypatch):
+    """Where the E-step splits the rows over worker threads, the M-steps between E-steps
+    run on one BLAS thread too (multi-threaded BLAS there left its threads spinning on
+    the workers' cores); a fit on one worker leaves BLAS's threads to BLAS."""
+    from threadpoolctl import threadpool_info
+
+    from bayes_gmm import _gaussian
+
+    X, _ = three_blobs(n=6000, seed=18)
+    monkeypatch.setattr(_gaussian, "CHUNK_ELEMENTS", 512)  # 256-row chunks: 24 of them
+    monkeypatch.setattr(_gaussian, "SMALL_PROBLEM_WORK", 0)  # not "small": no limit of its own
+    seen = []
+    m_step = _gaussian.from_summaries
+
+    def spy(*args, **kwargs):
+        seen.append(max(info["num_threads"] for info in threadpool_info()))
+        return m_step(*args, **kwargs)
+
+    monkeypatch.setattr(_gaussian, "from_summaries", spy)
+    threads = {}
+    for workers in (1, 2):
+        monkeypatch.setattr(_gaussian, "N_WORKERS", workers)
+        seen.clear()
+        GaussianMixture(3, random_state=0, max_iter=5, tol=0).fit(X)
+        threads[workers] = set(seen)
+    assert threads[2] == {1}
+    assert threads[1] == {max(info["num_threads"] for info in threadpool_info())}
+
+
 @pytest.mark.parametrize("ctype", COVARIANCE_TYPES)
 def test_threaded_e_step_equals_sequential(ctype, monkeypatch):
     from bayes_gmm import _gaussian
