@@ -275,9 +275,8 @@ def _reduce_over(ufunc, a, axis):
     The component axis is short (K): numpy's reduction over a short innermost axis (the
     posterior's (draws, rows, K) blocks) runs 3-4x slower than K - 1 elementwise passes.
     Over any other axis (EM's (K, rows) chunks) numpy's own reduction makes the same
-    passes without a Python call per component, which costs EM's many chunks: on
-    benchmarks/bench_em.py's full case (K = 16, 214 chunks per E-step) the fit took
-    1.75 s of CPU against 2.03 s with the passes (commit ddd2f55).
+    passes without a Python call per component, which costs EM's many chunks (measured
+    on benchmarks/bench_em.py's full case, K = 16, 214 chunks per E-step: commit ddd2f55).
     """
     if axis % a.ndim != a.ndim - 1:
         return ufunc.reduce(a, axis=axis, keepdims=True)

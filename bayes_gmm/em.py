@@ -522,8 +522,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         if X_missing is None and g.n_workers(n_samples, rows) > 1:
             # The E-step's worker threads run one BLAS thread each. A multi-threaded BLAS
             # call anywhere in the fit (the centre, the M-step) leaves its threads spinning
-            # for a while on the cores the workers need: bench_em's diag case took 142 ms
-            # per fit against 89 ms with one BLAS thread throughout.
+            # for a while on the cores the workers need (README, bench_em's footnote).
             threads = g.single_threaded()
         else:
             threads = g.blas_threads_for(K, n_features, ctype)
