@@ -12,9 +12,11 @@ Here the rows' log densities are one node, :class:`MixtureRows` (an inline
 and PyTensor's gradient see ordinary operations). The sampler (:mod:`bayes_gmm.sampling`)
 replaces the sum of that node by :class:`MixtureTotal`, whose JAX form computes the value
 and the gradient with respect to ``C`` and ``o`` in one pass over the rows, in blocks
-that stay in cache. The gradient is returned through a ``custom_jvp`` rule, so reverse
-mode (NUTS) and forward-over-reverse (the Laplace metric's Hessian-vector products) both
-work.
+that stay in cache. From :data:`NATIVE_MIN_ROWS` rows that pass is the compiled CPU kernel
+of :mod:`bayes_gmm._native` (an XLA custom call, faster than XLA's own code for these thin
+products: see the README's speed table) wherever a C++ compiler can build it, and the JAX
+form elsewhere. The gradient is returned through a ``custom_jvp`` rule, so reverse mode
+(NUTS) and forward-over-reverse (the Laplace metric's Hessian-vector products) both work.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ __all__ = ["MixtureRows", "MixtureTotal", "fuse_mixture_sums", "mixture_rows", "
 # Rows per block of the fused pass: the block's features (q x CHUNK_ROWS doubles) and its
 # (K x CHUNK_ROWS) densities stay in the core's cache between the two products.
 CHUNK_ROWS = 4096
+# From this many rows the pass runs in the compiled kernel (bayes_gmm._native) where it
+# can be built. Below, a gradient costs microseconds either way, and a first fit on a new
+# machine would wait for the kernel's build (seconds, once per machine) for nothing.
+NATIVE_MIN_ROWS = 2048
 
 
 def _rows_expression(coef, offset, features, sample_weight):
@@ -136,18 +142,30 @@ def _jax_total():
             acc = tuple(a + b for a, b in zip(acc, rest, strict=True))
         return acc
 
+    native = []  # the compiled pass, looked up on the first trace that wants it
+
+    def fused_pass(coef, offset, features, sample_weight):
+        if features.shape[1] >= NATIVE_MIN_ROWS and all(
+            v.dtype == jnp.float64 for v in (coef, offset, features, sample_weight)
+        ):
+            if not native:
+                native.append(_native_pass(value_and_gradients))
+            if native[0] is not None:
+                return native[0](coef, offset, features, sample_weight)
+        return value_and_gradients(coef, offset, features, sample_weight)
+
     def plain(coef, offset, features, sample_weight):
         log_dens = coef @ features + offset[:, None]
         return jnp.sum(sample_weight * jax.nn.logsumexp(log_dens, axis=0))
 
     @jax.custom_jvp
     def mixture_total(coef, offset, features, sample_weight):
-        return value_and_gradients(coef, offset, features, sample_weight)[0]
+        return fused_pass(coef, offset, features, sample_weight)[0]
 
     def tangent_of(primals, tangents):
         coef, offset, features, sample_weight = primals
         t_coef, t_offset, t_features, t_weight = tangents
-        value, d_coef, d_offset = value_and_gradients(*primals)
+        value, d_coef, d_offset = fused_pass(*primals)
         out = jnp.zeros_like(value)
         if not isinstance(t_coef, SymbolicZero):
             out = out + jnp.sum(d_coef * t_coef)
@@ -168,6 +186,32 @@ def _jax_total():
 
     mixture_total.defjvp(tangent_of, symbolic_zeros=True)
     return mixture_total
+
+
+def _native_pass(jax_form):
+    """The fused pass as the compiled kernel's XLA custom call, or ``None`` where the
+    kernel cannot be built. Its derivative (only the Laplace metric's Hessian-vector
+    products take one) is that of ``jax_form``, the same pass written in JAX."""
+    import jax
+
+    from bayes_gmm._native import mixture_total_target
+
+    target = mixture_total_target()
+    if target is None:
+        return None
+
+    @jax.custom_jvp
+    def native(coef, offset, features, sample_weight):
+        shapes = (
+            jax.ShapeDtypeStruct((), coef.dtype),
+            jax.ShapeDtypeStruct(coef.shape, coef.dtype),
+            jax.ShapeDtypeStruct(offset.shape, offset.dtype),
+        )
+        call = jax.ffi.ffi_call(target, shapes, vmap_method="sequential")
+        return tuple(call(coef, offset, features, sample_weight))
+
+    native.defjvp(lambda primals, tangents: jax.jvp(jax_form, primals, tangents))
+    return native
 
 
 def register_jax():

@@ -284,6 +284,7 @@ def main(argv=None):
             NUMBA_CACHE_DIR=os.path.join(root, "numba"),
             PYTENSOR_FLAGS=f"base_compiledir={os.path.join(root, 'pytensor')}",
             BAYES_GMM_JAX_CACHE=os.path.join(root, "jax"),
+            BAYES_GMM_KERNEL_CACHE=os.path.join(root, "kernels"),
         )
         print("\nours, one fit in a fresh process (launch = imports + whole fit, seconds)")
         for label in ("cold", "warm"):

@@ -1,6 +1,11 @@
 """The fused mixture total NUTS differentiates equals the plain expression it replaces:
-value, gradient, Hessian-vector products, in one block or many, and in the model."""
+value, gradient, Hessian-vector products, in one block or many, and in the model; the
+compiled kernel of the same pass equals its JAX form."""
 
+import os
+import shutil
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -30,12 +35,24 @@ def _plain(coef, offset, features, weights):
     return jnp.sum(weights * jax.nn.logsumexp(coef @ features + offset[:, None], axis=0))
 
 
-# One block; several whole blocks; whole blocks and a remainder.
-@pytest.mark.parametrize("n", [50, 3 * _mixture_op.CHUNK_ROWS, 3 * _mixture_op.CHUNK_ROWS + 17])
-def test_fused_total_value_gradient_and_hessian(n):
+def _compiler_missing():
+    return shutil.which(os.environ.get("CXX") or "g++") is None
+
+
+# One block; several whole blocks; whole blocks and a remainder; each size above
+# NATIVE_MIN_ROWS through the compiled kernel (where it builds) and through the JAX form.
+_LARGE = (3 * _mixture_op.CHUNK_ROWS, 3 * _mixture_op.CHUNK_ROWS + 17)
+
+
+@pytest.mark.parametrize(
+    ("n", "native"), [(50, False)] + [(n, native) for n in _LARGE for native in (True, False)]
+)
+def test_fused_total_value_gradient_and_hessian(n, native, monkeypatch):
     import jax
     import jax.numpy as jnp
 
+    if not native:
+        monkeypatch.setattr(_mixture_op, "NATIVE_MIN_ROWS", sys.maxsize)
     _setup_jax()
     _mixture_op.register_jax()
     fused = _mixture_op._REGISTERED[0]
@@ -60,6 +77,87 @@ def test_fused_total_value_gradient_and_hessian(n):
     ]
     for got, expected in zip(*hvps, strict=True):
         np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-9)
+
+
+def _numpy_pass(coef, offset, features, weights):
+    log_dens = coef @ features + offset[:, None]
+    top = log_dens.max(axis=0)
+    scaled = np.exp(log_dens - top)
+    norm = scaled.sum(axis=0)
+    resp = scaled * (weights / norm)
+    return (weights * (top + np.log(norm))).sum(), resp @ features.T, resp.sum(axis=1)
+
+
+@pytest.mark.skipif(_compiler_missing(), reason="no C++ compiler: the JAX form is used")
+@pytest.mark.parametrize(
+    ("K", "q", "n"),
+    # K around the kernel's register groups of 4; n below, at and around its 32-row tiles.
+    [(1, 2, 5), (2, 5, 32), (3, 9, 33), (4, 20, 5000), (5, 20, 1001), (8, 14, 640), (9, 3, 777)],
+)
+def test_compiled_kernel_equals_the_pass(K, q, n):
+    """Value and gradients of the compiled kernel against numpy's float64 pass, to rounding
+    (its exp and log are its own polynomials, within a few ulp)."""
+    import jax
+
+    _setup_jax()
+    native = _mixture_op._native_pass(None)
+    assert native is not None, "a C++ compiler is installed, so the kernel must build"
+    problem = _problem(n, K, q, seed=K)
+    got = jax.jit(native)(*problem)
+    for g, e in zip(got, _numpy_pass(*problem), strict=True):
+        np.testing.assert_allclose(np.asarray(g), e, rtol=1e-13, atol=1e-13 * np.abs(e).max())
+
+
+@pytest.mark.skipif(_compiler_missing(), reason="no C++ compiler: the JAX form is used")
+def test_compiled_kernel_at_the_ends_of_exp_and_log():
+    """Log densities 800 apart within a row (exp underflows to 0), responsibilities of
+    exactly 1/K, and NaN or infinite coefficients propagate as in the plain expression."""
+    import jax
+
+    _setup_jax()
+    native = jax.jit(_mixture_op._native_pass(None))
+    n = 70
+    features = np.vstack([np.linspace(-800.0, 5.0, n), np.linspace(-3.0, 3.0, n)])
+    coef = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
+    offset, weights = np.zeros(3), np.ones(n)
+    for c in (coef, np.zeros_like(coef)):
+        for g, e in zip(
+            native(c, offset, features, weights),
+            _numpy_pass(c, offset, features, weights),
+            strict=True,
+        ):
+            np.testing.assert_allclose(np.asarray(g), e, rtol=1e-14, atol=1e-14 * np.abs(e).max())
+    for bad in (np.nan, np.inf):
+        c = coef.copy()
+        c[0, 0] = bad
+        assert np.isnan(float(native(c, offset, features, weights)[0]))
+
+
+@pytest.mark.skipif(_compiler_missing(), reason="no C++ compiler: the JAX form is used")
+def test_kernel_build_falls_back_to_the_jax_form(tmp_path):
+    """A compiler that fails leaves the JAX form after one warning that says what to do;
+    BAYES_GMM_NATIVE=0 leaves it silently. Fresh processes: the kernel is looked up once."""
+    code = (
+        "import warnings; warnings.simplefilter('error');\n"
+        "from bayes_gmm._native import mixture_total_target\n"
+        "try:\n    print(mixture_total_target())\n"
+        "except RuntimeWarning as w:\n    print('warned:', w)\n"
+    )
+    base = dict(os.environ, BAYES_GMM_KERNEL_CACHE=str(tmp_path / "kernels"))
+    runs = {
+        "failing": dict(base, CXX=str(tmp_path / "no-such-compiler")),
+        "off": dict(base, BAYES_GMM_NATIVE="0"),
+    }
+    out = {
+        name: subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        ).stdout
+        for name, env in runs.items()
+    }
+    assert out["failing"].startswith("warned:") and "C++ compiler" in out["failing"]
+    assert "BAYES_GMM_NATIVE=0" in out["failing"]
+    assert out["off"].strip() == "None"
+    assert not (tmp_path / "kernels").exists() or not any((tmp_path / "kernels").iterdir())
 
 
 def test_fused_total_differentiates_the_data_too():
