@@ -4,20 +4,21 @@
 //   value      = sum_n w_n logsumexp_k (C F + o)_kn
 //   d value/dC = R F^T,   d value/do = R 1,   R_kn = w_n softmax_k (C F + o)_kn
 //
-// with C (K, q) the components' coefficients, o (K,) their constants, F (q, n) the rows'
-// features (row-major: each feature's values over the rows are contiguous) and w (n,) the
-// row weights. The JAX form of the same pass (_mixture_op.py) stays as the fallback and as
-// this kernel's derivative; a test pins the two together.
+// with C (K, q) the components' coefficients, o (K,) their constants, w (n,) the row
+// weights and F (q, n) the rows' features [x_i x_j (i <= j), x], q = d (d + 1) / 2 + d,
+// computed here tile by tile from the rows' coordinates xt (d, n) (row-major: each
+// coordinate's values over the rows are contiguous). The JAX form of the same pass
+// (_mixture_op.py) stays as the fallback and as this kernel's derivative; tests pin the two.
 //
 // Why it is written this way: XLA's CPU code for these thin products runs at a few
 // GFLOP/s. Here the rows sit in the vector lanes (kLanes rows per vector, kVectors
 // vectors per tile), so every product is a broadcast multiply-add with no horizontal
 // reduction, each component of a group has its own accumulators (independent chains for
-// the multiply-add latency), and the tile's features are read from memory once and reused
-// from L1 by the gradient's product. exp and log are polynomials on the same vectors
-// (no libm call per element), accurate to a few ulp on the ranges used here.
+// the multiply-add latency), and the tile's features, made in L1 from its coordinates,
+// serve both products: a pass reads d numbers per row from memory instead of q. exp and
+// log are polynomials on the same vectors (no libm call per element), accurate to a few
+// ulp on the ranges used here.
 #include <cstdint>
-#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -31,7 +32,6 @@ constexpr int kLanes = 8;    // doubles per vector (an AVX-512 register; AVX2 us
 constexpr int kVectors = 4;  // vectors per tile
 constexpr int kTile = kLanes * kVectors;
 constexpr int kGroup = 4;  // components per register group
-constexpr int64_t kBlock = 16 * kTile;  // rows copied together into a contiguous block
 
 typedef double vd __attribute__((vector_size(kLanes * sizeof(double))));
 typedef int64_t vi __attribute__((vector_size(kLanes * sizeof(double))));
@@ -222,42 +222,57 @@ inline void tile_pass(int64_t K, int64_t q, const double* C, const double* off,
   tile_groups<kGroup>(K, q, C, off, F, stride, ld, false, grad);
 }
 
+// The tile's features [x_i x_j (i <= j), x] from its rows' coordinates xt (d, kTile
+// doubles at stride `stride`), in the order of the model's coefficients.
+inline void tile_features(int64_t d, const double* xt, int64_t stride, double* f) {
+  int64_t row = 0;
+  for (int64_t i = 0; i < d; ++i)
+    for (int64_t j = i; j < d; ++j, ++row)
+      for (int v = 0; v < kVectors; ++v)
+        store(f + row * kTile + v * kLanes,
+              load(xt + i * stride + v * kLanes) * load(xt + j * stride + v * kLanes));
+  for (int64_t i = 0; i < d; ++i, ++row)
+    for (int v = 0; v < kVectors; ++v)
+      store(f + row * kTile + v * kLanes, load(xt + i * stride + v * kLanes));
+}
+
 ffi::Error MixtureTotalImpl(ffi::Buffer<ffi::F64> coef, ffi::Buffer<ffi::F64> offset,
-                            ffi::Buffer<ffi::F64> features, ffi::Buffer<ffi::F64> weights,
+                            ffi::Buffer<ffi::F64> coords, ffi::Buffer<ffi::F64> weights,
                             ffi::ResultBuffer<ffi::F64> value,
                             ffi::ResultBuffer<ffi::F64> d_coef,
                             ffi::ResultBuffer<ffi::F64> d_offset) {
   const auto dims = coef.dimensions();
-  if (dims.size() != 2 || features.dimensions().size() != 2 ||
-      features.dimensions()[0] != dims[1] || offset.element_count() != dims[0] ||
-      weights.element_count() != features.dimensions()[1]) {
+  if (dims.size() != 2 || coords.dimensions().size() != 2) {
+    return ffi::Error::InvalidArgument("mixture_total: coef and coordinates must be 2-D");
+  }
+  const int64_t d = coords.dimensions()[0];
+  if (dims[1] != d * (d + 1) / 2 + d || offset.element_count() != dims[0] ||
+      weights.element_count() != coords.dimensions()[1]) {
     return ffi::Error::InvalidArgument("mixture_total: inconsistent shapes");
   }
-  const int64_t K = dims[0], q = dims[1], n = features.dimensions()[1];
+  const int64_t K = dims[0], q = dims[1], n = coords.dimensions()[1];
   const double* C = coef.typed_data();
   const double* off = offset.typed_data();
-  const double* F = features.typed_data();
+  const double* X = coords.typed_data();
   const double* w = weights.typed_data();
   std::vector<double> ld(K * kTile);
   std::vector<vd> grad(K * q, splat(0.0)), grad_off(K, splat(0.0));
   vd total = splat(0.0);
   const int64_t whole = n - n % kTile;
-  std::vector<double> block(q * kBlock);
-  for (int64_t start = 0; start < whole; start += kBlock) {
-    const int64_t m = std::min(kBlock, whole - start);
-    for (int64_t j = 0; j < q; ++j)
-      std::memcpy(&block[j * kBlock], F + j * n + start, m * sizeof(double));
-    for (int64_t t = 0; t < m; t += kTile)
-      tile_pass(K, q, C, off, block.data() + t, kBlock, w + start + t, ld.data(), grad.data(),
-                grad_off.data(), total);
+  std::vector<double> features(q * kTile);
+  for (int64_t start = 0; start < whole; start += kTile) {
+    tile_features(d, X + start, n, features.data());
+    tile_pass(K, q, C, off, features.data(), kTile, w + start, ld.data(), grad.data(),
+              grad_off.data(), total);
   }
   if (whole < n) {  // the last rows, copied into a tile padded with zero-weight rows
     const int64_t m = n - whole;
-    std::vector<double> tail_f(q * kTile, 0.0), tail_w(kTile, 0.0);
-    for (int64_t j = 0; j < q; ++j)
-      std::memcpy(&tail_f[j * kTile], F + j * n + whole, m * sizeof(double));
+    std::vector<double> tail_x(d * kTile, 0.0), tail_w(kTile, 0.0);
+    for (int64_t j = 0; j < d; ++j)
+      std::memcpy(&tail_x[j * kTile], X + j * n + whole, m * sizeof(double));
     std::memcpy(tail_w.data(), w + whole, m * sizeof(double));
-    tile_pass(K, q, C, off, tail_f.data(), kTile, tail_w.data(), ld.data(), grad.data(),
+    tile_features(d, tail_x.data(), kTile, features.data());
+    tile_pass(K, q, C, off, features.data(), kTile, tail_w.data(), ld.data(), grad.data(),
               grad_off.data(), total);
   }
   *value->typed_data() = total_of(total);
@@ -274,7 +289,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(BayesGmmMixtureTotal, MixtureTotalImpl,
                               ffi::Ffi::Bind()
                                   .Arg<ffi::Buffer<ffi::F64>>()  // coef (K, q)
                                   .Arg<ffi::Buffer<ffi::F64>>()  // offset (K,)
-                                  .Arg<ffi::Buffer<ffi::F64>>()  // features (q, n)
+                                  .Arg<ffi::Buffer<ffi::F64>>()  // coordinates xt (d, n)
                                   .Arg<ffi::Buffer<ffi::F64>>()  // weights (n,)
                                   .Ret<ffi::Buffer<ffi::F64>>()  // value ()
                                   .Ret<ffi::Buffer<ffi::F64>>()  // d value / d coef (K, q)

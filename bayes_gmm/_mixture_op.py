@@ -2,21 +2,24 @@
 
 The observed variable's log density (:func:`bayes_gmm.model.mixture_log_density`) is, per
 row ``n``, ``w_n logsumexp_k (C F + o)_kn``: a thin matrix product of the components'
-coefficients ``C`` (K, q) with the rows' features ``F`` (q, n), then a log-sum-exp over
-the components. Written as separate array operations, a gradient reads ``F`` twice
-(the product, then its transpose for the coefficients' gradient) and materializes
-(K, n) arrays in between. At a million rows that is most of the sampler's time.
+coefficients ``C`` (K, q) with the rows' features ``F`` (q, n) (:func:`row_features`: the
+products ``x_i x_j``, ``i <= j``, then ``x``, of the rows' coordinates ``xt`` (d, n)), then
+a log-sum-exp over the components. Written as separate array operations, a gradient reads
+``F`` twice (the product, then its transpose for the coefficients' gradient) and
+materializes (K, n) arrays in between. At a million rows that is most of the sampler's
+time.
 
 Here the rows' log densities are one node, :class:`MixtureRows` (an inline
 ``OpFromGraph`` of the plain expression, so every PyTensor backend, PyMC's log-likelihood
 and PyTensor's gradient see ordinary operations). The sampler (:mod:`bayes_gmm.sampling`)
 replaces the sum of that node by :class:`MixtureTotal`, whose JAX form computes the value
 and the gradient with respect to ``C`` and ``o`` in one pass over the rows, in blocks
-that stay in cache. From :data:`NATIVE_MIN_ROWS` rows that pass is the compiled CPU kernel
-of :mod:`bayes_gmm._native` (an XLA custom call, faster than XLA's own code for these thin
-products: see the README's speed table) wherever a C++ compiler can build it, and the JAX
-form elsewhere. The gradient is returned through a ``custom_jvp`` rule, so reverse mode
-(NUTS) and forward-over-reverse (the Laplace metric's Hessian-vector products) both work.
+that stay in cache, each block's features made from its coordinates. From
+:data:`NATIVE_MIN_ROWS` rows that pass is the compiled CPU kernel of :mod:`bayes_gmm._native`
+(an XLA custom call, faster than XLA's own code for these thin products: see the README's
+speed table) wherever a C++ compiler can build it, and the JAX form elsewhere. The
+gradient is returned through a ``custom_jvp`` rule, so reverse mode (NUTS) and
+forward-over-reverse (the Laplace metric's Hessian-vector products) both work.
 """
 
 from __future__ import annotations
@@ -31,7 +34,14 @@ from pytensor.graph.replace import clone_replace
 from pytensor.graph.traversal import ancestors, io_toposort
 from pytensor.tensor.math import Sum
 
-__all__ = ["MixtureRows", "MixtureTotal", "fuse_mixture_sums", "mixture_rows", "register_jax"]
+__all__ = [
+    "MixtureRows",
+    "MixtureTotal",
+    "fuse_mixture_sums",
+    "mixture_rows",
+    "register_jax",
+    "row_features",
+]
 
 # Rows per block of the fused pass: the block's features (q x CHUNK_ROWS doubles) and its
 # (K x CHUNK_ROWS) densities stay in the core's cache between the two products.
@@ -42,7 +52,33 @@ CHUNK_ROWS = 4096
 NATIVE_MIN_ROWS = 2048
 
 
-def _rows_expression(coef, offset, features, sample_weight):
+def row_features(xt, concatenate):
+    """The rows' features ``[x_i x_j (i <= j), x]``, in the order of the model's coefficients.
+
+    Parameters
+    ----------
+    xt : array or tensor of shape (d, n), d static
+        The rows' coordinates, one row of ``xt`` per coordinate.
+    concatenate : callable
+        numpy's, JAX's or PyTensor's ``concatenate``.
+
+    Returns
+    -------
+    array or tensor of shape (d (d + 1) / 2 + d, n)
+    """
+    rows, cols = np.triu_indices(_static_dim(xt))
+    return concatenate([xt[rows] * xt[cols], xt], axis=0)
+
+
+def _static_dim(xt):
+    d = (xt.type.shape if isinstance(xt, pt.TensorVariable) else xt.shape)[0]
+    if d is None:
+        raise ValueError("row_features needs the static number of coordinates.")
+    return int(d)
+
+
+def _rows_expression(coef, offset, xt, sample_weight):
+    features = row_features(xt, pt.concatenate)
     return sample_weight * pt.logsumexp(pt.dot(coef, features) + offset[:, None], axis=0)
 
 
@@ -50,25 +86,26 @@ class MixtureRows(OpFromGraph):
     """``w_n logsumexp_k (C F + o)_kn`` for each row: see the module docstring."""
 
 
-def mixture_rows(coef, offset, features, sample_weight):
+def mixture_rows(coef, offset, xt, sample_weight):
     """Each row's weighted log mixture density, as one :class:`MixtureRows` node.
 
     Parameters
     ----------
     coef : tensor of shape (K, q)
-        Each component's coefficients on the features.
+        Each component's coefficients on the features (:func:`row_features`).
     offset : tensor of shape (K,)
         Each component's constant term (log weight included).
-    features : tensor of shape (q, n)
+    xt : tensor of shape (d, n), d static
+        The rows' coordinates (centred), one row of ``xt`` per coordinate.
     sample_weight : tensor of shape (n,)
 
     Returns
     -------
     tensor of shape (n,)
     """
-    inputs = [v.type() for v in (coef, offset, features, sample_weight)]
+    inputs = [v.type() for v in (coef, offset, xt, sample_weight)]
     op = MixtureRows(inputs, [_rows_expression(*inputs)], inline=True)
-    return op(coef, offset, features, sample_weight)
+    return op(coef, offset, xt, sample_weight)
 
 
 class MixtureTotal(Op):
@@ -76,13 +113,13 @@ class MixtureTotal(Op):
 
     __props__ = ()
 
-    def make_node(self, coef, offset, features, sample_weight):
-        inputs = [pt.as_tensor_variable(v) for v in (coef, offset, features, sample_weight)]
+    def make_node(self, coef, offset, xt, sample_weight):
+        inputs = [pt.as_tensor_variable(v) for v in (coef, offset, xt, sample_weight)]
         return Apply(self, inputs, [pt.dscalar()])
 
     def perform(self, node, inputs, output_storage):
-        coef, offset, features, sample_weight = inputs
-        log_dens = coef @ features + offset[:, None]
+        coef, offset, xt, sample_weight = inputs
+        log_dens = coef @ row_features(xt, np.concatenate) + offset[:, None]
         top = log_dens.max(axis=0)
         lse = top + np.log(np.exp(log_dens - top).sum(axis=0))
         output_storage[0][0] = np.asarray(np.dot(sample_weight, lse), dtype=float)
@@ -111,7 +148,8 @@ def _jax_total():
     from jax import lax
     from jax.custom_derivatives import SymbolicZero
 
-    def block(coef, offset, features, sample_weight):
+    def block(coef, offset, xt, sample_weight):
+        features = row_features(xt, jnp.concatenate)
         log_dens = coef @ features + offset[:, None]
         top = jnp.max(log_dens, axis=0)
         scaled = jnp.exp(log_dens - top)
@@ -120,15 +158,15 @@ def _jax_total():
         value = jnp.sum(sample_weight * (top + jnp.log(norm)))
         return value, resp @ features.T, jnp.sum(resp, axis=1)
 
-    def value_and_gradients(coef, offset, features, sample_weight):
-        n = features.shape[1]
+    def value_and_gradients(coef, offset, xt, sample_weight):
+        n = xt.shape[1]
         if n <= 2 * CHUNK_ROWS:
-            return block(coef, offset, features, sample_weight)
+            return block(coef, offset, xt, sample_weight)
         whole = n // CHUNK_ROWS
 
         def body(i, acc):
             start = i * CHUNK_ROWS
-            rows = lax.dynamic_slice_in_dim(features, start, CHUNK_ROWS, axis=1)
+            rows = lax.dynamic_slice_in_dim(xt, start, CHUNK_ROWS, axis=1)
             weights = lax.dynamic_slice_in_dim(sample_weight, start, CHUNK_ROWS)
             return tuple(
                 a + b for a, b in zip(acc, block(coef, offset, rows, weights), strict=True)
@@ -138,50 +176,50 @@ def _jax_total():
         acc = lax.fori_loop(0, whole, body, zero)
         if n % CHUNK_ROWS:
             tail = whole * CHUNK_ROWS
-            rest = block(coef, offset, features[:, tail:], sample_weight[tail:])
+            rest = block(coef, offset, xt[:, tail:], sample_weight[tail:])
             acc = tuple(a + b for a, b in zip(acc, rest, strict=True))
         return acc
 
     native = []  # the compiled pass, looked up on the first trace that wants it
 
-    def fused_pass(coef, offset, features, sample_weight):
-        if features.shape[1] >= NATIVE_MIN_ROWS and all(
-            v.dtype == jnp.float64 for v in (coef, offset, features, sample_weight)
+    def fused_pass(coef, offset, xt, sample_weight):
+        if xt.shape[1] >= NATIVE_MIN_ROWS and all(
+            v.dtype == jnp.float64 for v in (coef, offset, xt, sample_weight)
         ):
             if not native:
                 native.append(_native_pass(value_and_gradients))
             if native[0] is not None:
-                return native[0](coef, offset, features, sample_weight)
-        return value_and_gradients(coef, offset, features, sample_weight)
+                return native[0](coef, offset, xt, sample_weight)
+        return value_and_gradients(coef, offset, xt, sample_weight)
 
-    def plain(coef, offset, features, sample_weight):
-        log_dens = coef @ features + offset[:, None]
+    def plain(coef, offset, xt, sample_weight):
+        log_dens = coef @ row_features(xt, jnp.concatenate) + offset[:, None]
         return jnp.sum(sample_weight * jax.nn.logsumexp(log_dens, axis=0))
 
     @jax.custom_jvp
-    def mixture_total(coef, offset, features, sample_weight):
-        return fused_pass(coef, offset, features, sample_weight)[0]
+    def mixture_total(coef, offset, xt, sample_weight):
+        return fused_pass(coef, offset, xt, sample_weight)[0]
 
     def tangent_of(primals, tangents):
-        coef, offset, features, sample_weight = primals
-        t_coef, t_offset, t_features, t_weight = tangents
+        coef, offset, xt, sample_weight = primals
+        t_coef, t_offset, t_xt, t_weight = tangents
         value, d_coef, d_offset = fused_pass(*primals)
         out = jnp.zeros_like(value)
         if not isinstance(t_coef, SymbolicZero):
             out = out + jnp.sum(d_coef * t_coef)
         if not isinstance(t_offset, SymbolicZero):
             out = out + jnp.dot(d_offset, t_offset)
-        if not (isinstance(t_features, SymbolicZero) and isinstance(t_weight, SymbolicZero)):
+        if not (isinstance(t_xt, SymbolicZero) and isinstance(t_weight, SymbolicZero)):
             # Only a model that makes the data depend on parameters gets here: a second
             # pass over the rows, by the plain expression.
-            def data_part(f, w):
-                return plain(coef, offset, f, w)
+            def data_part(x, w):
+                return plain(coef, offset, x, w)
 
-            if isinstance(t_features, SymbolicZero):
-                t_features = jnp.zeros_like(features)
+            if isinstance(t_xt, SymbolicZero):
+                t_xt = jnp.zeros_like(xt)
             if isinstance(t_weight, SymbolicZero):
                 t_weight = jnp.zeros_like(sample_weight)
-            out = out + jax.jvp(data_part, (features, sample_weight), (t_features, t_weight))[1]
+            out = out + jax.jvp(data_part, (xt, sample_weight), (t_xt, t_weight))[1]
         return value, out
 
     mixture_total.defjvp(tangent_of, symbolic_zeros=True)
@@ -201,14 +239,14 @@ def _native_pass(jax_form):
         return None
 
     @jax.custom_jvp
-    def native(coef, offset, features, sample_weight):
+    def native(coef, offset, xt, sample_weight):
         shapes = (
             jax.ShapeDtypeStruct((), coef.dtype),
             jax.ShapeDtypeStruct(coef.shape, coef.dtype),
             jax.ShapeDtypeStruct(offset.shape, offset.dtype),
         )
         call = jax.ffi.ffi_call(target, shapes, vmap_method="sequential")
-        return tuple(call(coef, offset, features, sample_weight))
+        return tuple(call(coef, offset, xt, sample_weight))
 
     native.defjvp(lambda primals, tangents: jax.jvp(jax_form, primals, tangents))
     return native

@@ -115,34 +115,30 @@ def mixture_log_density(value, weights, means, prec_chol, sample_weight):
 
     weights, means, prec_chol = _core(weights, 1), _core(means, 2), _core(prec_chol, 3)
     # The Gaussian log density is linear in the features [x_i x_j (i <= j), x] of a row:
-    # log N(x | mu, P^-1) = -x'Px/2 + (P mu)'x - mu'P mu/2 + log|P|/2 - d log(2 pi)/2.
-    # The features depend on the data alone, so the sampler computes them once
-    # (sampling.py hoists every data-only subgraph) and a gradient costs two thin
-    # matrix products over the rows instead of a (n, K, d) array. Rows are centred
-    # first, which keeps the expansion's cancellation harmless.
+    # log N(x | mu, P^-1) = -x'Px/2 + (P mu)'x - mu'P mu/2 + log|P|/2 - d log(2 pi)/2,
+    # so a gradient costs two thin matrix products over the rows instead of a (n, K, d)
+    # array. Rows are centred first, which keeps the expansion's cancellation harmless.
     centre = pt.mean(value, axis=0)
     x, m = value - centre, means - centre
     K, d = means.shape[0], means.shape[1]
     P = pt.matmul(prec_chol, prec_chol.mT)
-    static_d = value.type.shape[-1]
-    if static_d is None:
-        quad = (x[:, :, None] * x[:, None, :]).reshape((x.shape[0], d * d))
-        quad_coef = P.reshape((K, d * d))
-    else:
-        rows, cols = np.triu_indices(static_d)
-        quad = x[:, rows] * x[:, cols]
-        quad_coef = P[:, rows, cols] * np.where(rows == cols, 1.0, 2.0)
-    # Components along the first axis, rows along the second: XLA's CPU code reduces a
-    # short leading axis in elementwise passes over contiguous rows, several times faster
-    # per gradient than a short trailing one (measured in NUTS on the 5-D benchmark case).
-    features = pt.concatenate([quad, x], axis=1).T  # (q, n), data only
     p_mu = pt.sum(P * m[:, None, :], axis=-1)  # (K, d): P_k m_k
     half_logdet = pt.sum(pt.log(pt.diagonal(prec_chol, axis1=-2, axis2=-1)), axis=-1)
     offset = pt.log(weights) + half_logdet - 0.5 * pt.sum(m * p_mu, axis=-1) - 0.5 * d * LOG_2PI
+    static_d = value.type.shape[-1]
+    if static_d is None:  # a graph without the data's width: the plain expression
+        quad = (x[:, :, None] * x[:, None, :]).reshape((x.shape[0], d * d))
+        coef = pt.concatenate([-0.5 * P.reshape((K, d * d)), p_mu], axis=1)
+        features = pt.concatenate([quad, x], axis=1).T
+        return sample_weight * pt.logsumexp(pt.dot(coef, features) + offset[:, None], axis=0)
+    rows, cols = np.triu_indices(static_d)  # the order of _mixture_op.row_features
+    quad_coef = P[:, rows, cols] * np.where(rows == cols, 1.0, 2.0)
     coef = pt.concatenate([-0.5 * quad_coef, p_mu], axis=1)
-    # One node for sample_weight * logsumexp(coef @ features + offset, components): the
-    # sampler swaps its sum for a fused pass over the rows (bayes_gmm._mixture_op).
-    return mixture_rows(coef, offset, features, sample_weight)
+    # One node for sample_weight * logsumexp(coef @ features(x) + offset, components): the
+    # sampler swaps its sum for a fused pass over the rows (bayes_gmm._mixture_op). Rows
+    # go along the last axis (x.T, data only: the sampler computes it once), so that a
+    # pass over them reads contiguous memory per coordinate.
+    return mixture_rows(coef, offset, x.T, sample_weight)
 
 
 def missing_patterns(X):

@@ -14,25 +14,32 @@ import pytensor.tensor as pt
 import pytest
 
 from bayes_gmm import _mixture_op
-from bayes_gmm._mixture_op import MixtureRows, MixtureTotal, fuse_mixture_sums, mixture_rows
+from bayes_gmm._mixture_op import (
+    MixtureRows,
+    MixtureTotal,
+    fuse_mixture_sums,
+    mixture_rows,
+    row_features,
+)
 from bayes_gmm.model import build_model
 from bayes_gmm.sampling import _jax_functions, _setup_jax
 
 
-def _problem(n, K=3, q=9, seed=0):
+def _problem(n, K=3, d=3, seed=0):
     rng = np.random.default_rng(seed)
-    coef = rng.normal(0.0, 0.3, (K, q))
+    coef = rng.normal(0.0, 0.3, (K, d * (d + 1) // 2 + d))
     offset = rng.normal(0.0, 1.0, K)
-    features = rng.normal(0.0, 1.0, (q, n))
+    xt = rng.normal(0.0, 1.0, (d, n))
     weights = rng.uniform(0.5, 2.0, n)
-    return coef, offset, features, weights
+    return coef, offset, xt, weights
 
 
-def _plain(coef, offset, features, weights):
+def _plain(coef, offset, xt, weights):
     import jax
     import jax.numpy as jnp
 
-    return jnp.sum(weights * jax.nn.logsumexp(coef @ features + offset[:, None], axis=0))
+    log_dens = coef @ row_features(xt, jnp.concatenate) + offset[:, None]
+    return jnp.sum(weights * jax.nn.logsumexp(log_dens, axis=0))
 
 
 def _compiler_missing():
@@ -56,10 +63,10 @@ def test_fused_total_value_gradient_and_hessian(n, native, monkeypatch):
     _setup_jax()
     _mixture_op.register_jax()
     fused = _mixture_op._REGISTERED[0]
-    coef, offset, features, weights = _problem(n)
+    coef, offset, xt, weights = _problem(n)
 
     def total(f, c, o):
-        return f(c, o, features, weights)
+        return f(c, o, xt, weights)
 
     for f in (fused, _plain):
         assert np.isfinite(float(total(f, coef, offset)))
@@ -79,7 +86,8 @@ def test_fused_total_value_gradient_and_hessian(n, native, monkeypatch):
         np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-9)
 
 
-def _numpy_pass(coef, offset, features, weights):
+def _numpy_pass(coef, offset, xt, weights):
+    features = row_features(xt, np.concatenate)
     log_dens = coef @ features + offset[:, None]
     top = log_dens.max(axis=0)
     scaled = np.exp(log_dens - top)
@@ -90,11 +98,11 @@ def _numpy_pass(coef, offset, features, weights):
 
 @pytest.mark.skipif(_compiler_missing(), reason="no C++ compiler: the JAX form is used")
 @pytest.mark.parametrize(
-    ("K", "q", "n"),
+    ("K", "d", "n"),
     # K around the kernel's register groups of 4; n below, at and around its 32-row tiles.
-    [(1, 2, 5), (2, 5, 32), (3, 9, 33), (4, 20, 5000), (5, 20, 1001), (8, 14, 640), (9, 3, 777)],
+    [(1, 1, 5), (2, 2, 32), (3, 3, 33), (4, 5, 5000), (5, 5, 1001), (8, 4, 640), (9, 7, 777)],
 )
-def test_compiled_kernel_equals_the_pass(K, q, n):
+def test_compiled_kernel_equals_the_pass(K, d, n):
     """Value and gradients of the compiled kernel against numpy's float64 pass, to rounding
     (its exp and log are its own polynomials, within a few ulp)."""
     import jax
@@ -102,7 +110,7 @@ def test_compiled_kernel_equals_the_pass(K, q, n):
     _setup_jax()
     native = _mixture_op._native_pass(None)
     assert native is not None, "a C++ compiler is installed, so the kernel must build"
-    problem = _problem(n, K, q, seed=K)
+    problem = _problem(n, K, d, seed=K)
     got = jax.jit(native)(*problem)
     for g, e in zip(got, _numpy_pass(*problem), strict=True):
         np.testing.assert_allclose(np.asarray(g), e, rtol=1e-13, atol=1e-13 * np.abs(e).max())
@@ -117,20 +125,22 @@ def test_compiled_kernel_at_the_ends_of_exp_and_log():
     _setup_jax()
     native = jax.jit(_mixture_op._native_pass(None))
     n = 70
-    features = np.vstack([np.linspace(-800.0, 5.0, n), np.linspace(-3.0, 3.0, n)])
-    coef = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
+    xt = np.vstack([np.linspace(-800.0, 5.0, n), np.linspace(-3.0, 3.0, n)])
+    # Features [x0^2, x0 x1, x1^2, x0, x1]: log densities x0, x1 and 0.
+    coef = np.zeros((3, 5))
+    coef[0, 3] = coef[1, 4] = 1.0
     offset, weights = np.zeros(3), np.ones(n)
     for c in (coef, np.zeros_like(coef)):
         for g, e in zip(
-            native(c, offset, features, weights),
-            _numpy_pass(c, offset, features, weights),
+            native(c, offset, xt, weights),
+            _numpy_pass(c, offset, xt, weights),
             strict=True,
         ):
             np.testing.assert_allclose(np.asarray(g), e, rtol=1e-14, atol=1e-14 * np.abs(e).max())
     for bad in (np.nan, np.inf):
         c = coef.copy()
-        c[0, 0] = bad
-        assert np.isnan(float(native(c, offset, features, weights)[0]))
+        c[0, 3] = bad
+        assert np.isnan(float(native(c, offset, xt, weights)[0]))
 
 
 @pytest.mark.skipif(_compiler_missing(), reason="no C++ compiler: the JAX form is used")
@@ -167,17 +177,18 @@ def test_fused_total_differentiates_the_data_too():
     _setup_jax()
     _mixture_op.register_jax()
     fused = _mixture_op._REGISTERED[0]
-    coef, offset, features, weights = _problem(3 * _mixture_op.CHUNK_ROWS + 5)
-    tangents = (np.full_like(features, 0.01), np.full_like(weights, 0.1))
-    got = jax.jvp(lambda f, w: fused(coef, offset, f, w), (features, weights), tangents)
-    expected = jax.jvp(lambda f, w: _plain(coef, offset, f, w), (features, weights), tangents)
+    coef, offset, xt, weights = _problem(3 * _mixture_op.CHUNK_ROWS + 5)
+    tangents = (np.full_like(xt, 0.01), np.full_like(weights, 0.1))
+    got = jax.jvp(lambda x, w: fused(coef, offset, x, w), (xt, weights), tangents)
+    expected = jax.jvp(lambda x, w: _plain(coef, offset, x, w), (xt, weights), tangents)
     np.testing.assert_allclose(got, expected, rtol=1e-11)
 
 
 def test_pytensor_forms_agree():
     """MixtureRows is the plain expression; MixtureTotal's perform and gradient its sum."""
-    coef, offset, features, weights = _problem(200)
-    inputs = [pt.as_tensor(v) for v in (coef, offset, features, weights)]
+    coef, offset, xt, weights = _problem(200)
+    features = row_features(xt, np.concatenate)
+    inputs = [pt.as_tensor(v) for v in (coef, offset, xt, weights)]
     rows = mixture_rows(*inputs)
     plain = weights * np.log(np.exp(coef @ features + offset[:, None]).sum(axis=0))
     np.testing.assert_allclose(rows.eval(), plain, rtol=1e-12)
