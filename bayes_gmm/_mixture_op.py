@@ -14,7 +14,8 @@ Here the rows' log densities are one node, :class:`MixtureRows` (an inline
 and PyTensor's gradient see ordinary operations). The sampler (:mod:`bayes_gmm.sampling`)
 replaces the sum of that node by :class:`MixtureTotal`, whose JAX form computes the value
 and the gradient with respect to ``C`` and ``o`` in one pass over the rows, in blocks
-that stay in cache, each block's features made from its coordinates. From
+that stay in cache (the features of all rows made at once: inside NUTS they depend on the
+data alone, and XLA computes such loop invariants once per run). From
 :data:`NATIVE_MIN_ROWS` rows that pass is the compiled CPU kernel of :mod:`bayes_gmm._native`
 (an XLA custom call, faster than XLA's own code for these thin products: see the README's
 speed table) wherever a C++ compiler can build it, and the JAX form elsewhere. The
@@ -148,8 +149,7 @@ def _jax_total():
     from jax import lax
     from jax.custom_derivatives import SymbolicZero
 
-    def block(coef, offset, xt, sample_weight):
-        features = row_features(xt, jnp.concatenate)
+    def block(coef, offset, features, sample_weight):
         log_dens = coef @ features + offset[:, None]
         top = jnp.max(log_dens, axis=0)
         scaled = jnp.exp(log_dens - top)
@@ -159,14 +159,17 @@ def _jax_total():
         return value, resp @ features.T, jnp.sum(resp, axis=1)
 
     def value_and_gradients(coef, offset, xt, sample_weight):
+        # The features of all rows at once: inside NUTS they depend on the data alone, and
+        # XLA computes such loop invariants once per run, not once per gradient.
+        features = row_features(xt, jnp.concatenate)
         n = xt.shape[1]
         if n <= 2 * CHUNK_ROWS:
-            return block(coef, offset, xt, sample_weight)
+            return block(coef, offset, features, sample_weight)
         whole = n // CHUNK_ROWS
 
         def body(i, acc):
             start = i * CHUNK_ROWS
-            rows = lax.dynamic_slice_in_dim(xt, start, CHUNK_ROWS, axis=1)
+            rows = lax.dynamic_slice_in_dim(features, start, CHUNK_ROWS, axis=1)
             weights = lax.dynamic_slice_in_dim(sample_weight, start, CHUNK_ROWS)
             return tuple(
                 a + b for a, b in zip(acc, block(coef, offset, rows, weights), strict=True)
@@ -176,7 +179,7 @@ def _jax_total():
         acc = lax.fori_loop(0, whole, body, zero)
         if n % CHUNK_ROWS:
             tail = whole * CHUNK_ROWS
-            rest = block(coef, offset, xt[:, tail:], sample_weight[tail:])
+            rest = block(coef, offset, features[:, tail:], sample_weight[tail:])
             acc = tuple(a + b for a, b in zip(acc, rest, strict=True))
         return acc
 
