@@ -186,8 +186,11 @@ def _jax_total():
     native = []  # the compiled pass, looked up on the first trace that wants it
 
     def fused_pass(coef, offset, xt, sample_weight):
-        if xt.shape[1] >= NATIVE_MIN_ROWS and all(
-            v.dtype == jnp.float64 for v in (coef, offset, xt, sample_weight)
+        # The kernel is a CPU custom call for float64 data.
+        if (
+            xt.shape[1] >= NATIVE_MIN_ROWS
+            and jax.default_backend() == "cpu"
+            and all(v.dtype == jnp.float64 for v in (coef, offset, xt, sample_weight))
         ):
             if not native:
                 native.append(_native_pass(value_and_gradients))
