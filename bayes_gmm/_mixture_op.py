@@ -1,6 +1,6 @@
 """The mixture's summed log-likelihood as one operation, fused for NUTS.
 
-The observed variable's log density (:func:`bayes_gmm.model.mixture_log_density`) is, per
+The observed variable's log density (:func:`bayes_gmm.mixture_density.mixture_log_density`) is, per
 row ``n``, ``w_n logsumexp_k (C F + o)_kn``: a thin matrix product of the components'
 coefficients ``C`` (K, q) with the rows' features ``F`` (q, n) (:func:`row_features`: the
 products ``x_i x_j``, ``i <= j``, then ``x``, of the rows' coordinates ``xt`` (d, n)), then

@@ -173,7 +173,7 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
         What a NaN in ``X`` means. "error": it is refused. "em": a value missing at
         random: the EM start is ``GaussianMixture(missing="em")``'s, and the model's
         likelihood integrates the missing coordinates out (each row's density is that of
-        its observed coordinates, :func:`bayes_gmm.model.observed_mixture_log_density`).
+        its observed coordinates, :func:`bayes_gmm.missing_density.observed_mixture_log_density`).
         Memberships, predictive densities and the pointwise log-likelihood (``loo``) of
         rows with NaN are then those of their observed coordinates.
         :meth:`sample_posterior_predictive` draws complete rows. Rows with every value

@@ -5,7 +5,7 @@ Stage 4 of the Bayesian pipeline (model -> sampling -> relabel -> diagnostics ->
 then summarized over the draws, in blocks of rows and draws so memory stays bounded
 whatever the number of rows.
 
-The per-draw density is :func:`bayes_gmm.model.observed_component_log_density`, the numpy
+The per-draw density is :func:`bayes_gmm.missing_density.observed_component_log_density`, the numpy
 twin of the model's observed variable (a test pins them together); it is used here
 because it evaluates thousands of draws at once without compiling anything. Rows with
 NaN (``missing="em"``) get the density of their observed coordinates.
@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from bayes_gmm._gaussian import normalize
-from bayes_gmm.model import observed_component_log_density
+from bayes_gmm.missing_density import observed_component_log_density
 
 __all__ = ["PosteriorDraws"]
 

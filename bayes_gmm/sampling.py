@@ -128,7 +128,7 @@ def _data_only_inputs(outputs, placeholders):
     Returns the variables where such a subgraph feeds the rest of the graph (the data
     containers themselves where they are used directly). The sampler computes them once
     per run instead of once per gradient: for the mixture this turns the rows into the
-    features its log density is linear in (see ``model.mixture_log_density``), and it
+    features its log density is linear in (see ``mixture_density.mixture_log_density``), and it
     does the same for whatever data transformation a user's model adds.
     """
     from pytensor.graph.basic import Constant

@@ -2,7 +2,7 @@
 
 Data: ``make_mixture(n, K, d)`` with each value missing at random with probability
 ``--fraction`` (no row left empty), full covariances, short chains. For each layout of
-the observed density's rows (``bayes_gmm.model.missing_blocks``):
+the observed density's rows (``bayes_gmm.missing_density.missing_blocks``):
 
 - ``blocks`` (the default): frequent patterns their own branch, the other rows grouped
   by their number of observed coordinates (a bounded graph);
@@ -35,18 +35,18 @@ def one(d, n, K, fraction, layout, draws):
     """Time one layout in this process (JAX's disk cache off)."""
     from pytensor.graph.traversal import ancestors, io_toposort
 
-    from bayes_gmm import BayesianGaussianMixture
+    from bayes_gmm import BayesianGaussianMixture, missing_density
     from bayes_gmm import model as model_module
     from bayes_gmm.datasets import make_mixture
 
     if layout == "per_pattern":
-        model_module.MIN_PATTERN_ROWS, model_module.PATTERN_FRACTION = 1, 0.0
+        missing_density.MIN_PATTERN_ROWS, missing_density.PATTERN_FRACTION = 1, 0.0
     X = make_mixture(n, K, d, separation=4.0, random_state=1)[0]
     rng = np.random.default_rng(0)
     X[rng.random(X.shape) < fraction] = np.nan
     X[np.isnan(X).all(axis=1), 0] = 0.0
-    patterns = len(model_module.missing_patterns(X)[1])
-    blocks = len(model_module.missing_blocks(X)[2])
+    patterns = len(missing_density.missing_patterns(X)[1])
+    blocks = len(missing_density.missing_blocks(X)[2])
     t = time.perf_counter()
     logp = model_module.build_model(X, K, "full").logp()
     build = time.perf_counter() - t

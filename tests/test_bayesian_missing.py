@@ -17,16 +17,14 @@ import pytest
 from bayes_gmm import BayesianGaussianMixture, GaussianMixture
 from bayes_gmm._missing import log_norm_and_resp, observed_log_likelihood
 from bayes_gmm.datasets import make_mixture
-from bayes_gmm.model import (
-    POSTERIOR_FORMS,
-    build_model,
-    component_log_density,
+from bayes_gmm.missing_density import (
     missing_blocks,
     missing_patterns,
-    mixture_log_density,
     observed_component_log_density,
     observed_mixture_log_density,
 )
+from bayes_gmm.mixture_density import component_log_density, mixture_log_density
+from bayes_gmm.model import POSTERIOR_FORMS, build_model
 
 MODE = "FAST_COMPILE"  # one-off evaluations: nothing worth compiling
 
@@ -239,7 +237,7 @@ def _grouped_function(X, min_rows):
 
 
 def test_rows_of_rare_patterns_grouped_give_the_per_pattern_density(monkeypatch):
-    from bayes_gmm import model as model_module
+    from bayes_gmm import missing_density
 
     X, sw, weights, means, prec_chol = _many_patterns()
     n_patterns = len(missing_patterns(X)[1])
@@ -259,7 +257,7 @@ def test_rows_of_rare_patterns_grouped_give_the_per_pattern_density(monkeypatch)
     # grouped (both sides: covariance blocks where m <= d - m, precision blocks beyond),
     # blocks factorized unrolled, then by batched Cholesky.
     for min_rows, unrolled in ((15, 4), (10**9, 4), (10**9, 0)):
-        monkeypatch.setattr(model_module, "UNROLLED_MAX", unrolled)
+        monkeypatch.setattr(missing_density, "UNROLLED_MAX", unrolled)
         f, blocks = _grouped_function(X, min_rows)
         assert any(isinstance(key, int) for key, _, _ in blocks)
         assert len(blocks) < n_patterns
@@ -298,7 +296,7 @@ def _graph_size(X):
 
 
 def test_many_patterns_make_a_bounded_graph():
-    from bayes_gmm import model as model_module
+    from bayes_gmm import missing_density
 
     rng = np.random.default_rng(0)
     d = 8
@@ -306,7 +304,7 @@ def test_many_patterns_make_a_bounded_graph():
     for n in (2000, 20000):
         X = _holes(rng.normal(size=(n, d)), 0.15, seed=n)
         order, columns, blocks = missing_blocks(X)
-        assert len(blocks) <= 1 / model_module.PATTERN_FRACTION + d - 1
+        assert len(blocks) <= 1 / missing_density.PATTERN_FRACTION + d - 1
         np.testing.assert_array_equal(np.sort(order), np.arange(n))
         observed = ~np.isnan(X)
         counts = observed.sum(axis=1)

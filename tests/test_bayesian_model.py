@@ -9,7 +9,8 @@ import pymc as pm
 import pytest
 
 from bayes_gmm import GaussianMixture, GaussianMixturePrior
-from bayes_gmm.model import POSTERIOR_FORMS, build_model, component_log_density
+from bayes_gmm.mixture_density import component_log_density
+from bayes_gmm.model import POSTERIOR_FORMS, build_model
 
 CTYPES = list(POSTERIOR_FORMS)
 # Python implementations: nothing to compile for these one-off evaluations.

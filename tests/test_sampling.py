@@ -8,7 +8,8 @@ import pytensor.tensor as pt
 import pytest
 
 from bayes_gmm import GaussianMixture
-from bayes_gmm.model import build_model, mixture_log_density
+from bayes_gmm.mixture_density import mixture_log_density
+from bayes_gmm.model import build_model
 from bayes_gmm.sampling import _data_inputs, _jax_functions, _setup_jax
 
 
