@@ -33,15 +33,18 @@ from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
 from pytensor.graph.replace import clone_replace
 from pytensor.graph.traversal import ancestors, io_toposort
+from pytensor.tensor.basic import Join
 from pytensor.tensor.math import Sum
 
 __all__ = [
     "MixtureRows",
     "MixtureTotal",
+    "ScatterRows",
     "fuse_mixture_sums",
     "mixture_rows",
     "register_jax",
     "row_features",
+    "scatter_rows",
 ]
 
 # Rows per block of the fused pass: the block's features (q x CHUNK_ROWS doubles) and its
@@ -130,15 +133,62 @@ class MixtureTotal(Op):
         return [cotangents[0] * g for g in pytensor.grad(total, inputs)]
 
 
+class ScatterRows(OpFromGraph):
+    """``out[order] = values``, ``order`` a permutation of the rows: see :func:`scatter_rows`."""
+
+
+def scatter_rows(values, order):
+    """The rows' values, computed block by block in ``order``, put back in the data's order.
+
+    One :class:`ScatterRows` node (an inline ``OpFromGraph`` of ``set_subtensor``), so that
+    :func:`fuse_mixture_sums` can see that the sum over the rows is the sum of the blocks.
+
+    Parameters
+    ----------
+    values : tensor of shape (n,)
+        The rows' values in the order ``order`` lists them.
+    order : tensor of shape (n,), int
+        A permutation of ``0 .. n - 1``: ``values[i]`` belongs to row ``order[i]``.
+
+    Returns
+    -------
+    tensor of shape (n,)
+    """
+    inputs = [values.type(), order.type()]
+    out = pt.set_subtensor(pt.zeros_like(inputs[0])[inputs[1]], inputs[0])
+    return ScatterRows(inputs, [out], inline=True)(values, order)
+
+
+def _fused_sum(v):
+    """A scalar equal to ``sum(v)`` with the sums of :class:`MixtureRows` nodes in it fused
+    (through a :class:`ScatterRows` and a concatenation of blocks), or ``None`` if ``v``
+    holds none."""
+    owner = v.owner
+    if owner is None:
+        return None
+    if isinstance(owner.op, MixtureRows):
+        return MixtureTotal()(*owner.inputs)
+    if isinstance(owner.op, ScatterRows):  # a permutation: the same sum
+        return _fused_sum(owner.inputs[0])
+    if isinstance(owner.op, Join) and v.ndim == 1:
+        # The blocks (an older Join also takes its axis as a scalar input).
+        parts = [(_fused_sum(p), p) for p in owner.inputs if p.ndim == 1]
+        if all(fused is None for fused, _ in parts):
+            return None
+        return sum(pt.sum(p) if fused is None else fused for fused, p in parts)
+    return None
+
+
 def fuse_mixture_sums(outputs):
-    """``outputs`` with each full sum of a :class:`MixtureRows` node one :class:`MixtureTotal`."""
+    """``outputs`` with each full sum of a :class:`MixtureRows` node one :class:`MixtureTotal`
+    (also where the rows' densities come in blocks put back in order by :func:`scatter_rows`,
+    as for data with missing values)."""
     replace = {}
     for node in io_toposort([v for v in ancestors(outputs) if v.owner is None], outputs):
         if not (isinstance(node.op, Sum) and node.op.axis in (None, (0,))):
             continue
-        summed = node.inputs[0]
-        if summed.owner is not None and isinstance(summed.owner.op, MixtureRows):
-            total = MixtureTotal()(*summed.owner.inputs)
+        total = _fused_sum(node.inputs[0])
+        if total is not None:
             replace[node.outputs[0]] = total.astype(node.outputs[0].dtype)
     return clone_replace(outputs, replace=replace) if replace else outputs
 

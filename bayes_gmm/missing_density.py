@@ -252,6 +252,8 @@ def observed_mixture_log_density(
     import pytensor.tensor as pt
     from pytensor.tensor.linalg import cholesky, inv, solve_triangular
 
+    from bayes_gmm._mixture_op import scatter_rows
+
     weights, means, prec_chol = (
         core_parameter(weights, 1),
         core_parameter(means, 2),
@@ -298,7 +300,8 @@ def observed_mixture_log_density(
         marginal_chol = cholesky(inv(sigma_oo), lower=True)
         parts.append(mixture_log_density(x[:, cols], weights, means[:, cols], marginal_chol, w))
     by_block = pt.concatenate(parts) if len(parts) > 1 else parts[0]
-    return pt.set_subtensor(pt.zeros((n,), dtype=by_block.dtype)[order], by_block)
+    # One node, so that the sampler sums the blocks and fuses those it can.
+    return scatter_rows(by_block, order)
 
 
 def observed_mixture_random(

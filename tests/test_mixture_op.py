@@ -224,3 +224,40 @@ def test_sampler_sums_the_rows_in_one_fused_node():
     values = [point[v.name] for v in model.value_vars]
     got = float(logp(*values, *prepare(*data))[0])
     np.testing.assert_allclose(got, model.compile_logp()(point), rtol=1e-12)
+
+
+def test_sampler_fuses_the_blocks_of_rows_with_missing_values():
+    """With missing values the rows' densities come in blocks (complete rows, frequent
+    patterns, grouped rare ones) put back in order: the sampler's graph sums each
+    MixtureRows block in a MixtureTotal (the complete rows, over 2,048 of them, through the
+    compiled kernel where it builds), and its JAX log density is still the model's."""
+    from pytensor.graph.traversal import ancestors
+
+    _setup_jax()
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(4000, 3)) + np.array([0.0, 40.0, -7.0])
+    X[rng.random(X.shape) < 0.15] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = build_model(X, 2, "full")
+
+    def count(graph, op_type):
+        return sum(isinstance(v.owner.op, op_type) for v in ancestors(graph) if v.owner)
+
+    before = [model.logp()]
+    after = fuse_mixture_sums(before)
+    blocks = count(before, MixtureRows)
+    assert blocks >= 2  # the complete rows and at least one frequent pattern
+    assert count(after, MixtureTotal) == blocks and count(after, MixtureRows) == 0
+    prepare, logp, _, _ = _jax_functions(model)
+    data = [np.asarray(v.get_value()) for v in sorted(model.data_vars, key=lambda v: v.name)]
+    prepared = prepare(*data)
+    compiled = model.compile_logp(mode="FAST_COMPILE")  # two evaluations: no optimizing
+    point = model.initial_point()
+    for seed in range(2):
+        values = [
+            point[v.name] + 0.1 * seed * rng.normal(size=np.shape(point[v.name]))
+            for v in model.value_vars
+        ]
+        expected = compiled(dict(zip([v.name for v in model.value_vars], values, strict=True)))
+        np.testing.assert_allclose(float(logp(*values, *prepared)[0]), expected, rtol=1e-12)
