@@ -18,6 +18,7 @@
 // serve both products: a pass reads d numbers per row from memory instead of q. exp and
 // log are polynomials on the same vectors (no libm call per element), accurate to a few
 // ulp on the ranges used here.
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -64,6 +65,34 @@ inline vd double_of(vi b) {
   return v;
 }
 
+// c[0] + x (c[1] + x (c[2] + ...)), unrolled: N is known at compile time.
+template <size_t N>
+inline vd polynomial(vd x, const double (&c)[N]) {
+  vd p = splat(c[N - 1]);
+  for (size_t i = N - 1; i-- > 0;) p = p * x + c[i];
+  return p;
+}
+
+// 1 / i!, i = 0..13: exp's Taylor series.
+constexpr double kExpSeries[] = {1.0,
+                                 1.0,
+                                 1.0 / 2.0,
+                                 1.0 / 6.0,
+                                 1.0 / 24.0,
+                                 1.0 / 120.0,
+                                 1.0 / 720.0,
+                                 1.0 / 5040.0,
+                                 1.0 / 40320.0,
+                                 1.0 / 362880.0,
+                                 1.0 / 3628800.0,
+                                 1.0 / 39916800.0,
+                                 1.0 / 479001600.0,
+                                 1.0 / 6227020800.0};
+// 1 / (2i + 1), i = 0..10: atanh(t) / t in powers of t^2.
+constexpr double kAtanhSeries[] = {1.0,        1.0 / 3.0,  1.0 / 5.0,  1.0 / 7.0,
+                                   1.0 / 9.0,  1.0 / 11.0, 1.0 / 13.0, 1.0 / 15.0,
+                                   1.0 / 17.0, 1.0 / 19.0, 1.0 / 21.0};
+
 // exp(x) for x <= 0 (here x = a log density minus the row's largest): 2^n exp(r) with
 // |r| <= ln2/2 and a degree-13 Taylor polynomial (truncation below 2e-16 relative). Below
 // -708 the result is 0 (a share under 1e-307 of the row's largest term); -inf gives 0 and
@@ -74,20 +103,7 @@ inline vd exp_nonpositive(vd x) {
   const vd n = t - shifter;
   vd r = x - n * 0.6931471803691238;  // ln 2 in two parts: n * hi is exact
   r = r - n * 1.9082149292705877e-10;
-  vd p = splat(1.0 / 6227020800.0);
-  p = p * r + 1.0 / 479001600.0;
-  p = p * r + 1.0 / 39916800.0;
-  p = p * r + 1.0 / 3628800.0;
-  p = p * r + 1.0 / 362880.0;
-  p = p * r + 1.0 / 40320.0;
-  p = p * r + 1.0 / 5040.0;
-  p = p * r + 1.0 / 720.0;
-  p = p * r + 1.0 / 120.0;
-  p = p * r + 1.0 / 24.0;
-  p = p * r + 1.0 / 6.0;
-  p = p * r + 0.5;
-  p = p * r + 1.0;
-  p = p * r + 1.0;
+  const vd p = polynomial(r, kExpSeries);
   // The low bits of t hold n; n + 1023 in the exponent field is 2^n (n >= -1022 here).
   const vd scale = double_of((bits_of(t) + 1023) << 52);
   return x < -708.0 ? splat(0.0) : p * scale;
@@ -104,18 +120,7 @@ inline vd log_atleast_one(vd s) {
   m = big ? m * 0.5 : m;
   e = e - big;
   const vd t = (m - 1.0) / (m + 1.0);
-  const vd t2 = t * t;
-  vd p = splat(1.0 / 21.0);
-  p = p * t2 + 1.0 / 19.0;
-  p = p * t2 + 1.0 / 17.0;
-  p = p * t2 + 1.0 / 15.0;
-  p = p * t2 + 1.0 / 13.0;
-  p = p * t2 + 1.0 / 11.0;
-  p = p * t2 + 1.0 / 9.0;
-  p = p * t2 + 1.0 / 7.0;
-  p = p * t2 + 1.0 / 5.0;
-  p = p * t2 + 1.0 / 3.0;
-  p = p * t2 + 1.0;
+  const vd p = polynomial(t * t, kAtanhSeries);
   const vd ed = __builtin_convertvector(e, vd);
   const vd value = ed * 0.6931471803691238 + (2.0 * t * p + ed * 1.9082149292705877e-10);
   return s < 1.0e308 ? value : s;
@@ -158,34 +163,29 @@ inline void gradient_group(int64_t q, const double* resp, const double* F, int64
   }
 }
 
+// The G components from k on: their log densities (forward) or their gradient's sums.
 template <int G>
+inline void group(bool forward, int64_t k, int64_t q, const double* C, const double* off,
+                  const double* F, int64_t stride, double* ld, vd* grad) {
+  if (forward)
+    forward_group<G>(q, C + k * q, off + k, F, stride, ld + k * kTile);
+  else
+    gradient_group<G>(q, ld + k * kTile, F, stride, grad + k * q);
+}
+
 inline void tile_groups(int64_t K, int64_t q, const double* C, const double* off,
                         const double* F, int64_t stride, double* ld, bool forward, vd* grad) {
   int64_t k = 0;
-  for (; k + G <= K; k += G) {
-    if (forward)
-      forward_group<G>(q, C + k * q, off + k, F, stride, ld + k * kTile);
-    else
-      gradient_group<G>(q, ld + k * kTile, F, stride, grad + k * q);
-  }
+  for (; k + kGroup <= K; k += kGroup) group<kGroup>(forward, k, q, C, off, F, stride, ld, grad);
   switch (K - k) {  // the last, smaller group
     case 3:
-      if (forward)
-        forward_group<3>(q, C + k * q, off + k, F, stride, ld + k * kTile);
-      else
-        gradient_group<3>(q, ld + k * kTile, F, stride, grad + k * q);
+      group<3>(forward, k, q, C, off, F, stride, ld, grad);
       break;
     case 2:
-      if (forward)
-        forward_group<2>(q, C + k * q, off + k, F, stride, ld + k * kTile);
-      else
-        gradient_group<2>(q, ld + k * kTile, F, stride, grad + k * q);
+      group<2>(forward, k, q, C, off, F, stride, ld, grad);
       break;
     case 1:
-      if (forward)
-        forward_group<1>(q, C + k * q, off + k, F, stride, ld + k * kTile);
-      else
-        gradient_group<1>(q, ld + k * kTile, F, stride, grad + k * q);
+      group<1>(forward, k, q, C, off, F, stride, ld, grad);
       break;
     default:
       break;
@@ -196,7 +196,7 @@ inline void tile_groups(int64_t K, int64_t q, const double* C, const double* off
 inline void tile_pass(int64_t K, int64_t q, const double* C, const double* off,
                       const double* F, int64_t stride, const double* w, double* ld,
                       vd* grad, vd* grad_off, vd& total) {
-  tile_groups<kGroup>(K, q, C, off, F, stride, ld, true, grad);
+  tile_groups(K, q, C, off, F, stride, ld, true, grad);
   for (int v = 0; v < kVectors; ++v) {
     double* base = ld + v * kLanes;
     vd top = load(base);
@@ -219,7 +219,7 @@ inline void tile_pass(int64_t K, int64_t q, const double* C, const double* off,
       grad_off[k] += r;
     }
   }
-  tile_groups<kGroup>(K, q, C, off, F, stride, ld, false, grad);
+  tile_groups(K, q, C, off, F, stride, ld, false, grad);
 }
 
 // The tile's features [x_i x_j (i <= j), x] from its rows' coordinates xt (d, kTile
@@ -246,8 +246,9 @@ ffi::Error MixtureTotalImpl(ffi::Buffer<ffi::F64> coef, ffi::Buffer<ffi::F64> of
     return ffi::Error::InvalidArgument("mixture_total: coef and coordinates must be 2-D");
   }
   const int64_t d = coords.dimensions()[0];
-  if (dims[1] != d * (d + 1) / 2 + d || offset.element_count() != dims[0] ||
-      weights.element_count() != coords.dimensions()[1]) {
+  if (dims[1] != d * (d + 1) / 2 + d ||
+      static_cast<int64_t>(offset.element_count()) != dims[0] ||
+      static_cast<int64_t>(weights.element_count()) != coords.dimensions()[1]) {
     return ffi::Error::InvalidArgument("mixture_total: inconsistent shapes");
   }
   const int64_t K = dims[0], q = dims[1], n = coords.dimensions()[1];
