@@ -1,13 +1,13 @@
 """The mixture's summed log-likelihood as one operation, fused for NUTS.
 
-The observed variable's log density (:func:`bayes_gmm.mixture_density.mixture_log_density`) is, per
-row ``n``, ``w_n logsumexp_k (C F + o)_kn``: a thin matrix product of the components'
-coefficients ``C`` (K, q) with the rows' features ``F`` (q, n) (:func:`row_features`: the
-products ``x_i x_j``, ``i <= j``, then ``x``, of the rows' coordinates ``xt`` (d, n)), then
-a log-sum-exp over the components. Written as separate array operations, a gradient reads
-``F`` twice (the product, then its transpose for the coefficients' gradient) and
-materializes (K, n) arrays in between. At a million rows that is most of the sampler's
-time.
+The observed variable's log density (:func:`bayes_gmm.mixture_density.mixture_log_density`)
+is, per row ``n``, ``w_n logsumexp_k (C F + o)_kn``: a thin matrix product of the
+components' coefficients ``C`` (K, q) with the rows' features ``F`` (q, n)
+(:func:`row_features`: the products ``x_i x_j``, ``i <= j``, then ``x``, of the rows'
+coordinates ``xt`` (d, n)), then a log-sum-exp over the components. Written as separate
+array operations, a gradient reads ``F`` twice (the product, then its transpose for the
+coefficients' gradient) and materializes (K, n) arrays in between. At a million rows that
+is most of the sampler's time.
 
 Here the rows' log densities are one node, :class:`MixtureRows` (an inline
 ``OpFromGraph`` of the plain expression, so every PyTensor backend, PyMC's log-likelihood
