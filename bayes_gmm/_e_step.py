@@ -1,5 +1,5 @@
 """The E-step of ``GaussianMixture.fit`` on in-memory rows: responsibilities and
-sufficient statistics, streamed chunk by chunk over one row block per worker thread.
+sufficient statistics, streamed chunk by chunk by the worker threads.
 
 :class:`Context` holds what one fit's E-steps share (the centered frame, stored features,
 chunk size); :func:`e_step` runs one. Large fits (``COMPILED_E_STEP_MIN_ENTRIES``) go
@@ -11,6 +11,7 @@ which they are not negligible (:func:`_left_out_statistics`).
 from __future__ import annotations
 
 import itertools
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +33,11 @@ COMPILED_E_STEP_MIN_ENTRIES = 2**16
 #: The compiled E-step leaves the responsibilities below this out of the moments (their
 #: sum is checked against ``SKIPPED_RELATIVE``).
 SKIPPED_THRESHOLD = 1e-20
+#: When the rows are split over worker threads, the E-step cuts them into tasks of this
+#: many chunks, which the workers take in turn (a worker that falls behind, its core
+#: shared for a while with another thread, takes fewer); the tasks' statistics are added
+#: in row order, so results do not depend on which worker ran what.
+CHUNKS_PER_TASK = 2
 #: If a component's left-out responsibilities add up to more than this fraction of its
 #: weight, their moments are added (:func:`_left_out_statistics`): below it, what was
 #: left out changes the M-step's sums less than their own rounding.
@@ -122,14 +128,22 @@ class Context:
         edges = [(n * i // workers) // self.rows * self.rows for i in range(workers)] + [n]
         return [(a, b) for a, b in itertools.pairwise(edges) if b > a]
 
+    def tasks(self):
+        """Contiguous row ranges of ``CHUNKS_PER_TASK`` chunks, for the worker threads to
+        take in turn (fixed by the rows and chunk size only, so results are reproducible
+        and the same for any number of workers)."""
+        n, step = self.X.shape[0], self.rows * CHUNKS_PER_TASK
+        return [(start, min(start + step, n)) for start in range(0, n, step)]
+
 
 def e_step(ctx, weights, means, prec_chol, moments=True):
     """Responsibilities and sufficient statistics over all rows.
 
-    The rows are split into one contiguous block per worker thread (numpy releases the GIL
-    in its matrix products), each streamed chunk by chunk; the blocks' statistics are
-    added in a fixed order. With ``moments=False`` only the log-likelihood is wanted (the
-    last E-step of a run): the statistics are then left at zero.
+    With several workers (``_gaussian.n_workers``), the rows are cut into fixed tasks of
+    ``CHUNKS_PER_TASK`` chunks that the worker threads take in turn (numpy and the
+    compiled kernel release the GIL); the tasks' statistics are added in row order. With
+    ``moments=False`` only the log-likelihood is wanted (the last E-step of a
+    run): the statistics are then left at zero.
     """
     if ctx.missing is not None:
         layout = layout_of(ctx.ctype)  # _missing works on the four storage layouts
@@ -156,12 +170,13 @@ def _e_step_blocks(ctx, eta, const, prec_chol, moments, compiled):
     if len(blocks) == 1:
         parts = [block_step(ctx, *blocks[0], eta, const, prec_chol, moments)]
     else:
+        # Not one block per worker: a worker slowed by a busy core would hold up the
+        # E-step. Each worker takes the next task when it is done with one.
         with g.single_threaded():  # one BLAS thread per worker
-            parts = list(
-                g.worker_pool().map(
-                    lambda block: block_step(ctx, *block, eta, const, prec_chol, moments),
-                    blocks,
-                )
+            parts = _run_tasks(
+                lambda block: block_step(ctx, *block, eta, const, prec_chol, moments),
+                ctx.tasks(),
+                len(blocks),
             )
     if compiled:
         skipped = sum(part[1] for part in parts)
@@ -172,6 +187,26 @@ def _e_step_blocks(ctx, eta, const, prec_chol, moments, compiled):
     for part in parts[1:]:
         stats += part
     return stats, skipped
+
+
+def _run_tasks(step, tasks, workers):
+    """``[step(task) for task in tasks]`` on ``workers`` threads of the worker pool, each
+    taking the next task when done with one."""
+    results = [None] * len(tasks)
+    order = iter(range(len(tasks)))
+    lock = threading.Lock()
+
+    def work():
+        while True:
+            with lock:
+                i = next(order, None)
+            if i is None:
+                return
+            results[i] = step(tasks[i])
+
+    for future in [g.worker_pool().submit(work) for _ in range(workers)]:
+        future.result()
+    return results
 
 
 def _e_step_block_compiled(ctx, first, last, eta, const, prec_chol, moments=True):

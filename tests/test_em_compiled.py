@@ -67,6 +67,49 @@ def test_compiled_e_step_two_threads(ctype, monkeypatch):
     assert_same_fit(fit(X, ctype, True), fit(X, ctype, False))
 
 
+def test_e_step_tasks_do_not_depend_on_workers(monkeypatch):
+    """Split over threads, the rows go in fixed tasks (CHUNKS_PER_TASK chunks each) added
+    in row order: two, three or four workers give the same fit, bit for bit."""
+    X = blobs(6000, 3, 4, seed=2)
+    monkeypatch.setattr(g, "CHUNK_ELEMENTS", 2048)  # 341-row chunks: 18, in 9 tasks
+    fits = []
+    for workers in (2, 3, 4):
+        monkeypatch.setattr(g, "N_WORKERS", workers)
+        fits.append(fit(X, "diag", True))
+    for other in fits[1:]:
+        np.testing.assert_array_equal(other.means_, fits[0].means_)
+        np.testing.assert_array_equal(other.covariances_, fits[0].covariances_)
+        assert other.log_likelihood_ == fits[0].log_likelihood_
+
+
+def test_slow_worker_does_not_hold_up_the_e_step(monkeypatch):
+    """A worker stalled on its first task (as on a core taken by another library's
+    spinning BLAS threads) leaves the other tasks to the other worker."""
+    import threading
+    import time
+
+    X = blobs(6000, 3, 4, seed=2)
+    monkeypatch.setattr(g, "CHUNK_ELEMENTS", 2048)
+    monkeypatch.setattr(g, "N_WORKERS", 2)
+    ran, stalled = [], []
+    step = _e_step._e_step_block
+
+    def spy(ctx, first, *args, **kwargs):
+        if first == 0 and not stalled:  # the first task of the first E-step
+            stalled.append(threading.get_ident())
+            time.sleep(0.3)
+        ran.append(threading.get_ident())
+        return step(ctx, first, *args, **kwargs)
+
+    monkeypatch.setattr(_e_step, "_e_step_block", spy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        GaussianMixture(4, covariance_type="diag", random_state=0, max_iter=1, tol=0).fit(X)
+    tasks = -(-len(X) // (g.chunk_rows(len(X), 4, 3, "diag") * _e_step.CHUNKS_PER_TASK))
+    assert tasks == 9 and len(ran) == 2 * tasks  # two E-steps (one M-step)
+    assert ran[:tasks].count(stalled[0]) == 1  # the stalled worker ran its first task only
+
+
 def spy_left_out(monkeypatch):
     """The components whose left-out moments each E-step added, and every E-step's path."""
     mended, paths = [], []
