@@ -14,8 +14,7 @@ Here the rows' log densities are one node, :class:`MixtureRows` (an inline
 and PyTensor's gradient see ordinary operations). The sampler (:mod:`bayes_gmm.sampling`)
 replaces the sum of that node by :class:`MixtureTotal`, whose JAX form computes the value
 and the gradient with respect to ``C`` and ``o`` in one pass over the rows, in blocks
-that stay in cache (the features of all rows made at once: inside NUTS they depend on the
-data alone, and XLA computes such loop invariants once per run). From
+that stay in cache, each making its rows' features. From
 :data:`NATIVE_MIN_ROWS` rows that pass is the compiled CPU kernel of :mod:`bayes_gmm._native`
 (an XLA custom call, faster than XLA's own code for these thin products: see the README's
 speed table) wherever a C++ compiler can build it, and the JAX form elsewhere. The
@@ -209,27 +208,32 @@ def _jax_total():
         return value, resp @ features.T, jnp.sum(resp, axis=1)
 
     def value_and_gradients(coef, offset, xt, sample_weight):
-        # The features of all rows at once: inside NUTS they depend on the data alone, and
-        # XLA computes such loop invariants once per run, not once per gradient.
-        features = row_features(xt, jnp.concatenate)
         n = xt.shape[1]
         if n <= 2 * CHUNK_ROWS:
-            return block(coef, offset, features, sample_weight)
+            # One block: its features at once. Inside NUTS they depend on the data alone,
+            # and XLA computes such loop invariants once per run, not once per gradient.
+            return block(coef, offset, row_features(xt, jnp.concatenate), sample_weight)
         whole = n // CHUNK_ROWS
 
+        # More rows: each block makes its own features, so that memory stays bounded
+        # (all rows' features, and their tangents in the Laplace metric's Hessian, would
+        # hold q / d times the data, per chain).
         def body(i, acc):
             start = i * CHUNK_ROWS
-            rows = lax.dynamic_slice_in_dim(features, start, CHUNK_ROWS, axis=1)
+            rows = lax.dynamic_slice_in_dim(xt, start, CHUNK_ROWS, axis=1)
             weights = lax.dynamic_slice_in_dim(sample_weight, start, CHUNK_ROWS)
+            features = row_features(rows, jnp.concatenate)
             return tuple(
-                a + b for a, b in zip(acc, block(coef, offset, rows, weights), strict=True)
+                a + b for a, b in zip(acc, block(coef, offset, features, weights), strict=True)
             )
 
         zero = (jnp.zeros((), coef.dtype), jnp.zeros_like(coef), jnp.zeros_like(offset))
         acc = lax.fori_loop(0, whole, body, zero)
         if n % CHUNK_ROWS:
             tail = whole * CHUNK_ROWS
-            rest = block(coef, offset, features[:, tail:], sample_weight[tail:])
+            rest = block(
+                coef, offset, row_features(xt[:, tail:], jnp.concatenate), sample_weight[tail:]
+            )
             acc = tuple(a + b for a, b in zip(acc, rest, strict=True))
         return acc
 
