@@ -177,8 +177,7 @@ def _grouped_log_density(x, cols, m, log_weights, means, prec_chol, covariances,
     centred row's s entries out of its (K, d) vector (gradients: scatter-adds). Memory:
     (K, rows, s, s) blocks with ``s = min(m, d - m) <= d / 2`` plus (K, rows, d) rows;
     the one-hot products this replaced kept about four (K, rows, s, d) arrays alive for
-    the gradient (XLA's temporaries about a third lower now, logp + gradient 1.7-2.2x
-    faster at 8000-32000 rows, d = 8).
+    the gradient (measured: the README's speed table, ``bench_missing.py``).
     """
     import pytensor.tensor as pt
 
