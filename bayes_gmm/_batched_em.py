@@ -263,21 +263,7 @@ def _run_in_parallel(run, n_starts, n_iterations, work):
     if workers < 2 or small:
         run(0, n_starts)
         return
-    starts = iter(range(n_starts))  # next() on it is atomic (the GIL)
-
-    def share():
-        for r in starts:
-            run(r, r + 1)
-
-    helpers = [g.worker_pool().submit(share) for _ in range(workers - 1)]
-    try:
-        share()
-    finally:
-        for helper in helpers:
-            # A helper that never started (the pool busy, e.g. a grid run from one of its
-            # threads) has nothing left to do: not waited for.
-            if not helper.cancel():
-                helper.result()
+    g.share_out(lambda r: run(r, r + 1), n_starts, workers)
 
 
 def _clearly_regular(prec_chol, layout, reg_covar, data_scale):

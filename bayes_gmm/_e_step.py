@@ -11,7 +11,6 @@ which they are not negligible (:func:`_left_out_statistics`).
 from __future__ import annotations
 
 import itertools
-import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -173,9 +172,10 @@ def _e_step_blocks(ctx, eta, const, prec_chol, moments, compiled):
         # Not one block per worker: a worker slowed by a busy core would hold up the
         # E-step. Each worker takes the next task when it is done with one.
         with g.single_threaded():  # one BLAS thread per worker
-            parts = _run_tasks(
-                lambda block: block_step(ctx, *block, eta, const, prec_chol, moments),
-                ctx.tasks(),
+            tasks = ctx.tasks()
+            parts = g.share_out(
+                lambda i: block_step(ctx, *tasks[i], eta, const, prec_chol, moments),
+                len(tasks),
                 len(blocks),
             )
     if compiled:
@@ -187,26 +187,6 @@ def _e_step_blocks(ctx, eta, const, prec_chol, moments, compiled):
     for part in parts[1:]:
         stats += part
     return stats, skipped
-
-
-def _run_tasks(step, tasks, workers):
-    """``[step(task) for task in tasks]`` on ``workers`` threads of the worker pool, each
-    taking the next task when done with one."""
-    results = [None] * len(tasks)
-    order = iter(range(len(tasks)))
-    lock = threading.Lock()
-
-    def work():
-        while True:
-            with lock:
-                i = next(order, None)
-            if i is None:
-                return
-            results[i] = step(tasks[i])
-
-    for future in [g.worker_pool().submit(work) for _ in range(workers)]:
-        future.result()
-    return results
 
 
 def _e_step_block_compiled(ctx, first, last, eta, const, prec_chol, moments=True):

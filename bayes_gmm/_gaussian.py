@@ -116,6 +116,37 @@ def worker_pool():
     )
 
 
+def share_out(step, n_items, workers):
+    """``[step(i) for i in range(n_items)]``, on the calling thread and ``workers - 1``
+    threads of :func:`worker_pool`, each taking the next item when done with one.
+
+    A thread slowed for a while (its core shared with another process) takes fewer items
+    instead of holding up the rest; the results keep the items' order. A helper that never
+    started (the pool busy, e.g. when called from one of its threads) has nothing left to
+    do and is not waited for.
+    """
+    results = [None] * n_items
+    items = iter(range(n_items))
+    lock = threading.Lock()
+
+    def work():
+        while True:
+            with lock:
+                i = next(items, None)
+            if i is None:
+                return
+            results[i] = step(i)
+
+    helpers = [worker_pool().submit(work) for _ in range(min(workers, n_items) - 1)]
+    try:
+        work()
+    finally:
+        for helper in helpers:
+            if not helper.cancel():
+                helper.result()
+    return results
+
+
 _single_threaded_depth = 0
 _single_threaded_lock = threading.Lock()
 
