@@ -126,16 +126,17 @@ inline vd log_atleast_one(vd s) {
   return s < 1.0e308 ? value : s;
 }
 
-// ld[g] (kTile rows) = C[k0 + g] . F[:, tile] + o[k0 + g] for the G components of a group.
+// ld[g] (kTile rows) = C[k0 + g] . F + o[k0 + g] for the G components of a group, F the
+// tile's features (q, kTile).
 template <int G>
 inline void forward_group(int64_t q, const double* C, const double* off, const double* F,
-                          int64_t stride, double* ld) {
+                          double* ld) {
   vd acc[G][kVectors];
   for (int g = 0; g < G; ++g)
     for (int v = 0; v < kVectors; ++v) acc[g][v] = splat(off[g]);
   for (int64_t j = 0; j < q; ++j) {
     vd f[kVectors];
-    for (int v = 0; v < kVectors; ++v) f[v] = load(F + j * stride + v * kLanes);
+    for (int v = 0; v < kVectors; ++v) f[v] = load(F + j * kTile + v * kLanes);
     for (int g = 0; g < G; ++g) {
       const double c = C[g * q + j];
       for (int v = 0; v < kVectors; ++v) acc[g][v] += c * f[v];
@@ -147,14 +148,14 @@ inline void forward_group(int64_t q, const double* C, const double* off, const d
 
 // grad[g][j] (lane-wise partial sums) += R[g, tile] . F[j, tile] for the group's components.
 template <int G>
-inline void gradient_group(int64_t q, const double* resp, const double* F, int64_t stride,
+inline void gradient_group(int64_t q, const double* resp, const double* F,
                            vd* grad) {
   vd r[G][kVectors];
   for (int g = 0; g < G; ++g)
     for (int v = 0; v < kVectors; ++v) r[g][v] = load(resp + g * kTile + v * kLanes);
   for (int64_t j = 0; j < q; ++j) {
     vd f[kVectors];
-    for (int v = 0; v < kVectors; ++v) f[v] = load(F + j * stride + v * kLanes);
+    for (int v = 0; v < kVectors; ++v) f[v] = load(F + j * kTile + v * kLanes);
     for (int g = 0; g < G; ++g) {
       vd a = r[g][0] * f[0];
       for (int v = 1; v < kVectors; ++v) a += r[g][v] * f[v];
@@ -166,37 +167,38 @@ inline void gradient_group(int64_t q, const double* resp, const double* F, int64
 // The G components from k on: their log densities (forward) or their gradient's sums.
 template <int G>
 inline void group(bool forward, int64_t k, int64_t q, const double* C, const double* off,
-                  const double* F, int64_t stride, double* ld, vd* grad) {
+                  const double* F, double* ld, vd* grad) {
   if (forward)
-    forward_group<G>(q, C + k * q, off + k, F, stride, ld + k * kTile);
+    forward_group<G>(q, C + k * q, off + k, F, ld + k * kTile);
   else
-    gradient_group<G>(q, ld + k * kTile, F, stride, grad + k * q);
+    gradient_group<G>(q, ld + k * kTile, F, grad + k * q);
 }
 
 inline void tile_groups(int64_t K, int64_t q, const double* C, const double* off,
-                        const double* F, int64_t stride, double* ld, bool forward, vd* grad) {
+                        const double* F, double* ld, bool forward, vd* grad) {
   int64_t k = 0;
-  for (; k + kGroup <= K; k += kGroup) group<kGroup>(forward, k, q, C, off, F, stride, ld, grad);
+  for (; k + kGroup <= K; k += kGroup) group<kGroup>(forward, k, q, C, off, F, ld, grad);
   switch (K - k) {  // the last, smaller group
     case 3:
-      group<3>(forward, k, q, C, off, F, stride, ld, grad);
+      group<3>(forward, k, q, C, off, F, ld, grad);
       break;
     case 2:
-      group<2>(forward, k, q, C, off, F, stride, ld, grad);
+      group<2>(forward, k, q, C, off, F, ld, grad);
       break;
     case 1:
-      group<1>(forward, k, q, C, off, F, stride, ld, grad);
+      group<1>(forward, k, q, C, off, F, ld, grad);
       break;
     default:
       break;
   }
 }
 
-// One tile of kTile rows: ld becomes the responsibilities times the row weights.
+// One tile of kTile rows, F its features (q, kTile): ld becomes the responsibilities
+// times the row weights.
 inline void tile_pass(int64_t K, int64_t q, const double* C, const double* off,
-                      const double* F, int64_t stride, const double* w, double* ld,
+                      const double* F, const double* w, double* ld,
                       vd* grad, vd* grad_off, vd& total) {
-  tile_groups(K, q, C, off, F, stride, ld, true, grad);
+  tile_groups(K, q, C, off, F, ld, true, grad);
   for (int v = 0; v < kVectors; ++v) {
     double* base = ld + v * kLanes;
     vd top = load(base);
@@ -219,7 +221,7 @@ inline void tile_pass(int64_t K, int64_t q, const double* C, const double* off,
       grad_off[k] += r;
     }
   }
-  tile_groups(K, q, C, off, F, stride, ld, false, grad);
+  tile_groups(K, q, C, off, F, ld, false, grad);
 }
 
 // The tile's features [x_i x_j (i <= j), x] from its rows' coordinates xt (d, kTile
@@ -263,7 +265,7 @@ ffi::Error MixtureTotalImpl(ffi::Buffer<ffi::F64> coef, ffi::Buffer<ffi::F64> of
   std::vector<double> features(q * kTile);
   for (int64_t start = 0; start < whole; start += kTile) {
     tile_features(d, X + start, n, features.data());
-    tile_pass(K, q, C, off, features.data(), kTile, w + start, ld.data(), grad.data(),
+    tile_pass(K, q, C, off, features.data(), w + start, ld.data(), grad.data(),
               grad_off.data(), total);
   }
   if (whole < n) {  // the last rows, copied into a tile padded with zero-weight rows
@@ -273,7 +275,7 @@ ffi::Error MixtureTotalImpl(ffi::Buffer<ffi::F64> coef, ffi::Buffer<ffi::F64> of
       std::memcpy(&tail_x[j * kTile], X + j * n + whole, m * sizeof(double));
     std::memcpy(tail_w.data(), w + whole, m * sizeof(double));
     tile_features(d, tail_x.data(), kTile, features.data());
-    tile_pass(K, q, C, off, features.data(), kTile, tail_w.data(), ld.data(), grad.data(),
+    tile_pass(K, q, C, off, features.data(), tail_w.data(), ld.data(), grad.data(),
               grad_off.data(), total);
   }
   *value->typed_data() = total_of(total);
