@@ -545,19 +545,19 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 context, n_init, do_init, random_state, inits, center
             )
 
-            if not best.converged and self.max_iter > 0:
-                warnings.warn(
-                    "Best performing initialization did not converge. Try different init "
-                    "parameters, or increase max_iter, tol, or check for degenerate data. (EM ran "
-                    f"max_iter={self.max_iter} iterations, best of {n_init} initialization(s); the "
-                    "last change of the objective per sample was above tol; also check the data's "
-                    "scale.)",
-                    ConvergenceWarning,
-                    stacklevel=3,
-                )
-            self._warn_degenerate(best, data_scale)
-            self._store(best, center, objectives, w.sum(), dtype)
-            return X if X_missing is None else X_missing
+        if not best.converged and self.max_iter > 0:
+            warnings.warn(
+                "Best performing initialization did not converge. Try different init "
+                "parameters, or increase max_iter, tol, or check for degenerate data. (EM ran "
+                f"max_iter={self.max_iter} iterations, best of {n_init} initialization(s); the "
+                "last change of the objective per sample was above tol; also check the data's "
+                "scale.)",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        self._warn_degenerate(best, data_scale)
+        self._store(best, center, objectives, w.sum(), dtype)
+        return X if X_missing is None else X_missing
 
     def _run_inits(self, ctx, n_init, do_init, random_state, inits, center):
         """EM from each initialization; the best run and every run's final objective."""
