@@ -75,6 +75,7 @@ def batched_em(
     prior=None,
     features=None,
     data_scale=None,
+    parallel=True,
 ):
     """Run EM from R starts of the same mixture, in compiled code.
 
@@ -111,6 +112,9 @@ def batched_em(
     data_scale : float, default=None
         The largest column variance of ``X`` (``GaussianMixture``'s scale for a covariance
         held only by ``reg_covar``), for such a caller; computed when None.
+    parallel : bool, default=True
+        Whether the starts may be shared out over the worker threads (on large enough
+        data); False for a caller that runs batches on several threads itself.
 
     Returns
     -------
@@ -178,7 +182,10 @@ def batched_em(
             n_iter[first:last], converged[first:last], status[first:last], prec_chol[first:last],
         )  # fmt: skip
 
-    _run_in_parallel(run, R, n_iterations=int(max_iters.sum()), work=feats.size * K)
+    if parallel:
+        _run_in_parallel(run, R, n_iterations=int(max_iters.sum()), work=feats.size * K)
+    else:
+        run(0, R)
     ok = np.flatnonzero(status == kernel.OK)
     covs = get_layout(layout).from_kernel(covs[ok])
     prec_chol = get_layout(layout).from_kernel(prec_chol[ok])

@@ -38,6 +38,10 @@ call of a compiled EM kernel (:mod:`bayes_gmm._batched_em`: the iterations of
 time on small data). The best start (highest objective) is kept, and the table reports
 how many starts reached it (``n_best`` of ``n_starts``; a low ratio flags a likelihood
 with several local optima).
+With several cores, cells run at the same time, one per thread (``_gaussian.N_WORKERS``,
+else one per core), each as soon as the cells it starts from are done (the same structure
+at K - 1 and the structures nested in it at K); the kernel releases the GIL. A cell's
+result depends only on those cells, so the table is the same on any number of threads.
 Then the cells that could still win are run on to the final ``tol``: visited best first, a
 cell is refined unless its criterion, less a generous bound on what more iterations could
 gain (ten times the geometric extrapolation of its last EM steps), is above the best
@@ -49,8 +53,10 @@ mclust initializes on one) and each cell's best start is then run on all the dat
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import functools
+import heapq
 import numbers
 import os
 import sys
@@ -540,7 +546,7 @@ class _Parent:
 
 
 # --------------------------------------------------------------------------- fitting
-def _run_starts(data, K, ctype, starts, prior, resolved, max_iter):
+def _run_starts(data, K, ctype, starts, prior, resolved, max_iter, parallel=True):
     """EM to ``EXPLORE_TOL`` from each start; per start ``(run or None, reason)``.
 
     ``starts`` are centered (weights, means, covariances); ``resolved`` is ``prior``
@@ -567,6 +573,7 @@ def _run_starts(data, K, ctype, starts, prior, resolved, max_iter):
             prior=resolved,
             features=data.features_t(ctype),
             data_scale=data.data_scale,
+            parallel=parallel,
         )
     out = []
     for run, start, limit in zip(results, starts, max_iter, strict=True):
@@ -605,9 +612,14 @@ def _run_one(data, K, ctype, start, prior, max_iter):
     return run, ""
 
 
+#: Held around recording a fit's warnings: ``warnings.catch_warnings`` swaps the process's
+#: filters, and two cells recording at once on two threads would restore each other's.
+_RECORDING = threading.Lock()
+
+
 def _fit_quietly(estimator, X, w):
     """Fit; return ``(estimator or None, reason)``, the reason set on an error or degeneracy."""
-    with warnings.catch_warnings(record=True) as caught:
+    with _RECORDING, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             estimator.fit(X, sample_weight=w)
@@ -619,7 +631,7 @@ def _fit_quietly(estimator, X, w):
     return estimator, ""
 
 
-def _explore(data, K, ctype, starts, prior, max_iter):
+def _explore(data, K, ctype, starts, prior, max_iter, parallel=True):
     """Run the starts to ``EXPLORE_TOL``; return the best as an estimator, and the counts.
 
     Every start first runs at most ``SHORT_ITER`` iterations; only those then within
@@ -634,7 +646,7 @@ def _explore(data, K, ctype, starts, prior, max_iter):
     resolved = None if prior is None else prior.resolve(data.X, K, ctype, sample_weight=data.w)
     runs, reasons = [], []
     done = _run_starts(
-        data, K, ctype, [p for _, p in starts], prior, resolved, [short] * len(starts)
+        data, K, ctype, [p for _, p in starts], prior, resolved, [short] * len(starts), parallel
     )
     for (kind, _), (run, reason) in zip(starts, done, strict=True):
         if run is None:
@@ -659,6 +671,7 @@ def _explore(data, K, ctype, starts, prior, max_iter):
             prior,
             resolved,
             [max_iter - n_iter for _, _, n_iter in going_on],
+            parallel,
         )
         for entry, (run, reason) in zip(going_on, done, strict=True):
             if run is None:
@@ -733,11 +746,14 @@ def _failed(row, reason):
 
 
 def _run_grid(data, sub, ks, types, names, settings, progress):
-    """Fit every cell, K ascending so that each K can start from the split of K - 1.
+    """Fit every cell; each after the cells it starts from (the same structure at K - 1,
+    whose split it tries, and the structures nested in it at the same K).
 
     ``sub`` is the data the starts are explored on (a subsample of ``data`` when that is
     large, else ``data`` itself); ``settings`` holds n_init, entropy, prior, tol, max_iter,
-    criterion and refine.
+    criterion and refine. With several cores, cells whose starts are ready run at the same
+    time, one per thread (the EM kernel releases the GIL); a cell's result depends only on
+    the cells it starts from, so the table is the same on any number of threads.
     """
     s = settings
     n_rows = int(np.count_nonzero(data.w > 0))
@@ -747,12 +763,9 @@ def _run_grid(data, sub, ks, types, names, settings, progress):
     # Within a K the constrained structures go first, so that the flexible ones can also
     # start from their solutions.
     fit_order = _fit_order(types)
-    announce_kernel = not kernel_loaded()
-    hc = None
+    todo = []
     for K in ks:
-        partitions = None
         for ctype in fit_order:
-            t0 = time.perf_counter()
             row = {
                 "covariance_type": ctype,
                 "n_components": K,
@@ -779,65 +792,163 @@ def _run_grid(data, sub, ks, types, names, settings, progress):
                 )
             if row.get("reason"):
                 progress.update(f"{ctype} K={K}")
-                continue
-            if announce_kernel:  # else the bar would stand still while numba compiles
-                progress.note(
-                    "loading the compiled EM kernel (its first use after installing compiles "
-                    "it, ~7 s)"
-                )
-                announce_kernel = False
-            progress.show(f"{ctype} K={K}")
-            if partitions is None:  # once per K, shared by the structures
-                partitions = [
-                    (kind, sub, labels, {})
-                    for kind, labels in _partitions(
-                        sub, K, 1 if K == 1 else s["n_init"], s["entropy"]
-                    )
-                ]
-                if K > 1:
-                    if hc is None:  # one tree for every K, as mclust
-                        hc = _hc_tree(sub, s["entropy"], ks)
-                    hc_data, hc_labels = hc
-                    if K in hc_labels:
-                        partitions.append(("hc", hc_data, hc_labels[K], {}))
-            starts = [
-                (kind, _params_from_labels(pdata, labels, K, ctype, moments))
-                for kind, pdata, labels, moments in partitions
-                if get_structure(ctype).is_sklearn or kind in CONSTRAINED_PARTITIONS
-            ]
-            if (ctype, K - 1) in parents:
-                starts.append(("split", _split_start(sub, parents[(ctype, K - 1)], ctype)))
-            for other in _conversion_sources(fit_order, ctype, K, parents):
-                params = _convert_start(parents[(other, K)], other, ctype)
-                starts.append((f"from {other}", params))
-            est, info = _explore(sub, K, ctype, starts, s["prior"], s["max_iter"])
-            row.update(info)
-            on_data = None  # the responsibilities on all the data, shared when sub is data
-            if est is not None:
-                if sub is data:
-                    on_data = _log_norm_and_resp(est, data, ctype)
-                parents[(ctype, K)] = _Parent.from_estimator(
-                    est, sub, ctype, None if on_data is None else on_data[1]
-                )
-                if sub is not data:
-                    est, reason = _continue(est, data, EXPLORE_TOL)
-                    if est is None:
-                        row["reason"] = reason
-                    else:
-                        row["n_iter"] += est.n_iter_
-            if est is not None:
-                criteria = est._criteria(data.X, data.w, on_data)
-                row.update(criteria, converged=est.converged_, tol=EXPLORE_TOL)
-                estimators[(ctype, K)] = est
-            row["fit_time"] = time.perf_counter() - t0
-            progress.update(f"{ctype} K={K}")
-        for ctype in types:  # K - 1's solutions are no longer needed
-            parents.pop((ctype, K - 1), None)
+            else:
+                todo.append((ctype, K))
+    if todo and not kernel_loaded():  # else the bar would stand still while numba compiles
+        progress.note(
+            "loading the compiled EM kernel (its first use after installing compiles it, ~7 s)"
+        )
+    workers = min(g.n_available_workers(), len(todo))
+    shared = _SharedStarts(sub, ks, s)
+    for ctype in types:  # computed once, before threads could compute them twice
+        sub.features_t(ctype)
+    left = {K: sum(1 for _, k in todo if k == K) for K in ks}
+
+    def fit(key):
+        if workers < 2:  # the bar is drawn from this thread only
+            progress.show(f"{key[0]} K={key[1]}")
+        return _fit_cell(data, sub, *key, shared, parents, fit_order, s, parallel=workers < 2)
+
+    def finish(key, result):
+        ctype, K = key
+        info, est, parent = result
+        cells[key].update(info)
+        if parent is not None:
+            parents[key] = parent
+        if est is not None:
+            estimators[key] = est
+        progress.update(f"{ctype} K={K}")
+        left[K] -= 1
+        if not left[K]:  # K - 1's solutions are no longer needed
+            for other in types:
+                parents.pop((other, K - 1), None)
+
+    def starts_from(key):
+        ctype, K = key
+        pairs, nested = _possible_sources(tuple(fit_order), ctype)
+        return [(ctype, K - 1), *((o, K) for o in pairs + nested)]
+
+    _in_dependency_order(todo, starts_from, fit, finish, workers)
     _refine(data, cells, estimators, s)
     for row in cells.values():
         if row.get("converged") is False and not row.get("reason"):
             row["reason"] = f"EM did not converge in max_iter={s['max_iter']}"
     return cells, estimators
+
+
+def _in_dependency_order(keys, needs, run, finish, workers):
+    """``finish(key, run(key))`` for every key, each after the keys ``needs(key)`` names
+    (those among ``keys``); ``run`` on up to ``workers`` threads, ``finish`` on this one.
+
+    ``keys`` is in an order that runs every key after its needs; on one worker they run in
+    that order, on more the ready keys go first in that order.
+    """
+    if workers < 2:
+        for key in keys:
+            finish(key, run(key))
+        return
+    rank = {key: i for i, key in enumerate(keys)}
+    waiting, dependents = {}, {key: [] for key in keys}
+    for key in keys:
+        waiting[key] = {need for need in needs(key) if need in rank}
+        for need in waiting[key]:
+            dependents[need].append(key)
+    ready = [rank[key] for key in keys if not waiting[key]]
+    heapq.heapify(ready)
+    running = {}
+    # Threads of its own: a cell's fit may wait on the E-step's pool (g.worker_pool),
+    # which must not be the one its own thread belongs to.
+    pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="bayes_gmm_grid")
+    try:
+        while ready or running:
+            while ready and len(running) < workers:
+                key = keys[heapq.heappop(ready)]
+                running[pool.submit(run, key)] = key
+            finished, _ = concurrent.futures.wait(
+                running, return_when=concurrent.futures.FIRST_COMPLETED
+            )
+            for future in sorted(finished, key=lambda f: rank[running[f]]):
+                key = running.pop(future)
+                finish(key, future.result())
+                for dependent in dependents[key]:
+                    waiting[dependent].discard(key)
+                    if not waiting[dependent]:
+                        heapq.heappush(ready, rank[dependent])
+    finally:  # after an error, the cells still running end before this returns
+        pool.shutdown(cancel_futures=True)
+
+
+class _SharedStarts:
+    """The partitions that every structure at a K starts from, made once per K by the
+    first cell that needs them (cells may run on several threads)."""
+
+    def __init__(self, sub, ks, settings):
+        self._sub, self._ks, self._settings = sub, ks, settings
+        self._locks = {K: threading.Lock() for K in ks}
+        self._by_k = {}
+        self._hc_lock = threading.Lock()
+        self._hc = None
+
+    def partitions(self, K):
+        """``[(kind, data, labels, moments)]``: k-means, k-means++ and mclust's hc."""
+        with self._locks[K]:
+            if K not in self._by_k:
+                s = self._settings
+                n_init = 1 if K == 1 else s["n_init"]
+                parts = [
+                    (kind, self._sub, labels, {})
+                    for kind, labels in _partitions(self._sub, K, n_init, s["entropy"])
+                ]
+                if K > 1:
+                    hc_data, hc_labels = self._hc_tree()
+                    if K in hc_labels:
+                        parts.append(("hc", hc_data, hc_labels[K], {}))
+                self._by_k[K] = parts
+            return self._by_k[K]
+
+    def _hc_tree(self):
+        with self._hc_lock:  # one tree for every K, as mclust
+            if self._hc is None:
+                self._hc = _hc_tree(self._sub, self._settings["entropy"], self._ks)
+            return self._hc
+
+
+def _fit_cell(data, sub, ctype, K, shared, parents, fit_order, s, parallel):
+    """Explore one cell's starts on ``sub`` and evaluate the best on ``data``.
+
+    ``parents`` holds the solutions of the cells this one starts from. Returns the row's
+    entries, the fitted estimator (None if the cell failed) and the cell's solution for
+    the cells that start from it (None if none).
+    """
+    t0 = time.perf_counter()
+    starts = [
+        (kind, _params_from_labels(pdata, labels, K, ctype, moments))
+        for kind, pdata, labels, moments in shared.partitions(K)
+        if get_structure(ctype).is_sklearn or kind in CONSTRAINED_PARTITIONS
+    ]
+    if (ctype, K - 1) in parents:
+        starts.append(("split", _split_start(sub, parents[(ctype, K - 1)], ctype)))
+    for other in _conversion_sources(fit_order, ctype, K, parents):
+        params = _convert_start(parents[(other, K)], other, ctype)
+        starts.append((f"from {other}", params))
+    est, info = _explore(sub, K, ctype, starts, s["prior"], s["max_iter"], parallel)
+    on_data = None  # the responsibilities on all the data, shared when sub is data
+    parent = None
+    if est is not None:
+        if sub is data:
+            on_data = _log_norm_and_resp(est, data, ctype)
+        parent = _Parent.from_estimator(est, sub, ctype, None if on_data is None else on_data[1])
+        if sub is not data:
+            est, reason = _continue(est, data, EXPLORE_TOL)
+            if est is None:
+                info["reason"] = reason
+            else:
+                info["n_iter"] += est.n_iter_
+    if est is not None:
+        criteria = est._criteria(data.X, data.w, on_data)
+        info.update(criteria, converged=est.converged_, tol=EXPLORE_TOL)
+    info["fit_time"] = time.perf_counter() - t0
+    return info, est, parent
 
 
 def _refine(data, cells, estimators, s):

@@ -1,5 +1,7 @@
 """Tests of bayes_gmm.select_model / ModelSelection (issue: choosing K and the structure)."""
 
+import threading
+import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -264,6 +266,79 @@ def test_reproducible_with_random_state(faithful):
     a = select_model(faithful, **kw).table
     b = select_model(faithful, **kw).table
     pd.testing.assert_frame_equal(a.drop(columns="fit_time"), b.drop(columns="fit_time"))
+
+
+@pytest.mark.parametrize("data", ["faithful", "duplicated rows"])
+def test_table_does_not_depend_on_the_number_of_threads(faithful, data, monkeypatch):
+    """Cells run on several threads (each once the cells it starts from are done) give the
+    table of one thread, number for number; degenerate cells keep their reasons."""
+    from bayes_gmm import _gaussian, selection
+
+    if data == "faithful":
+        X = faithful
+        kw = dict(n_components=range(1, 6), covariance_types=["EII", "VII", "EEE", "VEV", "VVV"])
+    else:  # three points, each repeated: K = 3 collapses in every structure
+        X = np.repeat([[0.0, 0.0], [5.0, 1.0], [2.0, 7.0], [1.0, 1.0]], [10, 10, 10, 1], axis=0)
+        kw = dict(n_components=range(1, 5), covariance_types=["EII", "EEE", "VVI", "VVV"])
+    threads = set()
+    fit_cell = selection._fit_cell
+
+    def spy(*args, **kwargs):
+        threads.add(threading.current_thread().name)
+        return fit_cell(*args, **kwargs)
+
+    monkeypatch.setattr(selection, "_fit_cell", spy)
+    tables = {}
+    for workers in (1, 3):
+        monkeypatch.setattr(_gaussian, "N_WORKERS", workers)
+        threads.clear()
+        tables[workers] = select_model(X, random_state=3, **kw).table.drop(columns="fit_time")
+        if workers == 1:
+            assert threads == {threading.current_thread().name}
+        else:
+            assert len(threads) > 1 and all(t.startswith("bayes_gmm_grid") for t in threads)
+    pd.testing.assert_frame_equal(tables[1], tables[3])
+    if data != "faithful":
+        assert tables[3]["reason"].str.contains("degenerate").any()
+
+
+def test_cells_run_after_the_cells_they_start_from():
+    from bayes_gmm.selection import _in_dependency_order
+
+    keys = list(range(60))
+
+    def needs(k):  # a key outside ``keys`` (-1) is no dependency
+        return {k - 1, k // 3 - 1} if k % 4 else {k // 2 - 1}
+
+    finished, started_after = [], {}
+
+    def run(k):
+        started_after[k] = set(finished)  # what had finished when k started
+        time.sleep(0.001 * (k % 3))
+        return 2 * k
+
+    def finish(k, result):
+        assert result == 2 * k and threading.current_thread() is threading.main_thread()
+        finished.append(k)
+
+    _in_dependency_order(keys, needs, run, finish, workers=4)
+    assert sorted(finished) == keys
+    for k in keys:
+        assert {n for n in needs(k) if n >= 0} <= started_after[k]
+    finished.clear()
+    _in_dependency_order(keys, needs, run, finish, workers=1)
+    assert finished == keys  # one worker: in the given order
+
+    def fail_at_7(k):
+        if k == 7:
+            raise RuntimeError("cell 7 failed")
+        return run(k)
+
+    finished.clear()
+    with pytest.raises(RuntimeError, match="cell 7"):
+        _in_dependency_order(keys, needs, fail_at_7, finish, workers=2)
+    after_7 = {k for k in keys if 7 in needs(k)}
+    assert after_7 and not after_7 & {7, *finished}
 
 
 def test_integer_sample_weight_equals_repeated_rows(faithful):
