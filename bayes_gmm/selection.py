@@ -838,10 +838,11 @@ def _run_grid(data, sub, ks, types, names, settings, progress):
 
 def _in_dependency_order(keys, needs, run, finish, workers):
     """``finish(key, run(key))`` for every key, each after the keys ``needs(key)`` names
-    (those among ``keys``); ``run`` on up to ``workers`` threads, ``finish`` on this one.
+    (those among ``keys``), on this thread and ``workers - 1`` others.
 
     ``keys`` is in an order that runs every key after its needs; on one worker they run in
-    that order, on more the ready keys go first in that order.
+    that order, on more each thread takes the first ready key in that order when it is
+    done with one. ``finish`` runs on the thread that ran the key, never two at once.
     """
     if workers < 2:
         for key in keys:
@@ -855,27 +856,49 @@ def _in_dependency_order(keys, needs, run, finish, workers):
             dependents[need].append(key)
     ready = [rank[key] for key in keys if not waiting[key]]
     heapq.heapify(ready)
-    running = {}
-    # Threads of its own: a cell's fit may wait on the E-step's pool (g.worker_pool),
-    # which must not be the one its own thread belongs to.
-    pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="bayes_gmm_grid")
-    try:
-        while ready or running:
-            while ready and len(running) < workers:
+    state = threading.Condition()
+    running, errors = [0], []
+
+    # Each thread finishes its own keys and takes the next: a coordinating thread would
+    # wait for the GIL (up to the interpreter's 5 ms switch interval) before handing on.
+    def work():
+        while True:
+            with state:
+                while not ready and running[0] and not errors:
+                    state.wait()
+                if errors or not ready:  # all done, or a key failed
+                    return
                 key = keys[heapq.heappop(ready)]
-                running[pool.submit(run, key)] = key
-            finished, _ = concurrent.futures.wait(
-                running, return_when=concurrent.futures.FIRST_COMPLETED
-            )
-            for future in sorted(finished, key=lambda f: rank[running[f]]):
-                key = running.pop(future)
-                finish(key, future.result())
-                for dependent in dependents[key]:
-                    waiting[dependent].discard(key)
-                    if not waiting[dependent]:
-                        heapq.heappush(ready, rank[dependent])
-    finally:  # after an error, the cells still running end before this returns
-        pool.shutdown(cancel_futures=True)
+                running[0] += 1
+            try:
+                result = run(key)
+                with state:
+                    finish(key, result)
+                    for dependent in dependents[key]:
+                        waiting[dependent].discard(key)
+                        if not waiting[dependent]:
+                            heapq.heappush(ready, rank[dependent])
+            except BaseException as exc:
+                with state:
+                    errors.append(exc)
+                raise
+            finally:
+                with state:
+                    running[0] -= 1
+                    state.notify_all()
+
+    # Threads of their own: a cell's fit may wait on the E-step's pool (g.worker_pool),
+    # which must not be the one its own thread belongs to.
+    with concurrent.futures.ThreadPoolExecutor(
+        workers - 1, thread_name_prefix="bayes_gmm_grid"
+    ) as pool:
+        helpers = [pool.submit(work) for _ in range(workers - 1)]
+        try:
+            work()
+        finally:
+            concurrent.futures.wait(helpers)
+    for helper in helpers:
+        helper.result()  # a helper's error, if this thread had none
 
 
 class _SharedStarts:
