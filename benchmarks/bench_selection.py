@@ -23,6 +23,10 @@ Usage::
     python benchmarks/bench_selection.py --case faithful --repeat 3
     python benchmarks/bench_selection.py --profile  # where our time goes (cProfile)
     python benchmarks/bench_selection.py --case faithful --cold-cache  # first-install cost
+    python benchmarks/bench_selection.py --case faithful --threads 1  # cells one at a time
+
+Ours runs the grid's cells on one thread per core (``--threads`` sets how many); mclust's
+``mclustBIC`` runs on one. Both wall and CPU times are printed.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ import numpy as np
 if "--cold-cache" in sys.argv:  # before bayes_gmm can import numba
     os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="bench_selection_numba_")
 
-from bayes_gmm import select_model
+from bayes_gmm import _gaussian, select_model
 from bayes_gmm.datasets import load_faithful, make_mixture
 
 MODELS = {
@@ -144,14 +148,18 @@ def main(argv=None):
     )
     parser.add_argument("--profile", action="store_true", help="print a cProfile of ours")
     parser.add_argument(
+        "--threads", type=int, default=None, help="our worker threads (default: one per core)"
+    )
+    parser.add_argument(
         "--models", choices=tuple(MODELS), default="all", help="mclust's 14, or sklearn's four"
     )
     args = parser.parse_args(argv)
 
+    _gaussian.N_WORKERS = args.threads
     have_r = mclust_available()
     print(
-        f"cpu count {os.cpu_count()}; load average {os.getloadavg()[0]:.1f}; numba cache "
-        f"{'cold' if args.cold_cache else 'as is'}"
+        f"cpu count {os.cpu_count()}; our threads {_gaussian.n_available_workers()}; load "
+        f"average {os.getloadavg()[0]:.1f}; numba cache {'cold' if args.cold_cache else 'as is'}"
     )
     if not have_r:
         print("mclust not found (apt-get install r-cran-mclust): timing ours only")
