@@ -297,6 +297,9 @@ STRUCTURES = {
 _LOOKUP = {**STRUCTURES, **{alias: STRUCTURES[name] for alias, name in SKLEARN_NAMES.items()}}
 
 
+_LAYOUT_NAMES = {name: structure.layout for name, structure in _LOOKUP.items()}
+
+
 def is_structure(name):
     """Whether ``name`` is an mclust code or a scikit-learn covariance type."""
     return isinstance(name, str) and name in _LOOKUP
@@ -310,10 +313,14 @@ def get_structure(name):
     ValueError
         For any other value, listing the valid names.
     """
+    # The common case first, with no isinstance checks: the EM and grid code look names
+    # up thousands of times per selection grid.
+    try:
+        return _LOOKUP[name]
+    except (KeyError, TypeError):  # TypeError: unhashable
+        pass
     if isinstance(name, Structure):
         return name
-    if isinstance(name, str) and name in _LOOKUP:
-        return _LOOKUP[name]
     hint = ""
     if isinstance(name, str) and name.upper() in _LOOKUP:
         hint = f" (mclust's codes are upper case: {name.upper()!r})"
@@ -331,7 +338,10 @@ def canonical_name(name):
 
 def layout_of(name):
     """The storage layout ("full", "tied", "diag", "spherical") of a structure's name."""
-    return get_structure(name).layout
+    try:
+        return _LAYOUT_NAMES[name]
+    except (KeyError, TypeError):
+        return get_structure(name).layout
 
 
 def check_map_supported(name):
@@ -843,7 +853,13 @@ LAYOUTS = {layout.name: layout for layout in (_Full(), _Tied(), _Diag(), _Spheri
 
 def get_layout(name):
     """The :class:`Layout` of a structure's name ("VEV" and "full": the full layout)."""
-    return LAYOUTS[layout_of(name)]
+    try:
+        return _LAYOUTS_BY_NAME[name]
+    except (KeyError, TypeError):
+        return LAYOUTS[layout_of(name)]
+
+
+_LAYOUTS_BY_NAME = {name: LAYOUTS[layout] for name, layout in _LAYOUT_NAMES.items()}
 
 
 @functools.cache
