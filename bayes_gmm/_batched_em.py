@@ -27,9 +27,9 @@ import numpy as np
 
 from bayes_gmm import _gaussian as g
 from bayes_gmm.em import _Run, held_by_regularization
-from bayes_gmm.structures import canonical_name, get_layout, get_structure
+from bayes_gmm.structures import canonical_name, get_structure
 
-__all__ = ["batched_em", "fits_in_batch", "kernel_loaded", "log_norm_and_resp"]
+__all__ = ["Batch", "batched_em", "fits_in_batch", "kernel_loaded", "log_norm_and_resp"]
 
 #: Largest number of float64 elements in the kernel's temporaries (~32 MB).
 MAX_BATCH_ELEMENTS = 2**22
@@ -125,92 +125,155 @@ def batched_em(
         ``reg_covar``), which the caller must rerun through ``GaussianMixture`` so that it
         warns as usual.
     """
-    kernel = _kernel()
-    structure = get_structure(covariance_type)
-    ctype = canonical_name(covariance_type)
-    layout = structure.layout
-    if not structure.is_sklearn:
-        reg_covar = 0.0
-    X = np.asarray(X, dtype=float)
-    w = np.ascontiguousarray(sample_weight, dtype=float)
-    R, K = np.shape(weights)
-    d = X.shape[1]
-    center = w @ X / w.sum()  # the frame of the features (a caller's too) and of the prior
-    feats = features
-    if feats is None:
-        feats = np.ascontiguousarray(g.features(X - center, ctype).T)
-    if structure.storage.shared:
-        tied_moment = g.weighted_second_moment(X - center, w)
-    else:
-        tied_moment = np.zeros((d, d))
-    max_iters = np.empty(R, dtype=np.int64)  # writable
-    max_iters[:] = max_iter
-    weights = np.array(weights, dtype=float, order="C")
-    means = np.array(means, dtype=float, order="C")
-    # A copy (the kernel overwrites it), in the kernel's (R, K, d, d) layout.
-    covs = np.array(g.full_covariances(covariances, ctype, K, d), dtype=float, order="C")
-    prior_scale, prior_counts, prior_scatter = np.zeros((d, d)), np.zeros(K), np.zeros((K, d, d))
-    if prior is None:
-        hyper, prior_mean, prior_const = np.ones(3), np.zeros(d), 0.0
-    else:
-        centered = g.CenteredPrior.from_resolved(prior, center)
-        hyper = np.array([centered.alpha, centered.kappa, centered.nu], dtype=float)
-        prior_mean = np.ascontiguousarray(centered.mean, dtype=float)
-        prior_const = float(prior._log_normalizer)
-        if centered.map_terms is None:
-            prior_scale = np.ascontiguousarray(
-                g.full_covariances(centered.scale, ctype, 1, d).reshape(d, d), dtype=float
-            )
-        else:  # the "full" layout's update reads these instead of the scale
-            prior_counts, prior_scatter = (np.array(a, order="C") for a in centered.map_terms)
-        reg_covar = 0.0  # the prior's scale keeps covariances positive definite instead
-    history = np.empty((R, int(max_iters.max(initial=0)) + 1))
-    n_iter = np.zeros(R, dtype=np.int64)
-    converged = np.zeros(R, dtype=np.bool_)
-    status = np.zeros(R, dtype=np.int64)
-    prec_chol = np.zeros((R, K, d, d))
-    # Every argument has one type, C layout and is writable, so that numba never compiles a
-    # second specialization (seconds) because, say, reg_covar came as an int or max_iter as
-    # a read-only array.
-    settings = (float(tol * w.sum()), float(reg_covar), tied_moment, prior is not None, hyper,
-                prior_mean, prior_scale, prior_counts, prior_scatter, prior_const)  # fmt: skip
+    batch = Batch(
+        X,
+        sample_weight,
+        covariance_type,
+        np.shape(weights)[1],
+        tol=tol,
+        reg_covar=reg_covar,
+        prior=prior,
+        features=features,
+        data_scale=data_scale,
+    )
+    return batch.run(weights, means, covariances, max_iter, parallel=parallel)
 
-    def run(first, last):
-        kernel.run_starts(
-            kernel.CTYPE_CODES[ctype], feats, w, weights[first:last], means[first:last],
-            covs[first:last], max_iters[first:last], *settings, history[first:last],
-            n_iter[first:last], converged[first:last], status[first:last], prec_chol[first:last],
+
+class Batch:
+    """:func:`batched_em`'s set-up for one mixture on one data set, for several calls.
+
+    Everything but the starts (the kernel's settings, the features, the prior's terms),
+    so that a caller that runs its starts in stages (a selection grid's cell) prepares
+    them once. The parameters are :func:`batched_em`'s, plus ``n_components`` and, for a
+    caller that holds them, ``center`` (``sample_weight @ X / sample_weight.sum()``) and
+    ``tied_moment`` (``_gaussian.weighted_second_moment`` of the rows centered by it).
+    """
+
+    def __init__(
+        self,
+        X,
+        sample_weight,
+        covariance_type,
+        n_components,
+        *,
+        tol,
+        reg_covar=1e-6,
+        prior=None,
+        features=None,
+        data_scale=None,
+        center=None,
+        tied_moment=None,
+    ):
+        kernel = self._kernel = _kernel()
+        structure = get_structure(covariance_type)
+        ctype = self.ctype = canonical_name(covariance_type)
+        self.layout = structure.storage
+        if not structure.is_sklearn or prior is not None:
+            # Under a prior its scale keeps covariances positive definite instead.
+            reg_covar = 0.0
+        X = np.asarray(X, dtype=float)
+        w = self.w = np.ascontiguousarray(sample_weight, dtype=float)
+        K = self.K = int(n_components)
+        d = self.d = X.shape[1]
+        if center is None:  # the frame of the features (a caller's too) and of the prior
+            center = w @ X / w.sum()
+        feats = features
+        if feats is None:
+            feats = np.ascontiguousarray(g.features(X - center, ctype).T)
+        self.feats = feats
+        if not self.layout.shared:
+            tied_moment = np.zeros((d, d))
+        elif tied_moment is None:
+            tied_moment = g.weighted_second_moment(X - center, w)
+        prior_scale, prior_scatter = np.zeros((d, d)), np.zeros((K, d, d))
+        prior_counts = np.zeros(K)
+        if prior is None:
+            hyper, prior_mean, prior_const = np.ones(3), np.zeros(d), 0.0
+        else:
+            centered = g.CenteredPrior.from_resolved(prior, center)
+            hyper = np.array([centered.alpha, centered.kappa, centered.nu], dtype=float)
+            prior_mean = np.ascontiguousarray(centered.mean, dtype=float)
+            prior_const = float(prior._log_normalizer)
+            if centered.map_terms is None:
+                prior_scale = np.ascontiguousarray(
+                    g.full_covariances(centered.scale, ctype, 1, d).reshape(d, d), dtype=float
+                )
+            else:  # the "full" layout's update reads these instead of the scale
+                prior_counts, prior_scatter = (np.array(a, order="C") for a in centered.map_terms)
+        self.with_prior = prior is not None
+        self.reg_covar = float(reg_covar)
+        self.data_scale = data_scale
+        self.X = X
+        self.code = kernel.CTYPE_CODES[ctype]
+        # Every argument has one type, C layout and is writable, so that numba never
+        # compiles a second specialization (seconds) because, say, reg_covar came as an int
+        # or max_iter as a read-only array.
+        self.settings = (
+            float(tol * w.sum()), self.reg_covar, tied_moment, prior is not None, hyper,
+            prior_mean, prior_scale, prior_counts, prior_scatter, prior_const,
         )  # fmt: skip
 
-    if parallel:
-        _run_in_parallel(run, R, n_iterations=int(max_iters.sum()), work=feats.size * K)
-    else:
-        run(0, R)
-    ok = np.flatnonzero(status == kernel.OK)
-    covs = get_layout(layout).from_kernel(covs[ok])
-    prec_chol = get_layout(layout).from_kernel(prec_chol[ok])
-    held = np.zeros(len(ok), dtype=bool)  # a covariance held only by reg_covar
-    if prior is None and len(ok):
-        if data_scale is None:
-            data_scale = float(np.max(np.var(X, axis=0))) or 1.0
-        if not _clearly_regular(prec_chol, layout, reg_covar, data_scale):
-            singular = held_by_regularization(covs, ctype, reg_covar, data_scale)
-            held = singular.reshape(len(ok), -1).any(axis=1)
-    results = [None] * R
-    for j, r in enumerate(ok):
-        if held[j]:
-            continue
-        results[r] = _Run(
-            weights[r],
-            means[r],
-            covs[j],
-            prec_chol[j],
-            objective=float(history[r, n_iter[r]]),
-            history=history[r, : n_iter[r] + 1].tolist(),
-            converged=bool(converged[r]),
-            n_iter=int(n_iter[r]),
-        )
-    return results
+    def run(self, weights, means, covariances, max_iter, parallel=True):
+        """:func:`batched_em` from these starts (``weights`` (R, K), ``means``,
+        ``covariances`` and ``max_iter`` as there)."""
+        kernel, ctype, layout = self._kernel, self.ctype, self.layout
+        K, d, feats, w, settings = self.K, self.d, self.feats, self.w, self.settings
+        R = len(weights)
+        max_iters = np.empty(R, dtype=np.int64)  # writable
+        max_iters[:] = max_iter
+        weights = np.array(weights, dtype=float, order="C")
+        means = np.array(means, dtype=float, order="C")
+        # A copy (the kernel overwrites it), in the kernel's (R, K, d, d) layout.
+        covs = np.array(layout.to_full(covariances, K, d), dtype=float, order="C")
+        history = np.empty((R, int(max_iters.max(initial=0)) + 1))
+        n_iter = np.zeros(R, dtype=np.int64)
+        converged = np.zeros(R, dtype=np.bool_)
+        status = np.zeros(R, dtype=np.int64)
+        prec_chol = np.zeros((R, K, d, d))
+
+        def run(first, last):
+            kernel.run_starts(
+                self.code, feats, w, weights[first:last], means[first:last], covs[first:last],
+                max_iters[first:last], *settings, history[first:last], n_iter[first:last],
+                converged[first:last], status[first:last], prec_chol[first:last],
+            )  # fmt: skip
+
+        if parallel:
+            _run_in_parallel(run, R, n_iterations=int(max_iters.sum()), work=feats.size * K)
+        else:
+            run(0, R)
+        ok = range(R)
+        if np.count_nonzero(status):  # kernel.OK is 0: some start is left to the caller
+            ok = np.flatnonzero(status == kernel.OK).tolist()
+            covs, prec_chol = covs[ok], prec_chol[ok]
+        covs = layout.from_kernel(covs)
+        prec_chol = layout.from_kernel(prec_chol)
+        held = None  # whether a covariance is held only by reg_covar
+        if not self.with_prior and len(ok):
+            if self.data_scale is None:
+                self.data_scale = float(np.max(np.var(self.X, axis=0))) or 1.0
+            if not _clearly_regular(prec_chol, layout, self.reg_covar, self.data_scale):
+                singular = held_by_regularization(covs, ctype, self.reg_covar, self.data_scale)
+                held = singular.reshape(len(ok), -1).any(axis=1).tolist()
+        results = [None] * R
+        # Python scalars and lists at once: indexing numpy arrays per start costs more.
+        n_iters, done = n_iter.tolist(), converged.tolist()
+        for j, r in enumerate(ok):
+            if held is not None and held[j]:
+                continue
+            last = n_iters[r]
+            trace = history[r, : last + 1].tolist()
+            results[r] = _Run(
+                weights[r],
+                means[r],
+                covs[j],
+                prec_chol[j],
+                objective=trace[-1],
+                history=trace,
+                converged=done[r],
+                n_iter=last,
+            )
+        return results
 
 
 def log_norm_and_resp(features, covariance_type, weights, means, covariances):
@@ -280,7 +343,7 @@ def _clearly_regular(prec_chol, layout, reg_covar, data_scale):
     smallest eigenvalue of a covariance is at least ``1 / ||P||_F**2`` for its precision
     factor ``P`` (``inv(cov) = P P'``), checked here with a margin for rounding.
     """
-    if not get_layout(layout).stores_matrices:
+    if not layout.stores_matrices:
         return False  # held_by_regularization has no eigenvalues to compute there
     largest = float(np.square(prec_chol).sum(axis=(-2, -1)).max())
     return (1.0 - 1e-6) / largest - reg_covar > 1e-9 * data_scale

@@ -71,7 +71,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from bayes_gmm import _dask, _hc, _missing
 from bayes_gmm import _gaussian as g
-from bayes_gmm._batched_em import batched_em, fits_in_batch, kernel_loaded, log_norm_and_resp
+from bayes_gmm._batched_em import Batch, fits_in_batch, kernel_loaded, log_norm_and_resp
 from bayes_gmm._validation import (
     DataWarning,
     check_data,
@@ -269,6 +269,8 @@ class _Data:
     center: np.ndarray
     Xc: np.ndarray
     reg_covar: float
+    #: ``_gaussian.weighted_second_moment(Xc, w)`` (the "tied" layout's pooled moment).
+    tied_moment: np.ndarray = None
     _features: dict = field(default_factory=dict, repr=False)
 
     @functools.cached_property
@@ -286,7 +288,9 @@ class _Data:
 
 def _make_data(X, w, reg_covar):
     center = w @ X / w.sum()
-    return _Data(X, w, center, X - center, reg_covar)
+    Xc = X - center
+    # Made here, not on first use: the cells that read it may run on several threads.
+    return _Data(X, w, center, Xc, reg_covar, g.weighted_second_moment(Xc, w))
 
 
 def _hc_tree(data, entropy, ks):
@@ -300,7 +304,10 @@ def _hc_tree(data, entropy, ks):
     rng = np.random.default_rng(_seed(entropy, 0, 0, 2))
     rows, labels = _hc.hc_partitions(data.X[positive], ks, rng)
     rows = positive[rows]
-    subset = _Data(data.X[rows], data.w[rows], data.center, data.Xc[rows], data.reg_covar)
+    Xc, w = data.Xc[rows], data.w[rows]
+    subset = _Data(
+        data.X[rows], w, data.center, Xc, data.reg_covar, g.weighted_second_moment(Xc, w)
+    )
     return subset, labels
 
 
@@ -423,8 +430,7 @@ def _params_from_labels(data, labels, K, ctype, moments=None):
             resp = np.zeros((K, n))
             resp[labels, np.arange(n)] = 1.0
             stats = g.summarize(data.features_t(ctype).T, w, resp, ctype, d)
-            tied_moment = g.weighted_second_moment(Xc, w) if shared else None
-            g.finish_moments(stats, ctype, tied_moment)
+            g.finish_moments(stats, ctype, data.tied_moment if shared else None)
         if moments is not None:
             moments[key] = stats
     if isinstance(stats, str):
@@ -546,35 +552,41 @@ class _Parent:
 
 
 # --------------------------------------------------------------------------- fitting
-def _run_starts(data, K, ctype, starts, prior, resolved, max_iter, parallel=True):
+def _batch(data, K, ctype, resolved):
+    """The compiled kernel's set-up for a cell's starts (``_batched_em.Batch``), or None
+    on data too large for it."""
+    n, d = data.X.shape
+    if not fits_in_batch(n, K, d, ctype):
+        return None
+    return Batch(
+        data.X,
+        data.w,
+        ctype,
+        K,
+        tol=EXPLORE_TOL,
+        reg_covar=data.reg_covar,
+        prior=resolved,
+        features=data.features_t(ctype),
+        data_scale=data.data_scale,
+        center=data.center,
+        tied_moment=data.tied_moment,
+    )
+
+
+def _run_starts(data, K, ctype, starts, prior, batch, max_iter, parallel=True):
     """EM to ``EXPLORE_TOL`` from each start; per start ``(run or None, reason)``.
 
-    ``starts`` are centered (weights, means, covariances); ``resolved`` is ``prior``
-    resolved for the data (or None); ``max_iter`` is one int per start. On small data the
-    starts run together in the compiled kernel (:func:`bayes_gmm._batched_em.batched_em`:
-    the iterations of ``GaussianMixture.fit`` without its per-iteration numpy overhead).
-    Starts it leaves alone (a degenerate run), and all starts on data too large for it,
-    are fitted by ``GaussianMixture`` one by one, so that they fail with its reason.
+    ``starts`` are centered (weights, means, covariances); ``batch`` is :func:`_batch`'s;
+    ``max_iter`` is one int per start. On small data the starts run together in the
+    compiled kernel (``batch``: the iterations of ``GaussianMixture.fit`` without its
+    per-iteration numpy overhead). Starts it leaves alone (a degenerate run), and all
+    starts on data too large for it, are fitted by ``GaussianMixture`` one by one, so that
+    they fail with its reason.
     """
-    n, d = data.X.shape
     results = [None] * len(starts)
-    if starts and fits_in_batch(n, K, d, ctype):
+    if starts and batch is not None:
         weights, means, covs = (np.array(part) for part in zip(*starts, strict=True))
-        results = batched_em(
-            data.X,
-            data.w,
-            ctype,
-            weights,
-            means,
-            covs,
-            tol=EXPLORE_TOL,
-            max_iter=max_iter,
-            reg_covar=data.reg_covar,
-            prior=resolved,
-            features=data.features_t(ctype),
-            data_scale=data.data_scale,
-            parallel=parallel,
-        )
+        results = batch.run(weights, means, covs, max_iter, parallel=parallel)
     out = []
     for run, start, limit in zip(results, starts, max_iter, strict=True):
         out.append((run, "") if run is not None else _run_one(data, K, ctype, start, prior, limit))
@@ -644,9 +656,10 @@ def _explore(data, K, ctype, starts, prior, max_iter, parallel=True):
     starts = [(kind, params) for kind, params in starts if params is not None]
     short = min(SHORT_ITER, max_iter)
     resolved = None if prior is None else prior.resolve(data.X, K, ctype, sample_weight=data.w)
+    batch = _batch(data, K, ctype, resolved) if starts else None
     runs, reasons = [], []
     done = _run_starts(
-        data, K, ctype, [p for _, p in starts], prior, resolved, [short] * len(starts), parallel
+        data, K, ctype, [p for _, p in starts], prior, batch, [short] * len(starts), parallel
     )
     for (kind, _), (run, reason) in zip(starts, done, strict=True):
         if run is None:
@@ -669,7 +682,7 @@ def _explore(data, K, ctype, starts, prior, max_iter, parallel=True):
             ctype,
             [(run.weights, run.means, run.covariances) for _, run, _ in going_on],
             prior,
-            resolved,
+            batch,
             [max_iter - n_iter for _, _, n_iter in going_on],
             parallel,
         )
