@@ -461,35 +461,63 @@ def from_summaries(stats, covariance_type, reg_covar, prior=None, previous=None)
     """
     structure = get_structure(covariance_type)
     layout = structure.storage
-    # sklearn adds 10 eps so that an empty component does not divide by zero.
-    nk = stats.weight + 10 * np.finfo(float).eps
-    K, d = stats.sum_x.shape
-    xbar = stats.sum_x / nk[:, None]
-    scatter = layout.scatter(stats.sum_xx, nk, xbar)
     if prior is None:
-        weights = nk / stats.total_weight
-        means = xbar
-        counts = layout.ml_counts(nk, d)
-    else:
-        alpha, kappa = prior.alpha, prior.kappa
-        weights = (stats.weight + alpha - 1.0) / (stats.total_weight + K * (alpha - 1.0))
-        means = (stats.sum_x + kappa * prior.mean) / (stats.weight + kappa)[:, None]
-        shrink = kappa * stats.weight / (kappa + stats.weight)
-        delta = xbar - prior.mean
-        scatter, counts = layout.map_posterior(
-            scatter, shrink, delta, prior, stats.weight, stats.total_weight
-        )
+        weights, means, scatter, counts = maximum_likelihood_terms(stats, covariance_type)
+        covariances = covariances_from_terms(scatter, counts, covariance_type, reg_covar, previous)
+        return weights, means, covariances
+    nk, xbar, scatter = _scatter(stats, layout)
+    K = len(nk)
+    alpha, kappa = prior.alpha, prior.kappa
+    weights = (stats.weight + alpha - 1.0) / (stats.total_weight + K * (alpha - 1.0))
+    means = (stats.sum_x + kappa * prior.mean) / (stats.weight + kappa)[:, None]
+    shrink = kappa * stats.weight / (kappa + stats.weight)
+    delta = xbar - prior.mean
+    scatter, counts = layout.map_posterior(
+        scatter, shrink, delta, prior, stats.weight, stats.total_weight
+    )
+    return weights, means, covariances_from_terms(scatter, counts, covariance_type, None, previous)
+
+
+#: scikit-learn adds this to the components' weights so that an empty one does not divide
+#: by zero (a constant: ``np.finfo`` costs a microsecond per call).
+_WEIGHT_GUARD = 10 * np.finfo(float).eps
+
+
+def _scatter(stats, layout):
+    nk = stats.weight + _WEIGHT_GUARD
+    xbar = stats.sum_x / nk[:, None]
+    return nk, xbar, layout.scatter(stats.sum_xx, nk, xbar)
+
+
+def maximum_likelihood_terms(stats, covariance_type):
+    """:func:`from_summaries`'s maximum-likelihood weights, means, scatter and counts.
+
+    They depend only on the storage layout, so that a caller that needs the M-step of
+    several structures of one layout from the same statistics (a selection grid's starts)
+    computes them once and calls :func:`covariances_from_terms` per structure (which does
+    not modify them).
+    """
+    layout = get_structure(covariance_type).storage
+    nk, xbar, scatter = _scatter(stats, layout)
+    return nk / stats.total_weight, xbar, scatter, layout.ml_counts(nk, xbar.shape[1])
+
+
+def covariances_from_terms(scatter, counts, covariance_type, reg_covar, previous=None):
+    """:func:`from_summaries`'s covariances from the scatter and counts (maximum likelihood,
+    or the MAP posterior's with ``reg_covar`` None)."""
+    structure = get_structure(covariance_type)
+    layout = structure.storage
     if not structure.is_sklearn:
         covariances = structure.covariances_from_scatter(scatter, counts, previous)
         if covariances is None:
             # Collapsed: the unconstrained estimate, repaired and warned about by
             # precision_cholesky.
             covariances = layout.divide(scatter, counts)
-        return weights, means, covariances
+        return covariances
     covariances = layout.divide(scatter, counts)
-    if prior is None:
+    if reg_covar is not None:
         layout.add_to_diagonal(covariances, reg_covar)
-    return weights, means, covariances
+    return covariances
 
 
 def full_covariances(covariances, covariance_type, n_components, n_features):
