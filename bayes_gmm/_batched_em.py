@@ -136,7 +136,8 @@ def batched_em(
         features=features,
         data_scale=data_scale,
     )
-    return batch.run(weights, means, covariances, max_iter, parallel=parallel)
+    ends = batch.run(weights, means, covariances, max_iter, parallel=parallel)
+    return [None if end is None else end.to_run() for end in ends]
 
 
 class Batch:
@@ -215,7 +216,7 @@ class Batch:
 
     def run(self, weights, means, covariances, max_iter, parallel=True):
         """:func:`batched_em` from these starts (``weights`` (R, K), ``means``,
-        ``covariances`` and ``max_iter`` as there)."""
+        ``covariances`` and ``max_iter`` as there), each as a :class:`StartEnd` (or None)."""
         kernel, ctype, layout = self._kernel, self.ctype, self.layout
         K, d, feats, w, settings = self.K, self.d, self.feats, self.w, self.settings
         R = len(weights)
@@ -255,25 +256,77 @@ class Batch:
             if not _clearly_regular(prec_chol, layout, self.reg_covar, self.data_scale):
                 singular = held_by_regularization(covs, ctype, self.reg_covar, self.data_scale)
                 held = singular.reshape(len(ok), -1).any(axis=1).tolist()
-        results = [None] * R
         # Python scalars and lists at once: indexing numpy arrays per start costs more.
-        n_iters, done = n_iter.tolist(), converged.tolist()
+        n_iter_list = n_iter.tolist()
+        objectives = history[np.arange(R), n_iter].tolist()
+        ends = _Ends()
+        ends.weights, ends.means, ends.covariances, ends.prec_chol = weights, means, covs, prec_chol
+        ends.history, ends.n_iter, ends.objective = history, n_iter_list, objectives
+        ends.converged = converged.tolist()
+        results = [None] * R
         for j, r in enumerate(ok):
-            if held is not None and held[j]:
-                continue
-            last = n_iters[r]
-            trace = history[r, : last + 1].tolist()
-            results[r] = _Run(
-                weights[r],
-                means[r],
-                covs[j],
-                prec_chol[j],
-                objective=trace[-1],
-                history=trace,
-                converged=done[r],
-                n_iter=last,
-            )
+            if held is None or not held[j]:
+                results[r] = StartEnd(ends, r, j)
         return results
+
+
+class _Ends:
+    """A batch's outputs: the starts' parameters (covariances and precision factors of the
+    starts that ended OK only, in the layout's shapes) and iteration histories, arrays, and
+    per start lists of the number of M-steps, convergence and final objective."""
+
+    __slots__ = ("converged", "covariances", "history", "means", "n_iter", "objective",
+                 "prec_chol", "weights")  # fmt: skip
+
+
+class StartEnd:
+    """Where one start of a batch ended: the attributes of a ``bayes_gmm.em._Run``, read
+    from the batch's arrays when asked for (a grid cell reads the parameters of few of its
+    starts, and the history of one)."""
+
+    __slots__ = ("_ends", "_ok", "_start")
+
+    def __init__(self, ends, start, ok):
+        self._ends, self._start, self._ok = ends, start, ok
+
+    @property
+    def weights(self):
+        return self._ends.weights[self._start]
+
+    @property
+    def means(self):
+        return self._ends.means[self._start]
+
+    @property
+    def covariances(self):
+        return self._ends.covariances[self._ok]
+
+    @property
+    def prec_chol(self):
+        return self._ends.prec_chol[self._ok]
+
+    @property
+    def objective(self):
+        return self._ends.objective[self._start]
+
+    @property
+    def n_iter(self):
+        return self._ends.n_iter[self._start]
+
+    @property
+    def converged(self):
+        return self._ends.converged[self._start]
+
+    @property
+    def history(self):
+        """The objective at each iteration, a list (as ``_Run.history``)."""
+        return self._ends.history[self._start, : self.n_iter + 1].tolist()
+
+    def to_run(self):
+        """This start's ``bayes_gmm.em._Run``."""
+        return _Run(self.weights, self.means, self.covariances, self.prec_chol,
+                    objective=self.objective, history=self.history, converged=self.converged,
+                    n_iter=self.n_iter)  # fmt: skip
 
 
 def log_norm_and_resp(features, covariance_type, weights, means, covariances):
