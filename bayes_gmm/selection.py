@@ -761,6 +761,27 @@ def _failed(row, reason):
     row.pop("converged", None)
 
 
+#: The table's columns of integers that a failed cell leaves empty, and of booleans.
+_INTEGER_COLUMNS = ("n_starts", "n_best", "n_iter", "n_parameters")
+_BOOLEAN_COLUMNS = ("converged",)
+
+
+def _table(rows):
+    """The grid's table from one dict per cell (a key a cell lacks: NA), column by column
+    (a frame from the rows, reindexed and converted, cost several times more)."""
+    columns = {}
+    for col in TABLE_COLUMNS:
+        values = [row.get(col, "" if col == "reason" else np.nan) for row in rows]
+        if col == "n_components":
+            values = np.array(values, dtype=int)
+        elif col in _INTEGER_COLUMNS:
+            values = pd.array(values, dtype="Int64")
+        elif col in _BOOLEAN_COLUMNS:
+            values = pd.array(values, dtype="boolean")
+        columns[col] = values
+    return pd.DataFrame(columns)
+
+
 def _run_grid(data, sub, ks, types, names, settings, progress):
     """Fit every cell; each after the cells it starts from (the same structure at K - 1,
     whose split it tries, and the structures nested in it at the same K).
@@ -1228,14 +1249,8 @@ def select_model(
         for est in estimators.values():
             est.feature_names_in_ = feature_names
 
-    rows = [{"reason": "", **cells[(t, k)]} for t in types for k in ks]
-    table = pd.DataFrame(rows).reindex(columns=TABLE_COLUMNS)
-    table["n_components"] = table["n_components"].astype(int)
-    for col in ("n_starts", "n_best", "n_iter", "n_parameters"):
-        table[col] = table[col].astype("Int64")
-    table["converged"] = table["converged"].astype("boolean")
     return ModelSelection(
-        table,
+        _table([cells[(t, k)] for t in types for k in ks]),
         criterion,
         estimators,
         n_samples,
