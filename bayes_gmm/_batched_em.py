@@ -319,14 +319,14 @@ class StartEnd:
 
     @property
     def history(self):
-        """The objective at each iteration, a list (as ``_Run.history``)."""
-        return self._ends.history[self._start, : self.n_iter + 1].tolist()
+        """The objective at each iteration, an array (``_Run.history``'s values)."""
+        return self._ends.history[self._start, : self.n_iter + 1].copy()
 
     def to_run(self):
         """This start's ``bayes_gmm.em._Run``."""
         return _Run(self.weights, self.means, self.covariances, self.prec_chol,
-                    objective=self.objective, history=self.history, converged=self.converged,
-                    n_iter=self.n_iter)  # fmt: skip
+                    objective=self.objective, history=self.history.tolist(),
+                    converged=self.converged, n_iter=self.n_iter)  # fmt: skip
 
 
 def log_norm_and_resp(features, covariance_type, weights, means, covariances):

@@ -271,6 +271,8 @@ class _Data:
     reg_covar: float
     #: ``_gaussian.weighted_second_moment(Xc, w)`` (the "tied" layout's pooled moment).
     tied_moment: np.ndarray = None
+    #: Whether every weight is 1 (the moments of a partition then skip the weights).
+    unit_weights: bool = False
     _features: dict = field(default_factory=dict, repr=False)
 
     @functools.cached_property
@@ -290,7 +292,8 @@ def _make_data(X, w, reg_covar):
     center = w @ X / w.sum()
     Xc = X - center
     # Made here, not on first use: the cells that read it may run on several threads.
-    return _Data(X, w, center, Xc, reg_covar, g.weighted_second_moment(Xc, w))
+    tied = g.weighted_second_moment(Xc, w)
+    return _Data(X, w, center, Xc, reg_covar, tied, bool(np.all(w == 1.0)))
 
 
 def _hc_tree(data, entropy, ks):
@@ -305,9 +308,8 @@ def _hc_tree(data, entropy, ks):
     rows, labels = _hc.hc_partitions(data.X[positive], ks, rng)
     rows = positive[rows]
     Xc, w = data.Xc[rows], data.w[rows]
-    subset = _Data(
-        data.X[rows], w, data.center, Xc, data.reg_covar, g.weighted_second_moment(Xc, w)
-    )
+    tied = g.weighted_second_moment(Xc, w)
+    subset = _Data(data.X[rows], w, data.center, Xc, data.reg_covar, tied, data.unit_weights)
     return subset, labels
 
 
@@ -430,7 +432,9 @@ def _params_from_labels(data, labels, K, ctype, moments=None):
         else:
             resp = np.zeros((K, n))
             resp[labels, np.arange(n)] = 1.0
-            stats = g.summarize(data.features_t(ctype).T, w, resp, ctype, d)
+            # Unit weights as None: the same sums (times 1 and the row count are exact).
+            weights = None if data.unit_weights else w
+            stats = g.summarize(data.features_t(ctype).T, weights, resp, ctype, d)
             g.finish_moments(stats, ctype, data.tied_moment if shared else None)
             terms = g.maximum_likelihood_terms(stats, ctype)
         if moments is not None:  # complete before it is stored: other threads read it
@@ -461,8 +465,7 @@ def _split_start(data, parent, ctype):
     if not evals[-1] > 0:
         return None
     shift = 0.5 * np.sqrt(evals[-1]) * evecs[:, -1]
-    K = len(parent.weights)
-    order = np.concatenate([np.arange(j), np.arange(j + 1, K), [j, j]])  # j last, twice
+    order = _split_order(len(parent.weights), j)
     weights = parent.weights[order]
     weights[-2:] /= 2
     means = parent.means[order]
@@ -471,6 +474,14 @@ def _split_start(data, parent, ctype):
     if not get_structure(ctype).shares_covariance:
         covs = covs[order]
     return weights, means, covs
+
+
+@functools.cache
+def _split_order(K, j):
+    """The K - 1 components in the order of a split start: ``j`` last, twice."""
+    order = np.concatenate([np.arange(j), np.arange(j + 1, K), [j, j]])
+    order.flags.writeable = False  # shared by every split with these K and j
+    return order
 
 
 def _fit_order(types):
