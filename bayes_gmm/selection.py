@@ -599,7 +599,8 @@ def _run_starts(data, K, ctype, starts, prior, batch, max_iter, parallel=True):
     """
     results = [None] * len(starts)
     if starts and batch is not None:
-        weights, means, covs = (np.array(part) for part in zip(*starts, strict=True))
+        # The starts' parts as sequences: Batch.run stacks them into its own copies.
+        weights, means, covs = zip(*starts, strict=True)
         results = batch.run(weights, means, covs, max_iter, parallel=parallel)
     out = []
     for run, start, limit in zip(results, starts, max_iter, strict=True):
