@@ -39,9 +39,10 @@ time on small data). The best start (highest objective) is kept, and the table r
 how many starts reached it (``n_best`` of ``n_starts``; a low ratio flags a likelihood
 with several local optima).
 With several cores, cells run at the same time, one per thread (``_gaussian.N_WORKERS``,
-else one per core), each as soon as the cells it starts from are done (the same structure
-at K - 1 and the structures nested in it at K); the kernel releases the GIL. A cell's
-result depends only on those cells, so the table is the same on any number of threads.
+else one per core, at most ``MAX_GRID_THREADS``), each as soon as the cells it starts from
+are done (the same structure at K - 1 and the structures nested in it at K); the kernel
+releases the GIL. A cell's result depends only on those cells, so the table is the same
+on any number of threads.
 Then the cells that could still win are run on to the final ``tol``: visited best first, a
 cell is refined unless its criterion, less a generous bound on what more iterations could
 gain (ten times the geometric extrapolation of its last EM steps), is above the best
@@ -128,6 +129,11 @@ REACHED_TOL = 1e-4
 
 #: Above this many rows the starts are explored on a random subsample of this size.
 SUBSAMPLE_SIZE = 5_000
+
+#: Most threads the grid's cells run on (one per core up to this). About a third of a
+#: cell's time on small data is Python holding the GIL, so more threads than this would
+#: mostly wait for it.
+MAX_GRID_THREADS = 4
 
 
 # --------------------------------------------------------------------------- progress
@@ -847,7 +853,7 @@ def _run_grid(data, sub, ks, types, names, settings, progress):
         progress.note(
             "loading the compiled EM kernel (its first use after installing compiles it, ~7 s)"
         )
-    workers = min(g.n_available_workers(), len(todo))
+    workers = min(g.n_available_workers(), MAX_GRID_THREADS, len(todo))
     shared = _SharedStarts(sub, ks, s)
     for ctype in types:  # computed once, before threads could compute them twice
         sub.features_t(ctype)
@@ -890,8 +896,10 @@ def _in_dependency_order(keys, needs, run, finish, workers):
     (those among ``keys``), on this thread and ``workers - 1`` others.
 
     ``keys`` is in an order that runs every key after its needs; on one worker they run in
-    that order, on more each thread takes the first ready key in that order when it is
-    done with one. ``finish`` runs on the thread that ran the key, never two at once.
+    that order. On more, each thread takes the next ready key when it is done with one:
+    the one with the longest chain of keys waiting on it (which would otherwise run alone
+    at the end), the first in ``keys`` among equals. ``finish`` runs on the thread that
+    ran the key, never two at once.
     """
     if workers < 2:
         for key in keys:
@@ -903,7 +911,11 @@ def _in_dependency_order(keys, needs, run, finish, workers):
         waiting[key] = {need for need in needs(key) if need in rank}
         for need in waiting[key]:
             dependents[need].append(key)
-    ready = [rank[key] for key in keys if not waiting[key]]
+    chain = {}  # the longest chain of keys that starts at each key
+    for key in reversed(keys):
+        chain[key] = 1 + max((chain[d] for d in dependents[key]), default=0)
+    order = {key: (-chain[key], rank[key]) for key in keys}
+    ready = [(order[key], key) for key in keys if not waiting[key]]
     heapq.heapify(ready)
     state = threading.Condition()
     running, errors = [0], []
@@ -917,7 +929,7 @@ def _in_dependency_order(keys, needs, run, finish, workers):
                     state.wait()
                 if errors or not ready:  # all done, or a key failed
                     return
-                key = keys[heapq.heappop(ready)]
+                key = heapq.heappop(ready)[1]
                 running[0] += 1
             try:
                 result = run(key)
@@ -926,7 +938,7 @@ def _in_dependency_order(keys, needs, run, finish, workers):
                     for dependent in dependents[key]:
                         waiting[dependent].discard(key)
                         if not waiting[dependent]:
-                            heapq.heappush(ready, rank[dependent])
+                            heapq.heappush(ready, (order[dependent], dependent))
             except BaseException as exc:
                 with state:
                     errors.append(exc)
