@@ -57,10 +57,11 @@ class ModelSelection:
         ``n_starts`` (starting points tried), ``n_best`` (how many of them reached the best
         objective), ``best_start`` (which start won: ``"kmeans"``, ``"kmeans++"``, ``"hc"``
         (mclust's hierarchical start), ``"split"`` of the K - 1 solution, or
-        ``"from <structure>"``), ``tol`` (the
-        tolerance the cell was run to), ``fit_time`` (seconds) and ``reason`` (why a cell
-        failed or is doubtful; empty when all is well). A failed cell keeps its row, with
-        NaN numbers and the reason.
+        ``"from <structure>"``), ``tol`` (the tolerance the cell was run to), ``fit_time``
+        (seconds on its thread; with several cores cells run at the same time, so these add
+        up to more than the grid's time) and ``reason`` (why a cell failed or is doubtful;
+        empty when all is well). A failed cell keeps its row, with NaN numbers and the
+        reason.
     criterion : str
         The criterion the winner was chosen by.
     best_params : tuple (str, int) or None
