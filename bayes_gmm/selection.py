@@ -87,6 +87,7 @@ from bayes_gmm.selection_result import CRITERIA, TABLE_COLUMNS, ModelSelection, 
 from bayes_gmm.structures import (
     MCLUST_MODELS,
     SKLEARN_NAMES,
+    get_layout,
     get_structure,
     is_structure,
     layout_of,
@@ -275,16 +276,23 @@ class _Data:
     center: np.ndarray
     Xc: np.ndarray
     reg_covar: float
-    #: ``_gaussian.weighted_second_moment(Xc, w)`` (the "tied" layout's pooled moment).
-    tied_moment: np.ndarray = None
-    #: Whether every weight is 1 (the moments of a partition then skip the weights).
-    unit_weights: bool = False
     _features: dict = field(default_factory=dict, repr=False)
 
+    # Computed on first use. Cells on two threads may both compute one: the same value.
     @functools.cached_property
     def data_scale(self):
         """The largest column variance (``GaussianMixture``'s scale for degeneracy checks)."""
         return float(np.max(np.var(self.X, axis=0))) or 1.0
+
+    @functools.cached_property
+    def tied_moment(self):
+        """``_gaussian.weighted_second_moment(Xc, w)`` (the "tied" layout's pooled moment)."""
+        return g.weighted_second_moment(self.Xc, self.w)
+
+    @functools.cached_property
+    def unit_weights(self):
+        """Whether every weight is 1 (the moments of a partition then skip the weights)."""
+        return bool(np.all(self.w == 1.0))
 
     def features_t(self, covariance_type):
         """``features(Xc)`` of a structure's layout, transposed (m, n), computed once."""
@@ -296,10 +304,7 @@ class _Data:
 
 def _make_data(X, w, reg_covar):
     center = w @ X / w.sum()
-    Xc = X - center
-    # Made here, not on first use: the cells that read it may run on several threads.
-    tied = g.weighted_second_moment(Xc, w)
-    return _Data(X, w, center, Xc, reg_covar, tied, bool(np.all(w == 1.0)))
+    return _Data(X, w, center, X - center, reg_covar)
 
 
 def _hc_tree(data, entropy, ks):
@@ -313,9 +318,7 @@ def _hc_tree(data, entropy, ks):
     rng = np.random.default_rng(_seed(entropy, 0, 0, 2))
     rows, labels = _hc.hc_partitions(data.X[positive], ks, rng)
     rows = positive[rows]
-    Xc, w = data.Xc[rows], data.w[rows]
-    tied = g.weighted_second_moment(Xc, w)
-    subset = _Data(data.X[rows], w, data.center, Xc, data.reg_covar, tied, data.unit_weights)
+    subset = _Data(data.X[rows], data.w[rows], data.center, data.Xc[rows], data.reg_covar)
     return subset, labels
 
 
@@ -423,13 +426,11 @@ def _params_from_labels(data, labels, K, ctype, moments=None):
 
     One maximum-likelihood M-step (with ``reg_covar``) from hard responsibilities. Returns
     None when a cluster is empty (not a usable start). ``moments``, a dict kept with the
-    partition, holds per storage layout and tied moment what every structure of that
-    layout shares: the M-step's weights, means, scatter and counts
-    (``_gaussian.maximum_likelihood_terms``).
+    partition, holds per storage layout what every structure of that layout shares: the
+    M-step's weights, means, scatter and counts (``_gaussian.maximum_likelihood_terms``).
     """
-    shared = get_structure(ctype).shares_covariance
-    key = (layout_of(ctype), shared)
-    terms = None if moments is None else moments.get(key)
+    layout = get_layout(ctype)
+    terms = None if moments is None else moments.get(layout.name)
     if terms is None:
         Xc, w = data.Xc, data.w
         n, d = Xc.shape
@@ -441,10 +442,10 @@ def _params_from_labels(data, labels, K, ctype, moments=None):
             # Unit weights as None: the same sums (times 1 and the row count are exact).
             weights = None if data.unit_weights else w
             stats = g.summarize(data.features_t(ctype).T, weights, resp, ctype, d)
-            g.finish_moments(stats, ctype, data.tied_moment if shared else None)
+            g.finish_moments(stats, ctype, data.tied_moment if layout.shared else None)
             terms = g.maximum_likelihood_terms(stats, ctype)
         if moments is not None:  # complete before it is stored: other threads read it
-            moments[key] = terms
+            moments[layout.name] = terms
     if isinstance(terms, str):
         return None
     weights, means, scatter, counts = terms
@@ -589,7 +590,7 @@ def _batch(data, K, ctype, resolved):
         features=data.features_t(ctype),
         data_scale=data.data_scale,
         center=data.center,
-        tied_moment=data.tied_moment,
+        tied_moment=data.tied_moment if get_structure(ctype).shares_covariance else None,
     )
 
 
@@ -918,19 +919,20 @@ def _in_dependency_order(keys, needs, run, finish, workers):
     ready = [(order[key], key) for key in keys if not waiting[key]]
     heapq.heapify(ready)
     state = threading.Condition()
-    running, errors = [0], []
+    running, errors = 0, []
 
     # Each thread finishes its own keys and takes the next: a coordinating thread would
     # wait for the GIL (up to the interpreter's 5 ms switch interval) before handing on.
     def work():
+        nonlocal running
         while True:
             with state:
-                while not ready and running[0] and not errors:
+                while not ready and running and not errors:
                     state.wait()
                 if errors or not ready:  # all done, or a key failed
                     return
                 key = heapq.heappop(ready)[1]
-                running[0] += 1
+                running += 1
             try:
                 result = run(key)
                 with state:
@@ -945,7 +947,7 @@ def _in_dependency_order(keys, needs, run, finish, workers):
                 raise
             finally:
                 with state:
-                    running[0] -= 1
+                    running -= 1
                     state.notify_all()
 
     # Threads of their own: a cell's fit may wait on the E-step's pool (g.worker_pool),
