@@ -101,8 +101,8 @@ class Context:
             blocks = self.row_blocks()
             if len(blocks) == 1:
                 fill(blocks[0])
-            else:  # one block per worker thread, as the E-step (numpy releases the GIL)
-                list(g.worker_pool().map(fill, blocks))
+            else:  # one block per worker thread (numpy releases the GIL)
+                g.share_out(lambda i: fill(blocks[i]), len(blocks), len(blocks))
             self.features = features
         if layout.shared:
             self.tied_moment = sum(

@@ -950,8 +950,8 @@ def _in_dependency_order(keys, needs, run, finish, workers):
                     running -= 1
                     state.notify_all()
 
-    # Threads of their own: a cell's fit may wait on the E-step's pool (g.worker_pool),
-    # which must not be the one its own thread belongs to.
+    # Threads of their own: on the E-step's pool (g.worker_pool), the cells would hold its
+    # threads and a cell's E-step on large data would find no helper free.
     with concurrent.futures.ThreadPoolExecutor(
         workers - 1, thread_name_prefix="bayes_gmm_grid"
     ) as pool:

@@ -194,3 +194,26 @@ def test_features_into_equals_features(ctype):
     out = np.empty_like(expected)
     _em_kernel.features_into(X, center, _em_kernel.CTYPE_CODES[ctype], out)
     np.testing.assert_allclose(out, expected, rtol=1e-14)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_fits_on_every_thread_of_the_worker_pool_finish(monkeypatch):
+    """Fits running on all of the E-step's worker threads (a caller's tasks on that pool)
+    finish, as on their own: filling the stored features and the E-step hand their blocks
+    out with share_out, which does not wait for a helper the busy pool never starts."""
+    import concurrent.futures
+
+    X = blobs(6000, 3, 4, seed=2)
+    monkeypatch.setattr(g, "CHUNK_ELEMENTS", 2048)  # many chunks: two worker blocks
+    monkeypatch.setattr(g, "N_WORKERS", 2)
+
+    def one_fit():
+        return GaussianMixture(4, random_state=0, max_iter=3, tol=0).fit(X)
+
+    pool = g.worker_pool()
+    tasks = [pool.submit(one_fit) for _ in range(pool._max_workers)]
+    _, pending = concurrent.futures.wait(tasks, timeout=120)
+    assert not pending
+    alone = one_fit()
+    for task in tasks:
+        assert_same_fit(task.result(), alone)
