@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import functools
 import heapq
 import numbers
 import os
@@ -64,14 +63,14 @@ import sys
 import threading
 import time
 import warnings
-from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from sklearn.exceptions import ConvergenceWarning
 
-from bayes_gmm import _dask, _hc, _missing
+from bayes_gmm import _dask, _missing
 from bayes_gmm import _gaussian as g
+from bayes_gmm import _grid_starts as grid
 from bayes_gmm._batched_em import Batch, fits_in_batch, kernel_loaded, log_norm_and_resp
 from bayes_gmm._validation import (
     DataWarning,
@@ -87,10 +86,8 @@ from bayes_gmm.selection_result import CRITERIA, TABLE_COLUMNS, ModelSelection, 
 from bayes_gmm.structures import (
     MCLUST_MODELS,
     SKLEARN_NAMES,
-    get_layout,
     get_structure,
     is_structure,
-    layout_of,
 )
 
 __all__ = ["CRITERIA", "ModelSelection", "select_model"]
@@ -244,332 +241,6 @@ def _collapse(types, n_features):
             first[key] = t
             keep.append(t)
     return keep, collapsed
-
-
-def _seed_entropy(random_state):
-    if random_state is None:
-        return np.random.SeedSequence().entropy
-    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
-        return int(random_state)
-    if isinstance(random_state, np.random.Generator):
-        return int(random_state.integers(2**63))
-    if isinstance(random_state, np.random.RandomState):
-        return int(random_state.randint(2**31))
-    raise ValueError(
-        f"random_state must be None, an int, a numpy Generator or RandomState, got "
-        f"{random_state!r}."
-    )
-
-
-def _seed(entropy, *key):
-    """A 32-bit seed that depends only on the run's entropy and ``key`` (not on grid order)."""
-    return int(np.random.SeedSequence(entropy, spawn_key=key).generate_state(1)[0])
-
-
-# --------------------------------------------------------------------------- starts
-@dataclass
-class _Data:
-    """Validated data, weights, and the rows centered (for the starts' moments)."""
-
-    X: np.ndarray
-    w: np.ndarray
-    center: np.ndarray
-    Xc: np.ndarray
-    reg_covar: float
-    _features: dict = field(default_factory=dict, repr=False)
-
-    # Computed on first use. Cells on two threads may both compute one: the same value.
-    @functools.cached_property
-    def data_scale(self):
-        """The largest column variance (``GaussianMixture``'s scale for degeneracy checks)."""
-        return float(np.max(np.var(self.X, axis=0))) or 1.0
-
-    @functools.cached_property
-    def tied_moment(self):
-        """``_gaussian.weighted_second_moment(Xc, w)`` (the "tied" layout's pooled moment)."""
-        return g.weighted_second_moment(self.Xc, self.w)
-
-    @functools.cached_property
-    def unit_weights(self):
-        """Whether every weight is 1 (the moments of a partition then skip the weights)."""
-        return bool(np.all(self.w == 1.0))
-
-    def features_t(self, covariance_type):
-        """``features(Xc)`` of a structure's layout, transposed (m, n), computed once."""
-        layout = layout_of(covariance_type)
-        if layout not in self._features:
-            self._features[layout] = np.ascontiguousarray(g.features(self.Xc, layout).T)
-        return self._features[layout]
-
-
-def _make_data(X, w, reg_covar):
-    center = w @ X / w.sum()
-    return _Data(X, w, center, X - center, reg_covar)
-
-
-def _hc_tree(data, entropy, ks):
-    """mclust's hierarchical start (:mod:`bayes_gmm._hc`) on the rows with positive weight.
-
-    Returns the data the tree was built on (a subset of at most ``_hc.SUBSET_SIZE`` rows,
-    centered as ``data``) and ``{K: labels}``; the tree ignores sample weights (as mclust
-    has none).
-    """
-    positive = np.flatnonzero(data.w > 0)
-    rng = np.random.default_rng(_seed(entropy, 0, 0, 2))
-    rows, labels = _hc.hc_partitions(data.X[positive], ks, rng)
-    rows = positive[rows]
-    subset = _Data(data.X[rows], data.w[rows], data.center, data.Xc[rows], data.reg_covar)
-    return subset, labels
-
-
-_thread_random_state = threading.local()
-
-
-def _random_state(seed):
-    """This thread's ``RandomState``, reseeded with ``seed``: the same draws as a new one
-    from that seed, without the ~0.1 ms a new one costs in drawing its own entropy first."""
-    rng = getattr(_thread_random_state, "rng", None)
-    if rng is None:
-        rng = _thread_random_state.rng = np.random.RandomState()
-    rng.seed(seed)
-    return rng
-
-
-def _partitions(data, K, n_init, entropy):
-    """``n_init`` hard partitions for K components, shared by every covariance structure."""
-    X, w = data.X, data.w
-    out = []
-    for r in range(n_init):
-        rng = _random_state(_seed(entropy, K, r))
-        if r == 0:
-            # As scikit-learn's KMeans(n_init=1), which also centers the rows first.
-            Xm = X - X.mean(axis=0)
-            out.append(("kmeans", _lloyd(Xm, w, _kmeans_plusplus(Xm, w, K, rng))))
-        else:
-            out.append(("kmeans++", _nearest(X, _kmeans_plusplus(X, w, K, rng))))
-    return out
-
-
-# scikit-learn's KMeans and kmeans_plusplus, without their per-call validation and thread
-# set-up, which cost ten times the arithmetic on data of a few hundred rows (most of the
-# starts' time on Old Faithful). Same algorithms and random draws, so the same partitions.
-def _squared_distances(X, rows, sq_norms):
-    """(len(rows), n) squared distances from the rows ``rows`` of X to every row."""
-    dist = -2.0 * (X[rows] @ X.T)
-    dist += sq_norms[rows, None]
-    dist += sq_norms
-    return np.maximum(dist, 0.0, out=dist)
-
-
-def _kmeans_plusplus(X, w, K, rng):
-    """Greedy k-means++ seeds (``sklearn.cluster.kmeans_plusplus``): (K, d) centers."""
-    n = X.shape[0]
-    n_trials = 2 + int(np.log(K))
-    sq_norms = np.einsum("ij,ij->i", X, X)
-    chosen = [rng.choice(n, p=w / w.sum())]
-    closest = _squared_distances(X, chosen, sq_norms)[0]
-    potential = closest @ w
-    for _ in range(1, K):
-        candidates = np.searchsorted(np.cumsum(w * closest), rng.uniform(size=n_trials) * potential)
-        np.minimum(candidates, n - 1, out=candidates)  # np.clip's checks cost 4x more
-        dist = np.minimum(closest, _squared_distances(X, candidates, sq_norms))
-        potentials = dist @ w
-        best = int(np.argmin(potentials))
-        potential, closest = potentials[best], dist[best]
-        chosen.append(candidates[best])
-    return X[chosen]
-
-
-def _nearest(X, centers):
-    """Index of the nearest center of each row (``||x||^2`` is the same for all centers)."""
-    return (np.square(centers).sum(axis=1) - 2.0 * (X @ centers.T)).argmin(axis=1)
-
-
-def _lloyd(X, w, centers, max_iter=300, tol=1e-4):
-    """Lloyd's k-means from ``centers`` (``sklearn.cluster.KMeans``, algorithm "lloyd").
-
-    Stops when the labels repeat or the centers move by less than ``tol`` times the mean
-    variance of the columns; an emptied cluster is moved to the row farthest from its
-    center, as scikit-learn does. Returns the labels of the final centers.
-    """
-    K = centers.shape[0]
-    n = X.shape[0]
-    tol = float(np.mean(np.var(X, axis=0))) * tol
-    labels_old = None
-    strict = False
-    for _ in range(max_iter):
-        labels = _nearest(X, centers)
-        members = np.zeros((K, n))
-        members[labels, np.arange(n)] = w
-        sums, totals = members @ X, members.sum(axis=1)
-        empty = np.flatnonzero(totals == 0)
-        if empty.size:
-            far = np.argsort(-np.square(X - centers[labels]).sum(axis=1), kind="stable")
-            for k, row in zip(empty, far[: empty.size], strict=False):
-                sums[labels[row]] -= w[row] * X[row]
-                totals[labels[row]] -= w[row]
-                sums[k], totals[k] = w[row] * X[row], w[row]
-        new = sums / totals[:, None]
-        shift = float(np.square(new - centers).sum())
-        centers = new
-        if labels_old is not None and np.array_equal(labels, labels_old):
-            strict = True
-            break
-        if shift <= tol:
-            break
-        labels_old = labels
-    return labels if strict else _nearest(X, centers)
-
-
-def _params_from_labels(data, labels, K, ctype, moments=None):
-    """Weights, centered means and covariances of the clusters of a hard partition.
-
-    One maximum-likelihood M-step (with ``reg_covar``) from hard responsibilities. Returns
-    None when a cluster is empty (not a usable start). ``moments``, a dict kept with the
-    partition, holds per storage layout what every structure of that layout shares: the
-    M-step's weights, means, scatter and counts (``_gaussian.maximum_likelihood_terms``).
-    """
-    layout = get_layout(ctype)
-    terms = None if moments is None else moments.get(layout.name)
-    if terms is None:
-        Xc, w = data.Xc, data.w
-        n, d = Xc.shape
-        if np.any(np.bincount(labels, weights=w, minlength=K) <= 0):
-            terms = "empty"
-        else:
-            resp = np.zeros((K, n))
-            resp[labels, np.arange(n)] = 1.0
-            # Unit weights as None: the same sums (times 1 and the row count are exact).
-            weights = None if data.unit_weights else w
-            stats = g.summarize(data.features_t(ctype).T, weights, resp, ctype, d)
-            g.finish_moments(stats, ctype, data.tied_moment if layout.shared else None)
-            terms = g.maximum_likelihood_terms(stats, ctype)
-        if moments is not None:  # complete before it is stored: other threads read it
-            moments[layout.name] = terms
-    if isinstance(terms, str):
-        return None
-    weights, means, scatter, counts = terms
-    return weights, means, g.covariances_from_terms(scatter, counts, ctype, data.reg_covar)
-
-
-def _split_start(data, parent, ctype):
-    """K components from a K - 1 solution: split one component along its principal axis.
-
-    ``parent`` is the K - 1 cell's :class:`_Parent`. The split component's two halves
-    keep its covariance and half its weight each; their means sit half a standard
-    deviation on either side along the component's principal axis in the data (weighted
-    by its responsibilities, which works for every structure, "spherical" included).
-    Returns centered (weights, means, covariances).
-    """
-    j = parent.index
-    w = data.w * parent.resp_top
-    nk = w.sum()
-    if not nk > 0:
-        return None
-    mean_j = parent.means[j]
-    diff = data.Xc - mean_j
-    evals, evecs = np.linalg.eigh((diff * w[:, None]).T @ diff / nk)
-    if not evals[-1] > 0:
-        return None
-    shift = 0.5 * np.sqrt(evals[-1]) * evecs[:, -1]
-    order = _split_order(len(parent.weights), j)
-    weights = parent.weights[order]
-    weights[-2:] /= 2
-    means = parent.means[order]
-    means[-2], means[-1] = mean_j - shift, mean_j + shift
-    covs = parent.covariances
-    if not get_structure(ctype).shares_covariance:
-        covs = covs[order]
-    return weights, means, covs
-
-
-@functools.cache
-def _split_order(K, j):
-    """The K - 1 components in the order of a split start: ``j`` last, twice."""
-    order = np.concatenate([np.arange(j), np.arange(j + 1, K), [j, j]])
-    order.flags.writeable = False  # shared by every split with these K and j
-    return order
-
-
-def _fit_order(types):
-    """mclust's order (by number of parameters), so that each model comes after the
-    models nested in it and can start from their solutions."""
-    return sorted(types, key=lambda t: MCLUST_MODELS.index(get_structure(t).name))
-
-
-def _conversion_sources(fit_order, ctype, K, parents):
-    """The fitted structures at the same K that ``ctype`` starts from.
-
-    scikit-learn's four start from each other as they always did (each from those
-    before it); any other pair only from the nested model with the highest objective
-    (with 14 models, every source would multiply the starts).
-    """
-    pairs, nested = _possible_sources(tuple(fit_order), ctype)
-    out = [o for o in pairs if (o, K) in parents]
-    nested = [o for o in nested if (o, K) in parents]
-    if nested:
-        out.append(max(nested, key=lambda o: parents[(o, K)].objective))
-    return out
-
-
-@functools.cache
-def _possible_sources(fit_order, ctype):
-    """:func:`_conversion_sources` before knowing which cells were fitted: the structures
-    fitted before ``ctype`` that it starts from (scikit-learn pairs) and those nested in it."""
-    before = fit_order[: fit_order.index(ctype)]
-    target = get_structure(ctype)
-    pairs = [o for o in before if target.is_sklearn and get_structure(o).is_sklearn]
-    nested = [
-        o
-        for o in before
-        if o not in pairs and target.nests(get_structure(o)) and get_structure(o) != target
-    ]
-    return pairs, nested
-
-
-def _convert_start(parent, source, target):
-    """A start for structure ``target`` from a solution of structure ``source``, same K.
-
-    The target's M-step from the source's covariances
-    (:meth:`~bayes_gmm.structures.Structure.covariances_from_full`): when the source is
-    nested in the target, the start is at least as good as the source.
-    """
-    K, d = parent.means.shape
-    full = g.full_covariances(parent.covariances, source, K, d)
-    covs = get_structure(target).covariances_from_full(full, parent.weights)
-    return None if covs is None else (parent.weights, parent.means, covs)
-
-
-@dataclass
-class _Parent:
-    """What the starts of later cells need from an explored cell (centered frame)."""
-
-    weights: np.ndarray
-    means: np.ndarray
-    covariances: np.ndarray
-    index: int  # the component to split
-    resp_top: np.ndarray  # its responsibilities on the exploration data
-    objective: float  # on the exploration data
-
-    @classmethod
-    def from_estimator(cls, est, data, ctype, resp=None):
-        """``resp``: ``est``'s responsibilities on ``data.X``, when the caller has them."""
-        d = est.means_.shape[1]
-        # The component with the largest weight x det(covariance); log det(covariance) is
-        # -2 log det of the precision factor.
-        logdet = -2.0 * g.log_det_precision_cholesky(est.precisions_cholesky_, ctype, d)
-        j = int(np.argmax(np.log(est.weights_) + logdet))
-        if resp is None:
-            resp = est._log_norm_and_resp(data.X)[1]
-        resp = resp[:, j].copy()
-        return cls(
-            est.weights_.copy(),
-            est.means_ - data.center,
-            est.covariances_.copy(),
-            j,
-            resp,
-            est.log_likelihood_,
-        )
 
 
 # --------------------------------------------------------------------------- fitting
@@ -818,7 +489,7 @@ def _run_grid(data, sub, ks, types, names, settings, progress):
     cells, estimators, parents = {}, {}, {}
     # Within a K the constrained structures go first, so that the flexible ones can also
     # start from their solutions.
-    fit_order = _fit_order(types)
+    fit_order = grid.nesting_order(types)
     todo = []
     for K in ks:
         for ctype in fit_order:
@@ -855,7 +526,7 @@ def _run_grid(data, sub, ks, types, names, settings, progress):
             "loading the compiled EM kernel (its first use after installing compiles it, ~7 s)"
         )
     workers = min(g.n_available_workers(), MAX_GRID_THREADS, len(todo))
-    shared = _SharedStarts(sub, ks, s)
+    shared = grid.SharedStarts(sub, ks, s)
     for ctype in types:  # computed once, before threads could compute them twice
         sub.features_t(ctype)
     left = {K: sum(1 for _, k in todo if k == K) for K in ks}
@@ -881,7 +552,7 @@ def _run_grid(data, sub, ks, types, names, settings, progress):
 
     def starts_from(key):
         ctype, K = key
-        pairs, nested = _possible_sources(tuple(fit_order), ctype)
+        pairs, nested = grid.possible_sources(tuple(fit_order), ctype)
         return [(ctype, K - 1), *((o, K) for o in pairs + nested)]
 
     _in_dependency_order(todo, starts_from, fit, finish, workers)
@@ -964,41 +635,6 @@ def _in_dependency_order(keys, needs, run, finish, workers):
         helper.result()  # a helper's error, if this thread had none
 
 
-class _SharedStarts:
-    """The partitions that every structure at a K starts from, made once per K by the
-    first cell that needs them (cells may run on several threads)."""
-
-    def __init__(self, sub, ks, settings):
-        self._sub, self._ks, self._settings = sub, ks, settings
-        self._locks = {K: threading.Lock() for K in ks}
-        self._by_k = {}
-        self._hc_lock = threading.Lock()
-        self._hc = None
-
-    def partitions(self, K):
-        """``[(kind, data, labels, moments)]``: k-means, k-means++ and mclust's hc."""
-        with self._locks[K]:
-            if K not in self._by_k:
-                s = self._settings
-                n_init = 1 if K == 1 else s["n_init"]
-                parts = [
-                    (kind, self._sub, labels, {})
-                    for kind, labels in _partitions(self._sub, K, n_init, s["entropy"])
-                ]
-                if K > 1:
-                    hc_data, hc_labels = self._hc_tree()
-                    if K in hc_labels:
-                        parts.append(("hc", hc_data, hc_labels[K], {}))
-                self._by_k[K] = parts
-            return self._by_k[K]
-
-    def _hc_tree(self):
-        with self._hc_lock:  # one tree for every K, as mclust
-            if self._hc is None:
-                self._hc = _hc_tree(self._sub, self._settings["entropy"], self._ks)
-            return self._hc
-
-
 def _fit_cell(data, sub, ctype, K, shared, parents, fit_order, s, parallel):
     """Explore one cell's starts on ``sub`` and evaluate the best on ``data``.
 
@@ -1008,14 +644,14 @@ def _fit_cell(data, sub, ctype, K, shared, parents, fit_order, s, parallel):
     """
     t0 = time.perf_counter()
     starts = [
-        (kind, _params_from_labels(pdata, labels, K, ctype, moments))
+        (kind, grid.params_from_labels(pdata, labels, K, ctype, moments))
         for kind, pdata, labels, moments in shared.partitions(K)
         if get_structure(ctype).is_sklearn or kind in CONSTRAINED_PARTITIONS
     ]
     if (ctype, K - 1) in parents:
-        starts.append(("split", _split_start(sub, parents[(ctype, K - 1)], ctype)))
-    for other in _conversion_sources(fit_order, ctype, K, parents):
-        params = _convert_start(parents[(other, K)], other, ctype)
+        starts.append(("split", grid.split_start(sub, parents[(ctype, K - 1)], ctype)))
+    for other in grid.conversion_sources(fit_order, ctype, K, parents):
+        params = grid.convert_start(parents[(other, K)], other, ctype)
         starts.append((f"from {other}", params))
     est, info = _explore(sub, K, ctype, starts, s["prior"], s["max_iter"], parallel)
     on_data = None  # the responsibilities on all the data, shared when sub is data
@@ -1023,7 +659,9 @@ def _fit_cell(data, sub, ctype, K, shared, parents, fit_order, s, parallel):
     if est is not None:
         if sub is data:
             on_data = _log_norm_and_resp(est, data, ctype)
-        parent = _Parent.from_estimator(est, sub, ctype, None if on_data is None else on_data[1])
+        parent = grid.Parent.from_estimator(
+            est, sub, ctype, None if on_data is None else on_data[1]
+        )
         if sub is not data:
             est, reason = _continue(est, data, EXPLORE_TOL)
             if est is None:
@@ -1231,22 +869,22 @@ def select_model(
         _missing.check_missing_rows(Xa)
         X_missing, Xa = Xa, _missing.impute_column_means(Xa, w)
     warn_constant_columns(Xa, feature_names, stacklevel=2)
-    entropy = _seed_entropy(random_state)
+    entropy = grid.seed_entropy(random_state)
 
     if types is None:
         types = list(default_covariance_types(n_features))
     types, collapsed = _collapse(types, n_features)
     names = {t: get_structure(t).display_name(n_features == 1) for t in types}
 
-    data = _make_data(Xa, w, reg_covar)
+    data = grid.make_data(Xa, w, reg_covar)
     sub = data
     if n_samples > SUBSAMPLE_SIZE:
         # Starts are explored on a subsample (as mclust initializes on one): the best start
         # of each cell is then run on all the data.
-        rng = np.random.default_rng(_seed(entropy, 0, 0, 1))
+        rng = np.random.default_rng(grid.seed(entropy, 0, 0, 1))
         rows = np.sort(rng.choice(n_samples, SUBSAMPLE_SIZE, replace=False))
         if len(np.unique(Xa[rows], axis=0)) >= max(ks):
-            sub = _make_data(Xa[rows], w[rows], reg_covar)
+            sub = grid.make_data(Xa[rows], w[rows], reg_covar)
     settings = {
         "n_init": n_init,
         "entropy": entropy,

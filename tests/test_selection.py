@@ -485,30 +485,31 @@ def test_batched_starts_are_used_and_equal_one_by_one_fits(faithful, monkeypatch
 @pytest.mark.parametrize("d", [1, 2, 5])
 def test_partitions_equal_scikit_learn_kmeans(K, d):
     """The grid's own k-means and k-means++ give scikit-learn's partitions, draw for draw."""
-    from sklearn.cluster import KMeans, kmeans_plusplus
+    from sklearn.cluster import KMeans
+    from sklearn.cluster import kmeans_plusplus as sklearn_kmeans_plusplus
 
-    from bayes_gmm.selection import _kmeans_plusplus, _lloyd
+    from bayes_gmm._grid_starts import kmeans_plusplus, lloyd
 
     X, _, _ = make_mixture(400, 4, d, random_state=d)
     w = np.random.default_rng(K).integers(1, 4, size=len(X)).astype(float)
     for seed in range(5):
         ref = KMeans(K, n_init=1, random_state=seed).fit(X, sample_weight=w).labels_
         Xm = X - X.mean(axis=0)
-        ours = _lloyd(Xm, w, _kmeans_plusplus(Xm, w, K, np.random.RandomState(seed)))
+        ours = lloyd(Xm, w, kmeans_plusplus(Xm, w, K, np.random.RandomState(seed)))
         np.testing.assert_array_equal(ours, ref)
-        centers, _ = kmeans_plusplus(X, K, random_state=seed, sample_weight=w)
+        centers, _ = sklearn_kmeans_plusplus(X, K, random_state=seed, sample_weight=w)
         np.testing.assert_allclose(
-            _kmeans_plusplus(X, w, K, np.random.RandomState(seed)), centers, rtol=0, atol=0
+            kmeans_plusplus(X, w, K, np.random.RandomState(seed)), centers, rtol=0, atol=0
         )
 
 
 def test_lloyd_moves_an_emptied_cluster_to_the_farthest_row():
-    from bayes_gmm.selection import _lloyd
+    from bayes_gmm._grid_starts import lloyd
 
     X = np.array([[0.0], [1.0], [10.0], [11.0], [30.0]])
     # The middle center is nobody's nearest: it is moved onto the row farthest from its
     # center (30), and Lloyd then settles on three clusters.
-    labels = _lloyd(X, np.ones(5), np.array([[0.5], [100.0], [10.5]]))
+    labels = lloyd(X, np.ones(5), np.array([[0.5], [100.0], [10.5]]))
     assert len(np.unique(labels)) == 3
     assert labels[4] != labels[3] and labels[0] == labels[1] and labels[2] == labels[3]
 
